@@ -1,0 +1,217 @@
+//! Command-line syntax (clap) and its conversion into [`Options`].
+//!
+//! Only this module knows about clap: parsing validates the syntax, then
+//! [`PushArgs::to_options`] builds the plain options value the engine runs on
+//! (the split ripgrep and fd use). The man page is generated from these definitions
+//! by [`man_page`]; `tests/man.rs` keeps `man/fsync-repl.1` current.
+
+use std::path::PathBuf;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::config::{parse_rate, parse_reserve, FsyncMode, Options};
+use crate::error::{Error, Result};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   everything replicated
+  1   usage error (bad option or argument)
+  2   protocol error with a remote peer
+  3   selection error: SRC or DEST missing or unusable
+  11  destination I/O error or not enough space on the destination
+  20  interrupted by SIGINT or SIGTERM
+  23  partial transfer: some files failed, the rest were replicated
+  24  some source files vanished before they could be copied";
+
+/// Replicate home directories to a secondary disk or host without starving user I/O.
+#[derive(Debug, Parser)]
+#[command(name = "fsync-repl", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Make DEST an exact replica of the contents of SRC.
+    ///
+    /// SRC's contents are mirrored into DEST whatever trailing slashes say; DEST is
+    /// created if missing. Regular files, directories, symlinks (never followed), hard
+    /// links, sparse files, permissions and nanosecond mtimes are replicated; owners,
+    /// devices and FIFOs when running as root. Every destination file is written to a
+    /// temporary file beside it, made durable and renamed into place, so an interrupted
+    /// run leaves each file either old or new.
+    #[command(after_help = EXIT_CODES)]
+    Push(PushArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FsyncArg {
+    /// Make each batch of temporary files durable with one syncfs before renaming it.
+    Batch,
+    /// fsync every temporary file before its rename (slower on many small files).
+    File,
+    /// No durability barrier: renames stay atomic for a crash of this process only.
+    None,
+}
+
+/// Arguments of `push`.
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// Source directory (its contents are replicated).
+    pub src: PathBuf,
+    /// Destination directory (created if missing).
+    pub dest: PathBuf,
+
+    /// Delete destination files that the source no longer has.
+    #[arg(long)]
+    pub delete: bool,
+    /// With --delete, also delete excluded files from the destination.
+    #[arg(long)]
+    pub delete_excluded: bool,
+    /// Compare file contents (BLAKE3) instead of size and mtime.
+    #[arg(short = 'c', long)]
+    pub checksum: bool,
+    /// Exclude paths matching GLOB (gitignore syntax; repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Read exclude patterns from FILE, one per line (gitignore syntax).
+    #[arg(long, value_name = "FILE")]
+    pub exclude_from: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries in SRC (mount points are kept as empty directories).
+    #[arg(short = 'x', long)]
+    pub one_file_system: bool,
+    /// Replicate extended attributes.
+    #[arg(short = 'X', long)]
+    pub xattrs: bool,
+    /// Keep owners as numeric uid/gid (always the case for local destinations).
+    #[arg(long)]
+    pub numeric_ids: bool,
+    /// Use rolling-checksum deltas for changed files (default for local: whole files).
+    #[arg(long, conflicts_with = "whole_file")]
+    pub delta: bool,
+    /// Always copy changed files whole.
+    #[arg(short = 'W', long)]
+    pub whole_file: bool,
+    /// Worker threads for scanning and copying [default: number of cores].
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Free space to keep on the destination: a size (10G, 500M) or a percentage (5%).
+    /// Default: 5% of the filesystem, at most 10 GiB.
+    #[arg(long, value_name = "SIZE|PCT")]
+    pub min_free: Option<String>,
+    /// How temporary files are made durable before their rename.
+    #[arg(long, value_enum, default_value = "batch")]
+    pub fsync: FsyncArg,
+    /// Limit disk bytes read and written per second (binary units: 20M = 20 MiB/s).
+    #[arg(long, value_name = "RATE")]
+    pub bwlimit: Option<String>,
+    /// Show what would change and stop without writing anything.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Print one line per change (see README: itemized output).
+    #[arg(short = 'i', long)]
+    pub itemize: bool,
+    /// Show a progress bar even when stderr is not a terminal.
+    #[arg(long)]
+    pub progress: bool,
+    /// Print the closing summary as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Print errors only.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// More detail (warnings for skipped files, timings).
+    #[arg(short = 'v', long, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl PushArgs {
+    /// Builds the engine's options, validating values clap cannot check alone.
+    pub fn to_options(&self) -> Result<Options> {
+        let mut excludes = self.exclude.clone();
+        for file in &self.exclude_from {
+            let text = std::fs::read(file).map_err(|e| {
+                Error::Usage(format!(
+                    "--exclude-from {}: {e}; give a readable file of patterns",
+                    file.display()
+                ))
+            })?;
+            for line in text.split(|&b| b == b'\n') {
+                let line = String::from_utf8_lossy(line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                if !line.trim().is_empty() && !line.starts_with('#') {
+                    excludes.push(line);
+                }
+            }
+        }
+        let min_free = match &self.min_free {
+            Some(s) => {
+                Some(parse_reserve(s).map_err(|e| Error::Usage(format!("--min-free {s}: {e}")))?)
+            }
+            None => None,
+        };
+        let bwlimit = match &self.bwlimit {
+            Some(s) => {
+                Some(parse_rate(s).map_err(|e| Error::Usage(format!("--bwlimit {s}: {e}")))?)
+            }
+            None => None,
+        };
+        if self.jobs == Some(0) {
+            return Err(Error::Usage("--jobs 0: give at least 1 worker".into()));
+        }
+        Ok(Options {
+            delete: self.delete || self.delete_excluded,
+            delete_excluded: self.delete_excluded,
+            checksum: self.checksum,
+            excludes,
+            one_file_system: self.one_file_system,
+            xattrs: self.xattrs,
+            delta: self.delta,
+            jobs: self.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            min_free,
+            fsync: match self.fsync {
+                FsyncArg::Batch => FsyncMode::Batch,
+                FsyncArg::File => FsyncMode::File,
+                FsyncArg::None => FsyncMode::None,
+            },
+            bwlimit,
+            dry_run: self.dry_run,
+            itemize: self.itemize,
+            progress: self.progress,
+            json: self.json,
+            quiet: self.quiet,
+            verbose: self.verbose,
+            ..Options::default()
+        })
+    }
+}
+
+/// Renders the man pages from the clap definitions: `fsync-repl.1` for the tool and
+/// one `fsync-repl-<command>.1` per subcommand, as (file name, contents) pairs.
+pub fn man_pages() -> Vec<(String, Vec<u8>)> {
+    let cmd = Cli::command();
+    let mut pages = vec![("fsync-repl.1".to_string(), render(cmd.clone()))];
+    for sub in cmd.get_subcommands() {
+        let name = format!("fsync-repl-{}", sub.get_name());
+        let page = render(
+            sub.clone()
+                .name(name.clone())
+                .version(env!("CARGO_PKG_VERSION")),
+        );
+        pages.push((format!("{name}.1"), page));
+    }
+    pages
+}
+
+fn render(cmd: clap::Command) -> Vec<u8> {
+    let mut out = Vec::new();
+    // A Vec<u8> sink cannot fail.
+    let _ = clap_mangen::Man::new(cmd).render(&mut out);
+    out
+}

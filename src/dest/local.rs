@@ -1,0 +1,665 @@
+//! A destination directory on this machine: confined, atomic, throttled.
+//!
+//! Every operation resolves its parent directory beneath the root with
+//! [`fsutil::open_dir`] (no symlink followed, paths longer than PATH_MAX in chunks)
+//! and acts on a single validated name through that descriptor (invariant 3). File data
+//! is written to `.<name>.fsync-tmp.<random>` beside the target, its metadata set on the
+//! open descriptor, made durable, then renamed over the target (invariants 2 and 4).
+//! All bytes and operations pass the run's [`Throttle`] (invariant 6).
+
+use std::fs::File;
+use std::io::{self, Seek, SeekFrom, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
+
+use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
+use crate::config::FsyncMode;
+use crate::delta;
+use crate::fsutil::{self, valid_name};
+use crate::plan::Hash;
+use crate::scan::{self, ScanOptions, Scanned};
+use crate::source::{hash_file, SourceFile};
+use crate::throttle::Throttle;
+use crate::tree::{self, Kind};
+
+/// A local destination rooted at an open directory.
+#[derive(Debug)]
+pub struct LocalDest {
+    root: OwnedFd,
+    path: PathBuf,
+    dev: u64,
+    fsync: FsyncMode,
+    throttle: Arc<Throttle>,
+    reflink_ok: AtomicBool,
+    seq: AtomicU64,
+}
+
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, what.to_string())
+}
+
+/// Splits a validated relative path into (parent, name).
+fn split(rel: &[u8]) -> io::Result<(&[u8], &[u8])> {
+    if !fsutil::valid_rel_path(rel) {
+        return Err(invalid("invalid relative path"));
+    }
+    Ok((tree::parent(rel), tree::file_name(rel)))
+}
+
+fn ts(sec: i64, nsec: u32) -> Timespec {
+    Timespec {
+        tv_sec: sec,
+        tv_nsec: nsec as _,
+    }
+}
+
+fn times(meta: &SetMeta) -> Timestamps {
+    Timestamps {
+        last_access: ts(meta.mtime, meta.mtime_nsec),
+        last_modification: ts(meta.mtime, meta.mtime_nsec),
+    }
+}
+
+impl LocalDest {
+    /// Opens (creating if missing) the destination directory.
+    pub fn open(path: &Path, fsync: FsyncMode, throttle: Arc<Throttle>) -> io::Result<LocalDest> {
+        std::fs::create_dir_all(path)?;
+        let root = rfs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let dev = rfs::fstat(&root)?.st_dev;
+        Ok(LocalDest {
+            root,
+            path: path.to_path_buf(),
+            dev,
+            fsync,
+            throttle,
+            reflink_ok: AtomicBool::new(true),
+            seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        fsutil::open_dir(self.root.as_fd(), rel)
+    }
+
+    /// A fresh temporary name for `name`: `.<name>.fsync-tmp.<random>`, within NAME_MAX.
+    fn temp_name(&self, name: &[u8]) -> Vec<u8> {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed);
+        let tag = format!(
+            ".fsync-tmp.{:08x}{:04x}",
+            std::process::id().wrapping_mul(2654435761) ^ (n as u32).rotate_left(16),
+            n & 0xffff
+        );
+        let keep = name.len().min(255 - 1 - tag.len());
+        let mut t = Vec::with_capacity(1 + keep + tag.len());
+        t.push(b'.');
+        t.extend_from_slice(&name[..keep]);
+        t.extend_from_slice(tag.as_bytes());
+        t
+    }
+
+    fn create_temp(&self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(Vec<u8>, File), PutError> {
+        loop {
+            let tmp = self.temp_name(name);
+            self.throttle.op();
+            match rfs::openat(
+                dir,
+                tmp.as_slice(),
+                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                Mode::from_raw_mode(0o600),
+            ) {
+                Ok(fd) => return Ok((tmp, File::from(fd))),
+                Err(rustix::io::Errno::EXIST) => continue,
+                Err(e) => return Err(PutError::dest("create temporary file")(e.into())),
+            }
+        }
+    }
+
+    /// Applies owner, mode and times to an open temporary file (owner first: chown
+    /// clears set-id bits).
+    fn apply_meta_fd(&self, fd: BorrowedFd<'_>, meta: &SetMeta) -> io::Result<()> {
+        if let Some((uid, gid)) = meta.owner {
+            rfs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )?;
+        }
+        rfs::fchmod(fd, Mode::from_raw_mode(meta.perm))?;
+        rfs::futimens(fd, &times(meta))?;
+        Ok(())
+    }
+
+    fn apply_meta_at(&self, dir: BorrowedFd<'_>, name: &[u8], meta: &SetMeta) -> io::Result<()> {
+        if let Some((uid, gid)) = meta.owner {
+            rfs::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        match meta.kind {
+            Kind::Symlink => {}
+            Kind::File => {
+                // Through a descriptor: chmod by name could follow a symlink swapped in.
+                let fd = fsutil::open_beneath(
+                    dir,
+                    name,
+                    OFlags::RDONLY | OFlags::NONBLOCK,
+                    Mode::empty(),
+                )?;
+                if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+                    return Err(invalid("not a regular file"));
+                }
+                rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm))?;
+            }
+            _ => {
+                // FIFOs and devices are never opened; fchmodat2 refuses nothing but
+                // symlinks with AT_SYMLINK_NOFOLLOW, so check the kind first.
+                let st = fsutil::stat_at(dir, name)?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Symlink {
+                    return Err(invalid("a symlink appeared where a special file was"));
+                }
+                rfs::chmodat(dir, name, Mode::from_raw_mode(meta.perm), AtFlags::empty())?;
+            }
+        }
+        rfs::utimensat(dir, name, &times(meta), AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok(())
+    }
+
+    /// Writes the whole of `src` into `out`: a reflink when possible, else
+    /// copy_file_range over the data segments (holes stay holes), else read/write.
+    fn copy_whole(&self, src: &SourceFile, out: &File) -> Result<DataStats, PutError> {
+        let mut stats = DataStats::default();
+        if src.size == 0 {
+            return Ok(stats);
+        }
+        if src.dev == self.dev
+            && self.reflink_ok.load(Ordering::Relaxed)
+            && self.throttle.chunk() >= 8 << 20
+        {
+            match rfs::ioctl_ficlone(out, &src.file) {
+                Ok(()) => {
+                    self.throttle.op();
+                    stats.cloned = src.size;
+                    return Ok(stats);
+                }
+                Err(_) => self.reflink_ok.store(false, Ordering::Relaxed),
+            }
+        }
+        let segments = if src.sparse {
+            data_segments(&src.file, src.size)?
+        } else {
+            vec![(0, src.size)]
+        };
+        for (start, end) in segments {
+            self.copy_range(src, out, start, end)?;
+            stats.literal += end - start;
+        }
+        rfs::ftruncate(out, src.size).map_err(|e| PutError::dest("truncate")(e.into()))?;
+        Ok(stats)
+    }
+
+    fn copy_range(
+        &self,
+        src: &SourceFile,
+        out: &File,
+        start: u64,
+        end: u64,
+    ) -> Result<(), PutError> {
+        let mut off_in = start;
+        let mut off_out = start;
+        let chunk = self.throttle.chunk() as u64;
+        while off_in < end {
+            let want = (end - off_in).min(chunk) as usize;
+            self.throttle.bytes(want as u64 * 2);
+            match rfs::copy_file_range(&src.file, Some(&mut off_in), out, Some(&mut off_out), want)
+            {
+                Ok(0) => return Err(PutError::SourceChanged),
+                Ok(_) => {}
+                Err(
+                    e @ (rustix::io::Errno::XDEV
+                    | rustix::io::Errno::INVAL
+                    | rustix::io::Errno::NOSYS
+                    | rustix::io::Errno::OPNOTSUPP),
+                ) => {
+                    let _ = e;
+                    return self.read_write(src, out, off_in, end);
+                }
+                Err(e) if fsutil::is_no_space(&e.into()) => return Err(PutError::NoSpace),
+                Err(rustix::io::Errno::IO) => {
+                    return Err(PutError::Source(io::Error::from(rustix::io::Errno::IO)))
+                }
+                Err(e) => return Err(PutError::dest("copy_file_range")(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    fn read_write(
+        &self,
+        src: &SourceFile,
+        out: &File,
+        mut off: u64,
+        end: u64,
+    ) -> Result<(), PutError> {
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; (self.throttle.chunk()).min(1 << 20)];
+        while off < end {
+            let want = ((end - off) as usize).min(buf.len());
+            let n = src
+                .file
+                .read_at(&mut buf[..want], off)
+                .map_err(PutError::Source)?;
+            if n == 0 {
+                return Err(PutError::SourceChanged);
+            }
+            self.throttle.bytes(n as u64 * 2);
+            out.write_all_at(&buf[..n], off)
+                .map_err(PutError::dest("write"))?;
+            off += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds the file from the destination's old version with rsync deltas; falls
+    /// back to a whole copy when the result does not hash like the source.
+    fn copy_delta(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
+        src: &SourceFile,
+        out: &mut File,
+    ) -> Result<DataStats, PutError> {
+        let old =
+            match fsutil::open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
+            {
+                Ok(fd)
+                    if rfs::fstat(&fd)
+                        .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile)
+                        .unwrap_or(false) =>
+                {
+                    File::from(fd)
+                }
+                _ => return self.copy_whole(src, out),
+            };
+        let old_len = old.metadata().map(|m| m.len()).unwrap_or(0);
+        if old_len == 0 || src.size == 0 {
+            return self.copy_whole(src, out);
+        }
+        // SAFETY: read-only maps of files this run does not modify; dropped on return.
+        let (base, new) = unsafe {
+            (
+                memmap2::Mmap::map(&old).map_err(PutError::dest("map old version"))?,
+                memmap2::Mmap::map(&src.file).map_err(PutError::Source)?,
+            )
+        };
+        self.throttle.bytes(old_len + src.size);
+        let want = hash_file(&src.file, src.size, &self.throttle).map_err(PutError::Source)?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, &mut *out);
+        let result = delta::delta_copy(&base, &new, &mut w, delta::DEFAULT_WINDOW);
+        let flushed = w.flush();
+        drop(w);
+        match (result, flushed) {
+            (Ok((st, got)), Ok(())) if *got.as_bytes() == want => {
+                self.throttle.bytes(src.size);
+                Ok(DataStats {
+                    literal: st.literal,
+                    matched: st.matched,
+                    cloned: 0,
+                })
+            }
+            (_, Err(e)) if fsutil::is_no_space(&e) => Err(PutError::NoSpace),
+            _ => {
+                out.set_len(0).map_err(PutError::dest("truncate"))?;
+                out.seek(SeekFrom::Start(0))
+                    .map_err(PutError::dest("seek"))?;
+                self.copy_whole(src, out)
+            }
+        }
+    }
+
+    fn copy_xattrs(&self, src: &File, out: &File) -> io::Result<()> {
+        let mut names = vec![0u8; 64 * 1024];
+        let n = match rfs::flistxattr(src, &mut names[..]) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+            let mut val = vec![0u8; 64 * 1024];
+            let len = rfs::fgetxattr(src, name, &mut val[..])?;
+            rfs::fsetxattr(out, name, &val[..len], rfs::XattrFlags::empty())?;
+        }
+        Ok(())
+    }
+
+    fn finish_temp(
+        &self,
+        dir: BorrowedFd<'_>,
+        tmp: &[u8],
+        rel: &[u8],
+        out: &File,
+        meta: &SetMeta,
+        src: Option<&SourceFile>,
+        xattrs: bool,
+    ) -> Result<(), PutError> {
+        if let (true, Some(s)) = (xattrs, src) {
+            self.copy_xattrs(&s.file, out)
+                .map_err(PutError::dest("copy extended attributes"))?;
+        }
+        self.apply_meta_fd(out.as_fd(), meta)
+            .map_err(PutError::dest("set metadata"))?;
+        if self.fsync == FsyncMode::File {
+            self.throttle.op();
+            out.sync_all().map_err(PutError::dest("fsync"))?;
+        }
+        let _ = (dir, tmp, rel);
+        Ok(())
+    }
+
+    /// Links `tmp` into place over `name`, removing `tmp` if the rename was a no-op
+    /// (both names already the same inode).
+    fn rename_into_place(&self, dir: BorrowedFd<'_>, tmp: &[u8], name: &[u8]) -> io::Result<()> {
+        self.throttle.op();
+        rfs::renameat(dir, tmp, dir, name)?;
+        if rfs::statat(dir, tmp, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
+        }
+        Ok(())
+    }
+
+    fn remove_tree_at(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+        let st = fsutil::stat_at(dir, name)?;
+        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+            let sub =
+                fsutil::open_beneath(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
+            for child in fsutil::read_dir_names(sub.as_fd())? {
+                self.remove_tree_at(sub.as_fd(), &child)?;
+            }
+            self.throttle.op();
+            rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+        } else {
+            self.throttle.op();
+            rfs::unlinkat(dir, name, AtFlags::empty())?;
+        }
+        Ok(())
+    }
+}
+
+/// The data segments of a sparse file, found with SEEK_DATA / SEEK_HOLE.
+fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, PutError> {
+    let mut segs = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match rfs::seek(f, rfs::SeekFrom::Data(pos)) {
+            Ok(s) => s,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return Ok(vec![(pos, size)]),
+        };
+        let end = rfs::seek(f, rfs::SeekFrom::Hole(start))
+            .map_err(|e| PutError::Source(e.into()))?
+            .min(size);
+        if end > start {
+            segs.push((start, end));
+        }
+        pos = end;
+    }
+    Ok(segs)
+}
+
+impl Destination for LocalDest {
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
+        scan::scan(self.root.as_fd(), opts)
+    }
+
+    fn space(&self) -> io::Result<Space> {
+        let s = rfs::fstatvfs(&self.root)?;
+        Ok(Space {
+            avail: s.f_bavail * s.f_frsize,
+            total: s.f_blocks * s.f_frsize,
+        })
+    }
+
+    fn hash(&self, rel: &[u8]) -> Option<Hash> {
+        let fd = fsutil::open_beneath(
+            self.root.as_fd(),
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rfs::fstat(&fd).ok()?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+            return None;
+        }
+        hash_file(&File::from(fd), st.st_size as u64, &self.throttle).ok()
+    }
+
+    fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        self.throttle.op();
+        let flags = if kind == Kind::Dir {
+            AtFlags::REMOVEDIR
+        } else {
+            AtFlags::empty()
+        };
+        match rfs::unlinkat(&dir, name, flags) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn remove_tree(&self, rel: &[u8]) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        match self.remove_tree_at(dir.as_fd(), name) {
+            Err(e) if fsutil::is_not_found(&e) => Ok(()),
+            r => r,
+        }
+    }
+
+    fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        self.throttle.op();
+        match rfs::mkdirat(&dir, name, Mode::from_raw_mode((perm | 0o700) & 0o7777)) {
+            Ok(()) => Ok(()),
+            Err(rustix::io::Errno::EXIST) => {
+                let st = fsutil::stat_at(dir.as_fd(), name)?;
+                if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
+                    Ok(())
+                } else {
+                    Err(io::Error::from(rustix::io::Errno::EXIST))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        let (fp, fname) = split(from)?;
+        let (tp, tname) = split(to)?;
+        let fdir = self.dir(fp)?;
+        let tdir = self.dir(tp)?;
+        self.throttle.op();
+        rfs::renameat(&fdir, fname, &tdir, tname)?;
+        Ok(())
+    }
+
+    fn stage_file(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError> {
+        let (parent, name) = split(rel).map_err(PutError::dest("path"))?;
+        let dir = self.dir(parent).map_err(PutError::dest("open directory"))?;
+        let (tmp, mut out) = self.create_temp(dir.as_fd(), name)?;
+        let result = (|| {
+            let stats = match mode {
+                DataMode::Whole => self.copy_whole(src, &out)?,
+                DataMode::Delta => self.copy_delta(dir.as_fd(), name, src, &mut out)?,
+            };
+            if !src.unchanged().map_err(PutError::Source)? {
+                return Err(PutError::SourceChanged);
+            }
+            self.finish_temp(dir.as_fd(), &tmp, rel, &out, meta, Some(src), xattrs)?;
+            Ok(stats)
+        })();
+        match result {
+            Ok(stats) => Ok((
+                Staged {
+                    dir: parent.to_vec(),
+                    tmp,
+                    name: name.to_vec(),
+                },
+                stats,
+            )),
+            Err(e) => {
+                drop(out);
+                let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+                Err(e)
+            }
+        }
+    }
+
+    fn stage_local_copy(
+        &self,
+        rel: &[u8],
+        from: &[u8],
+        meta: &SetMeta,
+    ) -> Result<Staged, PutError> {
+        let fd = fsutil::open_source_file(self.root.as_fd(), from)
+            .map_err(PutError::dest("open local copy source"))?;
+        let st = rfs::fstat(&fd).map_err(|e| PutError::dest("stat")(e.into()))?;
+        let src = SourceFile::from_parts(File::from(fd), &st);
+        self.stage_file(rel, &src, meta, DataMode::Whole, false)
+            .map(|(s, _)| s)
+    }
+
+    fn commit(&self, staged: &[Staged]) -> io::Result<()> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        if self.fsync == FsyncMode::Batch {
+            self.throttle.op();
+            rfs::syncfs(&self.root)?;
+        }
+        let mut cur: Option<(&[u8], OwnedFd)> = None;
+        for s in staged {
+            let fd = match &cur {
+                Some((d, fd)) if *d == s.dir.as_slice() => fd,
+                _ => {
+                    cur = Some((s.dir.as_slice(), self.dir(&s.dir)?));
+                    &cur.as_ref().map(|c| c).ok_or_else(|| invalid("dir"))?.1
+                }
+            };
+            self.rename_into_place(fd.as_fd(), &s.tmp, &s.name)?;
+        }
+        Ok(())
+    }
+
+    fn discard(&self, staged: &Staged) {
+        if let Ok(dir) = self.dir(&staged.dir) {
+            let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
+        }
+    }
+
+    fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let (lparent, lname) = split(leader)?;
+        let dir = self.dir(parent)?;
+        let ldir = self.dir(lparent)?;
+        let tmp = self.temp_name(name);
+        self.throttle.op();
+        rfs::linkat(&ldir, lname, &dir, tmp.as_slice(), AtFlags::empty())?;
+        self.rename_into_place(dir.as_fd(), &tmp, name)
+    }
+
+    fn symlink(&self, rel: &[u8], target: &[u8], meta: &SetMeta) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        let tmp = self.temp_name(name);
+        self.throttle.op();
+        rfs::symlinkat(target, &dir, tmp.as_slice())?;
+        if let Err(e) = self.apply_meta_at(dir.as_fd(), &tmp, meta) {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+            return Err(e);
+        }
+        self.rename_into_place(dir.as_fd(), &tmp, name)
+    }
+
+    fn mknod(&self, rel: &[u8], meta: &SetMeta, rdev: u64) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        let tmp = self.temp_name(name);
+        let ft = match meta.kind {
+            Kind::Fifo => FileType::Fifo,
+            Kind::Socket => FileType::Socket,
+            Kind::CharDev => FileType::CharacterDevice,
+            Kind::BlockDev => FileType::BlockDevice,
+            _ => return Err(invalid("not a special file")),
+        };
+        self.throttle.op();
+        rfs::mknodat(
+            &dir,
+            tmp.as_slice(),
+            ft,
+            Mode::from_raw_mode(meta.perm),
+            rdev,
+        )?;
+        if let Err(e) = self.apply_meta_at(dir.as_fd(), &tmp, meta) {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+            return Err(e);
+        }
+        self.rename_into_place(dir.as_fd(), &tmp, name)
+    }
+
+    fn set_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
+        let (parent, name) = split(rel)?;
+        let dir = self.dir(parent)?;
+        self.throttle.op();
+        self.apply_meta_at(dir.as_fd(), name, meta)
+    }
+
+    fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
+        let dir = self.dir(rel)?;
+        self.throttle.op();
+        self.apply_meta_fd(dir.as_fd(), meta)
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        if self.fsync != FsyncMode::None {
+            self.throttle.op();
+            rfs::syncfs(&self.root)?;
+        }
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_valid(name: &[u8]) -> bool {
+    valid_name(name)
+}

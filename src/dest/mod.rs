@@ -1,0 +1,140 @@
+//! The destination seam: what the transfer needs from the side it writes to.
+//!
+//! [`local::LocalDest`] implements it on a directory of this machine; a remote
+//! implementation speaks the same operations over a protocol. Every implementation
+//! keeps the invariants: nothing is written in place (data goes to a temporary file
+//! that is made durable and renamed), every operation stays beneath the root, and
+//! nothing is written past the free-space reserve.
+
+pub mod local;
+
+use std::io;
+
+use crate::plan::Hash;
+use crate::scan::{ScanOptions, Scanned};
+use crate::tree::Kind;
+
+/// Metadata applied to a created or updated entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetMeta {
+    pub kind: Kind,
+    pub perm: u32,
+    /// Owner to set, when owners are replicated.
+    pub owner: Option<(u32, u32)>,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+}
+
+/// Free and total bytes of the destination's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Space {
+    pub avail: u64,
+    pub total: u64,
+}
+
+/// How file data is produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataMode {
+    /// Copy the whole file (reflink, copy_file_range, or read/write; holes kept).
+    Whole,
+    /// Rebuild from the destination's older version at the same path with rsync deltas.
+    Delta,
+}
+
+/// Bytes moved to produce one file.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DataStats {
+    /// Bytes read from the source and written as new data.
+    pub literal: u64,
+    /// Bytes reused from the destination's older version.
+    pub matched: u64,
+    /// Bytes cloned by reflink.
+    pub cloned: u64,
+}
+
+/// Why writing one file failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The source changed while it was read; nothing was put in place.
+    #[error("changed while it was read")]
+    SourceChanged,
+    /// The source vanished.
+    #[error("vanished before it could be copied")]
+    SourceVanished,
+    /// Reading the source failed.
+    #[error("read: {0}")]
+    Source(io::Error),
+    /// The destination is full.
+    #[error("no space left on the destination")]
+    NoSpace,
+    /// Another destination error.
+    #[error("{op}: {err}")]
+    Dest { op: &'static str, err: io::Error },
+}
+
+impl PutError {
+    pub fn dest(op: &'static str) -> impl FnOnce(io::Error) -> PutError {
+        move |err| {
+            if crate::fsutil::is_no_space(&err) {
+                PutError::NoSpace
+            } else {
+                PutError::Dest { op, err }
+            }
+        }
+    }
+}
+
+/// A temporary file written and waiting for its rename into `dir/name`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub dir: Vec<u8>,
+    pub tmp: Vec<u8>,
+    pub name: Vec<u8>,
+}
+
+/// The operations the transfer runs against a destination. Paths are relative to the
+/// root, validated, and never contain `.` or `..` components.
+pub trait Destination: Sync {
+    /// Lists the destination (temporary files of interrupted runs are reported apart).
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String>;
+    /// Free space on the destination's filesystem.
+    fn space(&self) -> io::Result<Space>;
+    /// Content hash of a regular file.
+    fn hash(&self, rel: &[u8]) -> Option<Hash>;
+    /// Removes a non-directory entry, or an empty directory.
+    fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()>;
+    /// Removes an entry and, for a directory, everything beneath it.
+    fn remove_tree(&self, rel: &[u8]) -> io::Result<()>;
+    /// Creates a directory (its final metadata is set later by `set_dir_meta`).
+    fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()>;
+    /// Renames an entry inside the destination (move detection).
+    fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()>;
+    /// Writes a file's data from the source into a temporary file beside `rel`.
+    fn stage_file(
+        &self,
+        rel: &[u8],
+        src: &crate::source::SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError>;
+    /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
+    fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)
+        -> Result<Staged, PutError>;
+    /// Makes staged files durable (per the fsync mode) and renames them into place.
+    fn commit(&self, staged: &[Staged]) -> io::Result<()>;
+    /// Makes `rel` a hard link to `leader` (atomically replacing `rel`).
+    fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()>;
+    /// Creates or atomically replaces a symlink.
+    fn symlink(&self, rel: &[u8], target: &[u8], meta: &SetMeta) -> io::Result<()>;
+    /// Creates or atomically replaces a FIFO, socket or device node.
+    fn mknod(&self, rel: &[u8], meta: &SetMeta, rdev: u64) -> io::Result<()>;
+    /// Sets metadata of an existing non-directory in place.
+    fn set_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
+    /// Sets metadata of a directory (`rel` empty: the root).
+    fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
+    /// Discards a staged file that will not be committed.
+    fn discard(&self, staged: &Staged);
+    /// Final durability barrier for directory entries (renames, links, deletes).
+    fn finish(&self) -> io::Result<()>;
+}

@@ -1,0 +1,92 @@
+//! Typed errors and the documented exit codes.
+//!
+//! Every error variant carries the path and the operation it concerns, so that the
+//! binary can print one line that names what failed and what to do about it.
+
+use std::io;
+use std::path::PathBuf;
+
+/// The process exit codes, documented in README.md and the man page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[repr(i32)]
+pub enum ExitCode {
+    /// Everything replicated.
+    Ok = 0,
+    /// Bad command line.
+    Usage = 1,
+    /// Protocol error with a remote peer.
+    Protocol = 2,
+    /// SRC or DEST unusable (missing, not a directory, nested in each other).
+    Selection = 3,
+    /// Destination I/O error or not enough space on the destination.
+    DestIo = 11,
+    /// Interrupted by SIGINT or SIGTERM.
+    Interrupted = 20,
+    /// Some files could not be replicated (the others were).
+    Partial = 23,
+    /// Some source files vanished between the scan and their copy.
+    Vanished = 24,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+}
+
+/// An error of the library, with the path and the operation it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {what}")]
+    Selection { path: PathBuf, what: String },
+    #[error("{op} {path}: {source}")]
+    Source {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Dest {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}")]
+    NoSpace(String),
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Selection { .. } => ExitCode::Selection,
+            Error::Source { .. } => ExitCode::Partial,
+            Error::Dest { .. } | Error::NoSpace(_) => ExitCode::DestIo,
+            Error::Interrupted => ExitCode::Interrupted,
+            Error::Usage(_) => ExitCode::Usage,
+        }
+    }
+
+    pub fn source(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Source {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn dest(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        Error::Dest {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

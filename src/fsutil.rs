@@ -1,0 +1,230 @@
+//! Confined filesystem access through directory file descriptors.
+//!
+//! Every path the engine touches is relative to a root descriptor and is resolved
+//! with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)`, so a
+//! symlink planted anywhere on the way can never lead outside the root (invariants 1
+//! and 3). Paths longer than the kernel's PATH_MAX are resolved in chunks, one
+//! descriptor per chunk, which is how names nested deeper than 4096 bytes round-trip.
+//! Operations on the last component always go through the parent's descriptor and a
+//! validated single name.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags};
+
+use crate::tree::{self, Extra, Meta};
+
+/// Longest path handed to one `openat2` call; longer paths are walked in chunks.
+const CHUNK: usize = 3800;
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Checks a single path component: non-empty, no `/`, not `.` or `..`, no NUL.
+pub fn valid_name(name: &[u8]) -> bool {
+    !name.is_empty() && name != b"." && name != b".." && !name.contains(&b'/') && !name.contains(&0)
+}
+
+/// Checks a relative path: every component valid, no leading or trailing slash.
+pub fn valid_rel_path(path: &[u8]) -> bool {
+    !path.is_empty() && path.split(|&b| b == b'/').all(valid_name)
+}
+
+fn einval() -> io::Error {
+    io::Error::from_raw_os_error(libc_einval())
+}
+
+fn libc_einval() -> i32 {
+    rustix::io::Errno::INVAL.raw_os_error()
+}
+
+/// Opens `rel` beneath `root` with `flags`, never following a symlink on the way.
+/// `rel` may be empty (the root itself) and may exceed PATH_MAX.
+pub fn open_beneath(
+    root: BorrowedFd<'_>,
+    rel: &[u8],
+    flags: OFlags,
+    mode: Mode,
+) -> io::Result<OwnedFd> {
+    let flags = flags | OFlags::CLOEXEC | OFlags::NOFOLLOW;
+    if rel.is_empty() {
+        return Ok(rfs::openat2(
+            root,
+            c".",
+            flags | OFlags::DIRECTORY,
+            mode,
+            RESOLVE,
+        )?);
+    }
+    if rel.len() <= CHUNK {
+        return Ok(rfs::openat2(root, rel, flags, mode, RESOLVE)?);
+    }
+    // Walk directory chunks, then open the remainder.
+    let mut dir: Option<OwnedFd> = None;
+    let mut rest = rel;
+    while rest.len() > CHUNK {
+        let cut = rest[..CHUNK]
+            .iter()
+            .rposition(|&b| b == b'/')
+            .ok_or_else(einval)?;
+        let (head, tail) = (&rest[..cut], &rest[cut + 1..]);
+        let base = dir.as_ref().map(|d| d.as_fd()).unwrap_or(root);
+        dir = Some(rfs::openat2(
+            base,
+            head,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            RESOLVE,
+        )?);
+        rest = tail;
+    }
+    let base = dir.as_ref().map(|d| d.as_fd()).unwrap_or(root);
+    Ok(rfs::openat2(base, rest, flags, mode, RESOLVE)?)
+}
+
+/// Opens the directory `rel` beneath `root` for reading (usable for `*at` calls and fsync).
+pub fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
+    open_beneath(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
+}
+
+/// Opens a regular file beneath `root` read-only, with `O_NOATIME` where permitted.
+/// Refuses anything that is not a regular file (a FIFO is never opened for reading:
+/// `O_NONBLOCK|O_PATH`-free open of a FIFO would block, so the type is checked first).
+pub fn open_source_file(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
+    let base = OFlags::RDONLY | OFlags::NONBLOCK;
+    let fd = match open_beneath(root, rel, base | OFlags::NOATIME, Mode::empty()) {
+        Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
+            open_beneath(root, rel, base, Mode::empty())?
+        }
+        r => r?,
+    };
+    let st = rfs::fstat(&fd)?;
+    if st.st_mode & 0o170000 != 0o100000 {
+        return Err(io::Error::other("not a regular file any more"));
+    }
+    Ok(fd)
+}
+
+/// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
+pub fn stat_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<rfs::Stat> {
+    Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+}
+
+/// Reads a symlink target verbatim.
+pub fn readlink_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Vec<u8>> {
+    Ok(rfs::readlinkat(dir, name, Vec::new())?.into_bytes())
+}
+
+/// Stats `name` in `dir` and builds its [`Meta`], reading a symlink's target.
+/// Returns `None` for kinds that cannot be represented.
+pub fn meta_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<Meta>> {
+    let st = stat_at(dir, name)?;
+    let Some(mut m) = Meta::from_stat(&st) else {
+        return Ok(None);
+    };
+    match m.kind {
+        tree::Kind::Symlink => m.extra = Some(Extra::Target(readlink_at(dir, name)?)),
+        tree::Kind::CharDev | tree::Kind::BlockDev => m.extra = Some(Extra::Rdev(st.st_rdev)),
+        _ => {}
+    }
+    Ok(Some(m))
+}
+
+/// Lists the names in an open directory (without `.` and `..`).
+pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let dup = rfs::openat(
+        dir,
+        c".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut d = rfs::Dir::read_from(&dup)?;
+    let mut names = Vec::new();
+    while let Some(ent) = d.read() {
+        let ent = ent?;
+        let n = ent.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Converts a rustix errno into io::Error (helper for `?` in io contexts).
+pub fn io_err(e: rustix::io::Errno) -> io::Error {
+    e.into()
+}
+
+/// True when an error means "no such file" (the entry vanished).
+pub fn is_not_found(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::NotFound
+}
+
+/// True when an error means the filesystem is full.
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(c) if c == rustix::io::Errno::NOSPC.raw_os_error() || c == rustix::io::Errno::DQUOT.raw_os_error()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn names_are_validated() {
+        assert!(valid_name(b"a.txt"));
+        assert!(!valid_name(b""));
+        assert!(!valid_name(b"."));
+        assert!(!valid_name(b".."));
+        assert!(!valid_name(b"a/b"));
+        assert!(!valid_name(b"a\0b"));
+        assert!(valid_rel_path(b"a/b/c"));
+        assert!(!valid_rel_path(b"/a"));
+        assert!(!valid_rel_path(b"a/../b"));
+        assert!(!valid_rel_path(b"a//b"));
+    }
+
+    #[test]
+    fn symlinks_are_never_followed_beneath_the_root() {
+        let t = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), b"x").unwrap();
+        symlink(outside.path(), t.path().join("sub")).unwrap();
+        symlink("/etc/passwd", t.path().join("pw")).unwrap();
+        let root = rfs::open(t.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        assert!(open_dir(root.as_fd(), b"sub").is_err());
+        assert!(open_source_file(root.as_fd(), b"sub/secret").is_err());
+        assert!(open_source_file(root.as_fd(), b"pw").is_err());
+        assert!(open_dir(root.as_fd(), b"../").is_err());
+    }
+
+    #[test]
+    fn paths_longer_than_path_max_resolve_in_chunks() {
+        let t = tempfile::tempdir().unwrap();
+        let root = rfs::open(t.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let name = vec![b'd'; 250];
+        let mut rel = Vec::new();
+        let mut dir = root.try_clone().unwrap();
+        for _ in 0..20 {
+            rfs::mkdirat(&dir, name.as_slice(), Mode::from_raw_mode(0o755)).unwrap();
+            dir = rfs::openat(
+                &dir,
+                name.as_slice(),
+                OFlags::RDONLY | OFlags::DIRECTORY,
+                Mode::empty(),
+            )
+            .unwrap();
+            rel = tree::join(&rel, &name);
+        }
+        assert!(rel.len() > 4096);
+        let d = open_dir(root.as_fd(), &rel).unwrap();
+        let a = rfs::fstat(&d).unwrap();
+        let b = rfs::fstat(&dir).unwrap();
+        assert_eq!(a.st_ino, b.st_ino);
+    }
+}

@@ -1,0 +1,25 @@
+//! fsync-repl: replicate directory trees to a secondary disk without starving user I/O.
+//!
+//! The data flow is `scan` → `plan` → `transfer` → [`dest::Destination`] → [`report`].
+//! `scan` only reads the source; `plan` is a pure function of two listings and the
+//! options; `transfer` executes the plan through the destination trait, which keeps
+//! every write atomic (temp file, durability, rename) and confined beneath its root.
+//! The command-line layer (`cli`) converts its arguments into [`config::Options`];
+//! nothing below it sees clap.
+
+pub mod cli;
+pub mod config;
+pub mod delta;
+pub mod dest;
+pub mod error;
+pub mod fsutil;
+pub mod plan;
+pub mod report;
+pub mod scan;
+pub mod source;
+pub mod space;
+pub mod throttle;
+pub mod transfer;
+pub mod tree;
+
+pub use error::{Error, ExitCode};

@@ -1,0 +1,493 @@
+//! Planning: two listings and the options in, a [`Plan`] value out.
+//!
+//! Planning is pure apart from content hashes, which it asks of an injected
+//! [`ContentHasher`] (real files in the engine, a table in tests). The plan is a list of
+//! actions grouped in the order the transfer must run them: clear type conflicts →
+//! create directories → moves and copies inside the destination → file data → hard
+//! links → symlinks and special files → metadata → deletes → directory metadata
+//! (deepest first, after their contents). `--dry-run` and `--itemize` print it.
+
+use std::collections::{HashMap, HashSet};
+
+use rayon::prelude::*;
+
+use crate::scan::Filter;
+use crate::tree::{self, Kind, Listing};
+
+/// A BLAKE3 content hash.
+pub type Hash = [u8; 32];
+
+/// Which listing an index refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Src,
+    Dst,
+}
+
+/// Supplies content hashes of regular files; `None` when the file cannot be read.
+pub trait ContentHasher: Sync {
+    fn hash(&self, side: Side, idx: usize) -> Option<Hash>;
+}
+
+/// Options that change the plan.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanOptions {
+    pub delete: bool,
+    pub delete_excluded: bool,
+    pub checksum: bool,
+    /// Compare and replicate owners.
+    pub owners: bool,
+    /// Replicate FIFOs, sockets and devices.
+    pub specials: bool,
+    /// Smallest file considered for move detection.
+    pub move_min_size: u64,
+}
+
+/// Where the content of a new file comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileSource {
+    /// Read from SRC; `old` is the destination entry it replaces (a delta basis).
+    Source { old: Option<u32> },
+    /// Copy a file the destination already holds at this path (before any deletes).
+    Local(Vec<u8>),
+}
+
+/// Regular file data to produce at a source entry's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOp {
+    pub src: u32,
+    pub from: FileSource,
+}
+
+/// The plan of a run.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Temporary files of an interrupted run, to remove first.
+    pub temps: Vec<Vec<u8>>,
+    /// Destination entries (dst index) in the way of a different kind: removed (whole
+    /// subtree for directories) before anything is created.
+    pub clear: Vec<u32>,
+    /// Directories to create (src index), parents first.
+    pub mkdirs: Vec<u32>,
+    /// Renames inside the destination: (src index of the new path, dst index of the old).
+    pub moves: Vec<(u32, u32)>,
+    /// File data to write: from SRC, or copied from inside the destination.
+    pub files: Vec<FileOp>,
+    /// Hard links: (src index of the member, src index of its group leader).
+    pub links: Vec<(u32, u32)>,
+    /// Symlinks to create or replace (src index).
+    pub symlinks: Vec<u32>,
+    /// FIFOs, sockets and devices to create or replace (src index).
+    pub specials: Vec<u32>,
+    /// In-place metadata updates of files and symlinks: (src index, dst index).
+    pub meta: Vec<(u32, u32)>,
+    /// Destination entries to delete (dst index), children before parents.
+    pub deletes: Vec<u32>,
+    /// Directories whose mode, owner and mtime are set last (src index), deepest first.
+    pub dirmeta: Vec<u32>,
+    /// Source entries skipped, with the reason (src index).
+    pub skipped: Vec<(u32, &'static str)>,
+    /// Source entries already up to date.
+    pub unchanged: u64,
+}
+
+impl Plan {
+    /// Number of changes the plan makes.
+    pub fn changes(&self) -> usize {
+        self.temps.len()
+            + self.clear.len()
+            + self.mkdirs.len()
+            + self.moves.len()
+            + self.files.len()
+            + self.links.len()
+            + self.symlinks.len()
+            + self.specials.len()
+            + self.meta.len()
+            + self.deletes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes() == 0 && self.dirmeta.is_empty()
+    }
+}
+
+fn same_mtime(a: &tree::Entry, b: &tree::Entry) -> bool {
+    a.mtime == b.mtime && a.mtime_nsec == b.mtime_nsec
+}
+
+fn meta_differs(s: &tree::Entry, d: &tree::Entry, opts: &PlanOptions, times: bool) -> bool {
+    (s.kind != Kind::Symlink && s.perm != d.perm)
+        || (opts.owners && (s.uid != d.uid || s.gid != d.gid))
+        || (times && !same_mtime(s, d))
+}
+
+/// Builds the plan that turns `dst` into a replica of `src`.
+pub fn build(
+    src: &Listing,
+    dst: &Listing,
+    filter: &Filter,
+    opts: &PlanOptions,
+    hasher: &dyn ContentHasher,
+) -> Plan {
+    let mut plan = Plan::default();
+    let leaders: HashMap<u32, u32> = src
+        .link_leaders()
+        .into_iter()
+        .filter(|(m, l)| m != l)
+        .collect();
+    let dst_leaders: HashMap<u32, u32> = dst.link_leaders().into_iter().collect();
+
+    // Pairs needing a hash comparison under --checksum: (src, dst).
+    let mut checksum_pairs: Vec<(u32, u32)> = Vec::new();
+    // New regular files that may be produced from destination content.
+    let mut new_files: Vec<u32> = Vec::new();
+    // Destination files that stay as they are (twins for local copies).
+    let mut staying: Vec<u32> = Vec::new();
+    // Destination-only entries that are candidates for deletion, and kept ones.
+    let mut doomed: Vec<u32> = Vec::new();
+    let mut kept: Vec<u32> = Vec::new();
+    // Directories whose contents change (their mtime must be set again).
+    let mut dirty_dirs: HashSet<Vec<u8>> = HashSet::new();
+    let mut cleared: Option<Vec<u8>> = None;
+
+    let (mut i, mut j) = (0usize, 0usize);
+    while i < src.len() || j < dst.len() {
+        let ord = match (i < src.len(), j < dst.len()) {
+            (true, true) => tree::path_cmp(src.path(i), dst.path(j)),
+            (true, false) => std::cmp::Ordering::Less,
+            _ => std::cmp::Ordering::Greater,
+        };
+        match ord {
+            std::cmp::Ordering::Less => {
+                new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
+                dirty_dirs.insert(tree::parent(src.path(i)).to_vec());
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                let p = dst.path(j);
+                if cleared.as_deref().is_some_and(|c| tree::is_within(p, c)) {
+                    j += 1;
+                    continue;
+                }
+                if opts.delete {
+                    let d = dst.get(j);
+                    if !opts.delete_excluded
+                        && filter.excluded_or_within_excluded(p, d.kind == Kind::Dir)
+                    {
+                        kept.push(j as u32);
+                    } else {
+                        doomed.push(j as u32);
+                    }
+                }
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let (s, d) = (src.get(i), dst.get(j));
+                let path = src.path(i);
+                if s.kind != d.kind {
+                    // Files and symlinks replace any non-directory by rename; everything
+                    // else needs the old entry out of the way first.
+                    let rename_replaces =
+                        matches!(s.kind, Kind::File | Kind::Symlink) && d.kind != Kind::Dir;
+                    if !rename_replaces {
+                        plan.clear.push(j as u32);
+                        if d.kind == Kind::Dir {
+                            cleared = Some(path.to_vec());
+                        }
+                    }
+                    new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
+                    dirty_dirs.insert(tree::parent(path).to_vec());
+                } else {
+                    let changed = same_kind(
+                        src,
+                        dst,
+                        i,
+                        j,
+                        s,
+                        d,
+                        &leaders,
+                        &dst_leaders,
+                        opts,
+                        &mut plan,
+                        &mut checksum_pairs,
+                        &mut staying,
+                    );
+                    if changed {
+                        dirty_dirs.insert(tree::parent(path).to_vec());
+                    }
+                }
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+
+    // Content hashes, computed in parallel, each file at most once.
+    let mut want: HashSet<(Side, u32)> = HashSet::new();
+    for &(s, d) in &checksum_pairs {
+        want.insert((Side::Src, s));
+        want.insert((Side::Dst, d));
+    }
+    // Move detection: index candidate destination files by size.
+    let mut by_size: HashMap<u64, Vec<u32>> = HashMap::new();
+    for &j in doomed.iter().chain(staying.iter()) {
+        let d = dst.get(j as usize);
+        if d.kind == Kind::File && d.size >= opts.move_min_size.max(1) {
+            by_size.entry(d.size).or_default().push(j);
+        }
+    }
+    let movable: Vec<u32> = new_files
+        .iter()
+        .copied()
+        .filter(|&i| by_size.contains_key(&src.get(i as usize).size))
+        .collect();
+    for &i in &movable {
+        want.insert((Side::Src, i));
+        for &j in &by_size[&src.get(i as usize).size] {
+            want.insert((Side::Dst, j));
+        }
+    }
+    let hashes: HashMap<(Side, u32), Hash> = want
+        .into_par_iter()
+        .filter_map(|(side, idx)| hasher.hash(side, idx as usize).map(|h| ((side, idx), h)))
+        .collect();
+
+    for (s, d) in checksum_pairs {
+        let same = matches!(
+            (hashes.get(&(Side::Src, s)), hashes.get(&(Side::Dst, d))),
+            (Some(a), Some(b)) if a == b
+        );
+        let (se, de) = (src.get(s as usize), dst.get(d as usize));
+        if same {
+            if meta_differs(se, de, opts, true) {
+                meta_or_rewrite(&mut plan, s, d, de);
+            } else {
+                plan.unchanged += 1;
+            }
+        } else {
+            plan.files.push(FileOp {
+                src: s,
+                from: FileSource::Source { old: Some(d) },
+            });
+            dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+        }
+    }
+
+    // Resolve new files against destination content.
+    let mut by_hash: HashMap<Hash, Vec<u32>> = HashMap::new();
+    for (&(side, idx), h) in &hashes {
+        if side == Side::Dst {
+            by_hash.entry(*h).or_default().push(idx);
+        }
+    }
+    let doomed_set: HashSet<u32> = doomed.iter().copied().collect();
+    let mut consumed: HashMap<u32, u32> = HashMap::new(); // dst idx → src idx it moved to
+    let movable_set: HashSet<u32> = movable.iter().copied().collect();
+    for op in plan.files.iter_mut() {
+        if !movable_set.contains(&op.src) || !matches!(op.from, FileSource::Source { old: None }) {
+            continue;
+        }
+        let s = src.get(op.src as usize);
+        let Some(h) = hashes.get(&(Side::Src, op.src)) else {
+            continue;
+        };
+        let Some(cands) = by_hash.get(h) else {
+            continue;
+        };
+        let mut cands: Vec<u32> = cands
+            .iter()
+            .copied()
+            .filter(|&j| dst.get(j as usize).size == s.size)
+            .collect();
+        cands.sort_unstable();
+        // Prefer renaming a doomed file; a doomed file shared with a snapshot or another
+        // link, or whose metadata would change in place, is copied instead.
+        if let Some(&j) = cands.iter().find(|&&j| {
+            let d = dst.get(j as usize);
+            doomed_set.contains(&j)
+                && !consumed.contains_key(&j)
+                && d.nlink == 1
+                && !meta_differs(s, d, opts, false)
+        }) {
+            consumed.insert(j, op.src);
+            plan.moves.push((op.src, j));
+            continue;
+        }
+        if let Some(&j) = cands.first() {
+            let from = match consumed.get(&j) {
+                Some(&moved_to) => src.path(moved_to as usize).to_vec(),
+                None => dst.path(j as usize).to_vec(),
+            };
+            op.from = FileSource::Local(from);
+        }
+    }
+    // A moved file gets the source's mtime set in place afterwards (it has no other link).
+    let moved: HashSet<u32> = plan.moves.iter().map(|m| m.0).collect();
+    plan.files.retain(|op| !moved.contains(&op.src));
+
+    // Deletes: children before parents; never a directory that keeps excluded content.
+    let mut keep_dirs: HashSet<&[u8]> = HashSet::new();
+    for &k in &kept {
+        let mut p = dst.path(k as usize);
+        while !p.is_empty() {
+            p = tree::parent(p);
+            keep_dirs.insert(p);
+        }
+    }
+    doomed.retain(|j| !consumed.contains_key(j) && !keep_dirs.contains(dst.path(*j as usize)));
+    for &j in &doomed {
+        dirty_dirs.insert(tree::parent(dst.path(j as usize)).to_vec());
+    }
+    doomed.reverse();
+    plan.deletes = doomed;
+
+    // Directory metadata: new directories, changed ones, and those whose contents changed.
+    for &(s, _) in &plan.moves {
+        dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+    }
+    let mut dirmeta: Vec<u32> = Vec::new();
+    for (i, e) in src.entries().iter().enumerate() {
+        if e.kind != Kind::Dir {
+            continue;
+        }
+        let p = src.path(i);
+        let needs = match dst.find(p) {
+            Some(j) => {
+                let d = dst.get(j);
+                d.kind != Kind::Dir || meta_differs(e, d, opts, true) || dirty_dirs.contains(p)
+            }
+            None => true,
+        };
+        if needs {
+            dirmeta.push(i as u32);
+        }
+    }
+    dirmeta.reverse();
+    plan.dirmeta = dirmeta;
+    plan
+}
+
+fn meta_or_rewrite(plan: &mut Plan, s: u32, d: u32, de: &tree::Entry) {
+    // A file with other links (a snapshot, say) must not change in place: rewrite it.
+    if de.kind == Kind::File && de.nlink > 1 {
+        plan.files.push(FileOp {
+            src: s,
+            from: FileSource::Source { old: Some(d) },
+        });
+    } else {
+        plan.meta.push((s, d));
+    }
+}
+
+fn new_entry(
+    src: &Listing,
+    i: u32,
+    leaders: &HashMap<u32, u32>,
+    opts: &PlanOptions,
+    plan: &mut Plan,
+    new_files: &mut Vec<u32>,
+) {
+    let e = src.get(i as usize);
+    match e.kind {
+        Kind::Dir => plan.mkdirs.push(i),
+        Kind::File => {
+            if let Some(&l) = leaders.get(&i) {
+                plan.links.push((i, l));
+            } else {
+                plan.files.push(FileOp {
+                    src: i,
+                    from: FileSource::Source { old: None },
+                });
+                new_files.push(i);
+            }
+        }
+        Kind::Symlink => plan.symlinks.push(i),
+        _ if opts.specials => plan.specials.push(i),
+        _ => plan.skipped.push((i, "special file skipped (needs root)")),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn same_kind(
+    src: &Listing,
+    dst: &Listing,
+    i: usize,
+    j: usize,
+    s: &tree::Entry,
+    d: &tree::Entry,
+    leaders: &HashMap<u32, u32>,
+    dst_leaders: &HashMap<u32, u32>,
+    opts: &PlanOptions,
+    plan: &mut Plan,
+    checksum_pairs: &mut Vec<(u32, u32)>,
+    staying: &mut Vec<u32>,
+) -> bool {
+    let (iu, ju) = (i as u32, j as u32);
+    match s.kind {
+        Kind::Dir => false, // handled with directory metadata
+        Kind::File => {
+            if let Some(&l) = leaders.get(&iu) {
+                // A hard-link member: correct if it shares the inode of the leader's copy.
+                let ok = dst
+                    .find(src.path(l as usize))
+                    .is_some_and(|lj| dst.get(lj).ino == d.ino && dst_leaders.contains_key(&ju));
+                let leader_unchanged = dst.find(src.path(l as usize)).is_some_and(|lj| {
+                    let (le, ld) = (src.get(l as usize), dst.get(lj));
+                    le.size == ld.size && same_mtime(le, ld) && !meta_differs(le, ld, opts, true)
+                });
+                if ok && leader_unchanged {
+                    plan.unchanged += 1;
+                    return false;
+                }
+                plan.links.push((iu, l));
+                return true;
+            }
+            if opts.checksum {
+                if s.size == d.size {
+                    checksum_pairs.push((iu, ju));
+                    return false;
+                }
+            } else if s.size == d.size && same_mtime(s, d) {
+                if meta_differs(s, d, opts, false) {
+                    meta_or_rewrite(plan, iu, ju, d);
+                    return true;
+                }
+                plan.unchanged += 1;
+                staying.push(ju);
+                return false;
+            }
+            plan.files.push(FileOp {
+                src: iu,
+                from: FileSource::Source { old: Some(ju) },
+            });
+            true
+        }
+        Kind::Symlink => {
+            if src.target(i) != dst.target(j) {
+                plan.symlinks.push(iu);
+                true
+            } else if meta_differs(s, d, opts, true) {
+                plan.meta.push((iu, ju));
+                true
+            } else {
+                plan.unchanged += 1;
+                false
+            }
+        }
+        _ => {
+            if !opts.specials {
+                plan.skipped.push((iu, "special file skipped (needs root)"));
+                false
+            } else if src.rdev(i) != dst.rdev(j) {
+                plan.specials.push(iu);
+                true
+            } else if meta_differs(s, d, opts, true) {
+                plan.meta.push((iu, ju));
+                true
+            } else {
+                plan.unchanged += 1;
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,306 @@
+//! Run statistics, itemized change lines, the closing summary and the exit code.
+//!
+//! Workers add to a shared [`Counters`] with atomics; [`Report`] is the plain value the
+//! binary prints (human or JSON). Every name printed goes through [`escape`], so control
+//! characters and invalid UTF-8 in file names can never forge output lines.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::error::ExitCode;
+use crate::plan::{FileSource, Plan};
+use crate::tree::{self, Kind, Listing};
+
+/// Escapes a file name for output: printable UTF-8 passes, `\` becomes `\\`, control
+/// characters and bytes that are not UTF-8 become `\xNN`.
+pub fn escape(name: &[u8]) -> String {
+    let mut out = String::with_capacity(name.len());
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                c if c.is_control() => {
+                    let mut buf = [0u8; 4];
+                    for b in c.encode_utf8(&mut buf).bytes() {
+                        out.push_str(&format!("\\x{b:02x}"));
+                    }
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Formats a byte count with binary units.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Counters shared by the workers of a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub created: AtomicU64,
+    pub updated: AtomicU64,
+    pub deleted: AtomicU64,
+    pub moved: AtomicU64,
+    pub linked: AtomicU64,
+    pub meta: AtomicU64,
+    pub literal: AtomicU64,
+    pub matched: AtomicU64,
+    pub moved_bytes: AtomicU64,
+    pub cloned: AtomicU64,
+    worst: Mutex<Vec<(ExitCode, String)>>,
+}
+
+/// How bad an exit code is when several apply: the worst one is reported.
+fn severity(c: ExitCode) -> u8 {
+    match c {
+        ExitCode::Ok => 0,
+        ExitCode::Vanished => 1,
+        ExitCode::Partial => 2,
+        ExitCode::Interrupted => 3,
+        ExitCode::DestIo => 4,
+        ExitCode::Protocol => 5,
+        ExitCode::Selection => 6,
+        ExitCode::Usage => 7,
+    }
+}
+
+impl Counters {
+    pub fn add(&self, c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Records a problem that sets the exit code; `msg` is printed as a warning or error.
+    pub fn problem(&self, code: ExitCode, msg: String) {
+        let mut w = self.worst.lock().unwrap_or_else(|p| p.into_inner());
+        w.push((code, msg));
+    }
+
+    /// Problems recorded so far.
+    pub fn problems(&self) -> Vec<(ExitCode, String)> {
+        self.worst.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The closing summary of a run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Report {
+    pub files_scanned: u64,
+    pub created: u64,
+    pub updated: u64,
+    pub deleted: u64,
+    pub unchanged: u64,
+    pub moved: u64,
+    pub linked: u64,
+    pub metadata_only: u64,
+    pub bytes_literal: u64,
+    pub bytes_matched: u64,
+    pub bytes_moved: u64,
+    pub bytes_cloned: u64,
+    pub elapsed_secs: f64,
+    pub throughput_bytes_per_sec: f64,
+    pub throttled_secs: f64,
+    pub dry_run: bool,
+    pub exit_code: i32,
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    /// Builds the report from the counters and the problems met.
+    pub fn from_counters(
+        c: &Counters,
+        scanned: u64,
+        unchanged: u64,
+        elapsed: Duration,
+        throttled: Duration,
+    ) -> Report {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let problems = c.problems();
+        let code = problems
+            .iter()
+            .map(|p| p.0)
+            .max_by_key(|&c| severity(c))
+            .unwrap_or(ExitCode::Ok);
+        let written = g(&c.literal) + g(&c.matched) + g(&c.cloned);
+        Report {
+            files_scanned: scanned,
+            created: g(&c.created),
+            updated: g(&c.updated),
+            deleted: g(&c.deleted),
+            unchanged,
+            moved: g(&c.moved),
+            linked: g(&c.linked),
+            metadata_only: g(&c.meta),
+            bytes_literal: g(&c.literal),
+            bytes_matched: g(&c.matched),
+            bytes_moved: g(&c.moved_bytes),
+            bytes_cloned: g(&c.cloned),
+            elapsed_secs: elapsed.as_secs_f64(),
+            throughput_bytes_per_sec: written as f64 / elapsed.as_secs_f64().max(1e-9),
+            throttled_secs: throttled.as_secs_f64(),
+            dry_run: false,
+            exit_code: code.code(),
+            errors: problems.into_iter().map(|p| p.1).collect(),
+        }
+    }
+
+    /// The human summary (a few lines).
+    pub fn human(&self) -> String {
+        format!(
+            "{}{} scanned, {} created, {} updated, {} deleted, {} unchanged, {} moved, {} linked\n\
+             bytes: {} literal, {} matched, {} moved, {} cloned; {:.2} s, {}/s",
+            if self.dry_run { "dry run: " } else { "" },
+            self.files_scanned,
+            self.created,
+            self.updated,
+            self.deleted,
+            self.unchanged,
+            self.moved,
+            self.linked,
+            human_bytes(self.bytes_literal),
+            human_bytes(self.bytes_matched),
+            human_bytes(self.bytes_moved),
+            human_bytes(self.bytes_cloned),
+            self.elapsed_secs,
+            human_bytes(self.throughput_bytes_per_sec as u64),
+        )
+    }
+}
+
+/// The itemized lines of a plan, in path order. Format: two characters, a space, the
+/// path; the first character says what happens (`+` create, `>` new content, `.`
+/// metadata only, `~` moved inside the destination, `c` copied inside the destination,
+/// `=` hard link, `-` delete), the second the kind (`f` file, `d` directory, `L`
+/// symlink, `p` FIFO, `s` socket, `D` device). Moves and copies end with `<= OLD`,
+/// hard links with `=> LEADER`, symlinks with `-> TARGET`.
+pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing) -> Vec<String> {
+    let mut lines: Vec<(Vec<u8>, String)> = Vec::new();
+    let mut push = |path: &[u8], s: String| lines.push((path.to_vec(), s));
+    let k = |l: &Listing, i: u32| l.get(i as usize).kind.letter();
+    for &j in &plan.clear {
+        push(
+            dst.path(j as usize),
+            format!("-{} {}", k(dst, j), escape(dst.path(j as usize))),
+        );
+    }
+    for &i in &plan.mkdirs {
+        push(
+            src.path(i as usize),
+            format!("+d {}", escape(src.path(i as usize))),
+        );
+    }
+    for &(i, j) in &plan.moves {
+        push(
+            src.path(i as usize),
+            format!(
+                "~f {} <= {}",
+                escape(src.path(i as usize)),
+                escape(dst.path(j as usize))
+            ),
+        );
+    }
+    for op in &plan.files {
+        let p = src.path(op.src as usize);
+        let line = match &op.from {
+            FileSource::Source { old: None } => format!("+f {}", escape(p)),
+            FileSource::Source { old: Some(_) } => format!(">f {}", escape(p)),
+            FileSource::Local(from) => format!("cf {} <= {}", escape(p), escape(from)),
+        };
+        push(p, line);
+    }
+    for &(i, l) in &plan.links {
+        push(
+            src.path(i as usize),
+            format!(
+                "=f {} => {}",
+                escape(src.path(i as usize)),
+                escape(src.path(l as usize))
+            ),
+        );
+    }
+    for &i in &plan.symlinks {
+        let p = src.path(i as usize);
+        let op = if dst.find(p).is_some() { '>' } else { '+' };
+        push(
+            p,
+            format!("{op}L {} -> {}", escape(p), escape(src.target(i as usize))),
+        );
+    }
+    for &i in &plan.specials {
+        let p = src.path(i as usize);
+        push(p, format!("+{} {}", k(src, i), escape(p)));
+    }
+    for &(i, _) in &plan.meta {
+        let p = src.path(i as usize);
+        push(p, format!(".{} {}", k(src, i), escape(p)));
+    }
+    for &j in &plan.deletes {
+        let p = dst.path(j as usize);
+        push(p, format!("-{} {}", k(dst, j), escape(p)));
+    }
+    for &i in &plan.dirmeta {
+        let p = src.path(i as usize);
+        if let Some(j) = dst.find(p) {
+            let (s, d) = (src.get(i as usize), dst.get(j));
+            if d.kind == Kind::Dir
+                && (s.perm != d.perm || s.mtime != d.mtime || s.mtime_nsec != d.mtime_nsec)
+            {
+                push(p, format!(".d {}", escape(p)));
+            }
+        }
+    }
+    lines.sort_by(|a, b| tree::path_cmp(&a.0, &b.0));
+    lines.into_iter().map(|l| l.1).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escape_control_and_invalid_bytes() {
+        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
+        assert_eq!(escape(b"a\nb"), "a\\x0ab");
+        assert_eq!(escape(b"tab\there"), "tab\\x09here");
+        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape(b"bad\xffutf8"), "bad\\xffutf8");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(escape(b"esc\x1b[31m"), "esc\\x1b[31m");
+    }
+
+    #[test]
+    fn human_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn worst_exit_code_wins() {
+        let c = Counters::default();
+        c.problem(ExitCode::Vanished, "a".into());
+        c.problem(ExitCode::Partial, "b".into());
+        let r = Report::from_counters(&c, 2, 0, Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(r.exit_code, 23);
+        c.problem(ExitCode::DestIo, "c".into());
+        let r = Report::from_counters(&c, 2, 0, Duration::from_secs(1), Duration::ZERO);
+        assert_eq!(r.exit_code, 11);
+    }
+}

@@ -1,0 +1,320 @@
+//! Parallel, descriptor-based walk of a tree into a [`Listing`].
+//!
+//! The walk reads only: every directory is opened beneath the root without following
+//! symlinks (see [`crate::fsutil`]), entries are `fstatat`ed with
+//! `AT_SYMLINK_NOFOLLOW`, and symlinks are read, never followed (invariant 1). It runs
+//! on the current rayon pool, one task per directory. Filters use gitignore syntax:
+//! `--exclude` patterns apply from the root, and `.fsyncignore` files apply to their
+//! directory and below, deeper files overriding shallower ones. The ignore crate's
+//! default filters (hidden files, .gitignore) are deliberately not used: a backup must
+//! not skip them.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, IntoRawFd};
+use std::sync::{Arc, Mutex};
+
+use ignore::gitignore::{Gitignore, GitignoreBuilder};
+use ignore::Match;
+use rustix::fs::{Mode, OFlags};
+
+use crate::fsutil;
+use crate::tree::{self, as_path, Kind, Listing};
+
+/// Name of the per-directory filter file.
+pub const IGNORE_FILE: &[u8] = b".fsyncignore";
+/// Marker inside the names of temporary files this tool creates.
+pub const TEMP_MARKER: &[u8] = b".fsync-tmp.";
+
+/// True for names of this tool's temporary files: `.<name>.fsync-tmp.<random>`.
+pub fn is_temp_name(name: &[u8]) -> bool {
+    name.first() == Some(&b'.') && name.windows(TEMP_MARKER.len()).any(|w| w == TEMP_MARKER)
+}
+
+/// What to walk and how.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Root-anchored exclude patterns (gitignore syntax).
+    pub excludes: Vec<String>,
+    /// Read `.fsyncignore` files.
+    pub ignore_files: bool,
+    /// Stay on the root's filesystem.
+    pub one_file_system: bool,
+    /// Report (and do not list) this tool's temporary files.
+    pub collect_temps: bool,
+}
+
+/// A non-fatal problem met during the walk.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub path: Vec<u8>,
+    pub what: String,
+    /// The entry vanished during the walk (exit 24 rather than 23).
+    pub vanished: bool,
+}
+
+/// The filters in force for a tree: command-line excludes plus `.fsyncignore` rules.
+#[derive(Debug, Default, Clone)]
+pub struct Filter {
+    cli: Option<Arc<Gitignore>>,
+    rules: HashMap<Vec<u8>, Arc<Gitignore>>,
+}
+
+impl Filter {
+    /// Builds the command-line part of a filter.
+    pub fn from_patterns(patterns: &[String]) -> Result<Filter, String> {
+        if patterns.is_empty() {
+            return Ok(Filter::default());
+        }
+        let mut b = GitignoreBuilder::new(".");
+        for p in patterns {
+            b.add_line(None, p)
+                .map_err(|e| format!("exclude pattern '{p}': {e}"))?;
+        }
+        let gi = b.build().map_err(|e| format!("exclude patterns: {e}"))?;
+        Ok(Filter {
+            cli: Some(Arc::new(gi)),
+            rules: HashMap::new(),
+        })
+    }
+
+    fn decide(&self, chain: Option<&Chain>, path: &[u8], is_dir: bool) -> bool {
+        if let Some(cli) = &self.cli {
+            match cli.matched(as_path(path), is_dir) {
+                Match::Ignore(_) => return true,
+                Match::Whitelist(_) => return false,
+                Match::None => {}
+            }
+        }
+        let mut c = chain;
+        while let Some(node) = c {
+            let rel = if node.dir.is_empty() {
+                path
+            } else {
+                &path[node.dir.len() + 1..]
+            };
+            match node.gi.matched(as_path(rel), is_dir) {
+                Match::Ignore(_) => return true,
+                Match::Whitelist(_) => return false,
+                Match::None => {}
+            }
+            c = node.parent.as_deref();
+        }
+        false
+    }
+
+    /// True if `path` or one of its ancestors is excluded. Used for destination-only
+    /// entries, which must be kept unless `--delete-excluded`.
+    pub fn excluded_or_within_excluded(&self, path: &[u8], is_dir: bool) -> bool {
+        let mut prefixes: Vec<usize> = path
+            .iter()
+            .enumerate()
+            .filter(|(_, &b)| b == b'/')
+            .map(|(i, _)| i)
+            .collect();
+        prefixes.push(path.len());
+        let mut chain: Option<Arc<Chain>> = self.rules.get(&b""[..]).map(|gi| {
+            Arc::new(Chain {
+                dir: Vec::new(),
+                gi: gi.clone(),
+                parent: None,
+            })
+        });
+        for (k, &end) in prefixes.iter().enumerate() {
+            let p = &path[..end];
+            let last = k + 1 == prefixes.len();
+            if self.decide(chain.as_deref(), p, !last || is_dir) {
+                return true;
+            }
+            if let Some(gi) = self.rules.get(p) {
+                chain = Some(Arc::new(Chain {
+                    dir: p.to_vec(),
+                    gi: gi.clone(),
+                    parent: chain,
+                }));
+            }
+        }
+        false
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cli.is_none() && self.rules.is_empty()
+    }
+}
+
+#[derive(Debug)]
+struct Chain {
+    dir: Vec<u8>,
+    gi: Arc<Gitignore>,
+    parent: Option<Arc<Chain>>,
+}
+
+/// Result of a walk.
+#[derive(Debug, Default)]
+pub struct Scanned {
+    pub listing: Listing,
+    pub filter: Filter,
+    pub problems: Vec<Problem>,
+    /// Temporary files left by an interrupted run (with `collect_temps`).
+    pub temps: Vec<Vec<u8>>,
+}
+
+struct Ctx<'a> {
+    root: BorrowedFd<'a>,
+    root_dev: u64,
+    opts: &'a ScanOptions,
+    filter: Filter,
+    out: Mutex<Vec<Listing>>,
+    rules: Mutex<HashMap<Vec<u8>, Arc<Gitignore>>>,
+    problems: Mutex<Vec<Problem>>,
+    temps: Mutex<Vec<Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Walks the tree under `root` (an open directory) on the current rayon pool.
+pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String> {
+    let root_st = rustix::fs::fstat(root).map_err(|e| format!("stat of the root: {e}"))?;
+    let ctx = Ctx {
+        root,
+        root_dev: root_st.st_dev,
+        opts,
+        filter: Filter::from_patterns(&opts.excludes)?,
+        out: Mutex::new(Vec::new()),
+        rules: Mutex::new(HashMap::new()),
+        problems: Mutex::new(Vec::new()),
+        temps: Mutex::new(Vec::new()),
+    };
+    rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
+    let mut listing = Listing::new();
+    for part in ctx.out.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        listing.append(part);
+    }
+    listing.sort();
+    let mut filter = ctx.filter;
+    filter.rules = ctx.rules.into_inner().unwrap_or_else(|p| p.into_inner());
+    let mut problems = ctx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
+    problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
+    let mut temps = ctx.temps.into_inner().unwrap_or_else(|p| p.into_inner());
+    temps.sort();
+    Ok(Scanned {
+        listing,
+        filter,
+        problems,
+        temps,
+    })
+}
+
+fn problem(ctx: &Ctx<'_>, path: &[u8], e: &std::io::Error) {
+    lock(&ctx.problems).push(Problem {
+        path: path.to_vec(),
+        what: e.to_string(),
+        vanished: fsutil::is_not_found(e),
+    });
+}
+
+fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<Arc<Chain>>) {
+    let dir = match fsutil::open_dir(ctx.root, &rel) {
+        Ok(d) => d,
+        Err(e) => return problem(ctx, &rel, &e),
+    };
+    let names = match fsutil::read_dir_names(dir.as_fd()) {
+        Ok(n) => n,
+        Err(e) => return problem(ctx, &rel, &e),
+    };
+    let mut chain = chain;
+    if ctx.opts.ignore_files && names.iter().any(|n| n == IGNORE_FILE) {
+        match read_ignore_file(dir.as_fd()) {
+            Ok(Some(gi)) => {
+                let gi = Arc::new(gi);
+                lock(&ctx.rules).insert(rel.clone(), gi.clone());
+                chain = Some(Arc::new(Chain {
+                    dir: rel.clone(),
+                    gi,
+                    parent: chain,
+                }));
+            }
+            Ok(None) => {}
+            Err(e) => problem(ctx, &tree::join(&rel, IGNORE_FILE), &e),
+        }
+    }
+    let mut local = Listing::new();
+    for name in names {
+        if ctx.opts.collect_temps && is_temp_name(&name) {
+            lock(&ctx.temps).push(tree::join(&rel, &name));
+            continue;
+        }
+        let path = tree::join(&rel, &name);
+        let meta = match fsutil::meta_at(dir.as_fd(), &name) {
+            Ok(Some(m)) => m,
+            Ok(None) => continue,
+            Err(e) => {
+                problem(ctx, &path, &e);
+                continue;
+            }
+        };
+        let is_dir = meta.kind == Kind::Dir;
+        if !ctx.filter.is_empty() || chain.is_some() {
+            if ctx.filter.decide(chain.as_deref(), &path, is_dir) {
+                continue;
+            }
+        }
+        let descend = is_dir && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev);
+        local.push(&path, meta);
+        if descend {
+            let chain = chain.clone();
+            s.spawn(move |s| walk(ctx, s, path, chain));
+        }
+    }
+    if !local.is_empty() {
+        lock(&ctx.out).push(local);
+    }
+}
+
+fn read_ignore_file(dir: BorrowedFd<'_>) -> std::io::Result<Option<Gitignore>> {
+    let fd = fsutil::open_beneath(
+        dir,
+        IGNORE_FILE,
+        OFlags::RDONLY | OFlags::NONBLOCK,
+        Mode::empty(),
+    )?;
+    if rustix::fs::fstat(&fd)?.st_mode & 0o170000 != 0o100000 {
+        return Ok(None);
+    }
+    // SAFETY: `fd` is an owned, open descriptor whose ownership moves into the File.
+    let mut f = unsafe { std::fs::File::from_raw_fd(fd.into_raw_fd()) };
+    let mut text = Vec::new();
+    f.by_ref().take(1 << 20).read_to_end(&mut text)?;
+    let mut b = GitignoreBuilder::new(".");
+    for line in String::from_utf8_lossy(&text).lines() {
+        // A bad line is skipped rather than failing the whole backup.
+        let _ = b.add_line(None, line);
+    }
+    Ok(b.build().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_are_recognised() {
+        assert!(is_temp_name(b".a.txt.fsync-tmp.x1y2"));
+        assert!(!is_temp_name(b"a.txt.fsync-tmp.x1y2"));
+        assert!(!is_temp_name(b".bashrc"));
+    }
+
+    #[test]
+    fn cli_patterns_are_gitignore_style() {
+        let f = Filter::from_patterns(&["*.o".into(), "/top".into(), "cache/".into()]).unwrap();
+        assert!(f.excluded_or_within_excluded(b"a/b.o", false));
+        assert!(f.excluded_or_within_excluded(b"top", false));
+        assert!(!f.excluded_or_within_excluded(b"a/top", false));
+        assert!(f.excluded_or_within_excluded(b"x/cache", true));
+        assert!(f.excluded_or_within_excluded(b"x/cache/f", false));
+        assert!(!f.excluded_or_within_excluded(b"x/cache", false));
+        assert!(!f.excluded_or_within_excluded(b"keep.c", false));
+    }
+}

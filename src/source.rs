@@ -1,0 +1,121 @@
+//! Read-only access to the source tree (invariant 1).
+//!
+//! Files are opened beneath the source root without following symlinks, read-only,
+//! with `O_NOATIME` where permitted, and only when they are regular files (a FIFO is
+//! never opened for reading). A file is stat'ed before and after it is read; a
+//! difference means it changed under us and the copy must not be put in place.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{Mode, OFlags};
+
+use crate::fsutil;
+use crate::plan::Hash;
+use crate::throttle::Throttle;
+
+/// The source tree's root.
+#[derive(Debug)]
+pub struct Source {
+    root: OwnedFd,
+    path: PathBuf,
+}
+
+/// An open source file and its state when opened.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub file: File,
+    pub size: u64,
+    /// Fewer blocks allocated than the size needs: has holes.
+    pub sparse: bool,
+    pub dev: u64,
+    before: (i64, i64, i64, i64, u64),
+}
+
+fn fingerprint(st: &rustix::fs::Stat) -> (i64, i64, i64, i64, u64) {
+    (
+        st.st_mtime,
+        st.st_mtime_nsec as i64,
+        st.st_ctime,
+        st.st_ctime_nsec as i64,
+        st.st_size as u64,
+    )
+}
+
+impl SourceFile {
+    /// Wraps an already open regular file and its `fstat`.
+    pub fn from_parts(file: File, st: &rustix::fs::Stat) -> SourceFile {
+        SourceFile {
+            file,
+            size: st.st_size as u64,
+            sparse: (st.st_blocks as u64) * 512 < st.st_size as u64,
+            dev: st.st_dev,
+            before: fingerprint(st),
+        }
+    }
+
+    /// True if the file still looks as it did when opened (size, mtime, ctime).
+    pub fn unchanged(&self) -> io::Result<bool> {
+        let st = rustix::fs::fstat(&self.file)?;
+        Ok(fingerprint(&st) == self.before)
+    }
+}
+
+impl Source {
+    /// Opens the source root directory.
+    pub fn open(path: &Path) -> io::Result<Source> {
+        let root = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Source {
+            root,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn root(&self) -> BorrowedFd<'_> {
+        self.root.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens a regular file for reading.
+    pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
+        let fd = fsutil::open_source_file(self.root.as_fd(), rel)?;
+        let st = rustix::fs::fstat(&fd)?;
+        Ok(SourceFile::from_parts(File::from(fd), &st))
+    }
+
+    /// BLAKE3 of a source file's content, read through the throttle.
+    pub fn hash(&self, rel: &[u8], throttle: &Throttle) -> Option<Hash> {
+        let f = self.open_file(rel).ok()?;
+        hash_file(&f.file, f.size, throttle).ok()
+    }
+}
+
+/// BLAKE3 of an open file: memory-mapped when large, read otherwise.
+pub fn hash_file(file: &File, size: u64, throttle: &Throttle) -> io::Result<Hash> {
+    let mut h = blake3::Hasher::new();
+    if size >= 1 << 20 {
+        // SAFETY: the map is read-only and dropped before returning; a concurrent
+        // truncation can raise SIGBUS, the same exposure every mmap-based copier has.
+        let map = unsafe { memmap2::Mmap::map(file)? };
+        for chunk in map.chunks(throttle.chunk()) {
+            throttle.bytes(chunk.len() as u64);
+            h.update(chunk);
+        }
+    } else {
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut f = file;
+        f.read_to_end(&mut buf)?;
+        throttle.bytes(buf.len() as u64);
+        h.update(&buf);
+    }
+    Ok(*h.finalize().as_bytes())
+}

@@ -1,0 +1,129 @@
+//! The throttle every byte and metadata operation of disk work passes (invariant 6).
+//!
+//! A token bucket (governor) limits bytes per second; requests are cut into chunks no
+//! larger than the bucket's burst (about 100 ms of the rate) so the rate also holds over
+//! short windows. Waiting blocks the calling worker thread; there is no async runtime.
+//! Without a limit the throttle only counts.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{Quota, RateLimiter};
+
+type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryState, DefaultClock>;
+
+/// One token is this many bytes (keeps large rates inside governor's u32 cells).
+const CELL: u64 = 1024;
+
+/// Byte-rate limiter shared by all workers of a run.
+pub struct Throttle {
+    limiter: Option<(Limiter, u32)>,
+    clock: DefaultClock,
+    bytes: AtomicU64,
+    ops: AtomicU64,
+    waited_ns: AtomicU64,
+}
+
+impl std::fmt::Debug for Throttle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle")
+            .field("limited", &self.limiter.is_some())
+            .field("bytes", &self.bytes.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Throttle {
+    /// A throttle limiting to `rate` bytes per second, or only counting when `None`.
+    pub fn new(rate: Option<u64>) -> Throttle {
+        let limiter = rate.map(|r| {
+            let cells_per_sec = (r / CELL).clamp(1, u32::MAX as u64) as u32;
+            let burst = (cells_per_sec / 10).max(1);
+            let quota =
+                Quota::per_second(NonZeroU32::new(cells_per_sec).unwrap_or(NonZeroU32::MIN))
+                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+            (RateLimiter::direct(quota), burst)
+        });
+        Throttle {
+            limiter,
+            clock: DefaultClock::default(),
+            bytes: AtomicU64::new(0),
+            ops: AtomicU64::new(0),
+            waited_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Largest chunk of bytes one request should cover.
+    pub fn chunk(&self) -> usize {
+        match &self.limiter {
+            Some((_, burst)) => (*burst as u64 * CELL) as usize,
+            None => 8 << 20,
+        }
+    }
+
+    /// Accounts for `n` bytes of disk I/O, blocking while over the rate.
+    pub fn bytes(&self, n: u64) {
+        self.bytes.fetch_add(n, Ordering::Relaxed);
+        let Some((lim, burst)) = &self.limiter else {
+            return;
+        };
+        let mut cells = n.div_ceil(CELL);
+        while cells > 0 {
+            let take = cells.min(*burst as u64) as u32;
+            let want = NonZeroU32::new(take).unwrap_or(NonZeroU32::MIN);
+            loop {
+                match lim.check_n(want) {
+                    Ok(Ok(())) => break,
+                    Ok(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(self.clock.now());
+                        self.waited_ns
+                            .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+                        std::thread::sleep(wait.max(Duration::from_micros(100)));
+                    }
+                    // Cannot happen: chunks never exceed the burst.
+                    Err(_) => break,
+                }
+            }
+            cells -= take as u64;
+        }
+    }
+
+    /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
+    pub fn op(&self) {
+        self.ops.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Bytes accounted so far.
+    pub fn total_bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Time spent waiting for the limiter.
+    pub fn waited(&self) -> Duration {
+        Duration::from_nanos(self.waited_ns.load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unlimited_counts_without_waiting() {
+        let t = Throttle::new(None);
+        t.bytes(10 << 20);
+        t.op();
+        assert_eq!(t.total_bytes(), 10 << 20);
+        assert_eq!(t.waited(), Duration::ZERO);
+        assert_eq!(t.chunk(), 8 << 20);
+    }
+
+    #[test]
+    fn chunks_fit_the_burst() {
+        let t = Throttle::new(Some(20 << 20));
+        // 100 ms of 20 MiB/s.
+        assert_eq!(t.chunk(), 2048 * 1024);
+    }
+}

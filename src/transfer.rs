@@ -1,0 +1,741 @@
+//! Runs a replication: scan both sides, plan, check space, execute the plan.
+//!
+//! The plan is executed phase by phase on a rayon pool. File data is written in
+//! batches: each batch's temporary files are written in parallel, made durable with
+//! one barrier ([`Destination::commit`]), then renamed, so a rename never precedes the
+//! durability of its data and no file costs an fsync of its own. A failing file goes
+//! into the report and the exit code; only a full destination, a destination error
+//! that makes further work pointless, or an interrupt stops the run.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::config::Options;
+use crate::dest::local::LocalDest;
+use crate::dest::{DataMode, Destination, PutError, SetMeta, Staged};
+use crate::error::{Error, ExitCode, Result};
+use crate::plan::{self, ContentHasher, FileOp, FileSource, Hash, Plan, PlanOptions, Side};
+use crate::report::{escape, itemize, Counters, Report};
+use crate::scan::{ScanOptions, Scanned};
+use crate::source::Source;
+use crate::space;
+use crate::throttle::Throttle;
+use crate::tree::{self, Entry, Kind, Listing};
+
+/// Where output goes; the binary decides, tests capture.
+pub trait Output: Sync {
+    /// A line of itemized output or the plan.
+    fn item(&self, line: &str);
+    /// A warning or error line.
+    fn warn(&self, line: &str);
+    /// Whether to draw a progress bar.
+    fn progress(&self) -> bool;
+}
+
+/// The result of a run: the report and, for `--itemize`/`--dry-run`, the lines.
+#[derive(Debug)]
+pub struct Outcome {
+    pub report: Report,
+}
+
+struct Hasher<'a> {
+    src: &'a Source,
+    dst: &'a dyn Destination,
+    sl: &'a Listing,
+    dl: &'a Listing,
+    throttle: &'a Throttle,
+}
+
+impl ContentHasher for Hasher<'_> {
+    fn hash(&self, side: Side, idx: usize) -> Option<Hash> {
+        match side {
+            Side::Src => self.src.hash(self.sl.path(idx), self.throttle),
+            Side::Dst => self.dst.hash(self.dl.path(idx)),
+        }
+    }
+}
+
+/// Checks SRC and DEST before anything is opened for writing.
+fn check_selection(src: &Path, dest: &Path) -> Result<()> {
+    let meta = std::fs::metadata(src).map_err(|e| Error::Selection {
+        path: src.to_path_buf(),
+        what: format!("cannot read the source ({e}); give an existing directory"),
+    })?;
+    if !meta.is_dir() {
+        return Err(Error::Selection {
+            path: src.to_path_buf(),
+            what: "the source is not a directory; give the directory whose contents to replicate"
+                .into(),
+        });
+    }
+    if let Ok(m) = std::fs::symlink_metadata(dest) {
+        if !m.is_dir() && !(m.file_type().is_symlink() && dest.is_dir()) {
+            return Err(Error::Selection {
+                path: dest.to_path_buf(),
+                what: "the destination exists and is not a directory; give a directory path".into(),
+            });
+        }
+    }
+    let s = std::fs::canonicalize(src).map_err(|e| Error::Selection {
+        path: src.to_path_buf(),
+        what: e.to_string(),
+    })?;
+    let d = canonical_dest(dest);
+    if d.starts_with(&s) || s.starts_with(&d) {
+        return Err(Error::Selection {
+            path: dest.to_path_buf(),
+            what: format!(
+                "the destination and the source {} contain each other; choose a destination outside the source",
+                s.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Canonical form of a destination that may not exist yet.
+fn canonical_dest(dest: &Path) -> std::path::PathBuf {
+    let mut tail = Vec::new();
+    let mut p = dest.to_path_buf();
+    loop {
+        if let Ok(c) = std::fs::canonicalize(&p) {
+            let mut c = c;
+            for t in tail.iter().rev() {
+                c.push(t);
+            }
+            return c;
+        }
+        match (p.file_name().map(|n| n.to_os_string()), p.parent()) {
+            (Some(n), Some(parent)) => {
+                tail.push(n);
+                p = if parent.as_os_str().is_empty() {
+                    ".".into()
+                } else {
+                    parent.to_path_buf()
+                };
+            }
+            _ => return dest.to_path_buf(),
+        }
+    }
+}
+
+fn depth(path: &[u8]) -> usize {
+    path.iter().filter(|&&b| b == b'/').count()
+}
+
+fn set_meta_of(e: &Entry, opts: &Options) -> SetMeta {
+    SetMeta {
+        kind: e.kind,
+        perm: e.perm,
+        owner: opts.owners.then_some((e.uid, e.gid)),
+        mtime: e.mtime,
+        mtime_nsec: e.mtime_nsec,
+    }
+}
+
+/// Bytes the plan adds to the destination, plus the temporary files held at once.
+pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64) -> u64 {
+    let mut add = 0u64;
+    let mut temp = 0u64;
+    for op in &plan.files {
+        let e = src.get(op.src as usize);
+        let size = if e.alloc < e.size { e.alloc } else { e.size };
+        match &op.from {
+            FileSource::Source { old: Some(j) } => {
+                let old = dst.get(*j as usize).size;
+                add += size.saturating_sub(old);
+                temp += size.min(old);
+            }
+            _ => add += size,
+        }
+    }
+    add + temp.min(batch_bytes)
+}
+
+struct Run<'a> {
+    opts: &'a Options,
+    src: &'a Source,
+    dest: &'a dyn Destination,
+    sl: &'a Listing,
+    dl: &'a Listing,
+    counters: Counters,
+    stop: AtomicBool,
+    interrupted: &'a AtomicBool,
+    bar: ProgressBar,
+}
+
+impl Run<'_> {
+    fn halted(&self) -> bool {
+        self.stop.load(Ordering::Relaxed) || self.interrupted.load(Ordering::Relaxed)
+    }
+
+    fn dest_error(&self, op: &str, path: &[u8], e: std::io::Error) {
+        if crate::fsutil::is_no_space(&e) {
+            self.no_space(path);
+        } else {
+            self.counters.problem(
+                ExitCode::DestIo,
+                format!(
+                    "{op} {}: {e}",
+                    escape(&tree::join(self.dest_root_name(), path))
+                ),
+            );
+        }
+    }
+
+    fn dest_root_name(&self) -> &[u8] {
+        b""
+    }
+
+    fn no_space(&self, path: &[u8]) {
+        if !self.stop.swap(true, Ordering::Relaxed) {
+            let avail = self.dest.space().map(|s| s.avail).unwrap_or(0);
+            self.counters.problem(
+                ExitCode::DestIo,
+                format!(
+                    "destination full while writing {}: {} free; the run stopped and every file is old or new. Free space on the destination or raise --min-free to keep a larger reserve.",
+                    escape(path),
+                    crate::report::human_bytes(avail)
+                ),
+            );
+        }
+    }
+
+    /// Produces one file's temporary copy, retrying once if the source changed.
+    fn stage(&self, op: &FileOp) -> Option<Staged> {
+        if self.halted() {
+            return None;
+        }
+        let path = self.sl.path(op.src as usize);
+        let e = self.sl.get(op.src as usize);
+        let meta = set_meta_of(e, self.opts);
+        let result = match &op.from {
+            FileSource::Local(from) => self
+                .dest
+                .stage_local_copy(path, from, &meta)
+                .map(|s| (s, Default::default())),
+            FileSource::Source { old } => {
+                let mode = if self.opts.delta && old.is_some() {
+                    DataMode::Delta
+                } else {
+                    DataMode::Whole
+                };
+                let mut attempt = 0;
+                loop {
+                    let f = match self.src.open_file(path) {
+                        Ok(f) => f,
+                        Err(err) if crate::fsutil::is_not_found(&err) => {
+                            break Err(PutError::SourceVanished)
+                        }
+                        Err(err) => break Err(PutError::Source(err)),
+                    };
+                    match self
+                        .dest
+                        .stage_file(path, &f, &meta, mode, self.opts.xattrs)
+                    {
+                        Err(PutError::SourceChanged) if attempt == 0 => attempt += 1,
+                        r => break r,
+                    }
+                }
+            }
+        };
+        match result {
+            Ok((staged, stats)) => {
+                let c = &self.counters;
+                match &op.from {
+                    FileSource::Local(_) => {
+                        c.add(&c.moved_bytes, e.size);
+                        c.add(&c.created, 1);
+                    }
+                    FileSource::Source { old } => {
+                        c.add(
+                            if old.is_some() {
+                                &c.updated
+                            } else {
+                                &c.created
+                            },
+                            1,
+                        );
+                        c.add(&c.literal, stats.literal);
+                        c.add(&c.matched, stats.matched);
+                        c.add(&c.cloned, stats.cloned);
+                    }
+                }
+                self.bar.inc(e.size);
+                Some(staged)
+            }
+            Err(err) => {
+                let name = escape(path);
+                match err {
+                    PutError::NoSpace => self.no_space(path),
+                    PutError::SourceVanished => self
+                        .counters
+                        .problem(ExitCode::Vanished, format!("{name}: vanished from the source before it was copied")),
+                    PutError::SourceChanged => self.counters.problem(
+                        ExitCode::Partial,
+                        format!("{name}: changed while it was read (twice); the old copy was kept, the next run will copy it"),
+                    ),
+                    PutError::Source(e) => self
+                        .counters
+                        .problem(ExitCode::Partial, format!("{name}: cannot read the source: {e}")),
+                    PutError::Dest { op, err } => self
+                        .counters
+                        .problem(ExitCode::DestIo, format!("{name}: {op} on the destination: {err}")),
+                }
+                None
+            }
+        }
+    }
+
+    fn files(&self, ops: &[FileOp]) {
+        let mut start = 0;
+        while start < ops.len() && !self.halted() {
+            let mut end = start;
+            let mut bytes = 0u64;
+            while end < ops.len()
+                && end - start < self.opts.batch_files
+                && bytes < self.opts.batch_bytes
+            {
+                bytes += self.sl.get(ops[end].src as usize).size;
+                end += 1;
+            }
+            let staged: Vec<Staged> = ops[start..end]
+                .par_iter()
+                .filter_map(|op| self.stage(op))
+                .collect();
+            if self.halted() {
+                for s in &staged {
+                    self.dest.discard(s);
+                }
+                return;
+            }
+            if let Err(e) = self.dest.commit(&staged) {
+                for s in &staged {
+                    self.dest.discard(s);
+                }
+                self.dest_error("commit", b"", e);
+                self.stop.store(true, Ordering::Relaxed);
+                return;
+            }
+            start = end;
+        }
+    }
+
+    /// Runs `f` over `items` level by level of path depth, in parallel within a level.
+    fn by_depth<T: Sync>(
+        &self,
+        items: &[T],
+        depth: impl Fn(&T) -> usize,
+        deepest_first: bool,
+        f: impl Fn(&T) + Sync,
+    ) {
+        let mut levels: Vec<(usize, Vec<&T>)> = Vec::new();
+        let mut sorted: Vec<&T> = items.iter().collect();
+        sorted.sort_by_key(|t| depth(t));
+        for t in sorted {
+            let d = depth(t);
+            match levels.last_mut() {
+                Some((ld, v)) if *ld == d => v.push(t),
+                _ => levels.push((d, vec![t])),
+            }
+        }
+        if deepest_first {
+            levels.reverse();
+        }
+        for (_, level) in levels {
+            if self.halted() {
+                return;
+            }
+            level.par_iter().for_each(|t| f(t));
+        }
+    }
+
+    fn execute(&self, plan: &Plan) {
+        let (sl, dl, dest, opts) = (self.sl, self.dl, self.dest, self.opts);
+        for t in &plan.temps {
+            if let Err(e) = dest.remove_tree(t) {
+                self.dest_error("remove leftover temporary file", t, e);
+            }
+        }
+        for &j in &plan.clear {
+            let p = dl.path(j as usize);
+            match dest.remove_tree(p) {
+                Ok(()) => self.counters.add(&self.counters.deleted, 1),
+                Err(e) => self.dest_error("remove (to make way)", p, e),
+            }
+        }
+        self.by_depth(
+            &plan.mkdirs,
+            |&i| depth(sl.path(i as usize)),
+            false,
+            |&i| {
+                let p = sl.path(i as usize);
+                match dest.mkdir(p, sl.get(i as usize).perm) {
+                    Ok(()) => self.counters.add(&self.counters.created, 1),
+                    Err(e) => self.dest_error("mkdir", p, e),
+                }
+            },
+        );
+        plan.moves.par_iter().for_each(|&(i, j)| {
+            let (to, from) = (sl.path(i as usize), dl.path(j as usize));
+            let e = sl.get(i as usize);
+            match dest
+                .rename(from, to)
+                .and_then(|()| dest.set_meta(to, &set_meta_of(e, opts)))
+            {
+                Ok(()) => {
+                    self.counters.add(&self.counters.moved, 1);
+                    self.counters.add(&self.counters.moved_bytes, e.size);
+                    self.bar.inc(e.size);
+                }
+                Err(e) => self.dest_error("rename", to, e),
+            }
+        });
+        self.files(&plan.files);
+        if self.halted() {
+            return;
+        }
+        plan.links.par_iter().for_each(|&(i, l)| {
+            let p = sl.path(i as usize);
+            match dest.link(p, sl.path(l as usize)) {
+                Ok(()) => self.counters.add(&self.counters.linked, 1),
+                Err(e) => self.dest_error("hard link", p, e),
+            }
+        });
+        plan.symlinks.par_iter().for_each(|&i| {
+            let p = sl.path(i as usize);
+            match dest.symlink(
+                p,
+                sl.target(i as usize),
+                &set_meta_of(sl.get(i as usize), opts),
+            ) {
+                Ok(()) => self.counters.add(&self.counters.created, 1),
+                Err(e) => self.dest_error("symlink", p, e),
+            }
+        });
+        plan.specials.par_iter().for_each(|&i| {
+            let p = sl.path(i as usize);
+            match dest.mknod(
+                p,
+                &set_meta_of(sl.get(i as usize), opts),
+                sl.rdev(i as usize),
+            ) {
+                Ok(()) => self.counters.add(&self.counters.created, 1),
+                Err(e) => self.dest_error("mknod", p, e),
+            }
+        });
+        plan.meta.par_iter().for_each(|&(i, _)| {
+            let p = sl.path(i as usize);
+            match dest.set_meta(p, &set_meta_of(sl.get(i as usize), opts)) {
+                Ok(()) => self.counters.add(&self.counters.meta, 1),
+                Err(e) => self.dest_error("set metadata", p, e),
+            }
+        });
+        if self.halted() {
+            return;
+        }
+        // Deletes: files first (in parallel), then directories children-first.
+        let (dirs, others): (Vec<u32>, Vec<u32>) = plan
+            .deletes
+            .iter()
+            .partition(|&&j| dl.get(j as usize).kind == Kind::Dir);
+        others.par_iter().for_each(|&j| {
+            let p = dl.path(j as usize);
+            match dest.remove(p, dl.get(j as usize).kind) {
+                Ok(()) => self.counters.add(&self.counters.deleted, 1),
+                Err(e) => self.dest_error("delete", p, e),
+            }
+        });
+        self.by_depth(
+            &dirs,
+            |&j| depth(dl.path(j as usize)),
+            true,
+            |&j| {
+                let p = dl.path(j as usize);
+                match dest.remove(p, Kind::Dir) {
+                    Ok(()) => self.counters.add(&self.counters.deleted, 1),
+                    Err(e) => self.dest_error("delete directory", p, e),
+                }
+            },
+        );
+        self.by_depth(
+            &plan.dirmeta,
+            |&i| depth(sl.path(i as usize)),
+            true,
+            |&i| {
+                let p = sl.path(i as usize);
+                if let Err(e) = dest.set_dir_meta(p, &set_meta_of(sl.get(i as usize), opts)) {
+                    self.dest_error("set directory metadata", p, e);
+                }
+            },
+        );
+    }
+}
+
+/// Replicates the local directory `src` into the local directory `dest`.
+pub fn push_local(
+    opts: &Options,
+    src: &Path,
+    dest: &Path,
+    out: &dyn Output,
+    interrupted: &AtomicBool,
+) -> Result<Report> {
+    check_selection(src, dest)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("fsync-repl-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
+    pool.install(|| push_in_pool(opts, src, dest, out, interrupted))
+}
+
+fn push_in_pool(
+    opts: &Options,
+    src_path: &Path,
+    dest_path: &Path,
+    out: &dyn Output,
+    interrupted: &AtomicBool,
+) -> Result<Report> {
+    let started = Instant::now();
+    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    let src = Source::open(src_path).map_err(|e| Error::Selection {
+        path: src_path.to_path_buf(),
+        what: format!("cannot open the source: {e}"),
+    })?;
+    let dest_exists = dest_path.exists();
+    let dest = if opts.dry_run && !dest_exists {
+        None
+    } else {
+        Some(
+            LocalDest::open(dest_path, opts.fsync, throttle.clone()).map_err(|e| {
+                Error::Selection {
+                    path: dest_path.to_path_buf(),
+                    what: format!("cannot open or create the destination: {e}"),
+                }
+            })?,
+        )
+    };
+
+    let src_opts = ScanOptions {
+        excludes: opts.excludes.clone(),
+        ignore_files: true,
+        one_file_system: opts.one_file_system,
+        collect_temps: false,
+    };
+    let dst_opts = ScanOptions {
+        excludes: if opts.delete_excluded {
+            Vec::new()
+        } else {
+            opts.excludes.clone()
+        },
+        ignore_files: false,
+        one_file_system: false,
+        collect_temps: true,
+    };
+    let (scanned, dscanned) = rayon::join(
+        || crate::scan::scan(src.root(), &src_opts),
+        || match &dest {
+            Some(d) => d.list(&dst_opts),
+            None => Ok(Scanned::default()),
+        },
+    );
+    let scanned = scanned.map_err(|e| Error::Selection {
+        path: src_path.to_path_buf(),
+        what: e,
+    })?;
+    let dscanned = dscanned.map_err(|e| Error::Selection {
+        path: dest_path.to_path_buf(),
+        what: e,
+    })?;
+    let counters = Counters::default();
+    for p in &scanned.problems {
+        let code = if p.vanished {
+            ExitCode::Vanished
+        } else {
+            ExitCode::Partial
+        };
+        counters.problem(code, format!("{}: {}", escape(&p.path), p.what));
+    }
+    for p in &dscanned.problems {
+        counters.problem(
+            ExitCode::DestIo,
+            format!("destination {}: {}", escape(&p.path), p.what),
+        );
+    }
+    let (sl, dl) = (&scanned.listing, &dscanned.listing);
+
+    let plan_opts = PlanOptions {
+        delete: opts.delete,
+        delete_excluded: opts.delete_excluded,
+        checksum: opts.checksum,
+        owners: opts.owners,
+        specials: opts.specials,
+        move_min_size: 1,
+    };
+    let empty = Listing::new();
+    let mut plan = match &dest {
+        Some(d) => {
+            let hasher = Hasher {
+                src: &src,
+                dst: d,
+                sl,
+                dl,
+                throttle: &throttle,
+            };
+            plan::build(sl, dl, &scanned.filter, &plan_opts, &hasher)
+        }
+        None => {
+            struct NoHash;
+            impl ContentHasher for NoHash {
+                fn hash(&self, _: Side, _: usize) -> Option<Hash> {
+                    None
+                }
+            }
+            plan::build(sl, &empty, &scanned.filter, &plan_opts, &NoHash)
+        }
+    };
+    plan.temps = dscanned.temps.clone();
+    for &(i, why) in &plan.skipped {
+        if opts.verbose > 0 || !opts.quiet {
+            out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
+        }
+    }
+
+    if opts.dry_run || opts.itemize {
+        for line in itemize(&plan, sl, dl) {
+            out.item(&line);
+        }
+    }
+    let unchanged = plan.unchanged;
+    if opts.dry_run {
+        let mut r = Report::from_counters(
+            &counters,
+            sl.len() as u64,
+            unchanged,
+            started.elapsed(),
+            Duration::ZERO,
+        );
+        r.dry_run = true;
+        r.created = (plan
+            .files
+            .iter()
+            .filter(|f| !matches!(f.from, FileSource::Source { old: Some(_) }))
+            .count()
+            + plan.mkdirs.len()
+            + plan.symlinks.len()
+            + plan.specials.len()) as u64;
+        r.updated = plan
+            .files
+            .iter()
+            .filter(|f| matches!(f.from, FileSource::Source { old: Some(_) }))
+            .count() as u64;
+        r.deleted = (plan.deletes.len() + plan.clear.len()) as u64;
+        r.moved = plan.moves.len() as u64;
+        r.linked = plan.links.len() as u64;
+        return Ok(r);
+    }
+    let Some(dest) = dest else {
+        return Err(Error::Selection {
+            path: dest_path.to_path_buf(),
+            what: "destination missing".into(),
+        });
+    };
+
+    // Space preflight (invariant 5).
+    let needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
+    if needed > 0 {
+        let space = dest
+            .space()
+            .map_err(|e| Error::dest("statvfs", dest_path, e))?;
+        let check = space::check(space, opts.min_free, needed);
+        if !check.fits() {
+            return Err(Error::NoSpace(
+                check.message(&dest_path.display().to_string()),
+            ));
+        }
+    }
+
+    let total: u64 = plan
+        .files
+        .iter()
+        .map(|f| sl.get(f.src as usize).size)
+        .sum::<u64>()
+        + plan
+            .moves
+            .iter()
+            .map(|m| sl.get(m.0 as usize).size)
+            .sum::<u64>();
+    let bar = if out.progress() && total > 0 {
+        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
+        b.set_style(
+            ProgressStyle::with_template(
+                "{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let run = Run {
+        opts,
+        src: &src,
+        dest: &dest,
+        sl,
+        dl,
+        counters,
+        stop: AtomicBool::new(false),
+        interrupted,
+        bar,
+    };
+    run.execute(&plan);
+    if !run.halted() {
+        // The root's own mode and mtime, after everything beneath it.
+        if let Ok(st) = rustix::fs::fstat(src.root()) {
+            if let Some(m) = tree::Meta::from_stat(&st) {
+                let meta = SetMeta {
+                    kind: Kind::Dir,
+                    perm: m.perm,
+                    owner: opts.owners.then_some((m.uid, m.gid)),
+                    mtime: m.mtime,
+                    mtime_nsec: m.mtime_nsec,
+                };
+                let cur = rustix::fs::fstat(dest.root()).ok();
+                let same = cur.is_some_and(|c| {
+                    c.st_mode & 0o7777 == m.perm
+                        && c.st_mtime == m.mtime
+                        && c.st_mtime_nsec as u32 == m.mtime_nsec
+                        && (!opts.owners || (c.st_uid == m.uid && c.st_gid == m.gid))
+                });
+                if !same {
+                    if let Err(e) = dest.set_dir_meta(b"", &meta) {
+                        run.dest_error("set metadata of the destination root", b"", e);
+                    }
+                }
+            }
+        }
+    }
+    if let Err(e) = dest.finish() {
+        run.dest_error("syncfs", b"", e);
+    }
+    run.bar.finish_and_clear();
+    if interrupted.load(Ordering::Relaxed) {
+        run.counters.problem(
+            ExitCode::Interrupted,
+            "interrupted: files already renamed into place are complete, the rest are unchanged"
+                .into(),
+        );
+    }
+    Ok(Report::from_counters(
+        &run.counters,
+        sl.len() as u64,
+        unchanged,
+        started.elapsed(),
+        throttle.waited(),
+    ))
+}

@@ -1,0 +1,438 @@
+//! The entry and listing model shared by the scan, the destination and the plan.
+//!
+//! A [`Listing`] is a compact, sorted table of a tree: all relative paths live in one
+//! byte arena and each [`Entry`] is a fixed-size record (≈ 60 bytes), so a listing of
+//! millions of files stays small. Paths are raw bytes relative to the root, without a
+//! leading slash; the root itself is not listed. Entries are sorted component-wise
+//! (`/` sorts before every other byte), so a directory's subtree is a contiguous run
+//! right after it.
+
+use std::cmp::Ordering;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// The kind of a filesystem entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum Kind {
+    File,
+    Dir,
+    Symlink,
+    Fifo,
+    Socket,
+    CharDev,
+    BlockDev,
+}
+
+impl Kind {
+    /// The kind encoded in a `st_mode`.
+    pub fn from_mode(mode: u32) -> Option<Kind> {
+        Some(match mode & 0o170000 {
+            0o100000 => Kind::File,
+            0o040000 => Kind::Dir,
+            0o120000 => Kind::Symlink,
+            0o010000 => Kind::Fifo,
+            0o140000 => Kind::Socket,
+            0o020000 => Kind::CharDev,
+            0o060000 => Kind::BlockDev,
+            _ => return None,
+        })
+    }
+
+    pub fn is_special(self) -> bool {
+        matches!(
+            self,
+            Kind::Fifo | Kind::Socket | Kind::CharDev | Kind::BlockDev
+        )
+    }
+
+    /// One letter used in itemized output.
+    pub fn letter(self) -> char {
+        match self {
+            Kind::File => 'f',
+            Kind::Dir => 'd',
+            Kind::Symlink => 'L',
+            Kind::Fifo => 'p',
+            Kind::Socket => 's',
+            Kind::CharDev | Kind::BlockDev => 'D',
+        }
+    }
+}
+
+/// Metadata of one entry. Paths and link targets are stored in the listing's arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    path_off: u64,
+    path_len: u32,
+    pub kind: Kind,
+    /// Permission bits (07777).
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Size in bytes (files and symlinks).
+    pub size: u64,
+    /// Bytes actually allocated (`st_blocks * 512`): less than `size` for sparse files.
+    pub alloc: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub nlink: u32,
+    pub ino: u64,
+    /// Index into the listing's side table (symlink target, device number), or `NONE`.
+    extra: u32,
+}
+
+const NONE: u32 = u32::MAX;
+
+/// Rare per-entry data kept out of the fixed-size record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extra {
+    /// Symlink target, verbatim bytes.
+    Target(Vec<u8>),
+    /// Device number of a character or block device.
+    Rdev(u64),
+}
+
+/// Everything needed to add an entry to a listing.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub kind: Kind,
+    pub perm: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub alloc: u64,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+    pub nlink: u32,
+    pub ino: u64,
+    pub dev: u64,
+    pub extra: Option<Extra>,
+}
+
+impl Meta {
+    /// From a `stat` result.
+    pub fn from_stat(st: &rustix::fs::Stat) -> Option<Meta> {
+        let mode = st.st_mode;
+        Some(Meta {
+            kind: Kind::from_mode(mode)?,
+            perm: mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+            alloc: st.st_blocks as u64 * 512,
+            mtime: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec as u32,
+            nlink: st.st_nlink as u32,
+            ino: st.st_ino,
+            dev: st.st_dev,
+            extra: None,
+        })
+    }
+}
+
+/// A sorted, compact table of a tree's entries.
+#[derive(Debug, Default, Clone)]
+pub struct Listing {
+    arena: Vec<u8>,
+    entries: Vec<Entry>,
+    extras: Vec<Extra>,
+    /// (entry index, device, inode) of regular files with more than one link.
+    links: Vec<(u32, u64, u64)>,
+    sorted: bool,
+}
+
+/// Component-wise path order: `/` sorts before any other byte, so a directory's
+/// subtree follows it contiguously.
+pub fn path_cmp(a: &[u8], b: &[u8]) -> Ordering {
+    let key = |c: u8| if c == b'/' { 0 } else { c };
+    for (x, y) in a.iter().zip(b.iter()) {
+        if x != y {
+            return key(*x).cmp(&key(*y));
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// True if `path` is `dir` or lies beneath it.
+pub fn is_within(path: &[u8], dir: &[u8]) -> bool {
+    path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
+}
+
+/// The parent directory of a relative path (`b""` for top-level names).
+pub fn parent(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[..i],
+        None => b"",
+    }
+}
+
+/// The last component of a relative path.
+pub fn file_name(path: &[u8]) -> &[u8] {
+    match path.iter().rposition(|&b| b == b'/') {
+        Some(i) => &path[i + 1..],
+        None => path,
+    }
+}
+
+/// Joins a relative directory and a name.
+pub fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(dir.len() + 1 + name.len());
+    p.extend_from_slice(dir);
+    if !dir.is_empty() {
+        p.push(b'/');
+    }
+    p.extend_from_slice(name);
+    p
+}
+
+/// A relative path as a `Path` (for messages and std APIs).
+pub fn as_path(p: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(p))
+}
+
+impl Listing {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Adds an entry; the listing must be [`sort`](Self::sort)ed before lookups.
+    pub fn push(&mut self, path: &[u8], meta: Meta) {
+        let idx = self.entries.len() as u32;
+        let extra = match meta.extra {
+            Some(x) => {
+                self.extras.push(x);
+                (self.extras.len() - 1) as u32
+            }
+            None => NONE,
+        };
+        if meta.kind == Kind::File && meta.nlink > 1 {
+            self.links.push((idx, meta.dev, meta.ino));
+        }
+        self.entries.push(Entry {
+            path_off: self.arena.len() as u64,
+            path_len: path.len() as u32,
+            kind: meta.kind,
+            perm: meta.perm,
+            uid: meta.uid,
+            gid: meta.gid,
+            size: meta.size,
+            alloc: meta.alloc,
+            mtime: meta.mtime,
+            mtime_nsec: meta.mtime_nsec,
+            nlink: meta.nlink,
+            ino: meta.ino,
+            extra,
+        });
+        self.arena.extend_from_slice(path);
+        self.sorted = false;
+    }
+
+    /// Appends all entries of `other` (unsorted).
+    pub fn append(&mut self, other: Listing) {
+        let base_off = self.arena.len() as u64;
+        let base_extra = self.extras.len() as u32;
+        let base_idx = self.entries.len() as u32;
+        self.arena.extend_from_slice(&other.arena);
+        self.extras.extend(other.extras);
+        self.links.extend(
+            other
+                .links
+                .into_iter()
+                .map(|(i, d, n)| (i + base_idx, d, n)),
+        );
+        self.entries.extend(other.entries.into_iter().map(|mut e| {
+            e.path_off += base_off;
+            if e.extra != NONE {
+                e.extra += base_extra;
+            }
+            e
+        }));
+        self.sorted = false;
+    }
+
+    /// Sorts entries by [`path_cmp`]. Link records follow their entries.
+    pub fn sort(&mut self) {
+        let arena = &self.arena;
+        let path =
+            |e: &Entry| &arena[e.path_off as usize..e.path_off as usize + e.path_len as usize];
+        if !self.links.is_empty() {
+            // Remember link records by inode key, then re-index after sorting.
+            let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
+            order.sort_unstable_by(|&a, &b| {
+                path_cmp(
+                    path(&self.entries[a as usize]),
+                    path(&self.entries[b as usize]),
+                )
+            });
+            let mut new_index = vec![0u32; order.len()];
+            for (new, &old) in order.iter().enumerate() {
+                new_index[old as usize] = new as u32;
+            }
+            self.entries = order.iter().map(|&i| self.entries[i as usize]).collect();
+            for l in &mut self.links {
+                l.0 = new_index[l.0 as usize];
+            }
+        } else {
+            self.entries
+                .sort_unstable_by(|a, b| path_cmp(path(a), path(b)));
+        }
+        self.sorted = true;
+    }
+
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    pub fn get(&self, i: usize) -> &Entry {
+        &self.entries[i]
+    }
+
+    pub fn path(&self, i: usize) -> &[u8] {
+        let e = &self.entries[i];
+        &self.arena[e.path_off as usize..e.path_off as usize + e.path_len as usize]
+    }
+
+    pub fn extra(&self, i: usize) -> Option<&Extra> {
+        let x = self.entries[i].extra;
+        (x != NONE).then(|| &self.extras[x as usize])
+    }
+
+    /// The symlink target of entry `i`.
+    pub fn target(&self, i: usize) -> &[u8] {
+        match self.extra(i) {
+            Some(Extra::Target(t)) => t,
+            _ => b"",
+        }
+    }
+
+    pub fn rdev(&self, i: usize) -> u64 {
+        match self.extra(i) {
+            Some(Extra::Rdev(d)) => *d,
+            _ => 0,
+        }
+    }
+
+    /// Index of the entry at `path` (binary search; the listing must be sorted).
+    pub fn find(&self, path: &[u8]) -> Option<usize> {
+        debug_assert!(self.sorted || self.entries.is_empty());
+        self.entries
+            .binary_search_by(|e| {
+                path_cmp(
+                    &self.arena[e.path_off as usize..e.path_off as usize + e.path_len as usize],
+                    path,
+                )
+            })
+            .ok()
+    }
+
+    /// Hard-link groups: for every file with more than one link, the index of its group
+    /// leader (the first member in path order). Files without links map to themselves.
+    pub fn link_leaders(&self) -> Vec<(u32, u32)> {
+        let mut recs = self.links.clone();
+        recs.sort_unstable_by_key(|&(i, d, n)| (d, n, i));
+        let mut out = Vec::new();
+        let mut k = 0;
+        while k < recs.len() {
+            let leader = recs[k].0;
+            let key = (recs[k].1, recs[k].2);
+            let mut j = k;
+            while j < recs.len() && (recs[j].1, recs[j].2) == key {
+                out.push((recs[j].0, leader));
+                j += 1;
+            }
+            k = j;
+        }
+        out.sort_unstable();
+        out
+    }
+
+    /// Approximate heap bytes used (for the memory budget).
+    pub fn heap_bytes(&self) -> usize {
+        self.arena.capacity()
+            + self.entries.capacity() * std::mem::size_of::<Entry>()
+            + self.links.capacity() * 24
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(kind: Kind) -> Meta {
+        Meta {
+            kind,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            alloc: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            nlink: 1,
+            ino: 1,
+            dev: 1,
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn subtree_is_contiguous_after_sort() {
+        let mut l = Listing::new();
+        for p in ["a-b", "a/y", "a", "a0", "a/x", "a/x/z"] {
+            l.push(p.as_bytes(), meta(Kind::Dir));
+        }
+        l.sort();
+        let got: Vec<&[u8]> = (0..l.len()).map(|i| l.path(i)).collect();
+        assert_eq!(
+            got,
+            vec![&b"a"[..], b"a/x", b"a/x/z", b"a/y", b"a-b", b"a0"]
+        );
+        assert_eq!(l.find(b"a/x/z"), Some(2));
+        assert_eq!(l.find(b"a/q"), None);
+    }
+
+    #[test]
+    fn link_groups_pick_first_path_as_leader() {
+        let mut l = Listing::new();
+        for (p, ino) in [("z", 7), ("b", 7), ("c", 9), ("a", 7)] {
+            let mut m = meta(Kind::File);
+            m.nlink = 3;
+            m.ino = ino;
+            l.push(p.as_bytes(), m);
+        }
+        l.push(b"c2", {
+            let mut m = meta(Kind::File);
+            m.nlink = 2;
+            m.ino = 9;
+            m
+        });
+        l.sort();
+        let leaders = l.link_leaders();
+        let a = l.find(b"a").unwrap() as u32;
+        let z = l.find(b"z").unwrap() as u32;
+        let c2 = l.find(b"c2").unwrap() as u32;
+        let c = l.find(b"c").unwrap() as u32;
+        assert!(leaders.contains(&(z, a)));
+        assert!(leaders.contains(&(a, a)));
+        assert!(leaders.contains(&(c2, c)));
+    }
+
+    #[test]
+    fn path_helpers() {
+        assert_eq!(parent(b"a/b/c"), b"a/b");
+        assert_eq!(parent(b"c"), b"");
+        assert_eq!(file_name(b"a/b/c"), b"c");
+        assert!(is_within(b"a/b", b"a"));
+        assert!(!is_within(b"ab", b"a"));
+        assert_eq!(join(b"", b"x"), b"x");
+        assert_eq!(join(b"d", b"x"), b"d/x");
+    }
+}
