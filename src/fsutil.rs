@@ -90,9 +90,9 @@ pub fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// Opens a regular file beneath `root` read-only, with `O_NOATIME` where permitted.
-/// Refuses anything that is not a regular file (a FIFO is never opened for reading:
-/// `O_NONBLOCK|O_PATH`-free open of a FIFO would block, so the type is checked first).
-pub fn open_source_file(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
+/// Refuses anything that is not a regular file; `O_NONBLOCK` keeps a FIFO swapped in
+/// after the scan from blocking the open. Returns the descriptor and its `fstat`.
+pub fn open_source_file(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<(OwnedFd, rfs::Stat)> {
     let base = OFlags::RDONLY | OFlags::NONBLOCK;
     let fd = match open_beneath(root, rel, base | OFlags::NOATIME, Mode::empty()) {
         Err(e) if e.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) => {
@@ -104,7 +104,7 @@ pub fn open_source_file(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd>
     if st.st_mode & 0o170000 != 0o100000 {
         return Err(io::Error::other("not a regular file any more"));
     }
-    Ok(fd)
+    Ok((fd, st))
 }
 
 /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.

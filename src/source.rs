@@ -87,8 +87,7 @@ impl Source {
 
     /// Opens a regular file for reading.
     pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
-        let fd = fsutil::open_source_file(self.root.as_fd(), rel)?;
-        let st = rustix::fs::fstat(&fd)?;
+        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), rel)?;
         Ok(SourceFile::from_parts(File::from(fd), &st))
     }
 

@@ -36,6 +36,7 @@ pub struct LocalDest {
     throttle: Arc<Throttle>,
     reflink_ok: AtomicBool,
     seq: AtomicU64,
+    salt: u32,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -82,6 +83,7 @@ impl LocalDest {
             throttle,
             reflink_ok: AtomicBool::new(true),
             seq: AtomicU64::new(0),
+            salt: temp_salt(),
         })
     }
 
@@ -102,7 +104,7 @@ impl LocalDest {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
         let tag = format!(
             ".fsync-tmp.{:08x}{:04x}",
-            std::process::id().wrapping_mul(2654435761) ^ (n as u32).rotate_left(16),
+            self.salt ^ (n as u32).rotate_left(16),
             n & 0xffff
         );
         let keep = name.len().min(255 - 1 - tag.len());
@@ -204,12 +206,13 @@ impl LocalDest {
                 Err(_) => self.reflink_ok.store(false, Ordering::Relaxed),
             }
         }
-        let segments = if src.sparse {
-            data_segments(&src.file, src.size)?
-        } else {
-            vec![(0, src.size)]
-        };
-        for (start, end) in segments {
+        if !src.sparse {
+            self.copy_range(src, out, 0, src.size)?;
+            stats.literal = src.size;
+            return Ok(stats);
+        }
+        // Holes stay holes: copy the data segments only, then set the length.
+        for (start, end) in data_segments(&src.file, src.size)? {
             self.copy_range(src, out, start, end)?;
             stats.literal += end - start;
         }
@@ -380,9 +383,6 @@ impl LocalDest {
     fn rename_into_place(&self, dir: BorrowedFd<'_>, tmp: &[u8], name: &[u8]) -> io::Result<()> {
         self.throttle.op();
         rfs::renameat(dir, tmp, dir, name)?;
-        if rfs::statat(dir, tmp, AtFlags::SYMLINK_NOFOLLOW).is_ok() {
-            let _ = rfs::unlinkat(dir, tmp, AtFlags::empty());
-        }
         Ok(())
     }
 
@@ -402,6 +402,15 @@ impl LocalDest {
         }
         Ok(())
     }
+}
+
+/// Per-run randomness for temporary names, so two runs never pick the same name.
+fn temp_salt() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() ^ d.as_secs() as u32)
+        .unwrap_or(0);
+    std::process::id().wrapping_mul(2654435761) ^ t
 }
 
 /// The data segments of a sparse file, found with SEEK_DATA / SEEK_HOLE.
@@ -551,9 +560,8 @@ impl Destination for LocalDest {
         from: &[u8],
         meta: &SetMeta,
     ) -> Result<Staged, PutError> {
-        let fd = fsutil::open_source_file(self.root.as_fd(), from)
+        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), from)
             .map_err(PutError::dest("open local copy source"))?;
-        let st = rfs::fstat(&fd).map_err(|e| PutError::dest("stat")(e.into()))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
         self.stage_file(rel, &src, meta, DataMode::Whole, false)
             .map(|(s, _)| s)
@@ -595,7 +603,12 @@ impl Destination for LocalDest {
         let tmp = self.temp_name(name);
         self.throttle.op();
         rfs::linkat(&ldir, lname, &dir, tmp.as_slice(), AtFlags::empty())?;
-        self.rename_into_place(dir.as_fd(), &tmp, name)
+        self.rename_into_place(dir.as_fd(), &tmp, name)?;
+        // rename(2) does nothing when both names are already the same inode.
+        if rfs::statat(&dir, tmp.as_slice(), AtFlags::SYMLINK_NOFOLLOW).is_ok() {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+        }
+        Ok(())
     }
 
     fn symlink(&self, rel: &[u8], target: &[u8], meta: &SetMeta) -> io::Result<()> {
