@@ -23,6 +23,40 @@ Exit codes:
   23  partial transfer: some files failed, the rest were replicated
   24  some source files vanished before they could be copied";
 
+const PUSH_DETAILS: &str = "\
+Change detection: size and mtime; with --checksum, BLAKE3 of files of equal size. A
+metadata-only change is applied in place unless the file has other hard links, in which
+case it is rewritten so the other links never change.
+
+Filters use gitignore syntax: --exclude and --exclude-from patterns apply from SRC's
+root; .fsyncignore files apply to their directory and below, deeper files override
+shallower ones, !pattern re-includes. Hidden and .gitignore'd files are copied. Excluded
+paths are never deleted from DEST unless --delete-excluded.
+
+Move detection: a new file whose content matches a file DEST holds at a path this run
+deletes is renamed inside DEST; one whose twin stays is copied inside DEST.
+
+Durability (--fsync): batch writes up to 2048 temporary files, makes them durable with
+one syncfs, then renames them; file fsyncs each temporary file before its rename; none
+relies on rename atomicity alone. Leftover .NAME.fsync-tmp.* files of a killed run are
+removed by the next run.
+
+Itemized lines (-i, --dry-run): two characters, a space, the path. First: + create,
+> new content, . metadata only, ~ moved inside DEST (<= OLD), c copied inside DEST
+(<= TWIN), = hard link (=> FIRST), - delete. Second: f file, d directory, L symlink
+(-> TARGET), p FIFO, s socket, D device. Control characters, backslashes and non-UTF-8
+bytes are escaped as \\xNN and \\\\.
+
+Exit codes:
+  0   everything replicated
+  1   usage error (bad option or argument)
+  2   protocol error with a remote peer
+  3   selection error: SRC or DEST missing or unusable
+  11  destination I/O error or not enough space on the destination
+  20  interrupted by SIGINT or SIGTERM
+  23  partial transfer: some files failed, the rest were replicated
+  24  some source files vanished before they could be copied";
+
 /// Replicate home directories to a secondary disk or host without starving user I/O.
 #[derive(Debug, Parser)]
 #[command(name = "fsync-repl", version, about, long_about = None, after_help = EXIT_CODES)]
@@ -41,7 +75,7 @@ pub enum Command {
     /// devices and FIFOs when running as root. Every destination file is written to a
     /// temporary file beside it, made durable and renamed into place, so an interrupted
     /// run leaves each file either old or new.
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES, after_long_help = PUSH_DETAILS)]
     Push(PushArgs),
 }
 
