@@ -7,6 +7,7 @@
 //! The command-line layer (`cli`) converts its arguments into [`config::Options`];
 //! nothing below it sees clap.
 
+pub mod app;
 pub mod cli;
 pub mod config;
 pub mod delta;

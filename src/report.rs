@@ -52,6 +52,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// Peak resident set size of this process, from /proc/self/status (0 if unavailable).
+pub fn peak_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// Counters shared by the workers of a run.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -117,6 +129,8 @@ pub struct Report {
     pub elapsed_secs: f64,
     pub throughput_bytes_per_sec: f64,
     pub throttled_secs: f64,
+    /// Peak resident memory of the process (VmHWM), 0 where unknown.
+    pub peak_rss_bytes: u64,
     pub dry_run: bool,
     pub exit_code: i32,
     pub errors: Vec<String>,
@@ -155,6 +169,7 @@ impl Report {
             elapsed_secs: elapsed.as_secs_f64(),
             throughput_bytes_per_sec: written as f64 / elapsed.as_secs_f64().max(1e-9),
             throttled_secs: throttled.as_secs_f64(),
+            peak_rss_bytes: peak_rss(),
             dry_run: false,
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),

@@ -256,10 +256,10 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
             }
         };
         let is_dir = meta.kind == Kind::Dir;
-        if !ctx.filter.is_empty() || chain.is_some() {
-            if ctx.filter.decide(chain.as_deref(), &path, is_dir) {
-                continue;
-            }
+        if (!ctx.filter.is_empty() || chain.is_some())
+            && ctx.filter.decide(chain.as_deref(), &path, is_dir)
+        {
+            continue;
         }
         let descend = is_dir && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev);
         local.push(&path, meta);

@@ -6,7 +6,7 @@
 //! difference means it changed under us and the copy must not be put in place.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
@@ -98,23 +98,20 @@ impl Source {
     }
 }
 
-/// BLAKE3 of an open file: memory-mapped when large, read otherwise.
+/// BLAKE3 of an open file, read in throttle-sized chunks (memory stays bounded).
 pub fn hash_file(file: &File, size: u64, throttle: &Throttle) -> io::Result<Hash> {
+    use std::os::unix::fs::FileExt;
     let mut h = blake3::Hasher::new();
-    if size >= 1 << 20 {
-        // SAFETY: the map is read-only and dropped before returning; a concurrent
-        // truncation can raise SIGBUS, the same exposure every mmap-based copier has.
-        let map = unsafe { memmap2::Mmap::map(file)? };
-        for chunk in map.chunks(throttle.chunk()) {
-            throttle.bytes(chunk.len() as u64);
-            h.update(chunk);
+    let mut buf = vec![0u8; (size as usize).clamp(1, throttle.chunk().min(1 << 20))];
+    let mut off = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            break;
         }
-    } else {
-        let mut buf = Vec::with_capacity(size as usize);
-        let mut f = file;
-        f.read_to_end(&mut buf)?;
-        throttle.bytes(buf.len() as u64);
-        h.update(&buf);
+        throttle.bytes(n as u64);
+        h.update(&buf[..n]);
+        off += n as u64;
     }
     Ok(*h.finalize().as_bytes())
 }

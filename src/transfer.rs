@@ -74,7 +74,8 @@ fn check_selection(src: &Path, dest: &Path) -> Result<()> {
         });
     }
     if let Ok(m) = std::fs::symlink_metadata(dest) {
-        if !m.is_dir() && !(m.file_type().is_symlink() && dest.is_dir()) {
+        let dir_or_link_to_dir = m.is_dir() || (m.file_type().is_symlink() && dest.is_dir());
+        if !dir_or_link_to_dir {
             return Err(Error::Selection {
                 path: dest.to_path_buf(),
                 what: "the destination exists and is not a directory; give a directory path".into(),
@@ -273,6 +274,7 @@ impl Run<'_> {
                 let name = escape(path);
                 match err {
                     PutError::NoSpace => self.no_space(path),
+                    PutError::Interrupted => {}
                     PutError::SourceVanished => self
                         .counters
                         .problem(ExitCode::Vanished, format!("{name}: vanished from the source before it was copied")),
@@ -483,7 +485,7 @@ pub fn push_local(
     src: &Path,
     dest: &Path,
     out: &dyn Output,
-    interrupted: &AtomicBool,
+    interrupted: Arc<AtomicBool>,
 ) -> Result<Report> {
     check_selection(src, dest)?;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -491,7 +493,7 @@ pub fn push_local(
         .thread_name(|i| format!("fsync-repl-{i}"))
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
-    pool.install(|| push_in_pool(opts, src, dest, out, interrupted))
+    pool.install(|| push_in_pool(opts, src, dest, out, &interrupted))
 }
 
 fn push_in_pool(
@@ -499,7 +501,7 @@ fn push_in_pool(
     src_path: &Path,
     dest_path: &Path,
     out: &dyn Output,
-    interrupted: &AtomicBool,
+    interrupted: &Arc<AtomicBool>,
 ) -> Result<Report> {
     let started = Instant::now();
     let throttle = Arc::new(Throttle::new(opts.bwlimit));
@@ -512,12 +514,12 @@ fn push_in_pool(
         None
     } else {
         Some(
-            LocalDest::open(dest_path, opts.fsync, throttle.clone()).map_err(|e| {
-                Error::Selection {
+            LocalDest::open(dest_path, opts.fsync, throttle.clone(), interrupted.clone()).map_err(
+                |e| Error::Selection {
                     path: dest_path.to_path_buf(),
                     what: format!("cannot open or create the destination: {e}"),
-                }
-            })?,
+                },
+            )?,
         )
     };
 

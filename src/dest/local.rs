@@ -19,7 +19,7 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
 use crate::config::FsyncMode;
 use crate::delta;
-use crate::fsutil::{self, valid_name};
+use crate::fsutil;
 use crate::plan::Hash;
 use crate::scan::{self, ScanOptions, Scanned};
 use crate::source::{hash_file, SourceFile};
@@ -37,6 +37,7 @@ pub struct LocalDest {
     reflink_ok: AtomicBool,
     seq: AtomicU64,
     salt: u32,
+    cancel: Arc<AtomicBool>,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -67,7 +68,14 @@ fn times(meta: &SetMeta) -> Timestamps {
 
 impl LocalDest {
     /// Opens (creating if missing) the destination directory.
-    pub fn open(path: &Path, fsync: FsyncMode, throttle: Arc<Throttle>) -> io::Result<LocalDest> {
+    /// `cancel` is polled between chunks of large copies, so an interrupt does not wait
+    /// for a big file to finish.
+    pub fn open(
+        path: &Path,
+        fsync: FsyncMode,
+        throttle: Arc<Throttle>,
+        cancel: Arc<AtomicBool>,
+    ) -> io::Result<LocalDest> {
         std::fs::create_dir_all(path)?;
         let root = rfs::open(
             path,
@@ -84,11 +92,16 @@ impl LocalDest {
             reflink_ok: AtomicBool::new(true),
             seq: AtomicU64::new(0),
             salt: temp_salt(),
+            cancel,
         })
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
         self.root.as_fd()
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -231,6 +244,9 @@ impl LocalDest {
         let mut off_out = start;
         let chunk = self.throttle.chunk() as u64;
         while off_in < end {
+            if self.cancelled() {
+                return Err(PutError::Interrupted);
+            }
             let want = (end - off_in).min(chunk) as usize;
             self.throttle.bytes(want as u64 * 2);
             match rfs::copy_file_range(&src.file, Some(&mut off_in), out, Some(&mut off_out), want)
@@ -304,39 +320,67 @@ impl LocalDest {
                 _ => return self.copy_whole(src, out),
             };
         let old_len = old.metadata().map(|m| m.len()).unwrap_or(0);
-        if old_len == 0 || src.size == 0 {
+        if old_len == 0 || src.size == 0 || src.sparse {
+            // Nothing to reuse, or holes a delta would fill in: copy whole.
             return self.copy_whole(src, out);
         }
-        // SAFETY: read-only maps of files this run does not modify; dropped on return.
-        let (base, new) = unsafe {
-            (
-                memmap2::Mmap::map(&old).map_err(PutError::dest("map old version"))?,
-                memmap2::Mmap::map(&src.file).map_err(PutError::Source)?,
-            )
-        };
-        self.throttle.bytes(old_len + src.size);
-        let want = hash_file(&src.file, src.size, &self.throttle).map_err(PutError::Source)?;
         let mut w = io::BufWriter::with_capacity(1 << 20, &mut *out);
-        let result = delta::delta_copy(&base, &new, &mut w, delta::DEFAULT_WINDOW);
+        let result = self.delta_windows(&old, old_len, src, &mut w);
         let flushed = w.flush();
         drop(w);
         match (result, flushed) {
-            (Ok((st, got)), Ok(())) if *got.as_bytes() == want => {
-                self.throttle.bytes(src.size);
-                Ok(DataStats {
-                    literal: st.literal,
-                    matched: st.matched,
-                    cloned: 0,
-                })
-            }
+            (Ok(Some(st)), Ok(())) => Ok(st),
+            (Err(e), _) => Err(e),
             (_, Err(e)) if fsutil::is_no_space(&e) => Err(PutError::NoSpace),
             _ => {
+                // The rebuilt bytes did not hash like the source: copy whole instead.
                 out.set_len(0).map_err(PutError::dest("truncate"))?;
                 out.seek(SeekFrom::Start(0))
                     .map_err(PutError::dest("seek"))?;
                 self.copy_whole(src, out)
             }
         }
+    }
+
+    /// Rebuilds the source from `old` window by window, each window mapped on its own so
+    /// memory stays bounded whatever the file size. `Ok(None)`: the result's BLAKE3
+    /// differs from the source's (the caller copies whole).
+    fn delta_windows(
+        &self,
+        old: &File,
+        old_len: u64,
+        src: &SourceFile,
+        out: &mut impl Write,
+    ) -> Result<Option<DataStats>, PutError> {
+        let params = delta::SigParams::for_len(src.size.min(delta::DEFAULT_WINDOW as u64));
+        let (mut want, mut got) = (blake3::Hasher::new(), blake3::Hasher::new());
+        let mut stats = DataStats::default();
+        let mut buf = Vec::new();
+        for win in delta::windows(src.size, old_len, delta::DEFAULT_WINDOW) {
+            if self.cancelled() {
+                return Err(PutError::Interrupted);
+            }
+            let base = map_range(old, &win.base).map_err(PutError::dest("map old version"))?;
+            let new = map_range(&src.file, &win.new).map_err(PutError::Source)?;
+            self.throttle.bytes(base.len() as u64 + new.len() as u64);
+            want.update(&new);
+            let sig = delta::signature(&base, params).map_err(delta_err)?;
+            buf.clear();
+            delta::diff(&sig, &new, &mut buf).map_err(delta_err)?;
+            let mut tee = Tee {
+                out: &mut *out,
+                hasher: &mut got,
+            };
+            let st = match delta::apply(&base, &buf, &mut tee, new.len()) {
+                Ok(st) => st,
+                Err(delta::DeltaError::Io(e)) => return Err(PutError::dest("write")(e)),
+                Err(_) => return Ok(None),
+            };
+            self.throttle.bytes(new.len() as u64);
+            stats.literal += st.literal;
+            stats.matched += st.matched;
+        }
+        Ok((want.finalize() == got.finalize()).then_some(stats))
     }
 
     fn copy_xattrs(&self, src: &File, out: &File) -> io::Result<()> {
@@ -354,18 +398,16 @@ impl LocalDest {
         Ok(())
     }
 
+    /// Extended attributes, owner, mode and times on the finished temporary file, and
+    /// its fsync in `--fsync file` mode.
     fn finish_temp(
         &self,
-        dir: BorrowedFd<'_>,
-        tmp: &[u8],
-        rel: &[u8],
         out: &File,
         meta: &SetMeta,
-        src: Option<&SourceFile>,
-        xattrs: bool,
+        xattrs_from: Option<&File>,
     ) -> Result<(), PutError> {
-        if let (true, Some(s)) = (xattrs, src) {
-            self.copy_xattrs(&s.file, out)
+        if let Some(src) = xattrs_from {
+            self.copy_xattrs(src, out)
                 .map_err(PutError::dest("copy extended attributes"))?;
         }
         self.apply_meta_fd(out.as_fd(), meta)
@@ -374,12 +416,10 @@ impl LocalDest {
             self.throttle.op();
             out.sync_all().map_err(PutError::dest("fsync"))?;
         }
-        let _ = (dir, tmp, rel);
         Ok(())
     }
 
-    /// Links `tmp` into place over `name`, removing `tmp` if the rename was a no-op
-    /// (both names already the same inode).
+    /// Renames `tmp` over `name` in one directory.
     fn rename_into_place(&self, dir: BorrowedFd<'_>, tmp: &[u8], name: &[u8]) -> io::Result<()> {
         self.throttle.op();
         rfs::renameat(dir, tmp, dir, name)?;
@@ -401,6 +441,55 @@ impl LocalDest {
             rfs::unlinkat(dir, name, AtFlags::empty())?;
         }
         Ok(())
+    }
+}
+
+/// A read-only map of `range` of `file` (empty ranges give an empty slice).
+fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrEmpty> {
+    if range.is_empty() {
+        return Ok(MapOrEmpty(None));
+    }
+    // SAFETY: a read-only map, dropped before the next window. A concurrent truncation
+    // of the file could raise SIGBUS, as with any mmap-based reader.
+    let m = unsafe {
+        memmap2::MmapOptions::new()
+            .offset(range.start)
+            .len((range.end - range.start) as usize)
+            .map(file)?
+    };
+    Ok(MapOrEmpty(Some(m)))
+}
+
+struct MapOrEmpty(Option<memmap2::Mmap>);
+
+impl std::ops::Deref for MapOrEmpty {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+/// Writes through to `out` while hashing.
+struct Tee<'a, W: Write> {
+    out: &'a mut W,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl<W: Write> Write for Tee<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn delta_err(e: delta::DeltaError) -> PutError {
+    PutError::Dest {
+        op: "delta",
+        err: io::Error::other(e.to_string()),
     }
 }
 
@@ -534,7 +623,7 @@ impl Destination for LocalDest {
             if !src.unchanged().map_err(PutError::Source)? {
                 return Err(PutError::SourceChanged);
             }
-            self.finish_temp(dir.as_fd(), &tmp, rel, &out, meta, Some(src), xattrs)?;
+            self.finish_temp(&out, meta, xattrs.then_some(&src.file))?;
             Ok(stats)
         })();
         match result {
@@ -575,16 +664,15 @@ impl Destination for LocalDest {
             self.throttle.op();
             rfs::syncfs(&self.root)?;
         }
+        // Staged files come in path order: consecutive ones share their directory.
         let mut cur: Option<(&[u8], OwnedFd)> = None;
         for s in staged {
-            let fd = match &cur {
-                Some((d, fd)) if *d == s.dir.as_slice() => fd,
-                _ => {
-                    cur = Some((s.dir.as_slice(), self.dir(&s.dir)?));
-                    &cur.as_ref().map(|c| c).ok_or_else(|| invalid("dir"))?.1
-                }
-            };
-            self.rename_into_place(fd.as_fd(), &s.tmp, &s.name)?;
+            if cur.as_ref().is_none_or(|(d, _)| *d != s.dir.as_slice()) {
+                cur = Some((s.dir.as_slice(), self.dir(&s.dir)?));
+            }
+            if let Some((_, fd)) = &cur {
+                self.rename_into_place(fd.as_fd(), &s.tmp, &s.name)?;
+            }
         }
         Ok(())
     }
@@ -670,9 +758,4 @@ impl Destination for LocalDest {
         }
         Ok(())
     }
-}
-
-#[allow(dead_code)]
-fn _assert_valid(name: &[u8]) -> bool {
-    valid_name(name)
 }

@@ -64,6 +64,9 @@ pub enum PutError {
     /// Reading the source failed.
     #[error("read: {0}")]
     Source(io::Error),
+    /// The run was interrupted; nothing was put in place.
+    #[error("interrupted")]
+    Interrupted,
     /// The destination is full.
     #[error("no space left on the destination")]
     NoSpace,

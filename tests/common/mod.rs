@@ -156,7 +156,10 @@ struct Node {
     rdev: u64,
 }
 
-fn snapshot(root: &Path, mtimes: bool) -> (BTreeMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>) {
+/// Relative path → node, and the hard-link groups (each a sorted list of paths).
+type Snapshot = (BTreeMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>);
+
+fn snapshot(root: &Path, mtimes: bool) -> Snapshot {
     let mut map = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
