@@ -491,3 +491,285 @@ fn same_kind(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{Extra, Meta};
+
+    fn meta(kind: Kind, size: u64, mtime: i64, ino: u64) -> Meta {
+        Meta {
+            kind,
+            perm: if kind == Kind::Dir { 0o755 } else { 0o644 },
+            uid: 1,
+            gid: 1,
+            size,
+            alloc: size,
+            mtime,
+            mtime_nsec: 0,
+            nlink: 1,
+            ino,
+            dev: 1,
+            extra: None,
+        }
+    }
+
+    /// A listing from (path, kind, size, mtime) rows; inode = row number + 1.
+    fn listing(rows: &[(&str, Kind, u64, i64)]) -> Listing {
+        let mut l = Listing::new();
+        for (n, &(p, k, size, mtime)) in rows.iter().enumerate() {
+            let mut m = meta(k, size, mtime, n as u64 + 1);
+            if k == Kind::Symlink {
+                m.extra = Some(Extra::Target(b"t".to_vec()));
+            }
+            l.push(p.as_bytes(), m);
+        }
+        l.sort();
+        l
+    }
+
+    /// Hashes by content name: every file's "content" is its size unless listed.
+    struct Table(Vec<(Side, &'static str, u8)>, Listing, Listing);
+
+    impl ContentHasher for Table {
+        fn hash(&self, side: Side, idx: usize) -> Option<Hash> {
+            let l = if side == Side::Src { &self.1 } else { &self.2 };
+            let p = l.path(idx);
+            let tag = self
+                .0
+                .iter()
+                .find(|(s, n, _)| *s == side && n.as_bytes() == p)
+                .map(|t| t.2)
+                .unwrap_or(0);
+            let mut h = [0u8; 32];
+            h[..8].copy_from_slice(&l.get(idx).size.to_le_bytes());
+            h[8] = tag;
+            Some(h)
+        }
+    }
+
+    fn plan_of(
+        src: &Listing,
+        dst: &Listing,
+        opts: PlanOptions,
+        tags: Vec<(Side, &'static str, u8)>,
+    ) -> Plan {
+        let t = Table(tags, src.clone(), dst.clone());
+        build(src, dst, &Filter::default(), &opts, &t)
+    }
+
+    fn paths(l: &Listing, idx: impl IntoIterator<Item = u32>) -> Vec<String> {
+        idx.into_iter()
+            .map(|i| String::from_utf8_lossy(l.path(i as usize)).into_owned())
+            .collect()
+    }
+
+    const F: Kind = Kind::File;
+    const D: Kind = Kind::Dir;
+
+    #[test]
+    fn new_changed_unchanged_and_deleted() {
+        let src = listing(&[
+            ("a", F, 10, 5),
+            ("b", F, 20, 5),
+            ("d", D, 0, 5),
+            ("d/c", F, 3, 5),
+        ]);
+        let dst = listing(&[("a", F, 10, 5), ("b", F, 20, 6), ("gone", F, 1, 1)]);
+        let opts = PlanOptions {
+            delete: true,
+            ..Default::default()
+        };
+        let p = plan_of(&src, &dst, opts, vec![]);
+        assert_eq!(p.unchanged, 1);
+        assert_eq!(paths(&src, p.mkdirs.clone()), vec!["d"]);
+        let files: Vec<_> = p
+            .files
+            .iter()
+            .map(|f| (src.path(f.src as usize).to_vec(), f.from.clone()))
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                (b"b".to_vec(), FileSource::Source { old: Some(1) }),
+                (b"d/c".to_vec(), FileSource::Source { old: None }),
+            ]
+        );
+        assert_eq!(paths(&dst, p.deletes.clone()), vec!["gone"]);
+        // Without --delete nothing is deleted.
+        let p = plan_of(&src, &dst, PlanOptions::default(), vec![]);
+        assert!(p.deletes.is_empty());
+    }
+
+    #[test]
+    fn second_plan_of_identical_trees_is_empty() {
+        let rows = [("d", D, 0, 5), ("d/x", F, 7, 5), ("l", Kind::Symlink, 1, 5)];
+        let (src, dst) = (listing(&rows), listing(&rows));
+        let p = plan_of(
+            &src,
+            &dst,
+            PlanOptions {
+                delete: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(p.unchanged, 2);
+    }
+
+    #[test]
+    fn checksum_finds_same_size_same_mtime_changes() {
+        let src = listing(&[("a", F, 10, 5), ("b", F, 10, 5)]);
+        let dst = listing(&[("a", F, 10, 5), ("b", F, 10, 5)]);
+        let tags = vec![(Side::Src, "b", 1)];
+        let opts = PlanOptions {
+            checksum: true,
+            ..Default::default()
+        };
+        let p = plan_of(&src, &dst, opts, tags.clone());
+        assert_eq!(paths(&src, p.files.iter().map(|f| f.src)), vec!["b"]);
+        // By size and mtime the change is invisible.
+        assert!(plan_of(&src, &dst, PlanOptions::default(), tags)
+            .files
+            .is_empty());
+    }
+
+    #[test]
+    fn renamed_file_becomes_a_move_and_a_staying_twin_a_local_copy() {
+        let src = listing(&[
+            ("keep", F, 50, 5),
+            ("new/moved", F, 40, 5),
+            ("twin", F, 50, 9),
+        ]);
+        let dst = listing(&[
+            ("keep", F, 50, 5),
+            ("old", D, 0, 5),
+            ("old/moved", F, 40, 5),
+        ]);
+        let opts = PlanOptions {
+            delete: true,
+            ..Default::default()
+        };
+        let p = plan_of(&src, &dst, opts, vec![]);
+        assert_eq!(p.moves.len(), 1);
+        assert_eq!(paths(&src, [p.moves[0].0]), vec!["new/moved"]);
+        assert_eq!(paths(&dst, [p.moves[0].1]), vec!["old/moved"]);
+        // The moved file is not also deleted; its old directory is.
+        assert_eq!(paths(&dst, p.deletes.clone()), vec!["old"]);
+        let twin = p
+            .files
+            .iter()
+            .find(|f| src.path(f.src as usize) == b"twin")
+            .unwrap();
+        assert_eq!(twin.from, FileSource::Local(b"keep".to_vec()));
+    }
+
+    #[test]
+    fn different_content_of_equal_size_is_not_moved() {
+        let src = listing(&[("new", F, 40, 5)]);
+        let dst = listing(&[("old", F, 40, 5)]);
+        let p = plan_of(
+            &src,
+            &dst,
+            PlanOptions {
+                delete: true,
+                ..Default::default()
+            },
+            vec![(Side::Src, "new", 3)],
+        );
+        assert!(p.moves.is_empty());
+        assert_eq!(p.files[0].from, FileSource::Source { old: None });
+    }
+
+    #[test]
+    fn type_conflicts_clear_the_destination_entry() {
+        let src = listing(&[("x", D, 0, 5), ("x/f", F, 1, 5), ("y", F, 2, 5)]);
+        let dst = listing(&[("x", F, 1, 5), ("y", D, 0, 5), ("y/inner", F, 3, 5)]);
+        let p = plan_of(&src, &dst, PlanOptions::default(), vec![]);
+        assert_eq!(paths(&dst, p.clear.clone()), vec!["x", "y"]);
+        // The cleared directory's children are not planned separately.
+        assert!(p.deletes.is_empty());
+        assert_eq!(paths(&src, p.mkdirs.clone()), vec!["x"]);
+    }
+
+    #[test]
+    fn hard_link_members_link_to_the_first_name() {
+        let mut src = Listing::new();
+        for p in ["b", "a", "c"] {
+            let mut m = meta(F, 5, 5, 77);
+            m.nlink = 3;
+            src.push(p.as_bytes(), m);
+        }
+        src.sort();
+        let p = plan_of(&src, &Listing::new(), PlanOptions::default(), vec![]);
+        assert_eq!(paths(&src, p.files.iter().map(|f| f.src)), vec!["a"]);
+        let links: Vec<_> = p
+            .links
+            .iter()
+            .map(|&(m, l)| (paths(&src, [m]), paths(&src, [l])))
+            .collect();
+        assert_eq!(links.len(), 2);
+        assert!(links.iter().all(|(_, l)| l == &vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn mode_only_change_is_in_place_unless_the_file_has_other_links() {
+        let mut src = listing(&[("a", F, 10, 5)]);
+        let _ = &mut src;
+        let mut dst = Listing::new();
+        let mut m = meta(F, 10, 5, 1);
+        m.perm = 0o600;
+        dst.push(b"a", m.clone());
+        dst.sort();
+        let p = plan_of(&src, &dst, PlanOptions::default(), vec![]);
+        assert_eq!(p.meta.len(), 1);
+        assert!(p.files.is_empty());
+        // Linked into a snapshot: rewrite, never chmod in place.
+        let mut dst = Listing::new();
+        m.nlink = 2;
+        dst.push(b"a", m);
+        dst.sort();
+        let p = plan_of(&src, &dst, PlanOptions::default(), vec![]);
+        assert!(p.meta.is_empty());
+        assert_eq!(p.files.len(), 1);
+    }
+
+    #[test]
+    fn excluded_destination_entries_are_kept_unless_delete_excluded() {
+        let src = listing(&[("d", D, 0, 5)]);
+        let dst = listing(&[("d", D, 0, 5), ("d/x.o", F, 1, 1), ("d/y", F, 1, 1)]);
+        let filter = Filter::from_patterns(&["*.o".to_string()]).unwrap();
+        let t = Table(vec![], src.clone(), dst.clone());
+        let opts = PlanOptions {
+            delete: true,
+            ..Default::default()
+        };
+        let p = build(&src, &dst, &filter, &opts, &t);
+        assert_eq!(paths(&dst, p.deletes.clone()), vec!["d/y"]);
+        let opts = PlanOptions {
+            delete: true,
+            delete_excluded: true,
+            ..Default::default()
+        };
+        let p = build(&src, &dst, &filter, &opts, &t);
+        assert_eq!(paths(&dst, p.deletes.clone()), vec!["d/y", "d/x.o"]);
+    }
+
+    #[test]
+    fn deletes_run_children_first_and_dirmeta_deepest_first() {
+        let src = listing(&[("a", D, 0, 5), ("a/b", D, 0, 5), ("a/b/f", F, 1, 5)]);
+        let dst = listing(&[("z", D, 0, 5), ("z/y", D, 0, 5), ("z/y/f", F, 2, 5)]);
+        let p = plan_of(
+            &src,
+            &dst,
+            PlanOptions {
+                delete: true,
+                ..Default::default()
+            },
+            vec![],
+        );
+        assert_eq!(paths(&dst, p.deletes.clone()), vec!["z/y/f", "z/y", "z"]);
+        assert_eq!(paths(&src, p.dirmeta.clone()), vec!["a/b", "a"]);
+    }
+}
