@@ -132,6 +132,81 @@ pub fn meta_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Option<Meta>> {
     Ok(Some(m))
 }
 
+/// Extended attributes as sorted (name, value) pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn xattr_unsupported(e: rustix::io::Errno) -> bool {
+    matches!(e, rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::PERM)
+}
+
+/// The extended attributes of an open file or directory.
+pub fn xattrs_of_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rfs::flistxattr(fd, &mut names[..]) {
+        Ok(n) => n,
+        Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 64 * 1024];
+        match rfs::fgetxattr(fd, name, &mut val[..]) {
+            Ok(len) => {
+                val.truncate(len);
+                out.push((name.to_vec(), val));
+            }
+            Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The extended attributes of `name` in `dir`, without following a symlink and without
+/// opening the entry (reached through the directory's `/proc/self/fd` link).
+pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
+    use std::os::fd::AsRawFd;
+    let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
+    path.extend_from_slice(name);
+    let mut names = vec![0u8; 64 * 1024];
+    let n = match rfs::llistxattr(path.as_slice(), &mut names[..]) {
+        Ok(n) => n,
+        Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut out = Vec::new();
+    for xname in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let mut val = vec![0u8; 64 * 1024];
+        match rfs::lgetxattr(path.as_slice(), xname, &mut val[..]) {
+            Ok(len) => {
+                val.truncate(len);
+                out.push((xname.to_vec(), val));
+            }
+            Err(rustix::io::Errno::NODATA) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// A short digest of a set of extended attributes (0: none).
+pub fn xattrs_digest(x: &Xattrs) -> u64 {
+    if x.is_empty() {
+        return 0;
+    }
+    let mut h = blake3::Hasher::new();
+    for (n, v) in x {
+        h.update(&(n.len() as u64).to_le_bytes());
+        h.update(n);
+        h.update(&(v.len() as u64).to_le_bytes());
+        h.update(v);
+    }
+    let b = h.finalize();
+    u64::from_le_bytes(b.as_bytes()[..8].try_into().unwrap_or([0; 8])) | 1
+}
+
 /// Lists the names in an open directory (without `.` and `..`).
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     let dup = rfs::openat(

@@ -41,6 +41,8 @@ pub struct PlanOptions {
     pub specials: bool,
     /// Smallest file considered for move detection.
     pub move_min_size: u64,
+    /// Compare extended attributes (listing digests).
+    pub xattrs: bool,
 }
 
 /// Where the content of a new file comes from.
@@ -62,8 +64,9 @@ pub struct FileOp {
 /// The plan of a run.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Temporary files of an interrupted run, to remove first.
-    pub temps: Vec<Vec<u8>>,
+    /// Temporary files of an interrupted run (dst index), removed first whatever
+    /// `--delete` says. A source entry with such a name is replicated like any other.
+    pub temps: Vec<u32>,
     /// Destination entries (dst index) in the way of a different kind: removed (whole
     /// subtree for directories) before anything is created.
     pub clear: Vec<u32>,
@@ -166,6 +169,11 @@ pub fn build(
             std::cmp::Ordering::Greater => {
                 let p = dst.path(j);
                 if cleared.as_deref().is_some_and(|c| tree::is_within(p, c)) {
+                    j += 1;
+                    continue;
+                }
+                if dst.get(j).kind != Kind::Dir && crate::scan::is_temp_name(tree::file_name(p)) {
+                    plan.temps.push(j as u32);
                     j += 1;
                     continue;
                 }
@@ -354,7 +362,10 @@ pub fn build(
         let needs = match dst.find(p) {
             Some(j) => {
                 let d = dst.get(j);
-                d.kind != Kind::Dir || meta_differs(e, d, opts, true) || dirty_dirs.contains(p)
+                d.kind != Kind::Dir
+                    || meta_differs(e, d, opts, true)
+                    || dirty_dirs.contains(p)
+                    || (opts.xattrs && src.xattr_digest(i) != dst.xattr_digest(j))
             }
             None => true,
         };
@@ -440,6 +451,14 @@ fn same_kind(
                     return false;
                 }
                 plan.links.push((iu, l));
+                return true;
+            }
+            if opts.xattrs && src.xattr_digest(i) != dst.xattr_digest(j) {
+                // New attributes reach a new inode: snapshots keep the old ones.
+                plan.files.push(FileOp {
+                    src: iu,
+                    from: FileSource::Source { old: Some(ju) },
+                });
                 return true;
             }
             if opts.checksum {

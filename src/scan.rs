@@ -40,8 +40,8 @@ pub struct ScanOptions {
     pub ignore_files: bool,
     /// Stay on the root's filesystem.
     pub one_file_system: bool,
-    /// Report (and do not list) this tool's temporary files.
-    pub collect_temps: bool,
+    /// Read extended attributes of files and directories (their digest is listed).
+    pub xattrs: bool,
 }
 
 /// A non-fatal problem met during the walk.
@@ -155,8 +155,6 @@ pub struct Scanned {
     pub listing: Listing,
     pub filter: Filter,
     pub problems: Vec<Problem>,
-    /// Temporary files left by an interrupted run (with `collect_temps`).
-    pub temps: Vec<Vec<u8>>,
 }
 
 struct Ctx<'a> {
@@ -167,7 +165,6 @@ struct Ctx<'a> {
     out: Mutex<Vec<Listing>>,
     rules: Mutex<HashMap<Vec<u8>, Arc<Gitignore>>>,
     problems: Mutex<Vec<Problem>>,
-    temps: Mutex<Vec<Vec<u8>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -185,7 +182,6 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
         out: Mutex::new(Vec::new()),
         rules: Mutex::new(HashMap::new()),
         problems: Mutex::new(Vec::new()),
-        temps: Mutex::new(Vec::new()),
     };
     rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
     let mut listing = Listing::new();
@@ -197,13 +193,10 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
     filter.rules = ctx.rules.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut problems = ctx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
     problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
-    let mut temps = ctx.temps.into_inner().unwrap_or_else(|p| p.into_inner());
-    temps.sort();
     Ok(Scanned {
         listing,
         filter,
         problems,
-        temps,
     })
 }
 
@@ -242,13 +235,20 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     }
     let mut local = Listing::new();
     for name in names {
-        if ctx.opts.collect_temps && is_temp_name(&name) {
-            lock(&ctx.temps).push(tree::join(&rel, &name));
-            continue;
-        }
         let path = tree::join(&rel, &name);
         let meta = match fsutil::meta_at(dir.as_fd(), &name) {
-            Ok(Some(m)) => m,
+            Ok(Some(mut m)) => {
+                if ctx.opts.xattrs && matches!(m.kind, Kind::File | Kind::Dir) {
+                    match fsutil::xattrs_at(dir.as_fd(), &name) {
+                        Ok(x) if !x.is_empty() => {
+                            m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)))
+                        }
+                        Ok(_) => {}
+                        Err(e) => problem(ctx, &path, &e),
+                    }
+                }
+                m
+            }
             Ok(None) => continue,
             Err(e) => {
                 problem(ctx, &path, &e);

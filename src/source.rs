@@ -91,6 +91,12 @@ impl Source {
         Ok(SourceFile::from_parts(File::from(fd), &st))
     }
 
+    /// Extended attributes of a source directory (`rel` empty: the root).
+    pub fn dir_xattrs(&self, rel: &[u8]) -> io::Result<fsutil::Xattrs> {
+        let dir = fsutil::open_dir(self.root.as_fd(), rel)?;
+        fsutil::xattrs_of_fd(dir.as_fd())
+    }
+
     /// BLAKE3 of a source file's content, read through the throttle.
     pub fn hash(&self, rel: &[u8], throttle: &Throttle) -> Option<Hash> {
         let f = self.open_file(rel).ok()?;

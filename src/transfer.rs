@@ -359,9 +359,10 @@ impl Run<'_> {
 
     fn execute(&self, plan: &Plan) {
         let (sl, dl, dest, opts) = (self.sl, self.dl, self.dest, self.opts);
-        for t in &plan.temps {
-            if let Err(e) = dest.remove_tree(t) {
-                self.dest_error("remove leftover temporary file", t, e);
+        for &j in &plan.temps {
+            let p = dl.path(j as usize);
+            if let Err(e) = dest.remove(p, dl.get(j as usize).kind) {
+                self.dest_error("remove leftover temporary file", p, e);
             }
         }
         for &j in &plan.clear {
@@ -471,6 +472,19 @@ impl Run<'_> {
             true,
             |&i| {
                 let p = sl.path(i as usize);
+                if opts.xattrs {
+                    match self.src.dir_xattrs(p) {
+                        Ok(x) => {
+                            if let Err(e) = dest.set_dir_xattrs(p, &x) {
+                                self.dest_error("set extended attributes", p, e);
+                            }
+                        }
+                        Err(e) => self.counters.problem(
+                            ExitCode::Partial,
+                            format!("{}: cannot read extended attributes: {e}", escape(p)),
+                        ),
+                    }
+                }
                 if let Err(e) = dest.set_dir_meta(p, &set_meta_of(sl.get(i as usize), opts)) {
                     self.dest_error("set directory metadata", p, e);
                 }
@@ -527,17 +541,15 @@ fn push_in_pool(
         excludes: opts.excludes.clone(),
         ignore_files: true,
         one_file_system: opts.one_file_system,
-        collect_temps: false,
+        xattrs: opts.xattrs,
     };
     let dst_opts = ScanOptions {
-        excludes: if opts.delete_excluded {
-            Vec::new()
-        } else {
-            opts.excludes.clone()
-        },
+        // Listed whole: the plan decides what excluded entries to keep, which needs
+        // to see them (a directory holding excluded files must not be deleted).
+        excludes: Vec::new(),
         ignore_files: false,
         one_file_system: false,
-        collect_temps: true,
+        xattrs: opts.xattrs,
     };
     let (scanned, dscanned) = rayon::join(
         || crate::scan::scan(src.root(), &src_opts),
@@ -578,9 +590,10 @@ fn push_in_pool(
         owners: opts.owners,
         specials: opts.specials,
         move_min_size: 1,
+        xattrs: opts.xattrs,
     };
     let empty = Listing::new();
-    let mut plan = match &dest {
+    let plan = match &dest {
         Some(d) => {
             let hasher = Hasher {
                 src: &src,
@@ -601,7 +614,6 @@ fn push_in_pool(
             plan::build(sl, &empty, &scanned.filter, &plan_opts, &NoHash)
         }
     };
-    plan.temps = dscanned.temps.clone();
     for &(i, why) in &plan.skipped {
         if opts.verbose > 0 || !opts.quiet {
             out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
@@ -714,6 +726,12 @@ fn push_in_pool(
                         && c.st_mtime_nsec as u32 == m.mtime_nsec
                         && (!opts.owners || (c.st_uid == m.uid && c.st_gid == m.gid))
                 });
+                if opts.xattrs {
+                    let x = src.dir_xattrs(b"").unwrap_or_default();
+                    if let Err(e) = dest.set_dir_xattrs(b"", &x) {
+                        run.dest_error("set extended attributes of the destination root", b"", e);
+                    }
+                }
                 if !same {
                     if let Err(e) = dest.set_dir_meta(b"", &meta) {
                         run.dest_error("set metadata of the destination root", b"", e);

@@ -90,6 +90,8 @@ pub enum Extra {
     Target(Vec<u8>),
     /// Device number of a character or block device.
     Rdev(u64),
+    /// Digest of a file's or directory's extended attributes (with `-X`).
+    Xattrs(u64),
 }
 
 /// Everything needed to add an entry to a listing.
@@ -310,6 +312,14 @@ impl Listing {
         match self.extra(i) {
             Some(Extra::Target(t)) => t,
             _ => b"",
+        }
+    }
+
+    /// Digest of the entry's extended attributes (0: none or not read).
+    pub fn xattr_digest(&self, i: usize) -> u64 {
+        match self.extra(i) {
+            Some(Extra::Xattrs(d)) => *d,
+            _ => 0,
         }
     }
 

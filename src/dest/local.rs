@@ -384,16 +384,9 @@ impl LocalDest {
     }
 
     fn copy_xattrs(&self, src: &File, out: &File) -> io::Result<()> {
-        let mut names = vec![0u8; 64 * 1024];
-        let n = match rfs::flistxattr(src, &mut names[..]) {
-            Ok(n) => n,
-            Err(rustix::io::Errno::OPNOTSUPP) => return Ok(()),
-            Err(e) => return Err(e.into()),
-        };
-        for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-            let mut val = vec![0u8; 64 * 1024];
-            let len = rfs::fgetxattr(src, name, &mut val[..])?;
-            rfs::fsetxattr(out, name, &val[..len], rfs::XattrFlags::empty())?;
+        for (name, value) in fsutil::xattrs_of_fd(src.as_fd())? {
+            self.throttle.op();
+            rfs::fsetxattr(out, name.as_slice(), &value, rfs::XattrFlags::empty())?;
         }
         Ok(())
     }
@@ -743,6 +736,23 @@ impl Destination for LocalDest {
         let dir = self.dir(parent)?;
         self.throttle.op();
         self.apply_meta_at(dir.as_fd(), name, meta)
+    }
+
+    fn set_dir_xattrs(&self, rel: &[u8], xattrs: &fsutil::Xattrs) -> io::Result<()> {
+        let dir = self.dir(rel)?;
+        let current = fsutil::xattrs_of_fd(dir.as_fd())?;
+        for (name, _) in current
+            .iter()
+            .filter(|(n, _)| !xattrs.iter().any(|(m, _)| m == n))
+        {
+            self.throttle.op();
+            rfs::fremovexattr(&dir, name.as_slice())?;
+        }
+        for (name, value) in xattrs.iter().filter(|x| !current.contains(x)) {
+            self.throttle.op();
+            rfs::fsetxattr(&dir, name.as_slice(), value, rfs::XattrFlags::empty())?;
+        }
+        Ok(())
     }
 
     fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {

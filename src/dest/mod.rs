@@ -134,6 +134,8 @@ pub trait Destination: Sync {
     fn mknod(&self, rel: &[u8], meta: &SetMeta, rdev: u64) -> io::Result<()>;
     /// Sets metadata of an existing non-directory in place.
     fn set_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
+    /// Makes a directory's extended attributes exactly `xattrs` (`rel` empty: the root).
+    fn set_dir_xattrs(&self, rel: &[u8], xattrs: &crate::fsutil::Xattrs) -> io::Result<()>;
     /// Sets metadata of a directory (`rel` empty: the root).
     fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
     /// Discards a staged file that will not be committed.
