@@ -8,11 +8,11 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use crate::cli::{Cli, Command};
-use crate::transfer::{push_local, Output};
+use crate::transfer::{push_local, Output, ProgressMode};
 
 /// Terminal output: items on stdout (stderr when stdout carries JSON), warnings on stderr.
 struct Term {
-    progress: bool,
+    progress: ProgressMode,
     items_to_stderr: bool,
 }
 
@@ -27,7 +27,7 @@ impl Output for Term {
     fn warn(&self, line: &str) {
         eprintln!("fsync-repl: {line}");
     }
-    fn progress(&self) -> bool {
+    fn progress(&self) -> ProgressMode {
         self.progress
     }
 }
@@ -37,7 +37,12 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
     let Command::Push(args) = cli.command;
     let result = args.to_options().and_then(|opts| {
         let term = Term {
-            progress: !opts.quiet && (opts.progress || std::io::stderr().is_terminal()),
+            progress: match (opts.quiet, std::io::stderr().is_terminal(), opts.progress) {
+                (true, _, _) => ProgressMode::Off,
+                (false, true, _) => ProgressMode::Terminal,
+                (false, false, true) => ProgressMode::Lines,
+                (false, false, false) => ProgressMode::Off,
+            },
             items_to_stderr: opts.json,
         };
         let report = push_local(&opts, &args.src, &args.dest, &term, interrupted)?;

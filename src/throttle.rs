@@ -1,5 +1,9 @@
 //! The throttle every byte and metadata operation of disk work passes (invariant 6).
 //!
+//! What counts as bytes: a copy counts each byte once (it is read and written in one
+//! go, like rsync's `--bwlimit` counts transferred bytes); hashing counts what it reads;
+//! a delta counts what it reads of both the old and the new version.
+//!
 //! A token bucket (governor) limits bytes per second; requests are cut into chunks no
 //! larger than the bucket's burst (about 100 ms of the rate) so the rate also holds over
 //! short windows. Waiting blocks the calling worker thread; there is no async runtime.

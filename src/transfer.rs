@@ -33,8 +33,76 @@ pub trait Output: Sync {
     fn item(&self, line: &str);
     /// A warning or error line.
     fn warn(&self, line: &str);
-    /// Whether to draw a progress bar.
-    fn progress(&self) -> bool;
+    /// How to show progress.
+    fn progress(&self) -> ProgressMode;
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    Off,
+    /// A bar redrawn in place on a terminal.
+    Terminal,
+    /// One plain line a second (logs, pipes).
+    Lines,
+}
+
+/// Progress as plain lines on stderr, for `--progress` off a terminal.
+#[derive(Debug)]
+struct PlainLines;
+
+impl indicatif::TermLike for PlainLines {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        if !s.trim().is_empty() {
+            eprintln!("{s}");
+        }
+        Ok(())
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        self.write_line(s)
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn progress_bar(mode: ProgressMode, bytes: u64, files: u64) -> ProgressBar {
+    let (target, template) = match mode {
+        _ if bytes == 0 && files == 0 => return ProgressBar::hidden(),
+        ProgressMode::Off => return ProgressBar::hidden(),
+        ProgressMode::Terminal => (
+            ProgressDrawTarget::stderr(),
+            "{msg} {binary_bytes}/{binary_total_bytes} {wide_bar} {binary_bytes_per_sec} ETA {eta}",
+        ),
+        ProgressMode::Lines => (
+            ProgressDrawTarget::term_like_with_hz(Box::new(PlainLines), 1),
+            "progress: {msg}, {binary_bytes}/{binary_total_bytes}, {binary_bytes_per_sec}, ETA {eta}",
+        ),
+    };
+    let bar = ProgressBar::with_draw_target(Some(bytes), target);
+    bar.set_style(
+        ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    bar.set_message(format!("0/{files} files"));
+    bar
 }
 
 /// The result of a run: the report and, for `--itemize`/`--dry-run`, the lines.
@@ -168,9 +236,20 @@ struct Run<'a> {
     stop: AtomicBool,
     interrupted: &'a AtomicBool,
     bar: ProgressBar,
+    files_total: u64,
+    files_done: std::sync::atomic::AtomicU64,
 }
 
 impl Run<'_> {
+    fn advance(&self, bytes: u64) {
+        let n = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
+        if n % 32 == 0 || n == self.files_total {
+            self.bar
+                .set_message(format!("{n}/{} files", self.files_total));
+        }
+        self.bar.inc(bytes);
+    }
+
     fn halted(&self) -> bool {
         self.stop.load(Ordering::Relaxed) || self.interrupted.load(Ordering::Relaxed)
     }
@@ -267,7 +346,7 @@ impl Run<'_> {
                         c.add(&c.cloned, stats.cloned);
                     }
                 }
-                self.bar.inc(e.size);
+                self.advance(e.size);
                 Some(staged)
             }
             Err(err) => {
@@ -394,7 +473,7 @@ impl Run<'_> {
                 Ok(()) => {
                     self.counters.add(&self.counters.moved, 1);
                     self.counters.add(&self.counters.moved_bytes, e.size);
-                    self.bar.inc(e.size);
+                    self.advance(e.size);
                 }
                 Err(e) => self.dest_error("rename", to, e),
             }
@@ -684,18 +763,8 @@ fn push_in_pool(
             .iter()
             .map(|m| sl.get(m.0 as usize).size)
             .sum::<u64>();
-    let bar = if out.progress() && total > 0 {
-        let b = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-        b.set_style(
-            ProgressStyle::with_template(
-                "{bytes}/{total_bytes} {wide_bar} {binary_bytes_per_sec} ETA {eta}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        b
-    } else {
-        ProgressBar::hidden()
-    };
+    let files_total = (plan.files.len() + plan.moves.len()) as u64;
+    let bar = progress_bar(out.progress(), total, files_total);
     let run = Run {
         opts,
         src: &src,
@@ -706,6 +775,8 @@ fn push_in_pool(
         stop: AtomicBool::new(false),
         interrupted,
         bar,
+        files_total,
+        files_done: Default::default(),
     };
     run.execute(&plan);
     if !run.halted() {

@@ -248,7 +248,7 @@ impl LocalDest {
                 return Err(PutError::Interrupted);
             }
             let want = (end - off_in).min(chunk) as usize;
-            self.throttle.bytes(want as u64 * 2);
+            self.throttle.bytes(want as u64);
             match rfs::copy_file_range(&src.file, Some(&mut off_in), out, Some(&mut off_out), want)
             {
                 Ok(0) => return Err(PutError::SourceChanged),
@@ -290,7 +290,7 @@ impl LocalDest {
             if n == 0 {
                 return Err(PutError::SourceChanged);
             }
-            self.throttle.bytes(n as u64 * 2);
+            self.throttle.bytes(n as u64);
             out.write_all_at(&buf[..n], off)
                 .map_err(PutError::dest("write"))?;
             off += n as u64;
@@ -376,7 +376,6 @@ impl LocalDest {
                 Err(delta::DeltaError::Io(e)) => return Err(PutError::dest("write")(e)),
                 Err(_) => return Ok(None),
             };
-            self.throttle.bytes(new.len() as u64);
             stats.literal += st.literal;
             stats.matched += st.matched;
         }
