@@ -9,10 +9,25 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = match fsync_repl::cli::Cli::try_parse() {
         Ok(c) => c,
-        Err(e) => {
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
             let _ = e.print();
-            // Help and version go to stdout with 0; errors are usage errors (1).
-            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other error: clap's first line, then where to look.
+            let text = e.render().to_string();
+            let what: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
+                .collect();
+            let what = what.join(" ");
+            eprintln!(
+                "fsync-repl: {}; see fsync-repl --help",
+                what.trim_start_matches("error: ")
+            );
+            return ExitCode::from(1);
         }
     };
     let interrupted = Arc::new(AtomicBool::new(false));
