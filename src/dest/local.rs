@@ -26,6 +26,14 @@ use crate::source::{hash_file, SourceFile};
 use crate::throttle::Throttle;
 use crate::tree::{self, Kind};
 
+/// A temporary file being written beside the entry it will replace.
+#[derive(Debug)]
+pub struct TempFile {
+    pub file: File,
+    dir: OwnedFd,
+    staged: Staged,
+}
+
 /// A local destination rooted at an open directory.
 #[derive(Debug)]
 pub struct LocalDest {
@@ -382,33 +390,90 @@ impl LocalDest {
         Ok((want.finalize() == got.finalize()).then_some(stats))
     }
 
-    fn copy_xattrs(&self, src: &File, out: &File) -> io::Result<()> {
-        for (name, value) in fsutil::xattrs_of_fd(src.as_fd())? {
-            self.throttle.op();
-            rfs::fsetxattr(out, name.as_slice(), &value, rfs::XattrFlags::empty())?;
-        }
-        Ok(())
+    /// Creates the temporary file that will replace `rel` (which need not exist).
+    pub fn begin_temp(&self, rel: &[u8]) -> Result<TempFile, PutError> {
+        let (parent, name) = split(rel).map_err(PutError::dest("path"))?;
+        let dir = self.dir(parent).map_err(PutError::dest("open directory"))?;
+        let (tmp, file) = self.create_temp(dir.as_fd(), name)?;
+        Ok(TempFile {
+            file,
+            dir,
+            staged: Staged {
+                dir: parent.to_vec(),
+                tmp,
+                name: name.to_vec(),
+            },
+        })
     }
 
-    /// Extended attributes, owner, mode and times on the finished temporary file, and
-    /// its fsync in `--fsync file` mode.
-    fn finish_temp(
+    /// Writes `data` at `offset` of a temporary file, through the throttle.
+    pub fn write_temp(&self, t: &TempFile, offset: u64, data: &[u8]) -> Result<(), PutError> {
+        use std::os::unix::fs::FileExt;
+        if self.cancelled() {
+            return Err(PutError::Interrupted);
+        }
+        self.throttle.bytes(data.len() as u64);
+        t.file
+            .write_all_at(data, offset)
+            .map_err(PutError::dest("write"))
+    }
+
+    /// Sets extended attributes (exactly `xattrs`), owner, mode and times on a finished
+    /// temporary file, fsyncs it in `--fsync file` mode, and returns it ready to commit.
+    /// On error the temporary file is removed.
+    pub fn finish_temp(
         &self,
-        out: &File,
+        t: TempFile,
         meta: &SetMeta,
-        xattrs_from: Option<&File>,
-    ) -> Result<(), PutError> {
-        if let Some(src) = xattrs_from {
-            self.copy_xattrs(src, out)
-                .map_err(PutError::dest("copy extended attributes"))?;
+        xattrs: &fsutil::Xattrs,
+    ) -> Result<Staged, PutError> {
+        let r = (|| {
+            for (name, value) in xattrs {
+                self.throttle.op();
+                rfs::fsetxattr(&t.file, name.as_slice(), value, rfs::XattrFlags::empty())
+                    .map_err(|e| PutError::dest("set extended attribute")(e.into()))?;
+            }
+            self.apply_meta_fd(t.file.as_fd(), meta)
+                .map_err(PutError::dest("set metadata"))?;
+            if self.fsync == FsyncMode::File {
+                self.throttle.op();
+                t.file.sync_all().map_err(PutError::dest("fsync"))?;
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => Ok(t.staged),
+            Err(e) => {
+                self.abort_temp(t);
+                Err(e)
+            }
         }
-        self.apply_meta_fd(out.as_fd(), meta)
-            .map_err(PutError::dest("set metadata"))?;
-        if self.fsync == FsyncMode::File {
-            self.throttle.op();
-            out.sync_all().map_err(PutError::dest("fsync"))?;
-        }
-        Ok(())
+    }
+
+    /// Removes a temporary file that will not be committed.
+    pub fn abort_temp(&self, t: TempFile) {
+        let TempFile { file, dir, staged } = t;
+        drop(file);
+        let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
+    }
+
+    /// The regular file the destination holds at `rel`, with its length (a delta basis).
+    pub fn open_old(&self, rel: &[u8]) -> Option<(File, u64)> {
+        let fd = fsutil::open_beneath(
+            self.root.as_fd(),
+            rel,
+            OFlags::RDONLY | OFlags::NONBLOCK,
+            Mode::empty(),
+        )
+        .ok()?;
+        let st = rfs::fstat(&fd).ok()?;
+        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
+            .then(|| (File::from(fd), st.st_size as u64))
+    }
+
+    /// Accounts bytes read by the caller on the destination's behalf (delta bases).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// Renames `tmp` over `name` in one directory.
@@ -437,7 +502,7 @@ impl LocalDest {
 }
 
 /// A read-only map of `range` of `file` (empty ranges give an empty slice).
-fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrEmpty> {
+pub fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrEmpty> {
     if range.is_empty() {
         return Ok(MapOrEmpty(None));
     }
@@ -452,7 +517,8 @@ fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrEmpty
     Ok(MapOrEmpty(Some(m)))
 }
 
-struct MapOrEmpty(Option<memmap2::Mmap>);
+/// A memory map, or an empty slice for an empty range.
+pub struct MapOrEmpty(Option<memmap2::Mmap>);
 
 impl std::ops::Deref for MapOrEmpty {
     type Target = [u8];
@@ -462,9 +528,9 @@ impl std::ops::Deref for MapOrEmpty {
 }
 
 /// Writes through to `out` while hashing.
-struct Tee<'a, W: Write> {
-    out: &'a mut W,
-    hasher: &'a mut blake3::Hasher,
+pub struct Tee<'a, W: Write> {
+    pub out: &'a mut W,
+    pub hasher: &'a mut blake3::Hasher,
 }
 
 impl<W: Write> Write for Tee<'_, W> {
@@ -604,32 +670,28 @@ impl Destination for LocalDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
-        let (parent, name) = split(rel).map_err(PutError::dest("path"))?;
-        let dir = self.dir(parent).map_err(PutError::dest("open directory"))?;
-        let (tmp, mut out) = self.create_temp(dir.as_fd(), name)?;
+        let mut t = self.begin_temp(rel)?;
         let result = (|| {
             let stats = match mode {
-                DataMode::Whole => self.copy_whole(src, &out)?,
-                DataMode::Delta => self.copy_delta(dir.as_fd(), name, src, &mut out)?,
+                DataMode::Whole => self.copy_whole(src, &t.file)?,
+                DataMode::Delta => {
+                    self.copy_delta(t.dir.as_fd(), &t.staged.name, src, &mut t.file)?
+                }
             };
             if !src.unchanged().map_err(PutError::Source)? {
                 return Err(PutError::SourceChanged);
             }
-            self.finish_temp(&out, meta, xattrs.then_some(&src.file))?;
-            Ok(stats)
+            let x = if xattrs {
+                fsutil::xattrs_of_fd(src.file.as_fd()).map_err(PutError::Source)?
+            } else {
+                Vec::new()
+            };
+            Ok((stats, x))
         })();
         match result {
-            Ok(stats) => Ok((
-                Staged {
-                    dir: parent.to_vec(),
-                    tmp,
-                    name: name.to_vec(),
-                },
-                stats,
-            )),
+            Ok((stats, x)) => Ok((self.finish_temp(t, meta, &x)?, stats)),
             Err(e) => {
-                drop(out);
-                let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+                self.abort_temp(t);
                 Err(e)
             }
         }
