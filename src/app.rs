@@ -1,19 +1,51 @@
 //! Runs a parsed command line: options → engine → printed report → exit code.
 //!
 //! This is the binary's edge: the only place that prints summaries and maps errors to
-//! exit codes. The engine below returns values and typed errors.
+//! exit codes, and where local and remote transports are put together. The engine
+//! below returns values and typed errors.
 
-use std::io::{IsTerminal, Write};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::ffi::OsString;
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ChildStdout;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command};
-use crate::transfer::{push_local, Output, ProgressMode};
+use crate::cli::{Cli, Command, PushArgs, ServeArgs};
+use crate::config::{FsyncMode, Options};
+use crate::dest::local::LocalDest;
+use crate::dest::remote::{Conn, RemoteDest};
+use crate::error::{Error, ExitCode, Result};
+use crate::protocol::frame::ProtoError;
+use crate::protocol::Notice;
+use crate::report::Report;
+use crate::serve::Receiver;
+use crate::ssh::{parse_location, Location, RemoteShell};
+use crate::throttle::Throttle;
+use crate::transfer::{push_local, push_to, Output, ProgressMode, Target};
+
+/// How long the remote side has to answer the handshake.
+const HANDSHAKE: Duration = Duration::from_secs(30);
 
 /// Terminal output: items on stdout (stderr when stdout carries JSON), warnings on stderr.
 struct Term {
     progress: ProgressMode,
     items_to_stderr: bool,
+}
+
+impl Term {
+    fn for_options(opts: &Options) -> Term {
+        Term {
+            progress: match (opts.quiet, std::io::stderr().is_terminal(), opts.progress) {
+                (true, _, _) => ProgressMode::Off,
+                (false, true, _) => ProgressMode::Terminal,
+                (false, false, true) => ProgressMode::Lines,
+                (false, false, false) => ProgressMode::Off,
+            },
+            items_to_stderr: opts.json,
+        }
+    }
 }
 
 impl Output for Term {
@@ -34,35 +66,349 @@ impl Output for Term {
 
 /// Runs `cli`; returns the process exit code. `interrupted` is set by SIGINT/SIGTERM.
 pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
-    let Command::Push(args) = cli.command;
-    let result = args.to_options().and_then(|opts| {
-        let term = Term {
-            progress: match (opts.quiet, std::io::stderr().is_terminal(), opts.progress) {
-                (true, _, _) => ProgressMode::Off,
-                (false, true, _) => ProgressMode::Terminal,
-                (false, false, true) => ProgressMode::Lines,
-                (false, false, false) => ProgressMode::Off,
-            },
-            items_to_stderr: opts.json,
-        };
-        let report = push_local(&opts, &args.src, &args.dest, &term, interrupted)?;
-        Ok((opts, report))
-    });
+    let result = match cli.command {
+        Command::Push(a) => push(a, interrupted),
+        Command::Pull(a) => pull(a, interrupted),
+        Command::Serve(a) => return serve(a, interrupted),
+    };
     match result {
-        Ok((opts, report)) => {
-            for e in &report.errors {
-                eprintln!("fsync-repl: {e}");
-            }
-            if opts.json {
-                println!("{}", serde_json::to_string(&report).unwrap_or_default());
-            } else if !opts.quiet {
-                println!("{}", report.human());
-            }
-            report.exit_code
-        }
+        Ok((opts, report)) => print_report(&opts, &report),
         Err(e) => {
             eprintln!("fsync-repl: {e}");
             e.exit_code().code()
         }
     }
+}
+
+fn print_report(opts: &Options, report: &Report) -> i32 {
+    for e in &report.errors {
+        eprintln!("fsync-repl: {e}");
+    }
+    if opts.json {
+        println!("{}", serde_json::to_string(report).unwrap_or_default());
+    } else if !opts.quiet {
+        println!("{}", report.human());
+    }
+    report.exit_code
+}
+
+fn shell(a: &PushArgs) -> RemoteShell {
+    RemoteShell {
+        rsh: a.remote.rsh.clone(),
+        port: a.remote.port,
+        remote_bin: a.remote.remote_bin.clone(),
+    }
+}
+
+fn idle_timeout(secs: u64) -> Duration {
+    if secs == 0 {
+        Duration::from_secs(u64::MAX / 4)
+    } else {
+        Duration::from_secs(secs)
+    }
+}
+
+fn proto(e: ProtoError) -> Error {
+    Error::Protocol(e.to_string())
+}
+
+fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
+    let mut opts = a.engine.to_options()?;
+    let Location::Local(src) = parse_location(&a.src)? else {
+        return Err(Error::Usage(
+            "push needs a local SRC; use pull to copy from a remote host".into(),
+        ));
+    };
+    let term = Term::for_options(&opts);
+    match parse_location(&a.dest)? {
+        Location::Local(dest) => {
+            let report = push_local(&opts, &src, &dest, &term, interrupted)?;
+            Ok((opts, report))
+        }
+        Location::Remote { host, path } => {
+            opts.delta = !a.engine.whole_file;
+            // Many files in flight hide the link's latency.
+            opts.jobs = opts.jobs.max(1) * 4;
+            let mut args: Vec<OsString> = vec![
+                "serve".into(),
+                "--timeout".into(),
+                a.remote.timeout.to_string().into(),
+            ];
+            args.push("--fsync".into());
+            args.push(
+                match opts.fsync {
+                    FsyncMode::Batch => "batch",
+                    FsyncMode::File => "file",
+                    FsyncMode::None => "none",
+                }
+                .into(),
+            );
+            if let Some(b) = &a.engine.bwlimit {
+                args.push("--bwlimit".into());
+                args.push(b.into());
+            }
+            args.push(std::os::unix::ffi::OsStringExt::from_vec(path.clone()));
+            let mut child = shell(&a).spawn(&host, &args)?;
+            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+                return Err(Error::Protocol("the remote shell has no pipes".into()));
+            };
+            let conn = Arc::new(
+                Conn::start(
+                    Box::new(stdout),
+                    Box::new(stdin),
+                    Some(child),
+                    idle_timeout(a.remote.timeout),
+                    HANDSHAKE,
+                )
+                .map_err(proto)?,
+            );
+            let throttle = Arc::new(Throttle::new(opts.bwlimit));
+            let rd = RemoteDest::new(conn.clone(), throttle.clone());
+            let name = PathBuf::from(&a.dest);
+            let target = Target {
+                dest: Some(&rd),
+                name: &name,
+                throttle,
+            };
+            let result = push_to(&opts, &src, target, &term, interrupted);
+            let failure = conn.failure();
+            conn.close();
+            let mut report = match (result, failure) {
+                (Err(_), Some(f)) => return Err(Error::Protocol(f)),
+                (r, _) => r?,
+            };
+            if let Some(f) = conn_failure_during(&report, &conn) {
+                report.errors.push(f);
+                report.exit_code = ExitCode::Protocol.code();
+            }
+            Ok((opts, report))
+        }
+    }
+}
+
+/// A protocol failure that happened during an otherwise reported run.
+fn conn_failure_during(report: &Report, conn: &Conn) -> Option<String> {
+    let f = conn.failure()?;
+    // After a clean Finish the peer closing is the normal end.
+    (report.exit_code != 0 && !f.contains("closed the connection")).then_some(f)
+}
+
+/// Stamps the time of the last byte read, for the idle watchdog.
+struct Stamped<R> {
+    inner: R,
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+}
+
+impl<R: Read> Read for Stamped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.last
+            .store(self.epoch.elapsed().as_secs(), Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Calls `on_idle` once if nothing was read for `timeout`.
+fn watchdog(
+    last: Arc<AtomicU64>,
+    epoch: Instant,
+    timeout: Duration,
+    on_idle: impl FnOnce() + Send + 'static,
+) {
+    let secs = timeout.as_secs();
+    let _ = std::thread::Builder::new()
+        .name("fsync-repl-watchdog".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1).min(timeout));
+            if epoch
+                .elapsed()
+                .as_secs()
+                .saturating_sub(last.load(Ordering::Relaxed))
+                >= secs
+            {
+                on_idle();
+                return;
+            }
+        });
+}
+
+fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
+    let opts = a.engine.to_options()?;
+    let Location::Remote { host, path } = parse_location(&a.src)? else {
+        return Err(Error::Usage(
+            "pull needs a remote SRC ([user@]host:path); use push for local copies".into(),
+        ));
+    };
+    let Location::Local(dest) = parse_location(&a.dest)? else {
+        return Err(Error::Usage("pull needs a local DEST".into()));
+    };
+    let created = !dest.exists();
+    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    let local = LocalDest::open(&dest, opts.fsync, throttle, interrupted.clone()).map_err(|e| {
+        Error::Selection {
+            path: dest.clone(),
+            what: format!("cannot open or create the destination: {e}"),
+        }
+    })?;
+    let mut args: Vec<OsString> = vec![
+        "serve".into(),
+        "--send".into(),
+        "--timeout".into(),
+        a.remote.timeout.to_string().into(),
+    ];
+    args.extend(a.engine.forward(&opts));
+    args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
+    let mut child = shell(&a).spawn(&host, &args)?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(Error::Protocol("the remote shell has no pipes".into()));
+    };
+    let child = Arc::new(Mutex::new(child));
+    let epoch = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    let killer = child.clone();
+    watchdog(
+        last.clone(),
+        epoch,
+        idle_timeout(a.remote.timeout),
+        move || {
+            eprintln!("fsync-repl: the remote side stayed silent too long (--timeout); giving up");
+            let _ = killer.lock().map(|mut c| c.kill());
+        },
+    );
+    let mut input: Stamped<ChildStdout> = Stamped {
+        inner: stdout,
+        last,
+        epoch,
+    };
+    let term = Term::for_options(&opts);
+    let mut outcome: Option<std::result::Result<Report, (i32, String)>> = None;
+    let result = Receiver::new(&local, Box::new(stdin)).run(&mut input, &mut |n| match n {
+        Notice::Item(l) => term.item(&l),
+        Notice::Warn(l) => term.warn(&l),
+        Notice::Report(json) => {
+            outcome = Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| (2, format!("bad report from the remote side: {e}"))),
+            )
+        }
+        Notice::Failed { exit_code, message } => outcome = Some(Err((exit_code, message))),
+    });
+    let _ = child.lock().map(|mut c| c.wait());
+    if opts.dry_run && created {
+        let _ = std::fs::remove_dir(&dest);
+    }
+    match (outcome, result) {
+        (Some(Ok(report)), _) => Ok((opts, report)),
+        (Some(Err((code, msg))), _) => Err(remote_failure(code, msg)),
+        (None, Err(e)) => Err(proto(e)),
+        (None, Ok(())) => Err(Error::Protocol(
+            "the remote side ended without a report".into(),
+        )),
+    }
+}
+
+fn remote_failure(code: i32, msg: String) -> Error {
+    match code {
+        1 => Error::Usage(msg),
+        3 => Error::Selection {
+            path: PathBuf::from("remote"),
+            what: msg,
+        },
+        11 => Error::NoSpace(msg),
+        _ => Error::Protocol(msg),
+    }
+}
+
+/// Output of the far side of `pull`: lines travel to the client as notices.
+struct Notices<'a>(&'a Conn);
+
+impl Output for Notices<'_> {
+    fn item(&self, line: &str) {
+        let _ = self.0.notice(Notice::Item(line.to_string()));
+    }
+    fn warn(&self, line: &str) {
+        let _ = self.0.notice(Notice::Warn(line.to_string()));
+    }
+    fn progress(&self) -> ProgressMode {
+        ProgressMode::Off
+    }
+}
+
+fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
+    let result = if a.send {
+        serve_send(&a, interrupted)
+    } else {
+        serve_receive(&a, interrupted)
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("fsync-repl serve: {e}");
+            e.exit_code().code()
+        }
+    }
+}
+
+fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
+    let opts = a.engine.to_options()?;
+    let root = Path::new(&a.root);
+    let dest = LocalDest::open(
+        root,
+        opts.fsync,
+        Arc::new(Throttle::new(opts.bwlimit)),
+        interrupted,
+    )
+    .map_err(|e| Error::Selection {
+        path: root.to_path_buf(),
+        what: format!("cannot open or create the destination: {e}"),
+    })?;
+    let epoch = Instant::now();
+    let last = Arc::new(AtomicU64::new(0));
+    watchdog(last.clone(), epoch, idle_timeout(a.timeout), || {
+        eprintln!("fsync-repl serve: no request for too long (--timeout); exiting");
+        std::process::exit(ExitCode::Protocol.code());
+    });
+    let mut input = Stamped {
+        inner: std::io::stdin().lock(),
+        last,
+        epoch,
+    };
+    let mut receiver = Receiver::new(&dest, Box::new(std::io::stdout().lock()));
+    let result = receiver.run(&mut input, &mut |_| {}).map_err(proto);
+    drop(receiver);
+    result
+}
+
+fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
+    let opts = a.engine.to_options()?;
+    let conn = Arc::new(
+        Conn::start(
+            Box::new(std::io::stdin()),
+            Box::new(std::io::stdout()),
+            None,
+            idle_timeout(a.timeout),
+            HANDSHAKE,
+        )
+        .map_err(proto)?,
+    );
+    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    let rd = RemoteDest::new(conn.clone(), throttle.clone());
+    let root = PathBuf::from(&a.root);
+    let target = Target {
+        dest: Some(&rd),
+        name: &root,
+        throttle,
+    };
+    let out = Notices(&conn);
+    let notice = match push_to(&opts, &root, target, &out, interrupted) {
+        Ok(report) => Notice::Report(serde_json::to_string(&report).unwrap_or_default()),
+        Err(e) => Notice::Failed {
+            exit_code: e.exit_code().code(),
+            message: e.to_string(),
+        },
+    };
+    let _ = conn.notice(notice);
+    conn.close();
+    Ok(())
 }

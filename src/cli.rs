@@ -5,6 +5,7 @@
 //! (the split ripgrep and fd use). The man page is generated from these definitions
 //! by [`man_page`]; `tests/man.rs` keeps `man/fsync-repl.1` current.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
@@ -77,6 +78,15 @@ pub enum Command {
     /// run leaves each file either old or new.
     #[command(after_help = EXIT_CODES, after_long_help = PUSH_DETAILS)]
     Push(PushArgs),
+    /// Restore: make the local DEST a replica of the remote `[user@]host:SRC`.
+    ///
+    /// The remote side runs the engine (`fsync-repl serve --send`) and this side writes
+    /// DEST with the same code as push: same semantics, options, output and exit codes.
+    #[command(after_help = EXIT_CODES)]
+    Pull(PushArgs),
+    /// The far side of a remote push or pull, started over ssh; speaks the protocol on
+    /// stdin and stdout, logs to stderr, and never leaves ROOT.
+    Serve(ServeArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -89,14 +99,55 @@ pub enum FsyncArg {
     None,
 }
 
-/// Arguments of `push`.
+/// Arguments of `push` and `pull`.
 #[derive(Debug, Args)]
 pub struct PushArgs {
-    /// Source directory (its contents are replicated).
-    pub src: PathBuf,
-    /// Destination directory (created if missing).
-    pub dest: PathBuf,
+    /// Source directory (its contents are replicated); `[user@]host:path` for `pull`.
+    pub src: OsString,
+    /// Destination directory (created if missing); `[user@]host:path` for a remote one.
+    pub dest: OsString,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
 
+/// How the remote side is reached.
+#[derive(Debug, Args)]
+pub struct RemoteArgs {
+    /// Remote shell command instead of `ssh -T -o BatchMode=yes` (split like a shell
+    /// would; the host and the remote command are appended).
+    #[arg(short = 'e', long, value_name = "CMD")]
+    pub rsh: Option<String>,
+    /// ssh port of the remote host.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Path of fsync-repl on the remote host.
+    #[arg(long, value_name = "PATH", default_value = "fsync-repl")]
+    pub remote_bin: OsString,
+    /// Give up when the remote side stays silent this long (seconds; 0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+}
+
+/// Arguments of `serve`, the far side of a remote push or pull.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The directory this session is confined to.
+    pub root: OsString,
+    /// Run the replication engine with ROOT as the source (the far side of `pull`).
+    #[arg(long)]
+    pub send: bool,
+    /// Give up when the peer stays silent this long (seconds; 0: never).
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+}
+
+/// Options of the replication engine, shared by push, pull and serve.
+#[derive(Debug, Args, Clone)]
+pub struct EngineArgs {
     /// Delete destination files that the source no longer has.
     #[arg(long)]
     pub delete: bool,
@@ -160,7 +211,7 @@ pub struct PushArgs {
     pub verbose: u8,
 }
 
-impl PushArgs {
+impl EngineArgs {
     /// Builds the engine's options, validating values clap cannot check alone.
     pub fn to_options(&self) -> Result<Options> {
         let mut excludes = self.exclude.clone();
@@ -223,6 +274,45 @@ impl PushArgs {
             verbose: self.verbose,
             ..Options::default()
         })
+    }
+}
+
+impl EngineArgs {
+    /// The flags that make a remote `serve --send` run the engine as this side would
+    /// (used by `pull`); `--exclude-from` files are read here and sent as patterns.
+    pub fn forward(&self, opts: &Options) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut flag = |cond: bool, f: &str| {
+            if cond {
+                a.push(f.into());
+            }
+        };
+        flag(self.delete, "--delete");
+        flag(self.delete_excluded, "--delete-excluded");
+        flag(self.checksum, "--checksum");
+        flag(self.one_file_system, "--one-file-system");
+        flag(self.xattrs, "--xattrs");
+        flag(self.numeric_ids, "--numeric-ids");
+        flag(self.whole_file, "--whole-file");
+        flag(self.dry_run, "--dry-run");
+        flag(self.itemize || self.dry_run, "--itemize");
+        for p in &opts.excludes {
+            a.push("--exclude".into());
+            a.push(p.into());
+        }
+        if let Some(j) = self.jobs {
+            a.push("--jobs".into());
+            a.push(j.to_string().into());
+        }
+        if let Some(m) = &self.min_free {
+            a.push("--min-free".into());
+            a.push(m.into());
+        }
+        if let Some(b) = &self.bwlimit {
+            a.push("--bwlimit".into());
+            a.push(b.into());
+        }
+        a
     }
 }
 

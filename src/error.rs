@@ -58,6 +58,8 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
+    Protocol(String),
+    #[error("{0}")]
     Usage(String),
 }
 
@@ -68,6 +70,7 @@ impl Error {
             Error::Source { .. } => ExitCode::Partial,
             Error::Dest { .. } | Error::NoSpace(_) => ExitCode::DestIo,
             Error::Interrupted => ExitCode::Interrupted,
+            Error::Protocol(_) => ExitCode::Protocol,
             Error::Usage(_) => ExitCode::Usage,
         }
     }

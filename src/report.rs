@@ -112,7 +112,7 @@ impl Counters {
 }
 
 /// The closing summary of a run.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct Report {
     pub files_scanned: u64,
     pub created: u64,

@@ -152,6 +152,8 @@ struct Chain {
 /// Result of a walk.
 #[derive(Debug, Default)]
 pub struct Scanned {
+    /// The root directory's own metadata.
+    pub root: Option<tree::Meta>,
     pub listing: Listing,
     pub filter: Filter,
     pub problems: Vec<Problem>,
@@ -183,6 +185,13 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
         rules: Mutex::new(HashMap::new()),
         problems: Mutex::new(Vec::new()),
     };
+    let mut root_meta = tree::Meta::from_stat(&root_st);
+    if let (true, Some(m)) = (opts.xattrs, root_meta.as_mut()) {
+        let x = fsutil::xattrs_of_fd(root).unwrap_or_default();
+        if !x.is_empty() {
+            m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)));
+        }
+    }
     rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
     let mut listing = Listing::new();
     for part in ctx.out.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -194,6 +203,7 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
     let mut problems = ctx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
     problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
     Ok(Scanned {
+        root: root_meta,
         listing,
         filter,
         problems,

@@ -193,6 +193,13 @@ fn canonical_dest(dest: &Path) -> std::path::PathBuf {
     }
 }
 
+fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
+    match m.and_then(|m| m.extra.as_ref()) {
+        Some(tree::Extra::Xattrs(d)) => *d,
+        _ => 0,
+    }
+}
+
 fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
 }
@@ -581,40 +588,69 @@ pub fn push_local(
     interrupted: Arc<AtomicBool>,
 ) -> Result<Report> {
     check_selection(src, dest)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .thread_name(|i| format!("fsync-repl-{i}"))
-        .build()
-        .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
-    pool.install(|| push_in_pool(opts, src, dest, out, &interrupted))
-}
-
-fn push_in_pool(
-    opts: &Options,
-    src_path: &Path,
-    dest_path: &Path,
-    out: &dyn Output,
-    interrupted: &Arc<AtomicBool>,
-) -> Result<Report> {
-    let started = Instant::now();
     let throttle = Arc::new(Throttle::new(opts.bwlimit));
-    let src = Source::open(src_path).map_err(|e| Error::Selection {
-        path: src_path.to_path_buf(),
-        what: format!("cannot open the source: {e}"),
-    })?;
-    let dest_exists = dest_path.exists();
-    let dest = if opts.dry_run && !dest_exists {
+    let local = if opts.dry_run && !dest.exists() {
         None
     } else {
         Some(
-            LocalDest::open(dest_path, opts.fsync, throttle.clone(), interrupted.clone()).map_err(
+            LocalDest::open(dest, opts.fsync, throttle.clone(), interrupted.clone()).map_err(
                 |e| Error::Selection {
-                    path: dest_path.to_path_buf(),
+                    path: dest.to_path_buf(),
                     what: format!("cannot open or create the destination: {e}"),
                 },
             )?,
         )
     };
+    let target = Target {
+        dest: local.as_ref().map(|d| d as &dyn Destination),
+        name: dest,
+        throttle,
+    };
+    push_to(opts, src, target, out, interrupted)
+}
+
+/// Where a run writes: a destination (absent in a dry run whose DEST does not exist yet),
+/// its name for messages, and the throttle its disk work shares.
+pub struct Target<'a> {
+    pub dest: Option<&'a dyn Destination>,
+    pub name: &'a Path,
+    pub throttle: Arc<Throttle>,
+}
+
+/// Replicates the local directory `src` into any destination, on a pool of `opts.jobs`
+/// workers.
+pub fn push_to(
+    opts: &Options,
+    src: &Path,
+    target: Target<'_>,
+    out: &dyn Output,
+    interrupted: Arc<AtomicBool>,
+) -> Result<Report> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("fsync-repl-{i}"))
+        .build()
+        .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
+    pool.install(|| push_in_pool(opts, src, target, out, &interrupted))
+}
+
+fn push_in_pool(
+    opts: &Options,
+    src_path: &Path,
+    target: Target<'_>,
+    out: &dyn Output,
+    interrupted: &Arc<AtomicBool>,
+) -> Result<Report> {
+    let started = Instant::now();
+    let Target {
+        dest,
+        name: dest_path,
+        throttle,
+    } = target;
+    let src = Source::open(src_path).map_err(|e| Error::Selection {
+        path: src_path.to_path_buf(),
+        what: format!("cannot open the source: {e}"),
+    })?;
 
     let src_opts = ScanOptions {
         excludes: opts.excludes.clone(),
@@ -632,7 +668,7 @@ fn push_in_pool(
     };
     let (scanned, dscanned) = rayon::join(
         || crate::scan::scan(src.root(), &src_opts),
-        || match &dest {
+        || match dest {
             Some(d) => d.list(&dst_opts),
             None => Ok(Scanned::default()),
         },
@@ -672,7 +708,7 @@ fn push_in_pool(
         xattrs: opts.xattrs,
     };
     let empty = Listing::new();
-    let plan = match &dest {
+    let plan = match dest {
         Some(d) => {
             let hasher = Hasher {
                 src: &src,
@@ -768,7 +804,7 @@ fn push_in_pool(
     let run = Run {
         opts,
         src: &src,
-        dest: &dest,
+        dest,
         sl,
         dl,
         counters,
@@ -790,14 +826,15 @@ fn push_in_pool(
                     mtime: m.mtime,
                     mtime_nsec: m.mtime_nsec,
                 };
-                let cur = rustix::fs::fstat(dest.root()).ok();
-                let same = cur.is_some_and(|c| {
-                    c.st_mode & 0o7777 == m.perm
-                        && c.st_mtime == m.mtime
-                        && c.st_mtime_nsec as u32 == m.mtime_nsec
-                        && (!opts.owners || (c.st_uid == m.uid && c.st_gid == m.gid))
+                let same = dscanned.root.as_ref().is_some_and(|c| {
+                    c.perm == m.perm
+                        && c.mtime == m.mtime
+                        && c.mtime_nsec == m.mtime_nsec
+                        && (!opts.owners || (c.uid == m.uid && c.gid == m.gid))
                 });
-                if opts.xattrs {
+                let xattrs_same =
+                    xattr_digest(scanned.root.as_ref()) == xattr_digest(dscanned.root.as_ref());
+                if opts.xattrs && !xattrs_same {
                     let x = src.dir_xattrs(b"").unwrap_or_default();
                     if let Err(e) = dest.set_dir_xattrs(b"", &x) {
                         run.dest_error("set extended attributes of the destination root", b"", e);

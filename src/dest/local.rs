@@ -117,6 +117,9 @@ impl LocalDest {
     }
 
     fn dir(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        if !rel.is_empty() && !fsutil::valid_rel_path(rel) {
+            return Err(invalid("invalid relative path"));
+        }
         fsutil::open_dir(self.root.as_fd(), rel)
     }
 
@@ -459,6 +462,9 @@ impl LocalDest {
 
     /// The regular file the destination holds at `rel`, with its length (a delta basis).
     pub fn open_old(&self, rel: &[u8]) -> Option<(File, u64)> {
+        if !fsutil::valid_rel_path(rel) {
+            return None;
+        }
         let fd = fsutil::open_beneath(
             self.root.as_fd(),
             rel,
@@ -551,6 +557,14 @@ fn delta_err(e: delta::DeltaError) -> PutError {
     }
 }
 
+/// A staged file's names are single components and its temporary name is one of ours.
+fn valid_staged(s: &Staged) -> bool {
+    fsutil::valid_name(&s.name)
+        && fsutil::valid_name(&s.tmp)
+        && scan::is_temp_name(&s.tmp)
+        && (s.dir.is_empty() || fsutil::valid_rel_path(&s.dir))
+}
+
 /// Per-run randomness for temporary names, so two runs never pick the same name.
 fn temp_salt() -> u32 {
     let t = std::time::SystemTime::now()
@@ -561,7 +575,7 @@ fn temp_salt() -> u32 {
 }
 
 /// The data segments of a sparse file, found with SEEK_DATA / SEEK_HOLE.
-fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, PutError> {
+pub fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, PutError> {
     let mut segs = Vec::new();
     let mut pos = 0u64;
     while pos < size {
@@ -595,6 +609,9 @@ impl Destination for LocalDest {
     }
 
     fn hash(&self, rel: &[u8]) -> Option<Hash> {
+        if !fsutil::valid_rel_path(rel) {
+            return None;
+        }
         let fd = fsutil::open_beneath(
             self.root.as_fd(),
             rel,
@@ -703,6 +720,11 @@ impl Destination for LocalDest {
         from: &[u8],
         meta: &SetMeta,
     ) -> Result<Staged, PutError> {
+        if !fsutil::valid_rel_path(from) {
+            return Err(PutError::dest("local copy")(invalid(
+                "invalid relative path",
+            )));
+        }
         let (fd, st) = fsutil::open_source_file(self.root.as_fd(), from)
             .map_err(PutError::dest("open local copy source"))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
@@ -713,6 +735,11 @@ impl Destination for LocalDest {
     fn commit(&self, staged: &[Staged]) -> io::Result<()> {
         if staged.is_empty() {
             return Ok(());
+        }
+        // Names may come from the wire: each must be one plain component, the temporary
+        // one of this tool's making.
+        if let Some(bad) = staged.iter().find(|s| !valid_staged(s)) {
+            return Err(invalid(&format!("invalid staged file {:?}", bad.name)));
         }
         if self.fsync == FsyncMode::Batch {
             self.throttle.op();
@@ -732,6 +759,9 @@ impl Destination for LocalDest {
     }
 
     fn discard(&self, staged: &Staged) {
+        if !valid_staged(staged) {
+            return;
+        }
         if let Ok(dir) = self.dir(&staged.dir) {
             let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
         }

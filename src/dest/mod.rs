@@ -7,6 +7,7 @@
 //! nothing is written past the free-space reserve.
 
 pub mod local;
+pub mod remote;
 
 use std::io;
 

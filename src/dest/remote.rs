@@ -1,0 +1,730 @@
+//! A destination reached through the protocol: the sending side of a `serve` session.
+//!
+//! Requests are written under one lock and answered in order; a reader thread routes
+//! each [`Reply`] to the worker waiting for its id, so the transfer's many workers keep
+//! many requests in flight on one connection (pipelining) and a high-latency link is
+//! not idle per file. File data streams in chunks; changed files go as rsync deltas
+//! against signatures the receiver computes, window by window, so neither side holds a
+//! whole file. Every wait has the session's idle timeout.
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Read, Write};
+use std::os::fd::AsFd;
+use std::os::unix::fs::FileExt;
+use std::process::Child;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
+use crate::delta;
+use crate::fsutil;
+use crate::plan::Hash;
+use crate::protocol::frame::{self, ProtoError, DATA_CHUNK};
+use crate::protocol::{
+    FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
+};
+use crate::scan::{Problem, ScanOptions, Scanned};
+use crate::source::SourceFile;
+use crate::throttle::Throttle;
+use crate::tree::{Kind, Listing};
+
+/// Files smaller than this go whole: a delta cannot pay for its round trip.
+const DELTA_MIN: u64 = 64 << 10;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One protocol session.
+pub struct Conn {
+    writer: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>>,
+    dead: Arc<Mutex<Option<String>>>,
+    next: AtomicU64,
+    timeout: Duration,
+    child: Mutex<Option<Child>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("dead", &*lock(&self.dead))
+            .finish()
+    }
+}
+
+fn io_proto(e: impl std::fmt::Display) -> io::Error {
+    io::Error::other(format!("protocol: {e}"))
+}
+
+impl Conn {
+    /// Performs the handshake on `reader`/`writer` (within `handshake` time) and starts
+    /// the reply router.
+    pub fn start(
+        mut reader: Box<dyn Read + Send>,
+        writer: Box<dyn Write + Send>,
+        child: Option<Child>,
+        timeout: Duration,
+        handshake: Duration,
+    ) -> Result<Conn, ProtoError> {
+        let mut writer = BufWriter::with_capacity(1 << 20, writer);
+        frame::write_hello(&mut writer)?;
+        // The handshake read runs on the router thread so it can time out.
+        let (tx, rx) = mpsc::channel::<Result<(), ProtoError>>();
+        let waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>> = Arc::default();
+        let dead: Arc<Mutex<Option<String>>> = Arc::default();
+        let (w2, d2) = (waiters.clone(), dead.clone());
+        std::thread::Builder::new()
+            .name("fsync-repl-router".into())
+            .spawn(move || {
+                let hello = frame::read_hello(&mut reader);
+                let ok = hello.is_ok();
+                let _ = tx.send(hello.map(|_| ()));
+                if ok {
+                    route(&mut reader, &w2, &d2);
+                }
+            })
+            .map_err(ProtoError::Io)?;
+        match rx.recv_timeout(handshake) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => {
+                if let Some(mut c) = child {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                return Err(ProtoError::Bad(format!(
+                    "no handshake from the remote side within {} s; is fsync-repl installed there (see --remote-bin)?",
+                    handshake.as_secs()
+                )));
+            }
+        }
+        Ok(Conn {
+            writer: Mutex::new(writer),
+            waiters,
+            dead,
+            next: AtomicU64::new(1),
+            timeout,
+            child: Mutex::new(child),
+        })
+    }
+
+    /// Why the session ended early, if it did.
+    pub fn failure(&self) -> Option<String> {
+        lock(&self.dead).clone()
+    }
+
+    fn fail(&self, msg: String) -> io::Error {
+        let mut d = lock(&self.dead);
+        if d.is_none() {
+            *d = Some(msg.clone());
+        }
+        io_proto(msg)
+    }
+
+    fn id(&self) -> u64 {
+        self.next.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn send(&self, msg: &ToReceiver, flush: bool) -> io::Result<()> {
+        if let Some(d) = self.failure() {
+            return Err(io_proto(d));
+        }
+        let mut w = lock(&self.writer);
+        frame::write_frame(&mut *w, msg).map_err(|e| self.fail(e.to_string()))?;
+        if flush {
+            w.flush()
+                .map_err(|e| self.fail(format!("writing to the remote side: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn send_req(&self, r: Request, flush: bool) -> io::Result<()> {
+        self.send(&ToReceiver::Request(r), flush)
+    }
+
+    /// Registers a waiter for `id` (before its request is sent).
+    fn expect(&self, id: u64) -> Receiver<Reply> {
+        let (tx, rx) = mpsc::channel();
+        lock(&self.waiters).insert(id, tx);
+        rx
+    }
+
+    fn wait(&self, id: u64, rx: &Receiver<Reply>) -> io::Result<Reply> {
+        match rx.recv_timeout(self.timeout) {
+            Ok(r) => Ok(r),
+            Err(RecvTimeoutError::Timeout) => {
+                lock(&self.waiters).remove(&id);
+                Err(self.fail(format!(
+                    "no answer from the remote side for {} s (--timeout)",
+                    self.timeout.as_secs()
+                )))
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                Err(io_proto(self.failure().unwrap_or_else(|| {
+                    "the remote side closed the connection".into()
+                })))
+            }
+        }
+    }
+
+    /// Sends a request and waits for its single answer.
+    fn call(&self, id: u64, r: Request) -> io::Result<Reply> {
+        let rx = self.expect(id);
+        self.send_req(r, true)?;
+        let reply = self.wait(id, &rx);
+        lock(&self.waiters).remove(&id);
+        reply
+    }
+
+    /// Sends a notice (the remote engine's output in `pull`).
+    pub fn notice(&self, n: Notice) -> io::Result<()> {
+        self.send(&ToReceiver::Notice(n), true)
+    }
+
+    /// Ends the session: closes our side and reaps the child.
+    pub fn close(&self) -> Option<std::process::ExitStatus> {
+        {
+            let mut w = lock(&self.writer);
+            let _ = w.flush();
+            // Replacing the writer drops the pipe to the child, which sees end of input.
+            *w = BufWriter::new(Box::new(io::sink()));
+        }
+        lock(&self.child).take().and_then(|mut c| c.wait().ok())
+    }
+}
+
+fn route(
+    reader: &mut Box<dyn Read + Send>,
+    waiters: &Mutex<HashMap<u64, Sender<Reply>>>,
+    dead: &Mutex<Option<String>>,
+) {
+    let mut buf = Vec::new();
+    let why = loop {
+        match frame::read_frame::<Reply, _>(reader, &mut buf) {
+            Ok(Some(r)) => {
+                let tx = lock(waiters).get(&r.id()).cloned();
+                match tx {
+                    Some(tx) => {
+                        let _ = tx.send(r);
+                    }
+                    None => {
+                        break format!("protocol error: an answer to unknown request {}", r.id())
+                    }
+                }
+            }
+            Ok(None) => break "the remote side closed the connection".to_string(),
+            Err(e) => break e.to_string(),
+        }
+    };
+    let mut d = lock(dead);
+    if d.is_none() {
+        *d = Some(why);
+    }
+    drop(d);
+    lock(waiters).clear();
+}
+
+fn from_wire(e: WireError) -> io::Error {
+    match e {
+        WireError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
+        WireError::Interrupted => io::Error::from(rustix::io::Errno::INTR),
+        WireError::Corrupt => io::Error::other("received content did not verify"),
+        WireError::Os { errno, op, msg } if errno != 0 => {
+            let base = io::Error::from_raw_os_error(errno);
+            io::Error::new(base.kind(), format!("{op}: {msg}"))
+        }
+        WireError::Os { op, msg, .. } => io::Error::other(format!("{op}: {msg}")),
+    }
+}
+
+fn put_from_wire(e: WireError) -> PutError {
+    match e {
+        WireError::NoSpace => PutError::NoSpace,
+        WireError::Interrupted => PutError::Interrupted,
+        other => PutError::Dest {
+            op: "remote write",
+            err: from_wire(other),
+        },
+    }
+}
+
+/// A destination on the far side of a [`Conn`].
+#[derive(Debug)]
+pub struct RemoteDest {
+    conn: Arc<Conn>,
+    throttle: Arc<Throttle>,
+}
+
+impl RemoteDest {
+    pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>) -> RemoteDest {
+        RemoteDest { conn, throttle }
+    }
+
+    pub fn conn(&self) -> &Arc<Conn> {
+        &self.conn
+    }
+
+    fn op(&self, op: FsOp) -> io::Result<()> {
+        let id = self.conn.id();
+        match self.conn.call(id, Request::Op { id, op })? {
+            Reply::Done { result, .. } => result.map_err(from_wire),
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
+    }
+
+    fn wait_staged(&self, id: u64, rx: &Receiver<Reply>) -> Result<Staged, PutError> {
+        let r = self.conn.wait(id, rx);
+        lock(&self.conn.waiters).remove(&id);
+        match r.map_err(|e| PutError::Dest {
+            op: "remote",
+            err: e,
+        })? {
+            Reply::Staged { result: Ok(s), .. } => valid_staged(s).ok_or_else(|| PutError::Dest {
+                op: "remote",
+                err: self.conn.fail("protocol error: invalid staged name".into()),
+            }),
+            Reply::Staged {
+                result: Err(WireError::Corrupt),
+                ..
+            } => Err(PutError::SourceChanged),
+            Reply::Staged { result: Err(e), .. } => Err(put_from_wire(e)),
+            other => Err(PutError::Dest {
+                op: "remote",
+                err: self
+                    .conn
+                    .fail(format!("protocol error: unexpected answer {other:?}")),
+            }),
+        }
+    }
+
+    fn send_whole(&self, id: u64, src: &SourceFile) -> Result<u64, PutError> {
+        let segments = if src.sparse {
+            crate::dest::local::data_segments(&src.file, src.size)?
+        } else {
+            vec![(0, src.size)]
+        };
+        let mut sent = 0;
+        let mut buf = vec![0u8; DATA_CHUNK.min(src.size.max(1) as usize)];
+        for (start, end) in segments {
+            let mut off = start;
+            while off < end {
+                let want = ((end - off) as usize).min(buf.len());
+                let n = src
+                    .file
+                    .read_at(&mut buf[..want], off)
+                    .map_err(PutError::Source)?;
+                if n == 0 {
+                    return Err(PutError::SourceChanged);
+                }
+                self.throttle.bytes(n as u64);
+                let data = buf[..n].to_vec();
+                self.conn
+                    .send_req(
+                        Request::Data {
+                            id,
+                            offset: off,
+                            data,
+                        },
+                        false,
+                    )
+                    .map_err(|e| PutError::Dest { op: "send", err: e })?;
+                off += n as u64;
+                sent += n as u64;
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends the deltas of every window; returns the stats and the source's hash.
+    fn send_deltas(
+        &self,
+        id: u64,
+        src: &SourceFile,
+        sigs: &[serde_bytes::ByteBuf],
+    ) -> Result<(DataStats, Hash), PutError> {
+        let mut stats = DataStats::default();
+        let mut h = blake3::Hasher::new();
+        let mut out = Vec::new();
+        let w = delta::DEFAULT_WINDOW as u64;
+        let windows = src.size.div_ceil(w);
+        if windows != sigs.len() as u64 {
+            return Err(PutError::Dest {
+                op: "remote",
+                err: self
+                    .conn
+                    .fail("protocol error: signature count does not match the file".into()),
+            });
+        }
+        for (i, sig) in sigs.iter().enumerate() {
+            let range = i as u64 * w..((i as u64 + 1) * w).min(src.size);
+            let new = crate::dest::local::map_range(&src.file, &range).map_err(PutError::Source)?;
+            self.throttle.bytes(new.len() as u64);
+            h.update(&new);
+            out.clear();
+            delta::diff(sig, &new, &mut out).map_err(|e| PutError::Dest {
+                op: "remote",
+                err: self.conn.fail(format!(
+                    "protocol error: bad signature from the remote side: {e}"
+                )),
+            })?;
+            let s = delta::delta_stats(&out).map_err(|e| PutError::Dest {
+                op: "delta",
+                err: io::Error::other(e.to_string()),
+            })?;
+            stats.literal += s.literal;
+            stats.matched += s.matched;
+            self.conn
+                .send_req(
+                    Request::Delta {
+                        id,
+                        index: i as u32,
+                        delta: std::mem::take(&mut out),
+                    },
+                    false,
+                )
+                .map_err(|e| PutError::Dest { op: "send", err: e })?;
+        }
+        Ok((stats, *h.finalize().as_bytes()))
+    }
+
+    fn stage_once(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError> {
+        let id = self.conn.id();
+        let rx = self.conn.expect(id);
+        let want_delta = mode == DataMode::Delta && src.size >= DELTA_MIN && !src.sparse;
+        let wmode = if want_delta {
+            WireMode::Delta
+        } else {
+            WireMode::Whole
+        };
+        let send_err = |e| PutError::Dest { op: "send", err: e };
+        self.conn
+            .send_req(
+                Request::Begin {
+                    id,
+                    path: rel.to_vec(),
+                    size: src.size,
+                    mode: wmode,
+                },
+                want_delta,
+            )
+            .map_err(send_err)?;
+        let mut stats = DataStats::default();
+        let mut hash = [0u8; 32];
+        let mut whole = !want_delta;
+        if want_delta {
+            match self.conn.wait(id, &rx).map_err(send_err)? {
+                Reply::Signature { windows, .. } => {
+                    let (s, h) = self.send_deltas(id, src, &windows)?;
+                    stats = s;
+                    hash = h;
+                }
+                Reply::NoBase { .. } => whole = true,
+                Reply::Staged { result: Err(e), .. } => {
+                    lock(&self.conn.waiters).remove(&id);
+                    return Err(put_from_wire(e));
+                }
+                other => {
+                    return Err(PutError::Dest {
+                        op: "remote",
+                        err: self
+                            .conn
+                            .fail(format!("protocol error: unexpected answer {other:?}")),
+                    })
+                }
+            }
+        }
+        if whole {
+            stats.literal = self.send_whole(id, src)?;
+        }
+        if !src.unchanged().map_err(PutError::Source)? {
+            let _ = self.conn.send_req(Request::Abort { id }, true);
+            lock(&self.conn.waiters).remove(&id);
+            return Err(PutError::SourceChanged);
+        }
+        let xattrs = if xattrs {
+            fsutil::xattrs_of_fd(src.file.as_fd())
+                .map_err(PutError::Source)?
+                .into_iter()
+                .map(|(n, v)| WireXattr(n, v))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        self.conn
+            .send_req(
+                Request::End {
+                    id,
+                    hash,
+                    meta: meta.into(),
+                    xattrs,
+                },
+                true,
+            )
+            .map_err(send_err)?;
+        let staged = self.wait_staged(id, &rx)?;
+        Ok((staged, stats))
+    }
+}
+
+fn valid_staged(s: WireStaged) -> Option<Staged> {
+    let s: Staged = s.into();
+    (fsutil::valid_name(&s.name)
+        && fsutil::valid_name(&s.tmp)
+        && (s.dir.is_empty() || fsutil::valid_rel_path(&s.dir)))
+    .then_some(s)
+}
+
+impl Destination for RemoteDest {
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
+        let id = self.conn.id();
+        let rx = self.conn.expect(id);
+        self.conn
+            .send_req(
+                Request::List {
+                    id,
+                    xattrs: opts.xattrs,
+                },
+                true,
+            )
+            .map_err(|e| e.to_string())?;
+        let mut listing = Listing::new();
+        let (problems, root) = loop {
+            match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
+                Reply::Listing { entries, .. } => {
+                    for e in entries {
+                        add_entry(&mut listing, e).map_err(|m| self.conn.fail(m).to_string())?;
+                    }
+                }
+                Reply::ListEnd {
+                    problems: p, root, ..
+                } => {
+                    let p: Vec<Problem> = p
+                        .into_iter()
+                        .map(|(path, what, vanished)| Problem {
+                            path: path.into_vec(),
+                            what,
+                            vanished,
+                        })
+                        .collect();
+                    break (p, root.map(|r| r.meta()));
+                }
+                other => {
+                    return Err(self
+                        .conn
+                        .fail(format!("protocol error: unexpected answer {other:?}"))
+                        .to_string())
+                }
+            }
+        };
+        lock(&self.conn.waiters).remove(&id);
+        listing.sort();
+        Ok(Scanned {
+            root,
+            listing,
+            problems,
+            ..Scanned::default()
+        })
+    }
+
+    fn space(&self) -> io::Result<Space> {
+        let id = self.conn.id();
+        match self.conn.call(id, Request::Space { id })? {
+            Reply::Space {
+                space: Some((avail, total)),
+                ..
+            } => Ok(Space { avail, total }),
+            Reply::Space { space: None, .. } => Err(io::Error::other(
+                "the remote side cannot tell its free space",
+            )),
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
+    }
+
+    fn hash(&self, rel: &[u8]) -> Option<Hash> {
+        let id = self.conn.id();
+        match self
+            .conn
+            .call(
+                id,
+                Request::Hash {
+                    id,
+                    path: rel.to_vec(),
+                },
+            )
+            .ok()?
+        {
+            Reply::Hash { hash, .. } => hash,
+            _ => None,
+        }
+    }
+
+    fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()> {
+        self.op(FsOp::Remove {
+            path: rel.to_vec(),
+            kind: kind.into(),
+        })
+    }
+
+    fn remove_tree(&self, rel: &[u8]) -> io::Result<()> {
+        self.op(FsOp::RemoveTree { path: rel.to_vec() })
+    }
+
+    fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()> {
+        self.op(FsOp::Mkdir {
+            path: rel.to_vec(),
+            perm,
+        })
+    }
+
+    fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
+        self.op(FsOp::Rename {
+            from: from.to_vec(),
+            to: to.to_vec(),
+        })
+    }
+
+    fn stage_file(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError> {
+        match self.stage_once(rel, src, meta, mode, xattrs) {
+            // A delta that did not verify on the far side: send whole.
+            Err(PutError::SourceChanged)
+                if mode == DataMode::Delta && src.unchanged().unwrap_or(false) =>
+            {
+                self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
+            }
+            r => r,
+        }
+    }
+
+    fn stage_local_copy(
+        &self,
+        rel: &[u8],
+        from: &[u8],
+        meta: &SetMeta,
+    ) -> Result<Staged, PutError> {
+        let id = self.conn.id();
+        let rx = self.conn.expect(id);
+        self.conn
+            .send_req(
+                Request::LocalCopy {
+                    id,
+                    path: rel.to_vec(),
+                    from: from.to_vec(),
+                    meta: meta.into(),
+                },
+                true,
+            )
+            .map_err(|e| PutError::Dest { op: "send", err: e })?;
+        self.wait_staged(id, &rx)
+    }
+
+    fn commit(&self, staged: &[Staged]) -> io::Result<()> {
+        let id = self.conn.id();
+        let staged = staged.iter().map(WireStaged::from).collect();
+        match self.conn.call(id, Request::Commit { id, staged })? {
+            Reply::Done { result, .. } => result.map_err(from_wire),
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
+    }
+
+    fn discard(&self, staged: &Staged) {
+        let _ = self.conn.send_req(
+            Request::Discard {
+                staged: vec![staged.into()],
+            },
+            true,
+        );
+    }
+
+    fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {
+        self.op(FsOp::Link {
+            path: rel.to_vec(),
+            leader: leader.to_vec(),
+        })
+    }
+
+    fn symlink(&self, rel: &[u8], target: &[u8], meta: &SetMeta) -> io::Result<()> {
+        self.op(FsOp::Symlink {
+            path: rel.to_vec(),
+            target: target.to_vec(),
+            meta: meta.into(),
+        })
+    }
+
+    fn mknod(&self, rel: &[u8], meta: &SetMeta, rdev: u64) -> io::Result<()> {
+        self.op(FsOp::Mknod {
+            path: rel.to_vec(),
+            meta: meta.into(),
+            rdev,
+        })
+    }
+
+    fn set_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
+        self.op(FsOp::SetMeta {
+            path: rel.to_vec(),
+            meta: meta.into(),
+        })
+    }
+
+    fn set_dir_xattrs(&self, rel: &[u8], xattrs: &fsutil::Xattrs) -> io::Result<()> {
+        let xattrs = xattrs
+            .iter()
+            .map(|(n, v)| WireXattr(n.clone(), v.clone()))
+            .collect();
+        self.op(FsOp::SetDirXattrs {
+            path: rel.to_vec(),
+            xattrs,
+        })
+    }
+
+    fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
+        self.op(FsOp::SetDirMeta {
+            path: rel.to_vec(),
+            meta: meta.into(),
+        })
+    }
+
+    fn finish(&self) -> io::Result<()> {
+        let id = self.conn.id();
+        match self.conn.call(id, Request::Finish { id })? {
+            Reply::Done { result, .. } => result.map_err(from_wire),
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
+    }
+}
+
+/// Adds a wire entry to a listing after validating its path.
+fn add_entry(l: &mut Listing, e: WireEntry) -> Result<(), String> {
+    if !fsutil::valid_rel_path(&e.path) {
+        return Err(format!(
+            "protocol error: the remote listing has an invalid path \"{}\"",
+            crate::report::escape(&e.path)
+        ));
+    }
+    l.push(&e.path, e.meta());
+    Ok(())
+}

@@ -1,0 +1,502 @@
+//! The receiving side of the protocol: a [`LocalDest`] driven by frames.
+//!
+//! `fsync-repl serve ROOT` runs this on the far side of a push; `pull` runs it locally.
+//! Every request is validated before use — paths through the destination's own checks
+//! (single components, no `..`, resolved beneath the root), sizes, window indexes and
+//! counts here — and written with exactly the local engine's code: the same temporary
+//! files, metadata, durability barriers and confinement. A malformed frame ends the
+//! session with a protocol error; temporary files of unfinished transfers are removed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+
+use crate::delta;
+use crate::dest::local::{map_range, LocalDest, TempFile};
+use crate::dest::{Destination, PutError, SetMeta, Staged};
+use crate::fsutil;
+use crate::protocol::frame::{self, ProtoError};
+use crate::protocol::{
+    FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
+};
+use crate::scan::ScanOptions;
+use crate::tree::Kind;
+
+/// Files being received at once, at most.
+const MAX_OPEN_FILES: usize = 4096;
+/// Largest file size a peer may announce (16 TiB).
+const MAX_FILE_SIZE: u64 = 16 << 40;
+/// Files with more windows than this are sent whole (their signatures would not fit a frame).
+const MAX_SIG_WINDOWS: u64 = 128;
+/// Listing entries per frame.
+const LIST_CHUNK: usize = 2048;
+
+fn bad(msg: impl Into<String>) -> ProtoError {
+    ProtoError::Bad(msg.into())
+}
+
+/// Converts a local error into its wire form.
+pub fn wire_error(op: &str, e: &io::Error) -> WireError {
+    if fsutil::is_no_space(e) {
+        WireError::NoSpace
+    } else {
+        WireError::Os {
+            errno: e.raw_os_error().unwrap_or(0),
+            op: op.to_string(),
+            msg: e.to_string(),
+        }
+    }
+}
+
+fn put_error(e: PutError) -> WireError {
+    match e {
+        PutError::NoSpace => WireError::NoSpace,
+        PutError::Interrupted => WireError::Interrupted,
+        PutError::Dest { op, err } => wire_error(op, &err),
+        other => WireError::Os {
+            errno: 0,
+            op: "write".into(),
+            msg: other.to_string(),
+        },
+    }
+}
+
+struct Incoming {
+    temp: TempFile,
+    size: u64,
+    mode: WireMode,
+    /// Delta basis: the current file and its length.
+    old: Option<(File, u64)>,
+    next_window: u32,
+    windows: u32,
+    written: u64,
+    hasher: blake3::Hasher,
+}
+
+/// Writes at a temporary file's running offset through the destination's throttle.
+struct TempWriter<'a> {
+    dest: &'a LocalDest,
+    temp: &'a TempFile,
+    offset: &'a mut u64,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl Write for TempWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.dest
+            .write_temp(self.temp, *self.offset, buf)
+            .map_err(|e| match e {
+                PutError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
+                other => io::Error::other(other.to_string()),
+            })?;
+        self.hasher.update(buf);
+        *self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The receiving loop's state.
+pub struct Receiver<'a> {
+    dest: &'a LocalDest,
+    files: HashMap<u64, Incoming>,
+    out: BufWriter<Box<dyn Write + 'a>>,
+}
+
+impl<'a> Receiver<'a> {
+    pub fn new(dest: &'a LocalDest, out: Box<dyn Write + 'a>) -> Receiver<'a> {
+        Receiver {
+            dest,
+            files: HashMap::new(),
+            out: BufWriter::with_capacity(256 << 10, out),
+        }
+    }
+
+    fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
+        frame::write_frame(&mut self.out, &r)?;
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// Serves requests from `input` until it ends. Notices (pull) go to `notice`.
+    pub fn run(
+        &mut self,
+        input: &mut dyn Read,
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<(), ProtoError> {
+        frame::write_hello(&mut self.out)?;
+        frame::read_hello(input)?;
+        let mut buf = Vec::new();
+        let result = loop {
+            match frame::read_frame::<ToReceiver, _>(input, &mut buf) {
+                Ok(None) => break Ok(()),
+                Ok(Some(ToReceiver::Notice(n))) => notice(n),
+                Ok(Some(ToReceiver::Request(req))) => {
+                    if let Err(e) = self.handle(req) {
+                        break Err(e);
+                    }
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        for (_, f) in self.files.drain() {
+            self.dest.abort_temp(f.temp);
+        }
+        let _ = self.out.flush();
+        result
+    }
+
+    fn handle(&mut self, req: Request) -> Result<(), ProtoError> {
+        match req {
+            Request::List { id, xattrs } => self.list(id, xattrs),
+            Request::Space { id } => {
+                let space = self.dest.space().ok().map(|s| (s.avail, s.total));
+                self.reply(Reply::Space { id, space })
+            }
+            Request::Hash { id, path } => {
+                let hash = self.dest.hash(&path);
+                self.reply(Reply::Hash { id, hash })
+            }
+            Request::Op { id, op } => {
+                let result = self.op(op);
+                self.reply(Reply::Done { id, result })
+            }
+            Request::Begin {
+                id,
+                path,
+                size,
+                mode,
+            } => self.begin(id, path, size, mode),
+            Request::Data { id, offset, data } => self.data(id, offset, &data),
+            Request::Delta { id, index, delta } => self.delta(id, index, &delta),
+            Request::End {
+                id,
+                hash,
+                meta,
+                xattrs,
+            } => self.end(id, hash, meta.into(), xattrs),
+            Request::Abort { id } => {
+                if let Some(f) = self.files.remove(&id) {
+                    self.dest.abort_temp(f.temp);
+                }
+                Ok(())
+            }
+            Request::LocalCopy {
+                id,
+                path,
+                from,
+                meta,
+            } => {
+                let result = self
+                    .dest
+                    .stage_local_copy(&path, &from, &meta.into())
+                    .map(|s| WireStaged::from(&s))
+                    .map_err(put_error);
+                self.reply(Reply::Staged { id, result })
+            }
+            Request::Commit { id, staged } => {
+                let staged: Vec<Staged> = staged.into_iter().map(Staged::from).collect();
+                let result = self
+                    .dest
+                    .commit(&staged)
+                    .map_err(|e| wire_error("commit", &e));
+                self.reply(Reply::Done { id, result })
+            }
+            Request::Discard { staged } => {
+                for s in staged {
+                    self.dest.discard(&s.into());
+                }
+                Ok(())
+            }
+            Request::Finish { id } => {
+                let result = self.dest.finish().map_err(|e| wire_error("syncfs", &e));
+                self.reply(Reply::Done { id, result })
+            }
+        }
+    }
+
+    fn list(&mut self, id: u64, xattrs: bool) -> Result<(), ProtoError> {
+        let opts = ScanOptions {
+            xattrs,
+            ..ScanOptions::default()
+        };
+        let scanned = match self.dest.list(&opts) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.reply(Reply::ListEnd {
+                    id,
+                    root: None,
+                    problems: vec![(serde_bytes::ByteBuf::new(), e, false)],
+                })
+            }
+        };
+        let l = &scanned.listing;
+        let mut chunk = Vec::with_capacity(LIST_CHUNK);
+        for i in 0..l.len() {
+            let e = l.get(i);
+            chunk.push(WireEntry {
+                path: l.path(i).to_vec(),
+                kind: e.kind.into(),
+                perm: e.perm,
+                uid: e.uid,
+                gid: e.gid,
+                size: e.size,
+                alloc: e.alloc,
+                mtime: e.mtime,
+                mtime_nsec: e.mtime_nsec,
+                nlink: e.nlink,
+                ino: e.ino,
+                dev: 0,
+                target: l.target(i).to_vec(),
+                rdev: l.rdev(i),
+                xattr_digest: l.xattr_digest(i),
+            });
+            if chunk.len() == LIST_CHUNK {
+                let entries = std::mem::take(&mut chunk);
+                frame::write_frame(&mut self.out, &Reply::Listing { id, entries })?;
+            }
+        }
+        if !chunk.is_empty() {
+            frame::write_frame(&mut self.out, &Reply::Listing { id, entries: chunk })?;
+        }
+        let problems = scanned
+            .problems
+            .into_iter()
+            .map(|p| (serde_bytes::ByteBuf::from(p.path), p.what, p.vanished))
+            .collect();
+        let root = scanned.root.as_ref().map(|m| WireEntry {
+            path: Vec::new(),
+            kind: m.kind.into(),
+            perm: m.perm,
+            uid: m.uid,
+            gid: m.gid,
+            size: 0,
+            alloc: 0,
+            mtime: m.mtime,
+            mtime_nsec: m.mtime_nsec,
+            nlink: m.nlink,
+            ino: m.ino,
+            dev: 0,
+            target: Vec::new(),
+            rdev: 0,
+            xattr_digest: match m.extra {
+                Some(crate::tree::Extra::Xattrs(d)) => d,
+                _ => 0,
+            },
+        });
+        self.reply(Reply::ListEnd { id, root, problems })
+    }
+
+    fn op(&mut self, op: FsOp) -> Result<(), WireError> {
+        let d = self.dest;
+        let r = match &op {
+            FsOp::Remove { path, kind } => d.remove(path, (*kind).into()),
+            FsOp::RemoveTree { path } => d.remove_tree(path),
+            FsOp::Mkdir { path, perm } => d.mkdir(path, *perm),
+            FsOp::Rename { from, to } => d.rename(from, to),
+            FsOp::Link { path, leader } => d.link(path, leader),
+            FsOp::Symlink { path, target, meta } => d.symlink(path, target, &(*meta).into()),
+            FsOp::Mknod { path, meta, rdev } => d.mknod(path, &(*meta).into(), *rdev),
+            FsOp::SetMeta { path, meta } => d.set_meta(path, &(*meta).into()),
+            FsOp::SetDirMeta { path, meta } => d.set_dir_meta(path, &(*meta).into()),
+            FsOp::SetDirXattrs { path, xattrs } => {
+                let x: fsutil::Xattrs = xattrs.iter().map(|w| (w.0.clone(), w.1.clone())).collect();
+                d.set_dir_xattrs(path, &x)
+            }
+        };
+        r.map_err(|e| wire_error("filesystem operation", &e))
+    }
+
+    fn begin(
+        &mut self,
+        id: u64,
+        path: Vec<u8>,
+        size: u64,
+        mode: WireMode,
+    ) -> Result<(), ProtoError> {
+        if self.files.contains_key(&id) {
+            return Err(bad(format!("file id {id} announced twice")));
+        }
+        if self.files.len() >= MAX_OPEN_FILES {
+            return Err(bad("too many files in flight"));
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(bad(format!("announced file size {size} is absurd")));
+        }
+        let temp = match self.dest.begin_temp(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                // Answered at End (the sender streams without waiting); remember the failure.
+                // Its later frames are ignored; the sender reads this answer at End.
+                return self.reply(Reply::Staged {
+                    id,
+                    result: Err(put_error(e)),
+                });
+            }
+        };
+        let mut inc = Incoming {
+            temp,
+            size,
+            mode,
+            old: None,
+            next_window: 0,
+            windows: 0,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        if mode == WireMode::Delta {
+            let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
+            let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
+            match old {
+                Some((file, old_len)) if windows <= MAX_SIG_WINDOWS && size > 0 => {
+                    let params = delta::SigParams::for_len(size.min(delta::DEFAULT_WINDOW as u64));
+                    let mut sigs = Vec::new();
+                    for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
+                        let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
+                        self.dest.throttle().bytes(base.len() as u64);
+                        let sig =
+                            delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
+                        sigs.push(serde_bytes::ByteBuf::from(sig));
+                    }
+                    inc.windows = sigs.len() as u32;
+                    inc.old = Some((file, old_len));
+                    self.files.insert(id, inc);
+                    return self.reply(Reply::Signature {
+                        id,
+                        block_size: params.block_size,
+                        windows: sigs,
+                    });
+                }
+                _ => {
+                    inc.mode = WireMode::Whole;
+                    self.files.insert(id, inc);
+                    return self.reply(Reply::NoBase { id });
+                }
+            }
+        }
+        self.files.insert(id, inc);
+        Ok(())
+    }
+
+    fn data(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<(), ProtoError> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(()); // a file that already failed
+        };
+        if f.mode != WireMode::Whole {
+            return Err(bad("data frame for a delta transfer"));
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= f.size)
+            .ok_or_else(|| bad(format!("data beyond the announced size of file {id}")))?;
+        if let Err(e) = self.dest.write_temp(&f.temp, offset, data) {
+            self.fail(id, e)?;
+            return Ok(());
+        }
+        f.written = f.written.max(end);
+        Ok(())
+    }
+
+    fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
+        if let Some(f) = self.files.remove(&id) {
+            self.dest.abort_temp(f.temp);
+        }
+        self.reply(Reply::Staged {
+            id,
+            result: Err(put_error(e)),
+        })
+    }
+
+    fn delta(&mut self, id: u64, index: u32, delta_bytes: &[u8]) -> Result<(), ProtoError> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(());
+        };
+        if f.mode != WireMode::Delta || index != f.next_window || index >= f.windows {
+            return Err(bad(format!(
+                "unexpected delta window {index} for file {id}"
+            )));
+        }
+        let Some((old, old_len)) = &f.old else {
+            return Err(bad("delta without a basis"));
+        };
+        let Some(w) = delta::windows(f.size, *old_len, delta::DEFAULT_WINDOW).nth(index as usize)
+        else {
+            return Err(bad("delta window out of range"));
+        };
+        let base = map_range(old, &w.base).map_err(ProtoError::Io)?;
+        let want = (w.new.end - w.new.start) as usize;
+        let before = f.written;
+        let mut wr = TempWriter {
+            dest: self.dest,
+            temp: &f.temp,
+            offset: &mut f.written,
+            hasher: &mut f.hasher,
+        };
+        match delta::apply(&base, delta_bytes, &mut wr, want) {
+            Ok(_) if f.written - before == want as u64 => {
+                f.next_window += 1;
+                Ok(())
+            }
+            Ok(_) => Err(bad(format!(
+                "delta window {index} of file {id} has the wrong length"
+            ))),
+            Err(delta::DeltaError::Io(e)) if fsutil::is_no_space(&e) => {
+                self.fail(id, PutError::NoSpace)
+            }
+            Err(delta::DeltaError::Io(e)) => self.fail(
+                id,
+                PutError::Dest {
+                    op: "write",
+                    err: e,
+                },
+            ),
+            Err(e) => Err(bad(format!("bad delta for file {id}: {e}"))),
+        }
+    }
+
+    fn end(
+        &mut self,
+        id: u64,
+        hash: [u8; 32],
+        meta: SetMeta,
+        xattrs: Vec<WireXattr>,
+    ) -> Result<(), ProtoError> {
+        let Some(f) = self.files.remove(&id) else {
+            return Ok(()); // failed earlier: its Staged error was sent then
+        };
+        let complete = match f.mode {
+            WireMode::Whole => {
+                // Holes at the end: set the length (a no-op when all data was written).
+                if f.written < f.size {
+                    if let Err(e) = f.temp.file.set_len(f.size) {
+                        self.dest.abort_temp(f.temp);
+                        return self.reply(Reply::Staged {
+                            id,
+                            result: Err(wire_error("truncate", &e)),
+                        });
+                    }
+                }
+                true
+            }
+            WireMode::Delta => {
+                f.next_window == f.windows && *f.hasher.finalize().as_bytes() == hash
+            }
+        };
+        if !complete || meta.kind != Kind::File {
+            self.dest.abort_temp(f.temp);
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::Corrupt),
+            });
+        }
+        let x: fsutil::Xattrs = xattrs.into_iter().map(|w| (w.0, w.1)).collect();
+        let result = self
+            .dest
+            .finish_temp(f.temp, &meta, &x)
+            .map(|s| WireStaged::from(&s))
+            .map_err(put_error);
+        self.reply(Reply::Staged { id, result })
+    }
+}
