@@ -6,7 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ChildStdout;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -74,7 +74,10 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
     match result {
         Ok((opts, report)) => print_report(&opts, &report),
         Err(e) => {
-            eprintln!("fsync-repl: {e}");
+            let msg = e.to_string();
+            if !msg.is_empty() {
+                eprintln!("fsync-repl: {msg}");
+            }
             e.exit_code().code()
         }
     }
@@ -108,8 +111,18 @@ fn idle_timeout(secs: u64) -> Duration {
     }
 }
 
+/// The handshake deadline: 30 s, or the idle timeout when that is shorter.
+fn handshake(timeout: u64) -> Duration {
+    HANDSHAKE.min(idle_timeout(timeout))
+}
+
 fn proto(e: ProtoError) -> Error {
-    Error::Protocol(e.to_string())
+    match e {
+        ProtoError::RemoteExit(1) => Error::Reported(ExitCode::Usage),
+        ProtoError::RemoteExit(3) => Error::Reported(ExitCode::Selection),
+        ProtoError::RemoteExit(11) => Error::Reported(ExitCode::DestIo),
+        e => Error::Protocol(e.to_string()),
+    }
 }
 
 fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
@@ -127,8 +140,12 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         }
         Location::Remote { host, path } => {
             opts.delta = !a.engine.whole_file;
-            // Many files in flight hide the link's latency.
-            opts.jobs = opts.jobs.max(1) * 4;
+            // Many files in flight hide the link's latency (unless --jobs says otherwise).
+            if a.engine.jobs.is_none() {
+                opts.jobs = opts.jobs.max(1) * 4;
+            }
+            // Check SRC before anything starts on the far side.
+            crate::transfer::check_source(&src)?;
             let mut args: Vec<OsString> = vec![
                 "serve".into(),
                 "--timeout".into(),
@@ -147,6 +164,9 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                 args.push("--bwlimit".into());
                 args.push(b.into());
             }
+            if opts.dry_run {
+                args.push("--dry-run".into());
+            }
             args.push(std::os::unix::ffi::OsStringExt::from_vec(path.clone()));
             let mut child = shell(&a).spawn(&host, &args)?;
             let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
@@ -158,7 +178,7 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                     Box::new(stdin),
                     Some(child),
                     idle_timeout(a.remote.timeout),
-                    HANDSHAKE,
+                    handshake(a.remote.timeout),
                 )
                 .map_err(proto)?,
             );
@@ -352,7 +372,14 @@ fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
 
 fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let opts = a.engine.to_options()?;
-    let root = Path::new(&a.root);
+    let mut root = PathBuf::from(&a.root);
+    // A dry run must not create a missing root: list an empty stand-in instead.
+    let stand_in = (opts.dry_run && !root.exists())
+        .then(|| std::env::temp_dir().join(format!("fsync-repl-dry-run.{}", std::process::id())));
+    if let Some(s) = &stand_in {
+        root = s.clone();
+    }
+    let root = root.as_path();
     let dest = LocalDest::open(
         root,
         opts.fsync,
@@ -377,6 +404,9 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let mut receiver = Receiver::new(&dest, Box::new(std::io::stdout().lock()));
     let result = receiver.run(&mut input, &mut |_| {}).map_err(proto);
     drop(receiver);
+    if let Some(s) = stand_in {
+        let _ = std::fs::remove_dir(s);
+    }
     result
 }
 
@@ -388,7 +418,7 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
             Box::new(std::io::stdout()),
             None,
             idle_timeout(a.timeout),
-            HANDSHAKE,
+            handshake(a.timeout),
         )
         .map_err(proto)?,
     );

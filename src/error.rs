@@ -59,6 +59,9 @@ pub enum Error {
     Interrupted,
     #[error("{0}")]
     Protocol(String),
+    /// The remote side failed with this exit code and printed its own message.
+    #[error("")]
+    Reported(ExitCode),
     #[error("{0}")]
     Usage(String),
 }
@@ -71,6 +74,7 @@ impl Error {
             Error::Dest { .. } | Error::NoSpace(_) => ExitCode::DestIo,
             Error::Interrupted => ExitCode::Interrupted,
             Error::Protocol(_) => ExitCode::Protocol,
+            Error::Reported(c) => *c,
             Error::Usage(_) => ExitCode::Usage,
         }
     }

@@ -92,6 +92,8 @@ pub struct Plan {
     pub skipped: Vec<(u32, &'static str)>,
     /// Source entries already up to date.
     pub unchanged: u64,
+    /// The root directory's contents change (its mtime must be set again).
+    pub root_dirty: bool,
 }
 
 impl Plan {
@@ -375,6 +377,7 @@ pub fn build(
     }
     dirmeta.reverse();
     plan.dirmeta = dirmeta;
+    plan.root_dirty = dirty_dirs.contains(&b""[..]) || !plan.temps.is_empty();
     plan
 }
 

@@ -128,8 +128,8 @@ impl ContentHasher for Hasher<'_> {
     }
 }
 
-/// Checks SRC and DEST before anything is opened for writing.
-fn check_selection(src: &Path, dest: &Path) -> Result<()> {
+/// Checks that SRC is a readable directory.
+pub fn check_source(src: &Path) -> Result<()> {
     let meta = std::fs::metadata(src).map_err(|e| Error::Selection {
         path: src.to_path_buf(),
         what: format!("cannot read the source ({e}); give an existing directory"),
@@ -141,6 +141,12 @@ fn check_selection(src: &Path, dest: &Path) -> Result<()> {
                 .into(),
         });
     }
+    Ok(())
+}
+
+/// Checks SRC and DEST before anything is opened for writing.
+fn check_selection(src: &Path, dest: &Path) -> Result<()> {
+    check_source(src)?;
     if let Ok(m) = std::fs::symlink_metadata(dest) {
         let dir_or_link_to_dir = m.is_dir() || (m.file_type().is_symlink() && dest.is_dir());
         if !dir_or_link_to_dir {
@@ -826,12 +832,13 @@ fn push_in_pool(
                     mtime: m.mtime,
                     mtime_nsec: m.mtime_nsec,
                 };
-                let same = dscanned.root.as_ref().is_some_and(|c| {
-                    c.perm == m.perm
-                        && c.mtime == m.mtime
-                        && c.mtime_nsec == m.mtime_nsec
-                        && (!opts.owners || (c.uid == m.uid && c.gid == m.gid))
-                });
+                let same = !plan.root_dirty
+                    && dscanned.root.as_ref().is_some_and(|c| {
+                        c.perm == m.perm
+                            && c.mtime == m.mtime
+                            && c.mtime_nsec == m.mtime_nsec
+                            && (!opts.owners || (c.uid == m.uid && c.gid == m.gid))
+                    });
                 let xattrs_same =
                     xattr_digest(scanned.root.as_ref()) == xattr_digest(dscanned.root.as_ref());
                 if opts.xattrs && !xattrs_same {

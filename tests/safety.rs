@@ -50,19 +50,17 @@ fn push_clean(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Output {
 
 /// Starts `fsync-repl push [args] SRC DEST` without waiting for it.
 fn spawn_push(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Child {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+    c.env_remove("FSYNC_REPL_CONFIG").arg("push").args(args);
     match t {
-        Transport::Local => std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
-            .env_remove("FSYNC_REPL_CONFIG")
-            .arg("push")
-            .args(args)
-            .arg(src)
-            .arg(dst)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn fsync-repl"),
-    }
+        Transport::Local => c.arg(src).arg(dst),
+        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+    };
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn fsync-repl")
 }
 
 /// Waits for `child`, killing it and failing the test past a generous deadline.
@@ -654,6 +652,7 @@ fn kill_9_mid_run_leaves_every_file_old_or_new_and_the_next_run_cleans_up() {
         child.kill().expect("kill -9");
         let status = child.wait().expect("wait");
         assert_eq!(status.code(), None, "the push was not killed: {status}");
+        wait_for_far_side(b.dst.path());
 
         let (old, new) = b.assert_old_or_new(true);
         eprintln!(
@@ -697,6 +696,7 @@ fn kill_9_during_the_renames_leaves_every_file_old_or_new() {
             );
         }
         let _ = child.wait();
+        wait_for_far_side(b.dst.path());
         let (old, new) = b.assert_old_or_new(true);
         eprintln!("killed during the renames: {old} old, {new} new");
         assert!(new >= 1, "the file seen renamed is not new");
@@ -1116,6 +1116,10 @@ fn selection_errors_exit_3_with_one_line_naming_the_path() {
         assert_one_line_error(&out, 3, &dest_file.display().to_string());
         assert_eq!(base.read("dest_file"), b"a regular file\n");
 
+        // Only a local DEST can be compared with SRC: a remote path names another machine.
+        if t != Transport::Local {
+            continue;
+        }
         let inner = base.join("src/inner");
         let out = push(t, &base.join("src"), &inner, &[]);
         assert_one_line_error(&out, 3, &inner.display().to_string());

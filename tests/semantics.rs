@@ -1456,13 +1456,19 @@ fn delta_sends_only_the_changed_region() {
         assert!(fs::read(d.join("big.bin")).expect("read") == data);
         let size = data.len();
 
-        // Without --delta the whole file is sent again (DEST on ext4: no reflink).
+        // Whole files: the local default (DEST on ext4: no reflink), and -W remotely,
+        // where deltas are the default.
         for b in &mut data[1000..1100] {
             *b ^= 0x5a;
         }
         src.file("big.bin", &data)
             .mtime("big.bin", 1_500_000_200, 0);
-        let (_, v) = push_json(t, src.path(), &d, &[]);
+        let whole: &[&str] = if t == Transport::Local {
+            &[]
+        } else {
+            &["--whole-file"]
+        };
+        let (_, v) = push_json(t, src.path(), &d, whole);
         let lit = n(&v, "bytes_literal");
         assert!(lit >= size as u64 * 99 / 100 && lit <= size as u64, "{v}");
         assert_eq!(n(&v, "bytes_matched"), 0, "{v}");

@@ -89,6 +89,14 @@ impl Conn {
             .map_err(ProtoError::Io)?;
         match rx.recv_timeout(handshake) {
             Ok(Ok(())) => {}
+            Ok(Err(ProtoError::Closed)) => {
+                // Did our own binary start and refuse (bad root, say)? It said why.
+                let code = child.and_then(|mut c| c.wait().ok()).and_then(|s| s.code());
+                return Err(match code {
+                    Some(c @ (1 | 3 | 11)) => ProtoError::RemoteExit(c),
+                    _ => ProtoError::Closed,
+                });
+            }
             Ok(Err(e)) => return Err(e),
             Err(_) => {
                 if let Some(mut c) = child {

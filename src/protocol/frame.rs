@@ -30,6 +30,10 @@ pub enum ProtoError {
     Io(#[from] io::Error),
     #[error("protocol error: {0}")]
     Bad(String),
+    /// The far side exited before the handshake with one of our exit codes, after
+    /// printing its own one-line error (forwarded on stderr).
+    #[error("the remote side failed with exit code {0}")]
+    RemoteExit(i32),
 }
 
 /// Writes the handshake: magic and version.

@@ -27,22 +27,53 @@ pub fn shared() -> PathBuf {
 /// How a test reaches the destination. Every transfer test runs through each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
+    /// A local DEST.
     Local,
+    /// DEST as `host:path` through `--rsh tests/support/fake-rsh`, which runs the remote
+    /// command through `sh -c` as sshd would, so the whole protocol path is exercised.
+    Rsh,
 }
 
-pub const TRANSPORTS: &[Transport] = &[Transport::Local];
+pub const TRANSPORTS: &[Transport] = &[Transport::Local, Transport::Rsh];
+
+/// The stand-in remote shell.
+pub fn fake_rsh() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/fake-rsh")
+}
+
+/// `host:path` for a local path.
+pub fn remote(path: &Path) -> std::ffi::OsString {
+    let mut s = std::ffi::OsString::from("testhost:");
+    s.push(path);
+    s
+}
+
+/// The remote-transport flags: the fake shell and this build as the remote binary.
+pub fn rsh_args() -> Vec<std::ffi::OsString> {
+    vec![
+        "--rsh".into(),
+        fake_rsh().into(),
+        "--remote-bin".into(),
+        env!("CARGO_BIN_EXE_fsync-repl").into(),
+    ]
+}
+
+/// The command `fsync-repl push [args] SRC DEST` through `transport`, not yet run.
+pub fn push_cmd(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.arg("push").args(args);
+    match t {
+        Transport::Local => c.arg(src).arg(dst),
+        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+    };
+    c
+}
 
 /// Runs `fsync-repl push [args] SRC DEST` through `transport`.
 pub fn push(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Output {
-    match t {
-        Transport::Local => bin()
-            .arg("push")
-            .args(args)
-            .arg(src)
-            .arg(dst)
-            .output()
-            .expect("run fsync-repl"),
-    }
+    push_cmd(t, src, dst, args)
+        .output()
+        .expect("run fsync-repl")
 }
 
 /// Runs push and asserts exit code 0, printing stderr otherwise.
@@ -290,4 +321,27 @@ pub fn json(out: &Output) -> serde_json::Value {
     let s = String::from_utf8_lossy(&out.stdout);
     let line = s.lines().last().unwrap_or("");
     serde_json::from_str(line).unwrap_or_else(|e| panic!("bad json {line:?}: {e}"))
+}
+
+/// Waits (up to 60 s) until no `serve` process working on `dst` is left: after the
+/// client of a remote run is killed, its far side finishes what is already in its pipe.
+pub fn wait_for_far_side(dst: &Path) {
+    let needle = dst.as_os_str().as_bytes();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let busy = fs::read_dir("/proc")
+            .map(|d| {
+                d.filter_map(|e| e.ok()).any(|e| {
+                    fs::read(e.path().join("cmdline")).is_ok_and(|c| {
+                        c.windows(5).any(|w| w == b"serve")
+                            && c.windows(needle.len()).any(|w| w == needle)
+                    })
+                })
+            })
+            .unwrap_or(false);
+        if !busy || std::time::Instant::now() > deadline {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
