@@ -411,7 +411,12 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
 }
 
 fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
-    let opts = a.engine.to_options()?;
+    let mut opts = a.engine.to_options()?;
+    // The far side of pull sends over the wire: deltas by default, many files in flight.
+    opts.delta = !a.engine.whole_file;
+    if a.engine.jobs.is_none() {
+        opts.jobs = opts.jobs.max(1) * 4;
+    }
     let conn = Arc::new(
         Conn::start(
             Box::new(std::io::stdin()),

@@ -1,0 +1,214 @@
+//! The remote transport's own behaviour: pull, quoting of odd paths, refusing bad hosts,
+//! noisy remote shells, missing remote binaries and silent peers.
+
+mod common;
+use common::*;
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn pull_cmd(src: &Path, dst: &Path, args: &[&str]) -> Command {
+    let mut c = bin();
+    c.arg("pull")
+        .args(args)
+        .args(rsh_args())
+        .arg(remote(src))
+        .arg(dst);
+    c
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn pull_restores_a_tree_and_a_second_pull_writes_nothing() {
+    let src = Tree::new();
+    src.file("a/b.txt", b"bee")
+        .file("big.bin", &vec![7u8; 300_000])
+        .symlink("a/link", "b.txt")
+        .chmod("a/b.txt", 0o640)
+        .mtime("a/b.txt", 1_600_000_000, 123_456_789);
+    src.hardlink("a/b2.txt", "a/b.txt");
+    let dst = Tree::new();
+    let d = dst.join("restore");
+    let out = pull_cmd(src.path(), &d, &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_tree(src.path(), &d);
+    let out = pull_cmd(src.path(), &d, &["--json"]).output().unwrap();
+    let j = json(&out);
+    assert_eq!(
+        (j["created"].as_u64(), j["updated"].as_u64()),
+        (Some(0), Some(0)),
+        "{j}"
+    );
+    // A change travels as a delta by default.
+    let mut data = vec![7u8; 300_000];
+    data[150_000] = 1;
+    src.file("big.bin", &data)
+        .mtime("big.bin", 1_600_000_100, 0);
+    let out = pull_cmd(src.path(), &d, &["--json", "--delete"])
+        .output()
+        .unwrap();
+    let j = json(&out);
+    assert!(j["bytes_matched"].as_u64().unwrap() > 200_000, "{j}");
+    assert_same_tree(src.path(), &d);
+}
+
+#[test]
+fn pull_itemizes_and_dry_run_writes_nothing() {
+    let src = Tree::new();
+    src.file("x", b"1");
+    let dst = Tree::new();
+    let d = dst.join("r");
+    let out = pull_cmd(src.path(), &d, &["-n"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == "+f x"));
+    assert!(!d.exists(), "a dry-run pull created DEST");
+}
+
+#[test]
+fn pull_of_a_missing_remote_source_exits_3() {
+    let dst = Tree::new();
+    let out = pull_cmd(Path::new("/nonexistent/src"), &dst.join("r"), &[])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/nonexistent/src"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn odd_remote_paths_are_never_interpreted_by_a_shell() {
+    let marker = Tree::new();
+    let m = marker.join("pwned");
+    let names: Vec<Vec<u8>> = vec![
+        b"with space".to_vec(),
+        b"quote'd \"q\"".to_vec(),
+        format!("$(touch {})", m.display()).into_bytes(),
+        format!("a;touch {};b", m.display()).into_bytes(),
+        b"new\nline".to_vec(),
+        b"caf\xe9".to_vec(),
+    ];
+    let base = Tree::new();
+    for (k, n) in names.iter().enumerate() {
+        let src = Tree::new();
+        src.file("f", format!("{k}").as_bytes());
+        let mut d = base.path().as_os_str().to_owned().into_vec();
+        d.push(b'/');
+        d.extend_from_slice(n);
+        let d = std::path::PathBuf::from(OsString::from_vec(d));
+        push_ok(Transport::Rsh, src.path(), &d, &[]);
+        assert_same_tree(src.path(), &d);
+        let back = Tree::new();
+        let out = pull_cmd(&d, &back.join("r"), &[]).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert_same_tree(src.path(), &back.join("r"));
+    }
+    assert!(!m.exists(), "a remote path was run by a shell");
+}
+
+#[test]
+fn a_host_starting_with_a_dash_is_refused() {
+    let src = Tree::new();
+    let out = bin()
+        .args(["push", "-e", "/bin/false", "--"])
+        .arg(src.path())
+        .arg("-oProxyCommand=evil:dest")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("starts with '-'"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_noisy_remote_shell_gets_a_clear_error() {
+    let src = Tree::new();
+    src.file("f", b"x");
+    let dst = Tree::new();
+    let noisy = format!(
+        "sh -c 'echo Welcome to the secondary; exec {} \"$@\"' noisy",
+        fake_rsh().display()
+    );
+    let out = bin()
+        .args([
+            "push",
+            "--rsh",
+            &noisy,
+            "--remote-bin",
+            env!("CARGO_BIN_EXE_fsync-repl"),
+        ])
+        .arg(src.path())
+        .arg(remote(&dst.join("r")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("Welcome to the secondary") && err.contains(".bashrc"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_missing_remote_binary_is_named() {
+    let src = Tree::new();
+    let dst = Tree::new();
+    let out = bin()
+        .arg("push")
+        .arg("--rsh")
+        .arg(fake_rsh())
+        .args(["--remote-bin", "/nonexistent/fsync-repl"])
+        .arg(src.path())
+        .arg(remote(&dst.join("r")))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--remote-bin"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_silent_peer_times_out() {
+    let src = Tree::new();
+    src.file("f", b"x");
+    let dst = Tree::new();
+    let start = Instant::now();
+    let out = bin()
+        .args([
+            "push",
+            "--timeout",
+            "2",
+            "--rsh",
+            "sh -c 'exec sleep 30' silent",
+        ])
+        .arg(src.path())
+        .arg(remote(&dst.join("r")))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("handshake"), "{}", stderr(&out));
+    assert!(start.elapsed() < Duration::from_secs(60));
+}
+
+#[test]
+fn push_needs_a_local_source_and_pull_a_remote_one() {
+    let t = Tree::new();
+    let out = bin().args(["push", "h:/x"]).arg(t.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let out = bin()
+        .arg("pull")
+        .arg(t.path())
+        .arg(t.join("d"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+}
