@@ -164,6 +164,10 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                 args.push("--bwlimit".into());
                 args.push(b.into());
             }
+            if let Some(m) = &a.engine.min_free {
+                args.push("--min-free".into());
+                args.push(m.into());
+            }
             if opts.dry_run {
                 args.push("--dry-run".into());
             }
@@ -193,24 +197,12 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
             let result = push_to(&opts, &src, target, &term, interrupted);
             let failure = conn.failure();
             conn.close();
-            let mut report = match (result, failure) {
-                (Err(_), Some(f)) => return Err(Error::Protocol(f)),
-                (r, _) => r?,
-            };
-            if let Some(f) = conn_failure_during(&report, &conn) {
-                report.errors.push(f);
-                report.exit_code = ExitCode::Protocol.code();
+            match (result, failure) {
+                (Err(_), Some(f)) => Err(Error::Protocol(f)),
+                (r, _) => Ok((opts, r?)),
             }
-            Ok((opts, report))
         }
     }
-}
-
-/// A protocol failure that happened during an otherwise reported run.
-fn conn_failure_during(report: &Report, conn: &Conn) -> Option<String> {
-    let f = conn.failure()?;
-    // After a clean Finish the peer closing is the normal end.
-    (report.exit_code != 0 && !f.contains("closed the connection")).then_some(f)
 }
 
 /// Stamps the time of the last byte read, for the idle watchdog.
@@ -303,17 +295,18 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     };
     let term = Term::for_options(&opts);
     let mut outcome: Option<std::result::Result<Report, (i32, String)>> = None;
-    let result = Receiver::new(&local, Box::new(stdin)).run(&mut input, &mut |n| match n {
-        Notice::Item(l) => term.item(&l),
-        Notice::Warn(l) => term.warn(&l),
-        Notice::Report(json) => {
-            outcome = Some(
-                serde_json::from_str(&json)
-                    .map_err(|e| (2, format!("bad report from the remote side: {e}"))),
-            )
-        }
-        Notice::Failed { exit_code, message } => outcome = Some(Err((exit_code, message))),
-    });
+    let result =
+        Receiver::new(&local, opts.min_free, Box::new(stdin)).run(&mut input, &mut |n| match n {
+            Notice::Item(l) => term.item(&l),
+            Notice::Warn(l) => term.warn(&l),
+            Notice::Report(json) => {
+                outcome = Some(
+                    serde_json::from_str(&json)
+                        .map_err(|e| (2, format!("bad report from the remote side: {e}"))),
+                )
+            }
+            Notice::Failed { exit_code, message } => outcome = Some(Err((exit_code, message))),
+        });
     let _ = child.lock().map(|mut c| c.wait());
     if opts.dry_run && created {
         let _ = std::fs::remove_dir(&dest);
@@ -401,7 +394,7 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         last,
         epoch,
     };
-    let mut receiver = Receiver::new(&dest, Box::new(std::io::stdout().lock()));
+    let mut receiver = Receiver::new(&dest, opts.min_free, Box::new(std::io::stdout().lock()));
     let result = receiver.run(&mut input, &mut |_| {}).map_err(proto);
     drop(receiver);
     if let Some(s) = stand_in {

@@ -101,14 +101,21 @@ impl Write for TempWriter<'_> {
 /// The receiving loop's state.
 pub struct Receiver<'a> {
     dest: &'a LocalDest,
+    /// This side's own free-space reserve (`--min-free`), checked before each file.
+    reserve: Option<crate::config::Reserve>,
     files: HashMap<u64, Incoming>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
 
 impl<'a> Receiver<'a> {
-    pub fn new(dest: &'a LocalDest, out: Box<dyn Write + 'a>) -> Receiver<'a> {
+    pub fn new(
+        dest: &'a LocalDest,
+        reserve: Option<crate::config::Reserve>,
+        out: Box<dyn Write + 'a>,
+    ) -> Receiver<'a> {
         Receiver {
             dest,
+            reserve,
             files: HashMap::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
@@ -324,6 +331,15 @@ impl<'a> Receiver<'a> {
         }
         if size > MAX_FILE_SIZE {
             return Err(bad(format!("announced file size {size} is absurd")));
+        }
+        // The receiver keeps its own reserve whatever the sender planned (invariant 5).
+        if let Ok(space) = self.dest.space() {
+            if !crate::space::check(space, self.reserve, size).fits() {
+                return self.reply(Reply::Staged {
+                    id,
+                    result: Err(WireError::NoSpace),
+                });
+            }
         }
         let temp = match self.dest.begin_temp(&path) {
             Ok(t) => t,

@@ -264,11 +264,15 @@ impl Run<'_> {
     }
 
     fn halted(&self) -> bool {
-        self.stop.load(Ordering::Relaxed) || self.interrupted.load(Ordering::Relaxed)
+        self.stop.load(Ordering::Relaxed)
+            || self.interrupted.load(Ordering::Relaxed)
+            || self.dest.broken().is_some()
     }
 
     fn dest_error(&self, op: &str, path: &[u8], e: std::io::Error) {
-        if crate::fsutil::is_no_space(&e) {
+        if self.dest.broken().is_some() {
+            // One protocol error is reported for the whole run, not one per file.
+        } else if crate::fsutil::is_no_space(&e) {
             self.no_space(path);
         } else {
             self.counters.problem(
@@ -362,6 +366,7 @@ impl Run<'_> {
                 self.advance(e.size);
                 Some(staged)
             }
+            Err(_) if self.dest.broken().is_some() => None,
             Err(err) => {
                 let name = escape(path);
                 match err {
@@ -857,6 +862,12 @@ fn push_in_pool(
     }
     if let Err(e) = dest.finish() {
         run.dest_error("syncfs", b"", e);
+    }
+    if let Some(why) = dest.broken() {
+        run.counters.problem(
+            ExitCode::Protocol,
+            format!("{why}; every file is old or new, the next run completes the replica"),
+        );
     }
     run.bar.finish_and_clear();
     if interrupted.load(Ordering::Relaxed) {

@@ -212,3 +212,63 @@ fn push_needs_a_local_source_and_pull_a_remote_one() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn killing_the_far_side_mid_run_leaves_old_or_new_and_the_next_run_completes() {
+    let src = Tree::new();
+    let dst = Tree::new();
+    let d = dst.join("r");
+    for k in 0..20 {
+        src.file(format!("f{k:02}"), &vec![k as u8; 1 << 20]);
+    }
+    push_ok(Transport::Rsh, src.path(), &d, &[]);
+    let old = blake3::hash(&vec![0u8; 1 << 20]);
+    for k in 0..20 {
+        src.file(format!("f{k:02}"), &vec![k as u8 + 100; 1 << 20])
+            .mtime(format!("f{k:02}"), 1_700_000_000, 0);
+    }
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["push", "-W", "--bwlimit", "2M"])
+        .args(rsh_args())
+        .arg(src.path())
+        .arg(remote(&d))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the far side (a `serve` process working on DEST) and kill -9 it.
+    let needle = d.as_os_str().to_owned().into_vec();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .find_map(|e| {
+                let c = std::fs::read(e.path().join("cmdline")).ok()?;
+                let serve = c.split(|&b| b == 0).any(|w| w == b"serve");
+                let ours = c.windows(needle.len()).any(|w| w == needle.as_slice());
+                (serve && ours).then(|| e.file_name().to_string_lossy().parse::<i32>().ok())?
+            });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the far side never started");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    let pid = rustix::process::Pid::from_raw(pid).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::KILL).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let _ = old;
+    for k in 0..20 {
+        let got = std::fs::read(d.join(format!("f{k:02}"))).unwrap();
+        assert!(
+            got == vec![k as u8; 1 << 20] || got == vec![k as u8 + 100; 1 << 20],
+            "f{k:02} is torn"
+        );
+    }
+    push_ok(Transport::Rsh, src.path(), &d, &[]);
+    assert_same_tree(src.path(), &d);
+    assert!(temp_files(&d).is_empty(), "{:?}", temp_files(&d));
+}

@@ -141,6 +141,10 @@ pub trait Destination: Sync {
     fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
     /// Discards a staged file that will not be committed.
     fn discard(&self, staged: &Staged);
+    /// Why the destination can take no more requests (a lost connection), if so.
+    fn broken(&self) -> Option<String> {
+        None
+    }
     /// Final durability barrier for directory entries (renames, links, deletes).
     fn finish(&self) -> io::Result<()>;
 }

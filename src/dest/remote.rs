@@ -45,6 +45,8 @@ pub struct Conn {
     next: AtomicU64,
     timeout: Duration,
     child: Mutex<Option<Child>>,
+    /// Set by `close`: the peer hanging up after this is the normal end.
+    closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Conn {
@@ -70,12 +72,14 @@ impl Conn {
         handshake: Duration,
     ) -> Result<Conn, ProtoError> {
         let mut writer = BufWriter::with_capacity(1 << 20, writer);
-        frame::write_hello(&mut writer)?;
+        // A peer that died at once shows as a closed pipe: the read below says why.
+        let written = frame::write_hello(&mut writer);
         // The handshake read runs on the router thread so it can time out.
         let (tx, rx) = mpsc::channel::<Result<(), ProtoError>>();
         let waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>> = Arc::default();
         let dead: Arc<Mutex<Option<String>>> = Arc::default();
-        let (w2, d2) = (waiters.clone(), dead.clone());
+        let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (w2, d2, c2) = (waiters.clone(), dead.clone(), closing.clone());
         std::thread::Builder::new()
             .name("fsync-repl-router".into())
             .spawn(move || {
@@ -83,12 +87,12 @@ impl Conn {
                 let ok = hello.is_ok();
                 let _ = tx.send(hello.map(|_| ()));
                 if ok {
-                    route(&mut reader, &w2, &d2);
+                    route(&mut reader, &w2, &d2, &c2);
                 }
             })
             .map_err(ProtoError::Io)?;
         match rx.recv_timeout(handshake) {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => written?,
             Ok(Err(ProtoError::Closed)) => {
                 // Did our own binary start and refuse (bad root, say)? It said why.
                 let code = child.and_then(|mut c| c.wait().ok()).and_then(|s| s.code());
@@ -116,6 +120,7 @@ impl Conn {
             next: AtomicU64::new(1),
             timeout,
             child: Mutex::new(child),
+            closing,
         })
     }
 
@@ -194,6 +199,7 @@ impl Conn {
 
     /// Ends the session: closes our side and reaps the child.
     pub fn close(&self) -> Option<std::process::ExitStatus> {
+        self.closing.store(true, Ordering::Relaxed);
         {
             let mut w = lock(&self.writer);
             let _ = w.flush();
@@ -208,6 +214,7 @@ fn route(
     reader: &mut Box<dyn Read + Send>,
     waiters: &Mutex<HashMap<u64, Sender<Reply>>>,
     dead: &Mutex<Option<String>>,
+    closing: &std::sync::atomic::AtomicBool,
 ) {
     let mut buf = Vec::new();
     let why = loop {
@@ -222,6 +229,10 @@ fn route(
                         break format!("protocol error: an answer to unknown request {}", r.id())
                     }
                 }
+            }
+            Ok(None) if closing.load(Ordering::Relaxed) => {
+                lock(waiters).clear();
+                return;
             }
             Ok(None) => break "the remote side closed the connection".to_string(),
             Err(e) => break e.to_string(),
@@ -495,6 +506,10 @@ fn valid_staged(s: WireStaged) -> Option<Staged> {
 }
 
 impl Destination for RemoteDest {
+    fn broken(&self) -> Option<String> {
+        self.conn.failure()
+    }
+
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
