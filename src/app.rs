@@ -187,7 +187,7 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                 .map_err(proto)?,
             );
             let throttle = Arc::new(Throttle::new(opts.bwlimit));
-            let rd = RemoteDest::new(conn.clone(), throttle.clone());
+            let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
             let name = PathBuf::from(&a.dest);
             let target = Target {
                 dest: Some(&rd),
@@ -421,7 +421,7 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         .map_err(proto)?,
     );
     let throttle = Arc::new(Throttle::new(opts.bwlimit));
-    let rd = RemoteDest::new(conn.clone(), throttle.clone());
+    let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
     let root = PathBuf::from(&a.root);
     let target = Target {
         dest: Some(&rd),

@@ -175,6 +175,9 @@ pub struct EngineArgs {
     /// Use rolling-checksum deltas for changed files (default for local: whole files).
     #[arg(long, conflicts_with = "whole_file")]
     pub delta: bool,
+    /// Compress file data and deltas on the wire (zstd; remote transfers only).
+    #[arg(short = 'z', long)]
+    pub compress: bool,
     /// Always copy changed files whole.
     #[arg(short = 'W', long)]
     pub whole_file: bool,
@@ -294,6 +297,7 @@ impl EngineArgs {
         flag(self.xattrs, "--xattrs");
         flag(self.numeric_ids, "--numeric-ids");
         flag(self.whole_file, "--whole-file");
+        flag(self.compress, "--compress");
         flag(self.dry_run, "--dry-run");
         flag(self.itemize || self.dry_run, "--itemize");
         for p in &opts.excludes {

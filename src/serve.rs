@@ -176,8 +176,26 @@ impl<'a> Receiver<'a> {
                 size,
                 mode,
             } => self.begin(id, path, size, mode),
-            Request::Data { id, offset, data } => self.data(id, offset, &data),
-            Request::Delta { id, index, delta } => self.delta(id, index, &delta),
+            Request::Data {
+                id,
+                offset,
+                zstd,
+                data,
+            } => {
+                let data = frame::unpack(data, zstd, frame::DATA_CHUNK)?;
+                self.data(id, offset, &data)
+            }
+            Request::Delta {
+                id,
+                index,
+                zstd,
+                delta,
+            } => {
+                // A delta never exceeds its window by more than its command headers.
+                let limit = delta::DEFAULT_WINDOW + delta::DEFAULT_WINDOW / 16 + 4096;
+                let delta = frame::unpack(delta, zstd, limit)?;
+                self.delta(id, index, &delta)
+            }
             Request::End {
                 id,
                 hash,

@@ -270,3 +270,34 @@ fn killing_the_far_side_mid_run_leaves_old_or_new_and_the_next_run_completes() {
     assert_same_tree(src.path(), &d);
     assert!(temp_files(&d).is_empty(), "{:?}", temp_files(&d));
 }
+
+#[test]
+fn compressed_transfers_round_trip_both_ways() {
+    let src = Tree::new();
+    src.file(
+        "text.txt",
+        "all work and no play\n".repeat(50_000).as_bytes(),
+    )
+    .file(
+        "random.bin",
+        &(0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let dst = Tree::new();
+    push_ok(Transport::Rsh, src.path(), &dst.join("r"), &["-z"]);
+    assert_same_tree(src.path(), &dst.join("r"));
+    src.file(
+        "text.txt",
+        "all work and no play!\n".repeat(50_000).as_bytes(),
+    )
+    .mtime("text.txt", 1_650_000_000, 0);
+    push_ok(Transport::Rsh, src.path(), &dst.join("r"), &["--compress"]);
+    assert_same_tree(src.path(), &dst.join("r"));
+    let back = Tree::new();
+    let out = pull_cmd(&dst.join("r"), &back.join("r"), &["-z"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_tree(src.path(), &back.join("r"));
+}

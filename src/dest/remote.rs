@@ -275,11 +275,17 @@ fn put_from_wire(e: WireError) -> PutError {
 pub struct RemoteDest {
     conn: Arc<Conn>,
     throttle: Arc<Throttle>,
+    /// zstd-compress file data and deltas (`--compress`).
+    compress: bool,
 }
 
 impl RemoteDest {
-    pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>) -> RemoteDest {
-        RemoteDest { conn, throttle }
+    pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>, compress: bool) -> RemoteDest {
+        RemoteDest {
+            conn,
+            throttle,
+            compress,
+        }
     }
 
     pub fn conn(&self) -> &Arc<Conn> {
@@ -341,12 +347,13 @@ impl RemoteDest {
                     return Err(PutError::SourceChanged);
                 }
                 self.throttle.bytes(n as u64);
-                let data = buf[..n].to_vec();
+                let (data, zstd) = frame::pack(buf[..n].to_vec(), self.compress);
                 self.conn
                     .send_req(
                         Request::Data {
                             id,
                             offset: off,
+                            zstd,
                             data,
                         },
                         false,
@@ -397,12 +404,14 @@ impl RemoteDest {
             })?;
             stats.literal += s.literal;
             stats.matched += s.matched;
+            let (delta, zstd) = frame::pack(std::mem::take(&mut out), self.compress);
             self.conn
                 .send_req(
                     Request::Delta {
                         id,
                         index: i as u32,
-                        delta: std::mem::take(&mut out),
+                        zstd,
+                        delta,
                     },
                     false,
                 )

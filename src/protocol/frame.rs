@@ -21,6 +21,27 @@ pub const MAX_FRAME: u32 = 16 << 20;
 /// Largest data chunk the sender puts in one frame.
 pub const DATA_CHUNK: usize = 1 << 20;
 
+/// Compresses a payload for `--compress` when that makes it smaller: (bytes, compressed).
+pub fn pack(data: Vec<u8>, compress: bool) -> (Vec<u8>, bool) {
+    if compress && data.len() > 128 {
+        if let Ok(z) = zstd::bulk::compress(&data, 3) {
+            if z.len() < data.len() {
+                return (z, true);
+            }
+        }
+    }
+    (data, false)
+}
+
+/// Undoes [`pack`], refusing to produce more than `limit` bytes (no decompression bombs).
+pub fn unpack(data: Vec<u8>, compressed: bool, limit: usize) -> Result<Vec<u8>, ProtoError> {
+    if !compressed {
+        return Ok(data);
+    }
+    zstd::bulk::decompress(&data, limit)
+        .map_err(|e| ProtoError::Bad(format!("bad compressed payload: {e}")))
+}
+
 /// A protocol failure, with a message fit for one line.
 #[derive(Debug, thiserror::Error)]
 pub enum ProtoError {
@@ -158,6 +179,7 @@ mod tests {
             ToReceiver::Request(Request::Data {
                 id: 1,
                 offset: 1 << 40,
+                zstd: false,
                 data: vec![9; 100_000],
             }),
         ];
@@ -209,6 +231,20 @@ mod tests {
         wire.pop();
         assert!(read_frame::<Reply, _>(&mut &wire[..], &mut buf).is_err());
         assert!(read_frame::<Reply, _>(&mut &[1u8, 0][..], &mut buf).is_err());
+    }
+
+    #[test]
+    fn compression_round_trips_and_refuses_bombs() {
+        let data = vec![b'a'; 1 << 20];
+        let (z, packed) = pack(data.clone(), true);
+        assert!(packed && z.len() < 10_000);
+        assert_eq!(unpack(z.clone(), true, 1 << 20).unwrap(), data);
+        assert!(
+            unpack(z, true, 1000).is_err(),
+            "output over the limit is refused"
+        );
+        assert_eq!(pack(b"short".to_vec(), true), (b"short".to_vec(), false));
+        assert!(unpack(b"not zstd".to_vec(), true, 100).is_err());
     }
 
     proptest! {

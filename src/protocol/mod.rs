@@ -223,6 +223,8 @@ pub enum Request {
     Data {
         id: u64,
         offset: u64,
+        /// `data` is zstd-compressed (`--compress`); at most [`frame::DATA_CHUNK`] unpacked.
+        zstd: bool,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
@@ -230,6 +232,8 @@ pub enum Request {
     Delta {
         id: u64,
         index: u32,
+        /// `delta` is zstd-compressed (`--compress`).
+        zstd: bool,
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
