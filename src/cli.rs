@@ -1,9 +1,9 @@
 //! Command-line syntax (clap) and its conversion into [`Options`].
 //!
 //! Only this module knows about clap: parsing validates the syntax, then
-//! [`PushArgs::to_options`] builds the plain options value the engine runs on
+//! [`EngineArgs::to_options`] builds the plain options value the engine runs on
 //! (the split ripgrep and fd use). The man page is generated from these definitions
-//! by [`man_page`]; `tests/man.rs` keeps `man/fsync-repl.1` current.
+//! by [`man_pages`]; `tests/man.rs` keeps the pages in `man/` current.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -13,18 +13,26 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use crate::config::{parse_rate, parse_reserve, FsyncMode, Options};
 use crate::error::{Error, Result};
 
-const EXIT_CODES: &str = "\
+/// The exit-code table, shown by every command's help and the man pages.
+macro_rules! exit_codes {
+    () => {
+        "\
 Exit codes:
   0   everything replicated
   1   usage error (bad option or argument)
-  2   protocol error with a remote peer
+  2   protocol error with a remote peer, or it stayed silent past --timeout
   3   selection error: SRC or DEST missing or unusable
   11  destination I/O error or not enough space on the destination
   20  interrupted by SIGINT or SIGTERM
   23  partial transfer: some files failed, the rest were replicated
-  24  some source files vanished before they could be copied";
+  24  some source files vanished before they could be copied"
+    };
+}
 
-const PUSH_DETAILS: &str = "\
+const EXIT_CODES: &str = exit_codes!();
+
+const PUSH_DETAILS: &str = concat!(
+    "\
 Change detection: size and mtime; with --checksum, BLAKE3 of files of equal size. A
 metadata-only change is applied in place unless the file has other hard links, in which
 case it is rewritten so the other links never change.
@@ -48,15 +56,9 @@ Itemized lines (-i, --dry-run): two characters, a space, the path. First: + crea
 (-> TARGET), p FIFO, s socket, D device. Control characters, backslashes and non-UTF-8
 bytes are escaped as \\xNN and \\\\.
 
-Exit codes:
-  0   everything replicated
-  1   usage error (bad option or argument)
-  2   protocol error with a remote peer
-  3   selection error: SRC or DEST missing or unusable
-  11  destination I/O error or not enough space on the destination
-  20  interrupted by SIGINT or SIGTERM
-  23  partial transfer: some files failed, the rest were replicated
-  24  some source files vanished before they could be copied";
+",
+    exit_codes!()
+);
 
 /// Replicate home directories to a secondary disk or host without starving user I/O.
 #[derive(Debug, Parser)]

@@ -139,10 +139,14 @@ fn xattr_unsupported(e: rustix::io::Errno) -> bool {
     matches!(e, rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::PERM)
 }
 
-/// The extended attributes of an open file or directory.
-pub fn xattrs_of_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
+/// Reads a set of extended attributes with `list` (names into a buffer) and `get` (one
+/// value into a buffer); filesystems without xattrs give an empty set.
+fn read_xattrs(
+    list: impl Fn(&mut [u8]) -> rustix::io::Result<usize>,
+    get: impl Fn(&[u8], &mut [u8]) -> rustix::io::Result<usize>,
+) -> io::Result<Xattrs> {
     let mut names = vec![0u8; 64 * 1024];
-    let n = match rfs::flistxattr(fd, &mut names[..]) {
+    let n = match list(&mut names) {
         Ok(n) => n,
         Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
@@ -150,7 +154,7 @@ pub fn xattrs_of_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
     let mut out = Vec::new();
     for name in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let mut val = vec![0u8; 64 * 1024];
-        match rfs::fgetxattr(fd, name, &mut val[..]) {
+        match get(name, &mut val) {
             Ok(len) => {
                 val.truncate(len);
                 out.push((name.to_vec(), val));
@@ -163,32 +167,25 @@ pub fn xattrs_of_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
     Ok(out)
 }
 
+/// The extended attributes of an open file or directory.
+pub fn xattrs_of_fd(fd: BorrowedFd<'_>) -> io::Result<Xattrs> {
+    read_xattrs(
+        |buf| rfs::flistxattr(fd, buf),
+        |name, buf| rfs::fgetxattr(fd, name, buf),
+    )
+}
+
 /// The extended attributes of `name` in `dir`, without following a symlink and without
 /// opening the entry (reached through the directory's `/proc/self/fd` link).
 pub fn xattrs_at(dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<Xattrs> {
     use std::os::fd::AsRawFd;
     let mut path = format!("/proc/self/fd/{}/", dir.as_raw_fd()).into_bytes();
     path.extend_from_slice(name);
-    let mut names = vec![0u8; 64 * 1024];
-    let n = match rfs::llistxattr(path.as_slice(), &mut names[..]) {
-        Ok(n) => n,
-        Err(e) if xattr_unsupported(e) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut out = Vec::new();
-    for xname in names[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        let mut val = vec![0u8; 64 * 1024];
-        match rfs::lgetxattr(path.as_slice(), xname, &mut val[..]) {
-            Ok(len) => {
-                val.truncate(len);
-                out.push((xname.to_vec(), val));
-            }
-            Err(rustix::io::Errno::NODATA) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    out.sort();
-    Ok(out)
+    let path = path.as_slice();
+    read_xattrs(
+        |buf| rfs::llistxattr(path, buf),
+        |n, buf| rfs::lgetxattr(path, n, buf),
+    )
 }
 
 /// A short digest of a set of extended attributes (0: none).

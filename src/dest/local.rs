@@ -609,21 +609,8 @@ impl Destination for LocalDest {
     }
 
     fn hash(&self, rel: &[u8]) -> Option<Hash> {
-        if !fsutil::valid_rel_path(rel) {
-            return None;
-        }
-        let fd = fsutil::open_beneath(
-            self.root.as_fd(),
-            rel,
-            OFlags::RDONLY | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .ok()?;
-        let st = rfs::fstat(&fd).ok()?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
-            return None;
-        }
-        hash_file(&File::from(fd), st.st_size as u64, &self.throttle).ok()
+        let (file, len) = self.open_old(rel)?;
+        hash_file(&file, len, &self.throttle).ok()
     }
 
     fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()> {
