@@ -168,6 +168,13 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                 args.push("--min-free".into());
                 args.push(m.into());
             }
+            if let Some(n) = a.engine.iops_limit {
+                args.push("--iops-limit".into());
+                args.push(n.to_string().into());
+            }
+            args.push("--ionice".into());
+            args.push((&a.engine.ionice).into());
+            args.push(format!("--nice={}", a.engine.nice).into());
             if opts.dry_run {
                 args.push("--dry-run".into());
             }
@@ -186,7 +193,7 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
                 )
                 .map_err(proto)?,
             );
-            let throttle = Arc::new(Throttle::new(opts.bwlimit));
+            let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
             let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
             let name = PathBuf::from(&a.dest);
             let target = Target {
@@ -256,7 +263,9 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         return Err(Error::Usage("pull needs a local DEST".into()));
     };
     let created = !dest.exists();
-    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    // This thread does all of pull's writing.
+    let _ = opts.priority.apply_to_current_thread();
+    let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let local = LocalDest::open(&dest, opts.fsync, throttle, interrupted.clone()).map_err(|e| {
         Error::Selection {
             path: dest.clone(),
@@ -373,10 +382,11 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         root = s.clone();
     }
     let root = root.as_path();
+    let _ = opts.priority.apply_to_current_thread();
     let dest = LocalDest::open(
         root,
         opts.fsync,
-        Arc::new(Throttle::new(opts.bwlimit)),
+        Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit)),
         interrupted,
     )
     .map_err(|e| Error::Selection {
@@ -420,7 +430,7 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         )
         .map_err(proto)?,
     );
-    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
     let root = PathBuf::from(&a.root);
     let target = Target {

@@ -196,6 +196,21 @@ pub struct EngineArgs {
     /// Limit disk bytes read and written per second (binary units: 20M = 20 MiB/s).
     #[arg(long, value_name = "RATE")]
     pub bwlimit: Option<String>,
+    /// Limit metadata operations (creates, renames, links, unlinks, fsyncs) per second.
+    #[arg(long, value_name = "N")]
+    pub iops_limit: Option<u32>,
+    /// I/O scheduling class of every thread: idle, best-effort:0-7, or none (leave it).
+    /// Honoured by the BFQ scheduler and by mq-deadline since Linux 5.14.
+    #[arg(long, value_name = "CLASS[:LEVEL]", default_value = "idle")]
+    pub ionice: String,
+    /// CPU niceness of every thread.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        allow_negative_numbers = true
+    )]
+    pub nice: i32,
     /// Show what would change and stop without writing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -248,6 +263,19 @@ impl EngineArgs {
             }
             None => None,
         };
+        let io = crate::throttle::priority::IoClass::parse(&self.ionice)
+            .map_err(|e| Error::Usage(format!("--ionice {e}")))?;
+        if !(-20..=19).contains(&self.nice) {
+            return Err(Error::Usage(format!(
+                "--nice {}: give a niceness from -20 to 19",
+                self.nice
+            )));
+        }
+        if self.iops_limit == Some(0) {
+            return Err(Error::Usage(
+                "--iops-limit 0 would never finish; give a positive limit".into(),
+            ));
+        }
         if self.jobs == Some(0) {
             return Err(Error::Usage("--jobs 0: give at least 1 worker".into()));
         }
@@ -271,6 +299,11 @@ impl EngineArgs {
                 FsyncArg::None => FsyncMode::None,
             },
             bwlimit,
+            iops_limit: self.iops_limit,
+            priority: crate::throttle::priority::Priority {
+                io,
+                nice: Some(self.nice),
+            },
             dry_run: self.dry_run,
             itemize: self.itemize,
             progress: self.progress,
@@ -318,6 +351,13 @@ impl EngineArgs {
             a.push("--bwlimit".into());
             a.push(b.into());
         }
+        if let Some(n) = self.iops_limit {
+            a.push("--iops-limit".into());
+            a.push(n.to_string().into());
+        }
+        a.push("--ionice".into());
+        a.push((&self.ionice).into());
+        a.push(format!("--nice={}", self.nice).into());
         a
     }
 }

@@ -62,6 +62,10 @@ pub struct Options {
     pub fsync: FsyncMode,
     /// Byte-rate limit on disk reads and writes, bytes per second.
     pub bwlimit: Option<u64>,
+    /// Limit on metadata operations per second.
+    pub iops_limit: Option<u32>,
+    /// CPU and I/O priority of every thread.
+    pub priority: crate::throttle::priority::Priority,
     /// Plan only.
     pub dry_run: bool,
     /// One line per change.
@@ -99,6 +103,8 @@ impl Default for Options {
             min_free: None,
             fsync: FsyncMode::Batch,
             bwlimit: None,
+            iops_limit: None,
+            priority: Default::default(),
             dry_run: false,
             itemize: false,
             progress: false,

@@ -599,7 +599,7 @@ pub fn push_local(
     interrupted: Arc<AtomicBool>,
 ) -> Result<Report> {
     check_selection(src, dest)?;
-    let throttle = Arc::new(Throttle::new(opts.bwlimit));
+    let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let local = if opts.dry_run && !dest.exists() {
         None
     } else {
@@ -637,9 +637,16 @@ pub fn push_to(
     out: &dyn Output,
     interrupted: Arc<AtomicBool>,
 ) -> Result<Report> {
+    // Workers and this thread run at the configured CPU and I/O priority (best effort:
+    // raising priority needs privileges, lowering never fails).
+    let priority = opts.priority;
+    let _ = priority.apply_to_current_thread();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("fsync-repl-{i}"))
+        .start_handler(move |_| {
+            let _ = priority.apply_to_current_thread();
+        })
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
     pool.install(|| push_in_pool(opts, src, target, out, &interrupted))

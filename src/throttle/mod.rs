@@ -1,4 +1,5 @@
-//! The throttle every byte and metadata operation of disk work passes (invariant 6).
+//! The throttle every byte and metadata operation of disk work passes (invariant 6),
+//! and the priorities of the threads doing it.
 //!
 //! What counts as bytes: a copy counts each byte once (it is read and written in one
 //! go, like rsync's `--bwlimit` counts transferred bytes); hashing counts what it reads;
@@ -8,6 +9,8 @@
 //! larger than the bucket's burst (about 100 ms of the rate) so the rate also holds over
 //! short windows. Waiting blocks the calling worker thread; there is no async runtime.
 //! Without a limit the throttle only counts.
+
+pub mod priority;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +27,8 @@ const CELL: u64 = 1024;
 /// Byte-rate limiter shared by all workers of a run.
 pub struct Throttle {
     limiter: Option<(Limiter, u32)>,
+    /// Metadata operations per second (`--iops-limit`).
+    ops_limiter: Option<Limiter>,
     clock: DefaultClock,
     bytes: AtomicU64,
     ops: AtomicU64,
@@ -40,8 +45,13 @@ impl std::fmt::Debug for Throttle {
 }
 
 impl Throttle {
-    /// A throttle limiting to `rate` bytes per second, or only counting when `None`.
-    pub fn new(rate: Option<u64>) -> Throttle {
+    /// A throttle limiting to `rate` bytes and `iops` metadata operations per second;
+    /// `None` only counts.
+    pub fn new(rate: Option<u64>, iops: Option<u32>) -> Throttle {
+        let ops_limiter = iops.and_then(NonZeroU32::new).map(|n| {
+            let burst = NonZeroU32::new((n.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::direct(Quota::per_second(n).allow_burst(burst))
+        });
         let limiter = rate.map(|r| {
             let cells_per_sec = (r / CELL).clamp(1, u32::MAX as u64) as u32;
             let burst = (cells_per_sec / 10).max(1);
@@ -52,6 +62,7 @@ impl Throttle {
         });
         Throttle {
             limiter,
+            ops_limiter,
             clock: DefaultClock::default(),
             bytes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
@@ -97,6 +108,18 @@ impl Throttle {
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
     pub fn op(&self) {
         self.ops.fetch_add(1, Ordering::Relaxed);
+        let Some(lim) = &self.ops_limiter else { return };
+        while let Err(not_until) = lim.check() {
+            let wait = not_until.wait_time_from(self.clock.now());
+            self.waited_ns
+                .fetch_add(wait.as_nanos() as u64, Ordering::Relaxed);
+            std::thread::sleep(wait.max(Duration::from_micros(50)));
+        }
+    }
+
+    /// Metadata operations accounted so far.
+    pub fn total_ops(&self) -> u64 {
+        self.ops.load(Ordering::Relaxed)
     }
 
     /// Bytes accounted so far.
@@ -116,7 +139,7 @@ mod tests {
 
     #[test]
     fn unlimited_counts_without_waiting() {
-        let t = Throttle::new(None);
+        let t = Throttle::new(None, None);
         t.bytes(10 << 20);
         t.op();
         assert_eq!(t.total_bytes(), 10 << 20);
@@ -126,7 +149,7 @@ mod tests {
 
     #[test]
     fn chunks_fit_the_burst() {
-        let t = Throttle::new(Some(20 << 20));
+        let t = Throttle::new(Some(20 << 20), None);
         // 100 ms of 20 MiB/s.
         assert_eq!(t.chunk(), 2048 * 1024);
     }

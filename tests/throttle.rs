@@ -1,0 +1,109 @@
+//! Priorities reach every thread of a run: the workers of a push and its main thread.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+/// (niceness, ioprio class) of every thread of `pid`.
+fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(|e| e.ok()) {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) start after ") ".
+        let rest = &stat[stat.rfind(") ").map_or(0, |i| i + 2)..];
+        let nice: i64 = rest
+            .split(' ')
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(99);
+        let io = std::process::Command::new("ionice")
+            .args(["-p", &tid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        out.push((nice, io));
+    }
+    out
+}
+
+#[test]
+fn every_thread_runs_idle_and_niced_by_default() {
+    if std::process::Command::new("ionice")
+        .arg("-h")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED: ionice (util-linux) is not installed");
+        return;
+    }
+    let src = Tree::new();
+    for k in 0..8 {
+        src.file(format!("f{k}"), &vec![k as u8; 1 << 20]);
+    }
+    let dst = Tree::new();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["push", "-q", "--jobs", "2", "--bwlimit", "1M"])
+        .arg(src.path())
+        .arg(dst.join("r"))
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while Instant::now() < deadline {
+        seen = thread_priorities(pid);
+        // The main thread and both workers.
+        if seen.len() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen.len() >= 3, "threads seen: {seen:?}");
+    for (nice, io) in &seen {
+        assert_eq!(*nice, 10, "{seen:?}");
+        assert_eq!(io, "idle", "{seen:?}");
+    }
+}
+
+#[test]
+fn priorities_can_be_chosen_or_left_alone() {
+    let src = Tree::new();
+    src.file("f", b"x");
+    let dst = Tree::new();
+    let out = bin()
+        .args(["push", "-q", "--ionice", "best-effort:7", "--nice", "3"])
+        .arg(src.path())
+        .arg(dst.join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    for bad in [
+        &["--ionice", "realtime"][..],
+        &["--nice", "42"],
+        &["--iops-limit", "0"],
+    ] {
+        let out = bin()
+            .arg("push")
+            .args(bad)
+            .arg(src.path())
+            .arg(dst.join("r"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).lines().count(),
+            1,
+            "{bad:?}"
+        );
+    }
+}
