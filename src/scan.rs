@@ -42,6 +42,8 @@ pub struct ScanOptions {
     pub one_file_system: bool,
     /// Read extended attributes of files and directories (their digest is listed).
     pub xattrs: bool,
+    /// Each directory read counts as one metadata operation here (invariant 6).
+    pub throttle: Option<std::sync::Arc<crate::throttle::Throttle>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -223,6 +225,9 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         Ok(d) => d,
         Err(e) => return problem(ctx, &rel, &e),
     };
+    if let Some(t) = &ctx.opts.throttle {
+        t.op();
+    }
     let names = match fsutil::read_dir_names(dir.as_fd()) {
         Ok(n) => n,
         Err(e) => return problem(ctx, &rel, &e),

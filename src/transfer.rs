@@ -675,6 +675,7 @@ fn push_in_pool(
         ignore_files: true,
         one_file_system: opts.one_file_system,
         xattrs: opts.xattrs,
+        throttle: Some(throttle.clone()),
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -683,6 +684,8 @@ fn push_in_pool(
         ignore_files: false,
         one_file_system: false,
         xattrs: opts.xattrs,
+        // The destination counts its own reads.
+        throttle: None,
     };
     let (scanned, dscanned) = rayon::join(
         || crate::scan::scan(src.root(), &src_opts),

@@ -597,7 +597,11 @@ pub fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, PutError> {
 
 impl Destination for LocalDest {
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
-        scan::scan(self.root.as_fd(), opts)
+        let opts = ScanOptions {
+            throttle: Some(self.throttle.clone()),
+            ..opts.clone()
+        };
+        scan::scan(self.root.as_fd(), &opts)
     }
 
     fn space(&self) -> io::Result<Space> {
