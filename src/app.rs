@@ -288,12 +288,14 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
     let killer = child.clone();
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
     watchdog(
         last.clone(),
         epoch,
         idle_timeout(a.remote.timeout),
         move || {
-            eprintln!("fsync-repl: the remote side stayed silent too long (--timeout); giving up");
+            flag.store(true, Ordering::Relaxed);
             let _ = killer.lock().map(|mut c| c.kill());
         },
     );
@@ -304,30 +306,59 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     };
     let term = Term::for_options(&opts);
     let mut outcome: Option<std::result::Result<Report, (i32, String)>> = None;
-    let result =
-        Receiver::new(&local, opts.min_free, Box::new(stdin)).run(&mut input, &mut |n| match n {
-            Notice::Item(l) => term.item(&l),
-            Notice::Warn(l) => term.warn(&l),
-            Notice::Report(json) => {
-                outcome = Some(
-                    serde_json::from_str(&json)
-                        .map_err(|e| (2, format!("bad report from the remote side: {e}"))),
-                )
-            }
-            Notice::Failed { exit_code, message } => outcome = Some(Err((exit_code, message))),
-        });
+    let mut receiver = Receiver::new(&local, opts.min_free, Box::new(stdin));
+    if opts.dry_run {
+        receiver = receiver.read_only();
+    }
+    let result = receiver.run(&mut input, &mut |n| match n {
+        // Lines from the other machine never reach the terminal with control characters.
+        Notice::Item(l) => term.item(&sanitize(&l)),
+        Notice::Warn(l) => term.warn(&sanitize(&l)),
+        Notice::Report(json) => {
+            outcome = Some(
+                serde_json::from_str(&json)
+                    .map_err(|e| (2, format!("bad report from the remote side: {e}"))),
+            )
+        }
+        Notice::Failed { exit_code, message } => {
+            outcome = Some(Err((exit_code, sanitize(&message))))
+        }
+    });
+    drop(receiver);
     let _ = child.lock().map(|mut c| c.wait());
     if opts.dry_run && created {
         let _ = std::fs::remove_dir(&dest);
     }
+    if timed_out.load(Ordering::Relaxed) {
+        return Err(Error::Protocol(format!(
+            "the remote side stayed silent for {} s (--timeout); giving up",
+            a.remote.timeout
+        )));
+    }
     match (outcome, result) {
-        (Some(Ok(report)), _) => Ok((opts, report)),
+        (Some(Ok(mut report)), _) => {
+            report.errors = report.errors.iter().map(|e| sanitize(e)).collect();
+            Ok((opts, report))
+        }
         (Some(Err((code, msg))), _) => Err(remote_failure(code, msg)),
         (None, Err(e)) => Err(proto(e)),
         (None, Ok(())) => Err(Error::Protocol(
             "the remote side ended without a report".into(),
         )),
     }
+}
+
+/// Escapes control characters in a line that came from the other machine.
+fn sanitize(line: &str) -> String {
+    line.chars()
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", c as u32)
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn remote_failure(code: i32, msg: String) -> Error {

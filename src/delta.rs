@@ -404,6 +404,73 @@ pub fn delta_stats(delta: &[u8]) -> Result<DeltaStats, DeltaError> {
     Ok(stats)
 }
 
+/// Splits a valid delta into deltas of at most `max` bytes each (`max` ≥ 64) that,
+/// applied one after another against the same base, produce the same output. Long
+/// literals are cut into several literal commands; copies are kept whole. Used to send
+/// a window's delta in frames of bounded size.
+pub fn split_delta(delta: &[u8], max: usize) -> Result<Vec<Vec<u8>>, DeltaError> {
+    let max = max.max(64);
+    let mut cur = Cursor(delta);
+    let magic = cur.uint(4, "magic")?;
+    if magic != u64::from(DELTA_MAGIC) {
+        return Err(DeltaError::MalformedDelta(format!(
+            "bad magic {magic:#010x}"
+        )));
+    }
+    let new_piece = || DELTA_MAGIC.to_be_bytes().to_vec();
+    let mut pieces = Vec::new();
+    let mut piece = new_piece();
+    // Room for a command of `n` bytes plus the END byte.
+    let fits = |piece: &Vec<u8>, n: usize| piece.len() + n < max;
+    loop {
+        let start = cur.0;
+        let cmd = cur.uint(1, "command")? as u8;
+        match cmd {
+            OP_END => break,
+            OP_LITERAL_1..=OP_LITERAL_N8 => {
+                let n = if cmd <= OP_LITERAL_64 {
+                    u64::from(cmd - OP_LITERAL_1 + 1)
+                } else {
+                    cur.uint(1 << (cmd - OP_LITERAL_N1), "literal length")?
+                };
+                let mut data = cur.take(n, "literal")?;
+                while !data.is_empty() {
+                    // A literal command header is at most 5 bytes here (N4 form).
+                    if !fits(&piece, 6) {
+                        piece.push(OP_END);
+                        pieces.push(std::mem::replace(&mut piece, new_piece()));
+                    }
+                    let room = max - piece.len() - 6;
+                    let take = data.len().min(room).min(u32::MAX as usize);
+                    piece.push(OP_LITERAL_N1 + 2);
+                    piece.extend_from_slice(&(take as u32).to_be_bytes());
+                    piece.extend_from_slice(&data[..take]);
+                    data = &data[take..];
+                }
+            }
+            OP_COPY_N1_N1..=OP_COPY_N8_N8 => {
+                let mode = cmd - OP_COPY_N1_N1;
+                cur.uint(1 << (mode / 4), "copy offset")?;
+                cur.uint(1 << (mode % 4), "copy length")?;
+                let raw = &start[..start.len() - cur.0.len()];
+                if !fits(&piece, raw.len()) {
+                    piece.push(OP_END);
+                    pieces.push(std::mem::replace(&mut piece, new_piece()));
+                }
+                piece.extend_from_slice(raw);
+            }
+            _ => {
+                return Err(DeltaError::MalformedDelta(format!(
+                    "unknown command byte {cmd:#04x}"
+                )))
+            }
+        }
+    }
+    piece.push(OP_END);
+    pieces.push(piece);
+    Ok(pieces)
+}
+
 /// A writer that hashes what it passes on.
 struct HashingWriter<'a, W: Write> {
     inner: &'a mut W,
@@ -834,6 +901,35 @@ mod tests {
                 v
             }),
         ]
+    }
+
+    #[test]
+    fn split_deltas_apply_to_the_same_output() {
+        let base: Vec<u8> = (0..200_000u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+            .collect();
+        let mut new = base.clone();
+        new[50_000..120_000]
+            .iter_mut()
+            .for_each(|b| *b = b.wrapping_add(7));
+        new.extend_from_slice(&[3u8; 30_000]);
+        let sig = signature(&base, SigParams::for_len(new.len() as u64)).unwrap();
+        let mut d = Vec::new();
+        diff(&sig, &new, &mut d).unwrap();
+        for max in [64, 1000, 4096, 1 << 20] {
+            let pieces = split_delta(&d, max).unwrap();
+            let mut out = Vec::new();
+            for p in &pieces {
+                assert!(
+                    p.len() <= max.max(64),
+                    "piece of {} bytes over {max}",
+                    p.len()
+                );
+                apply(&base, p, &mut out, new.len()).unwrap();
+            }
+            assert!(out == new, "max {max}");
+        }
+        assert!(split_delta(b"junk", 100).is_err());
     }
 
     proptest! {

@@ -68,6 +68,9 @@ struct Incoming {
     /// Delta basis: the current file and its length.
     old: Option<(File, u64)>,
     next_window: u32,
+    /// Next part of the current window, and where the window's output starts.
+    next_part: u32,
+    window_start: u64,
     windows: u32,
     written: u64,
     hasher: blake3::Hasher,
@@ -103,6 +106,8 @@ pub struct Receiver<'a> {
     dest: &'a LocalDest,
     /// This side's own free-space reserve (`--min-free`), checked before each file.
     reserve: Option<crate::config::Reserve>,
+    /// A dry run: only listing, hashing and space queries are served.
+    read_only: bool,
     files: HashMap<u64, Incoming>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
@@ -116,9 +121,17 @@ impl<'a> Receiver<'a> {
         Receiver {
             dest,
             reserve,
+            read_only: false,
             files: HashMap::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
+    }
+
+    /// Serves only requests that write nothing (for `--dry-run`); any other ends the
+    /// session with a protocol error.
+    pub fn read_only(mut self) -> Self {
+        self.read_only = true;
+        self
     }
 
     fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
@@ -156,6 +169,16 @@ impl<'a> Receiver<'a> {
     }
 
     fn handle(&mut self, req: Request) -> Result<(), ProtoError> {
+        let harmless = matches!(
+            req,
+            Request::List { .. }
+                | Request::Space { .. }
+                | Request::Hash { .. }
+                | Request::Finish { .. }
+        );
+        if self.read_only && !harmless {
+            return Err(bad("the peer asked to write during a dry run"));
+        }
         match req {
             Request::List { id, xattrs } => self.list(id, xattrs),
             Request::Space { id } => {
@@ -188,13 +211,13 @@ impl<'a> Receiver<'a> {
             Request::Delta {
                 id,
                 index,
+                part,
+                last,
                 zstd,
                 delta,
             } => {
-                // A delta never exceeds its window by more than its command headers.
-                let limit = delta::DEFAULT_WINDOW + delta::DEFAULT_WINDOW / 16 + 4096;
-                let delta = frame::unpack(delta, zstd, limit)?;
-                self.delta(id, index, &delta)
+                let delta = frame::unpack(delta, zstd, frame::DELTA_PART)?;
+                self.delta(id, index, part, last, &delta)
             }
             Request::End {
                 id,
@@ -376,6 +399,8 @@ impl<'a> Receiver<'a> {
             mode,
             old: None,
             next_window: 0,
+            next_part: 0,
+            window_start: 0,
             windows: 0,
             written: 0,
             hasher: blake3::Hasher::new(),
@@ -443,11 +468,22 @@ impl<'a> Receiver<'a> {
         })
     }
 
-    fn delta(&mut self, id: u64, index: u32, delta_bytes: &[u8]) -> Result<(), ProtoError> {
+    fn delta(
+        &mut self,
+        id: u64,
+        index: u32,
+        part: u32,
+        last: bool,
+        delta_bytes: &[u8],
+    ) -> Result<(), ProtoError> {
         let Some(f) = self.files.get_mut(&id) else {
             return Ok(());
         };
-        if f.mode != WireMode::Delta || index != f.next_window || index >= f.windows {
+        if f.mode != WireMode::Delta
+            || index != f.next_window
+            || index >= f.windows
+            || part != f.next_part
+        {
             return Err(bad(format!(
                 "unexpected delta window {index} for file {id}"
             )));
@@ -461,16 +497,25 @@ impl<'a> Receiver<'a> {
         };
         let base = map_range(old, &w.base).map_err(ProtoError::Io)?;
         let want = (w.new.end - w.new.start) as usize;
-        let before = f.written;
+        if part == 0 {
+            f.window_start = f.written;
+        }
+        // What the window may still produce.
+        let room = (f.window_start + want as u64).saturating_sub(f.written) as usize;
         let mut wr = TempWriter {
             dest: self.dest,
             temp: &f.temp,
             offset: &mut f.written,
             hasher: &mut f.hasher,
         };
-        match delta::apply(&base, delta_bytes, &mut wr, want) {
-            Ok(_) if f.written - before == want as u64 => {
+        match delta::apply(&base, delta_bytes, &mut wr, room) {
+            Ok(_) if !last => {
+                f.next_part += 1;
+                Ok(())
+            }
+            Ok(_) if f.written - f.window_start == want as u64 => {
                 f.next_window += 1;
+                f.next_part = 0;
                 Ok(())
             }
             Ok(_) => Err(bad(format!(

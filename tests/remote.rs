@@ -301,3 +301,27 @@ fn compressed_transfers_round_trip_both_ways() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_same_tree(src.path(), &back.join("r"));
 }
+
+#[test]
+fn a_wholly_changed_large_file_travels_as_delta_parts() {
+    // A 64 MiB window whose content all changed makes a delta larger than a frame.
+    let src = Tree::new_in(Path::new("/dev/shm"));
+    let dst = Tree::new_in(Path::new("/dev/shm"));
+    let gen = |seed: u32| -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..70 << 20)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    };
+    src.file("big", &gen(1));
+    push_ok(Transport::Rsh, src.path(), &dst.join("r"), &["-q"]);
+    src.file("big", &gen(2)).mtime("big", 1_700_000_000, 0);
+    let out = push_ok(Transport::Rsh, src.path(), &dst.join("r"), &["--json"]);
+    assert!(json(&out)["bytes_literal"].as_u64().unwrap() >= 70 << 20);
+    assert_same_tree(src.path(), &dst.join("r"));
+}

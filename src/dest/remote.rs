@@ -404,18 +404,28 @@ impl RemoteDest {
             })?;
             stats.literal += s.literal;
             stats.matched += s.matched;
-            let (delta, zstd) = frame::pack(std::mem::take(&mut out), self.compress);
-            self.conn
-                .send_req(
-                    Request::Delta {
-                        id,
-                        index: i as u32,
-                        zstd,
-                        delta,
-                    },
-                    false,
-                )
-                .map_err(|e| PutError::Dest { op: "send", err: e })?;
+            let parts =
+                delta::split_delta(&out, frame::DELTA_PART).map_err(|e| PutError::Dest {
+                    op: "delta",
+                    err: io::Error::other(e.to_string()),
+                })?;
+            let n = parts.len();
+            for (part, piece) in parts.into_iter().enumerate() {
+                let (delta, zstd) = frame::pack(piece, self.compress);
+                self.conn
+                    .send_req(
+                        Request::Delta {
+                            id,
+                            index: i as u32,
+                            part: part as u32,
+                            last: part + 1 == n,
+                            zstd,
+                            delta,
+                        },
+                        false,
+                    )
+                    .map_err(|e| PutError::Dest { op: "send", err: e })?;
+            }
         }
         Ok((stats, *h.finalize().as_bytes()))
     }
@@ -562,6 +572,15 @@ impl Destination for RemoteDest {
         };
         lock(&self.conn.waiters).remove(&id);
         listing.sort();
+        if let Some(i) = (1..listing.len()).find(|&i| listing.path(i) == listing.path(i - 1)) {
+            return Err(self
+                .conn
+                .fail(format!(
+                    "protocol error: the remote listing has duplicate entries for \"{}\"",
+                    crate::report::escape(listing.path(i))
+                ))
+                .to_string());
+        }
         Ok(Scanned {
             root,
             listing,

@@ -21,6 +21,9 @@ pub const MAX_FRAME: u32 = 16 << 20;
 /// Largest data chunk the sender puts in one frame.
 pub const DATA_CHUNK: usize = 1 << 20;
 
+/// Largest part of a window's delta in one frame.
+pub const DELTA_PART: usize = 4 << 20;
+
 /// Compresses a payload for `--compress` when that makes it smaller: (bytes, compressed).
 pub fn pack(data: Vec<u8>, compress: bool) -> (Vec<u8>, bool) {
     if compress && data.len() > 128 {

@@ -228,10 +228,14 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// The delta of window `index` for file `id`, in window order.
+    /// Part `part` of the delta of window `index` for file `id`, in window order. A
+    /// window's delta is cut into parts of at most [`frame::DELTA_PART`] bytes, each a
+    /// complete delta against the same base window; `last` closes the window.
     Delta {
         id: u64,
         index: u32,
+        part: u32,
+        last: bool,
         /// `delta` is zstd-compressed (`--compress`).
         zstd: bool,
         #[serde(with = "serde_bytes")]

@@ -1,0 +1,457 @@
+//! The remote transport through a real OpenSSH: each test starts its own throw-away
+//! `sshd` on 127.0.0.1 (a free port, a fresh host key and user key in a temp dir, a
+//! config written here) and reaches it with `--rsh "ssh -i KEY ..." --port PORT
+//! --remote-bin <this build>`. Pushes and pulls a tree of awkward names into a DEST
+//! path made of shell metacharacters, checks no name was ever run by a shell, that a
+//! changed big file travels as a delta, and that a missing remote binary is one clear
+//! line and exit 2.
+//!
+//! Without `/usr/sbin/sshd`, `ssh`, `ssh-keygen`, or root, the tests print `SKIPPED:`
+//! and pass; CI installs openssh-server and runs as root, so there they run. Once the
+//! prerequisites are there, an sshd that does not come up is a failure, not a skip.
+
+mod common;
+use common::*;
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as StdCommand, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const SSHD: &str = "/usr/sbin/sshd";
+const MIB: usize = 1 << 20;
+/// Bound on any single fsync-repl run, so a hang fails the test instead of CI.
+const RUN_LIMIT: Duration = Duration::from_secs(60);
+
+/// A running throw-away sshd; killed (and reaped) on drop.
+struct Sshd {
+    child: Child,
+    port: u16,
+    /// Holds the keys, config, pid file and log; removed after the child is gone.
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Sshd {
+    fn key(&self) -> PathBuf {
+        self.dir.path().join("user_key")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// `--rsh`, `--port`, `--remote-bin` for this server.
+    fn args(&self, remote_bin: &Path) -> Vec<OsString> {
+        let rsh = format!(
+            "ssh -i '{}' -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+             -o BatchMode=yes -o LogLevel=ERROR",
+            self.key().display()
+        );
+        vec![
+            "--rsh".into(),
+            rsh.into(),
+            "--port".into(),
+            self.port.to_string().into(),
+            "--remote-bin".into(),
+            remote_bin.into(),
+            "--timeout".into(),
+            "30".into(),
+        ]
+    }
+}
+
+/// Why sshd cannot be started here, if it cannot.
+fn missing_prerequisite() -> Option<String> {
+    if !Path::new(SSHD).exists() {
+        return Some(format!("{SSHD} not found (apt-get install openssh-server)"));
+    }
+    if !is_root() {
+        return Some("not root: sshd needs root to log a user in".into());
+    }
+    for tool in ["ssh", "ssh-keygen"] {
+        if which(tool).is_none() {
+            return Some(format!("{tool} not found (apt-get install openssh-client)"));
+        }
+    }
+    None
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|c| c.is_file())
+    })
+}
+
+/// Starts sshd, or returns `None` after printing why it cannot run here.
+fn sshd() -> Option<Sshd> {
+    if let Some(why) = missing_prerequisite() {
+        eprintln!("SKIPPED: real-ssh test: {why}");
+        eprintln!("SKIPPED: (CI installs openssh-server and runs as root, so it runs there)");
+        return None;
+    }
+    // The port is found by binding port 0 and releasing it; another process may take it
+    // in between, so a server that dies at start-up is retried on a new port.
+    let mut last = String::new();
+    for _ in 0..3 {
+        match try_start() {
+            Ok(s) => return Some(s),
+            Err(e) => last = e,
+        }
+    }
+    panic!("sshd did not start (prerequisites are present, so this is a failure):\n{last}");
+}
+
+fn keygen(path: &Path) {
+    let st = StdCommand::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "fsync-repl-test",
+            "-f",
+        ])
+        .arg(path)
+        .stdin(Stdio::null())
+        .status()
+        .expect("run ssh-keygen");
+    assert!(st.success(), "ssh-keygen -f {} failed", path.display());
+}
+
+fn try_start() -> Result<Sshd, String> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    keygen(&d.join("host_key"));
+    keygen(&d.join("user_key"));
+    fs::copy(d.join("user_key.pub"), d.join("authorized_keys")).expect("authorized_keys");
+    // sshd refuses to start without its privilege separation directory.
+    fs::create_dir_all("/run/sshd").map_err(|e| format!("mkdir /run/sshd: {e}"))?;
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let config = format!(
+        "ListenAddress 127.0.0.1\n\
+         Port {port}\n\
+         HostKey {d}/host_key\n\
+         PidFile {d}/sshd.pid\n\
+         AuthorizedKeysFile {d}/authorized_keys\n\
+         PermitRootLogin prohibit-password\n\
+         PubkeyAuthentication yes\n\
+         PasswordAuthentication no\n\
+         KbdInteractiveAuthentication no\n\
+         StrictModes no\n\
+         UsePAM no\n\
+         UseDNS no\n\
+         PrintMotd no\n\
+         PrintLastLog no\n\
+         X11Forwarding no\n\
+         AllowTcpForwarding no\n",
+        d = d.display()
+    );
+    fs::write(d.join("sshd_config"), config).expect("write sshd_config");
+    let log = fs::File::create(d.join("sshd.log")).expect("sshd.log");
+    let child = StdCommand::new(SSHD)
+        .args(["-D", "-e", "-f"])
+        .arg(d.join("sshd_config"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("spawn {SSHD}: {e}"))?;
+    let mut s = Sshd { child, port, dir };
+    // Bounded poll: the port answers with an SSH banner, or sshd exits, or 10 s pass.
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(st)) = s.child.try_wait() {
+            return Err(format!(
+                "sshd exited at start-up ({st}); its log:\n{}",
+                s.log()
+            ));
+        }
+        if banner(&addr) {
+            return Ok(s);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "sshd did not answer on {addr} within 10 s; its log:\n{}",
+                s.log()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Whether an SSH server greets on `addr`.
+fn banner(addr: &SocketAddr) -> bool {
+    let Ok(mut c) = TcpStream::connect_timeout(addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut buf = [0u8; 8];
+    let ok = c.read_exact(&mut buf).is_ok() && buf.starts_with(b"SSH-");
+    // Say goodbye politely so sshd does not log a half-open connection as an attack.
+    let _ = c.write_all(b"SSH-2.0-probe\r\n");
+    ok
+}
+
+fn this_build() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fsync-repl"))
+}
+
+/// `root@127.0.0.1:PATH`, byte for byte.
+fn at(path: &Path) -> OsString {
+    let mut v = b"root@127.0.0.1:".to_vec();
+    v.extend_from_slice(path.as_os_str().as_bytes());
+    OsString::from_vec(v)
+}
+
+fn show(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `fsync-repl VERB [args] FROM TO` through `sshd`, bounded in time.
+fn run(sshd: &Sshd, verb: &str, args: &[&str], from: &OsString, to: &OsString) -> Output {
+    bin()
+        .arg(verb)
+        .args(sshd.args(&this_build()))
+        .args(args)
+        .arg(from)
+        .arg(to)
+        .timeout(RUN_LIMIT)
+        .output()
+        .expect("run fsync-repl")
+}
+
+#[track_caller]
+fn ok(out: Output, what: &str) -> Output {
+    assert_eq!(out.status.code(), Some(0), "{what} failed\n{}", show(&out));
+    out
+}
+
+#[track_caller]
+fn n(v: &serde_json::Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no integer {key:?} in report {v}"))
+}
+
+/// Deterministic pseudo-random bytes (xorshift64).
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Names a shell would act on if one ever saw them unquoted. `MARK` is replaced with a
+/// marker name; relative markers would land in the remote shell's working directory.
+const HOSTILE: &[&[u8]] = &[
+    b"with space",
+    b"it's \"quoted\"",
+    b"$(touch MARK)",
+    b"`touch MARK`",
+    b"semi;touch MARK;",
+    b"new\nline",
+    b"bad\xffbyte",
+    b"-leading-dash",
+    b"amp & pipe | star * ?",
+];
+
+fn hostile(name: &[u8], mark: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut rest = name;
+    while let Some(i) = rest.windows(4).position(|w| w == b"MARK") {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(mark.as_bytes());
+        rest = &rest[i + 4..];
+    }
+    out.extend_from_slice(rest);
+    out
+}
+
+/// Where a stray `touch NAME` from a remote shell could have landed.
+fn markers(base: &Path, mark: &str) -> Vec<PathBuf> {
+    let mut places = vec![base.join(mark), PathBuf::from("/tmp").join(mark)];
+    if let Some(home) = std::env::var_os("HOME") {
+        places.push(Path::new(&home).join(mark));
+    }
+    places.push(PathBuf::from("/root").join(mark));
+    places.push(PathBuf::from("/").join(mark));
+    places
+}
+
+#[test]
+fn push_update_delete_and_pull_over_real_ssh() {
+    let Some(sshd) = sshd() else { return };
+    let mark = format!("fsync-repl-pwned.{}", std::process::id());
+    let work = Tree::new();
+
+    // The source: files, a symlink, a hard-link group across directories, hostile names
+    // (as files and as a directory), and a 3 MiB file for the delta.
+    let src = Tree::new();
+    src.file("a.txt", b"alpha\n")
+        .file("sub/deeper/b.bin", &noise(10_000, 1))
+        .file("empty", b"")
+        .dir("empty-dir")
+        .symlink("link", "a.txt")
+        .symlink("sub/dangling", "../nowhere/$(touch x)")
+        .file("sub/h1", b"one inode, three names\n")
+        .hardlink("h2", "sub/h1")
+        .hardlink("sub/deeper/h3", "sub/h1")
+        .file("big.dat", &noise(3 * MIB, 2))
+        .chmod("a.txt", 0o640);
+    for (i, name) in HOSTILE.iter().enumerate() {
+        let name = hostile(name, &mark);
+        src.file(bytes_path(&name), format!("hostile {i}\n").as_bytes());
+        let mut in_dir = b"odd dir; $(x)/".to_vec();
+        in_dir.extend_from_slice(&name);
+        src.file(bytes_path(&in_dir), b"nested\n");
+    }
+    src.mtime("a.txt", 1_600_000_000, 123_456_789);
+
+    // DEST itself is what the remote shell sees on its command line: make it hostile
+    // too, with absolute markers it would create if it ever ran a part of it.
+    let w = work.path().display().to_string();
+    let mut dest_name =
+        format!("dst 'q' \"dq\" $(touch {w}/{mark}) `touch {w}/{mark}` ; touch {w}/{mark} & \n|")
+            .into_bytes();
+    dest_name.push(0xff);
+    let dst = work.join(bytes_path(&dest_name));
+    let back = work.join("pulled back");
+
+    // 1. Initial push into a missing DEST.
+    let out = ok(
+        run(&sshd, "push", &["--json"], &src.path().into(), &at(&dst)),
+        "initial push",
+    );
+    let v = json(&out);
+    assert!(n(&v, "created") > 0, "{v}");
+    assert_same_tree(src.path(), &dst);
+
+    // 2. Change a few bytes in the middle of the big file, add and remove a file, and
+    //    push again with --delete: the big file travels as a delta (the remote default).
+    let mut big = src.read("big.dat");
+    big[3 * MIB / 2..3 * MIB / 2 + 100].copy_from_slice(&[b'#'; 100]);
+    src.file("big.dat", &big)
+        .file("new file", b"new\n")
+        .mtime("big.dat", 1_700_000_000, 5);
+    fs::remove_file(src.join("sub/deeper/b.bin")).expect("rm");
+    let out = ok(
+        run(
+            &sshd,
+            "push",
+            &["--delete", "--json"],
+            &src.path().into(),
+            &at(&dst),
+        ),
+        "second push",
+    );
+    let v = json(&out);
+    assert!(n(&v, "updated") >= 1, "big.dat not updated: {v}");
+    assert!(n(&v, "deleted") >= 1, "b.bin not deleted: {v}");
+    assert!(
+        n(&v, "bytes_matched") > 0,
+        "a 100-byte change in a 3 MiB file was not sent as a delta: {v}"
+    );
+    assert!(
+        n(&v, "bytes_literal") < MIB as u64,
+        "a 100-byte change sent {} literal bytes: {v}",
+        n(&v, "bytes_literal")
+    );
+    assert_same_tree(src.path(), &dst);
+    assert!(temp_files(&dst).is_empty(), "{:?}", temp_files(&dst));
+
+    // 3. A no-change run changes nothing.
+    let v = json(&ok(
+        run(&sshd, "push", &["--json"], &src.path().into(), &at(&dst)),
+        "no-change push",
+    ));
+    assert_eq!(
+        (n(&v, "created"), n(&v, "updated"), n(&v, "deleted")),
+        (0, 0, 0),
+        "{v}"
+    );
+
+    // 4. Pull it back into a third directory.
+    let out = ok(
+        run(&sshd, "pull", &["--json"], &at(&dst), &back.clone().into()),
+        "pull",
+    );
+    let v = json(&out);
+    assert!(n(&v, "created") > 0, "{v}");
+    assert_same_tree(src.path(), &back);
+
+    // No name or path was ever interpreted by a shell on either side.
+    for m in markers(work.path(), &mark) {
+        assert!(!m.exists(), "a shell ran a name: {} exists", m.display());
+    }
+    let log = sshd.log();
+    assert!(
+        log.contains("Accepted publickey for root"),
+        "the runs did not go through this sshd; its log:\n{log}"
+    );
+}
+
+#[test]
+fn missing_remote_binary_is_exit_2_with_one_line_naming_remote_bin() {
+    let Some(sshd) = sshd() else { return };
+    let src = Tree::new();
+    src.file("a", b"a\n");
+    let work = Tree::new();
+    let dst = work.join("dst");
+    for (verb, from, to) in [
+        ("push", OsString::from(src.path()), at(&dst)),
+        ("pull", at(src.path()), OsString::from(&dst)),
+    ] {
+        let out = bin()
+            .arg(verb)
+            .args(sshd.args(Path::new("/nonexistent")))
+            .arg(&from)
+            .arg(&to)
+            .timeout(RUN_LIMIT)
+            .output()
+            .expect("run fsync-repl");
+        assert_eq!(out.status.code(), Some(2), "{verb}: {}", show(&out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The remote shell's own complaint passes through; fsync-repl adds one line.
+        let ours: Vec<&str> = err
+            .lines()
+            .filter(|l| l.starts_with("fsync-repl"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{verb}: expected one line: {}", show(&out));
+        assert!(
+            ours[0].contains("--remote-bin"),
+            "{verb}: the line does not point at --remote-bin: {}",
+            show(&out)
+        );
+        assert!(out.stdout.is_empty(), "{verb}: {}", show(&out));
+    }
+}
