@@ -211,6 +211,16 @@ pub struct EngineArgs {
         allow_negative_numbers = true
     )]
     pub nice: i32,
+    /// Back off when other processes wait on the disk more than PCT% of the time
+    /// (measured from the kernel's I/O pressure, minus the tool's own waits).
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    pub max_io_pressure: f64,
+    /// Never back off below this rate, so progress never stops.
+    #[arg(long, value_name = "RATE", default_value = "1M")]
+    pub min_rate: String,
+    /// Do not adapt the rate to the disk's load (only --bwlimit applies).
+    #[arg(long)]
+    pub no_adaptive: bool,
     /// Show what would change and stop without writing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -271,6 +281,20 @@ impl EngineArgs {
                 self.nice
             )));
         }
+        if !(0.0..=100.0).contains(&self.max_io_pressure) {
+            return Err(Error::Usage(format!(
+                "--max-io-pressure {}: give a percentage from 0 to 100",
+                self.max_io_pressure
+            )));
+        }
+        let min_rate = parse_rate(&self.min_rate)
+            .map_err(|e| Error::Usage(format!("--min-rate {}: {e}", self.min_rate)))?;
+        let adaptive = (!self.no_adaptive).then_some(crate::throttle::adaptive::Config {
+            max_rate: bwlimit,
+            min_rate: bwlimit.map_or(min_rate, |b| min_rate.min(b)),
+            max_pressure: self.max_io_pressure / 100.0,
+            ..Default::default()
+        });
         if self.iops_limit == Some(0) {
             return Err(Error::Usage(
                 "--iops-limit 0 would never finish; give a positive limit".into(),
@@ -300,6 +324,7 @@ impl EngineArgs {
             },
             bwlimit,
             iops_limit: self.iops_limit,
+            adaptive,
             priority: crate::throttle::priority::Priority {
                 io,
                 nice: Some(self.nice),
@@ -333,6 +358,7 @@ impl EngineArgs {
         flag(self.numeric_ids, "--numeric-ids");
         flag(self.whole_file, "--whole-file");
         flag(self.compress, "--compress");
+        flag(self.no_adaptive, "--no-adaptive");
         flag(self.dry_run, "--dry-run");
         flag(self.itemize || self.dry_run, "--itemize");
         for p in &opts.excludes {
@@ -357,6 +383,10 @@ impl EngineArgs {
         }
         a.push("--ionice".into());
         a.push((&self.ionice).into());
+        a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
+        a.push("--min-rate".into());
+        a.push((&self.min_rate).into());
+
         a.push(format!("--nice={}", self.nice).into());
         a
     }

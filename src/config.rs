@@ -66,6 +66,8 @@ pub struct Options {
     pub iops_limit: Option<u32>,
     /// CPU and I/O priority of every thread.
     pub priority: crate::throttle::priority::Priority,
+    /// Adaptive back-off (`None`: `--no-adaptive`).
+    pub adaptive: Option<crate::throttle::adaptive::Config>,
     /// Plan only.
     pub dry_run: bool,
     /// One line per change.
@@ -105,6 +107,7 @@ impl Default for Options {
             bwlimit: None,
             iops_limit: None,
             priority: Default::default(),
+            adaptive: Some(Default::default()),
             dry_run: false,
             itemize: false,
             progress: false,

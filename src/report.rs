@@ -129,6 +129,8 @@ pub struct Report {
     pub elapsed_secs: f64,
     pub throughput_bytes_per_sec: f64,
     pub throttled_secs: f64,
+    /// Rate changes made by the adaptive back-off.
+    pub rate_changes: u64,
     /// Peak resident memory of the process (VmHWM), 0 where unknown.
     pub peak_rss_bytes: u64,
     pub dry_run: bool,
@@ -169,6 +171,7 @@ impl Report {
             elapsed_secs: elapsed.as_secs_f64(),
             throughput_bytes_per_sec: written as f64 / elapsed.as_secs_f64().max(1e-9),
             throttled_secs: throttled.as_secs_f64(),
+            rate_changes: 0,
             peak_rss_bytes: peak_rss(),
             dry_run: false,
             exit_code: code.code(),

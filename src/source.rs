@@ -111,7 +111,7 @@ pub fn hash_file(file: &File, size: u64, throttle: &Throttle) -> io::Result<Hash
     let mut buf = vec![0u8; (size as usize).clamp(1, throttle.chunk().min(1 << 20))];
     let mut off = 0u64;
     loop {
-        let n = file.read_at(&mut buf, off)?;
+        let n = throttle.io(|| file.read_at(&mut buf, off))?;
         if n == 0 {
             break;
         }

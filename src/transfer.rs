@@ -649,7 +649,28 @@ pub fn push_to(
         })
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
-    pool.install(|| push_in_pool(opts, src, target, out, &interrupted))
+    let throttle = target.throttle.clone();
+    let stop = AtomicBool::new(false);
+    pool.install(|| {
+        std::thread::scope(|s| {
+            let controller = opts.adaptive.filter(|_| !opts.dry_run).map(|cfg| {
+                let (throttle, stop) = (&throttle, &stop);
+                let log = move |m: String| {
+                    if opts.verbose > 0 {
+                        out.warn(&m);
+                    }
+                };
+                s.spawn(move || crate::throttle::adaptive::run(throttle, cfg, stop, &log))
+            });
+            let result = push_in_pool(opts, src, target, out, &interrupted);
+            stop.store(true, Ordering::Relaxed);
+            let changes = controller.and_then(|c| c.join().ok()).unwrap_or(0);
+            result.map(|mut r| {
+                r.rate_changes = changes;
+                r
+            })
+        })
+    })
 }
 
 fn push_in_pool(

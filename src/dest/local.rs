@@ -253,15 +253,17 @@ impl LocalDest {
     ) -> Result<(), PutError> {
         let mut off_in = start;
         let mut off_out = start;
-        let chunk = self.throttle.chunk() as u64;
         while off_in < end {
             if self.cancelled() {
                 return Err(PutError::Interrupted);
             }
-            let want = (end - off_in).min(chunk) as usize;
+            // The chunk follows the rate in force, which the controller may change.
+            let want = (end - off_in).min(self.throttle.chunk() as u64) as usize;
             self.throttle.bytes(want as u64);
-            match rfs::copy_file_range(&src.file, Some(&mut off_in), out, Some(&mut off_out), want)
-            {
+            let copied = self.throttle.io(|| {
+                rfs::copy_file_range(&src.file, Some(&mut off_in), out, Some(&mut off_out), want)
+            });
+            match copied {
                 Ok(0) => return Err(PutError::SourceChanged),
                 Ok(_) => {}
                 Err(
@@ -294,15 +296,16 @@ impl LocalDest {
         let mut buf = vec![0u8; (self.throttle.chunk()).min(1 << 20)];
         while off < end {
             let want = ((end - off) as usize).min(buf.len());
-            let n = src
-                .file
-                .read_at(&mut buf[..want], off)
+            let n = self
+                .throttle
+                .io(|| src.file.read_at(&mut buf[..want], off))
                 .map_err(PutError::Source)?;
             if n == 0 {
                 return Err(PutError::SourceChanged);
             }
             self.throttle.bytes(n as u64);
-            out.write_all_at(&buf[..n], off)
+            self.throttle
+                .io(|| out.write_all_at(&buf[..n], off))
                 .map_err(PutError::dest("write"))?;
             off += n as u64;
         }
@@ -416,8 +419,8 @@ impl LocalDest {
             return Err(PutError::Interrupted);
         }
         self.throttle.bytes(data.len() as u64);
-        t.file
-            .write_all_at(data, offset)
+        self.throttle
+            .io(|| t.file.write_all_at(data, offset))
             .map_err(PutError::dest("write"))
     }
 

@@ -10,11 +10,13 @@
 //! short windows. Waiting blocks the calling worker thread; there is no async runtime.
 //! Without a limit the throttle only counts.
 
+pub mod adaptive;
 pub mod priority;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{Quota, RateLimiter};
@@ -24,21 +26,47 @@ type Limiter = RateLimiter<governor::state::NotKeyed, governor::state::InMemoryS
 /// One token is this many bytes (keeps large rates inside governor's u32 cells).
 const CELL: u64 = 1024;
 
-/// Byte-rate limiter shared by all workers of a run.
+/// Chunk size when no byte limit is in force.
+const UNLIMITED_CHUNK: usize = 8 << 20;
+
+/// A byte-rate bucket: the limiter and its burst in cells.
+struct Bucket {
+    limiter: Limiter,
+    burst: u32,
+}
+
+fn bucket(rate: u64) -> Bucket {
+    let cells_per_sec = (rate / CELL).clamp(1, u32::MAX as u64) as u32;
+    let burst = (cells_per_sec / 10).max(1);
+    let quota = Quota::per_second(NonZeroU32::new(cells_per_sec).unwrap_or(NonZeroU32::MIN))
+        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
+    Bucket {
+        limiter: RateLimiter::direct(quota),
+        burst,
+    }
+}
+
+/// Byte-rate limiter shared by all workers of a run. The rate can change while the run
+/// goes on (the adaptive controller sets it).
 pub struct Throttle {
-    limiter: Option<(Limiter, u32)>,
+    bucket: RwLock<Option<Arc<Bucket>>>,
+    /// The rate in force, bytes per second (0: unlimited).
+    rate: AtomicU64,
     /// Metadata operations per second (`--iops-limit`).
     ops_limiter: Option<Limiter>,
     clock: DefaultClock,
     bytes: AtomicU64,
     ops: AtomicU64,
     waited_ns: AtomicU64,
+    /// Time the workers spent inside disk reads and writes (the controller's estimate of
+    /// the tool's own share of the kernel's I/O stall time).
+    io_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for Throttle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Throttle")
-            .field("limited", &self.limiter.is_some())
+            .field("rate", &self.rate.load(Ordering::Relaxed))
             .field("bytes", &self.bytes.load(Ordering::Relaxed))
             .finish()
     }
@@ -52,44 +80,58 @@ impl Throttle {
             let burst = NonZeroU32::new((n.get() / 10).max(1)).unwrap_or(NonZeroU32::MIN);
             RateLimiter::direct(Quota::per_second(n).allow_burst(burst))
         });
-        let limiter = rate.map(|r| {
-            let cells_per_sec = (r / CELL).clamp(1, u32::MAX as u64) as u32;
-            let burst = (cells_per_sec / 10).max(1);
-            let quota =
-                Quota::per_second(NonZeroU32::new(cells_per_sec).unwrap_or(NonZeroU32::MIN))
-                    .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN));
-            (RateLimiter::direct(quota), burst)
-        });
         Throttle {
-            limiter,
+            bucket: RwLock::new(rate.map(|r| Arc::new(bucket(r)))),
+            rate: AtomicU64::new(rate.unwrap_or(0)),
             ops_limiter,
             clock: DefaultClock::default(),
             bytes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            io_ns: AtomicU64::new(0),
+        }
+    }
+
+    fn current(&self) -> Option<Arc<Bucket>> {
+        self.bucket
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Changes the byte rate (`None`: unlimited).
+    pub fn set_rate(&self, rate: Option<u64>) {
+        let b = rate.map(|r| Arc::new(bucket(r)));
+        *self.bucket.write().unwrap_or_else(|p| p.into_inner()) = b;
+        self.rate.store(rate.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The byte rate in force (`None`: unlimited).
+    pub fn rate(&self) -> Option<u64> {
+        match self.rate.load(Ordering::Relaxed) {
+            0 => None,
+            r => Some(r),
         }
     }
 
     /// Largest chunk of bytes one request should cover.
     pub fn chunk(&self) -> usize {
-        match &self.limiter {
-            Some((_, burst)) => (*burst as u64 * CELL) as usize,
-            None => 8 << 20,
+        match self.current() {
+            Some(b) => (b.burst as u64 * CELL) as usize,
+            None => UNLIMITED_CHUNK,
         }
     }
 
     /// Accounts for `n` bytes of disk I/O, blocking while over the rate.
     pub fn bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
-        let Some((lim, burst)) = &self.limiter else {
-            return;
-        };
+        let Some(b) = self.current() else { return };
         let mut cells = n.div_ceil(CELL);
         while cells > 0 {
-            let take = cells.min(*burst as u64) as u32;
+            let take = cells.min(b.burst as u64) as u32;
             let want = NonZeroU32::new(take).unwrap_or(NonZeroU32::MIN);
             loop {
-                match lim.check_n(want) {
+                match b.limiter.check_n(want) {
                     Ok(Ok(())) => break,
                     Ok(Err(not_until)) => {
                         let wait = not_until.wait_time_from(self.clock.now());
@@ -103,6 +145,20 @@ impl Throttle {
             }
             cells -= take as u64;
         }
+    }
+
+    /// Runs a disk read or write, accounting the time it took.
+    pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
+        let t = Instant::now();
+        let r = f();
+        self.io_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        r
+    }
+
+    /// Time spent inside disk reads and writes so far.
+    pub fn io_time(&self) -> Duration {
+        Duration::from_nanos(self.io_ns.load(Ordering::Relaxed))
     }
 
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
