@@ -63,7 +63,9 @@ fn sparse_4gib_file_keeps_holes_with_bounded_memory() {
 
 #[test]
 fn delta_over_1gib_file_has_bounded_memory() {
-    for &t in TRANSPORTS {
+    // Locally only: the remote transport's windows and parts are covered on a 70 MiB
+    // file in tests/remote.rs, and 2 GiB through a debug build would dominate the suite.
+    for &t in &[Transport::Local] {
         let src = Tree::new_in(shm());
         let dst = Tree::new_in(shm());
         let f = File::create(src.join("big.bin")).unwrap();
