@@ -240,7 +240,13 @@ pub fn build(
     }
     // Move detection: index candidate destination files by size.
     let mut by_size: HashMap<u64, Vec<u32>> = HashMap::new();
-    for &j in doomed.iter().chain(staying.iter()) {
+    // Only worth indexing when something new could be found in it.
+    let (doomed_c, staying_c) = if new_files.is_empty() {
+        (&[][..], &[][..])
+    } else {
+        (&doomed[..], &staying[..])
+    };
+    for &j in doomed_c.iter().chain(staying_c.iter()) {
         let d = dst.get(j as usize);
         if d.kind == Kind::File && d.size >= opts.move_min_size.max(1) {
             by_size.entry(d.size).or_default().push(j);

@@ -128,6 +128,7 @@ pub struct Report {
     pub bytes_cloned: u64,
     pub elapsed_secs: f64,
     pub throughput_bytes_per_sec: f64,
+    /// Time workers waited for the rate limiter, summed over workers.
     pub throttled_secs: f64,
     /// Rate changes made by the adaptive back-off.
     pub rate_changes: u64,

@@ -161,12 +161,16 @@ pub struct Scanned {
     pub problems: Vec<Problem>,
 }
 
+/// Each directory's (start, count) range of entries, keyed by the directory's path.
+type DirRanges = HashMap<Vec<u8>, (u32, u32)>;
+
 struct Ctx<'a> {
     root: BorrowedFd<'a>,
     root_dev: u64,
     opts: &'a ScanOptions,
     filter: Filter,
-    out: Mutex<Vec<Listing>>,
+    /// All entries, and each directory's range of them keyed by its path.
+    out: Mutex<(Listing, DirRanges)>,
     rules: Mutex<HashMap<Vec<u8>, Arc<Gitignore>>>,
     problems: Mutex<Vec<Problem>>,
 }
@@ -183,7 +187,7 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
         root_dev: root_st.st_dev,
         opts,
         filter: Filter::from_patterns(&opts.excludes)?,
-        out: Mutex::new(Vec::new()),
+        out: Mutex::new((Listing::new(), HashMap::new())),
         rules: Mutex::new(HashMap::new()),
         problems: Mutex::new(Vec::new()),
     };
@@ -195,11 +199,8 @@ pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String>
         }
     }
     rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
-    let mut listing = Listing::new();
-    for part in ctx.out.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        listing.append(part);
-    }
-    listing.sort();
+    let (mut listing, ranges) = ctx.out.into_inner().unwrap_or_else(|p| p.into_inner());
+    listing.order_by_dirs(ranges);
     let mut filter = ctx.filter;
     filter.rules = ctx.rules.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut problems = ctx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
@@ -284,7 +285,9 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         }
     }
     if !local.is_empty() {
-        lock(&ctx.out).push(local);
+        let mut out = lock(&ctx.out);
+        let range = out.0.extend_from(&local);
+        out.1.insert(rel, range);
     }
 }
 

@@ -199,6 +199,19 @@ fn canonical_dest(dest: &Path) -> std::path::PathBuf {
     }
 }
 
+/// Whether `path` (or its nearest existing ancestor) lives on a block device; virtual
+/// filesystems such as tmpfs have device major number 0.
+fn on_block_device(path: &Path) -> bool {
+    let mut p = Some(path);
+    while let Some(q) = p {
+        if let Ok(st) = rustix::fs::stat(q) {
+            return rustix::fs::major(st.st_dev) != 0;
+        }
+        p = q.parent();
+    }
+    true
+}
+
 fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
     match m.and_then(|m| m.extra.as_ref()) {
         Some(tree::Extra::Xattrs(d)) => *d,
@@ -226,7 +239,8 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     let mut temp = 0u64;
     for op in &plan.files {
         let e = src.get(op.src as usize);
-        let size = if e.alloc < e.size { e.alloc } else { e.size };
+        // Sparse files take what their data takes.
+        let size = e.alloc().min(e.size);
         match &op.from {
             FileSource::Source { old: Some(j) } => {
                 let old = dst.get(*j as usize).size;
@@ -651,16 +665,25 @@ pub fn push_to(
         .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
     let throttle = target.throttle.clone();
     let stop = AtomicBool::new(false);
+    // The kernel's I/O pressure is system-wide and this machine's own: react to it only
+    // when this side's disk work touches a block device (not tmpfs; a remote DEST's disk
+    // is another machine's).
+    let remote = target.dest.is_some_and(|d| d.is_remote());
+    let on_disk = on_block_device(src) || (!remote && on_block_device(target.name));
+    let adaptive = opts.adaptive.filter(|_| !opts.dry_run && on_disk);
     pool.install(|| {
         std::thread::scope(|s| {
-            let controller = opts.adaptive.filter(|_| !opts.dry_run).map(|cfg| {
+            let controller = adaptive.map(|cfg| {
                 let (throttle, stop) = (&throttle, &stop);
                 let log = move |m: String| {
                     if opts.verbose > 0 {
                         out.warn(&m);
                     }
                 };
-                s.spawn(move || crate::throttle::adaptive::run(throttle, cfg, stop, &log))
+                s.spawn(move || {
+                    let _ = priority.apply_to_current_thread();
+                    crate::throttle::adaptive::run(throttle, cfg, stop, &log)
+                })
             });
             let result = push_in_pool(opts, src, target, out, &interrupted);
             stop.store(true, Ordering::Relaxed);
@@ -708,13 +731,19 @@ fn push_in_pool(
         // The destination counts its own reads.
         throttle: None,
     };
-    let (scanned, dscanned) = rayon::join(
-        || crate::scan::scan(src.root(), &src_opts),
-        || match dest {
-            Some(d) => d.list(&dst_opts),
-            None => Ok(Scanned::default()),
-        },
-    );
+    let list_dest = || match dest {
+        Some(d) => d.list(&dst_opts),
+        None => Ok(Scanned::default()),
+    };
+    // A remote listing is mostly waiting, so it overlaps the local scan; two local
+    // scans run one after the other (each is parallel already), which keeps only one
+    // listing's assembly in memory at a time.
+    let (scanned, dscanned) = if dest.is_some_and(|d| d.is_remote()) {
+        rayon::join(|| crate::scan::scan(src.root(), &src_opts), list_dest)
+    } else {
+        let s = crate::scan::scan(src.root(), &src_opts);
+        (s, list_dest())
+    };
     let scanned = scanned.map_err(|e| Error::Selection {
         path: src_path.to_path_buf(),
         what: e,

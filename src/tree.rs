@@ -71,17 +71,29 @@ pub struct Entry {
     pub gid: u32,
     /// Size in bytes (files and symlinks).
     pub size: u64,
-    /// Bytes actually allocated (`st_blocks * 512`): less than `size` for sparse files.
-    pub alloc: u64,
+    /// KiB actually allocated (saturating; see [`Entry::alloc`]).
+    alloc_kib: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
-    pub nlink: u32,
+    /// Link count, saturating at `u16::MAX` (only "more than one" matters).
+    pub nlink: u16,
     pub ino: u64,
     /// Index into the listing's side table (symlink target, device number), or `NONE`.
     extra: u32,
 }
 
 const NONE: u32 = u32::MAX;
+
+impl Entry {
+    /// Bytes actually allocated (`st_blocks * 512`, in whole KiB): less than `size` for
+    /// sparse files.
+    pub fn alloc(&self) -> u64 {
+        u64::from(self.alloc_kib) << 10
+    }
+}
+
+// Keep the record at one cache line: listings of millions of entries depend on it.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 64);
 
 /// Rare per-entry data kept out of the fixed-size record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,14 +238,121 @@ impl Listing {
             uid: meta.uid,
             gid: meta.gid,
             size: meta.size,
-            alloc: meta.alloc,
+            alloc_kib: meta.alloc.div_ceil(1024).min(u64::from(u32::MAX)) as u32,
             mtime: meta.mtime,
             mtime_nsec: meta.mtime_nsec,
-            nlink: meta.nlink,
+            nlink: meta.nlink.min(u32::from(u16::MAX)) as u16,
             ino: meta.ino,
             extra,
         });
         self.arena.extend_from_slice(path);
+        self.sorted = false;
+    }
+
+    /// Appends a directory's entries (a small listing) and returns their range
+    /// (start, count) for [`order_by_dirs`](Self::order_by_dirs).
+    pub fn extend_from(&mut self, part: &Listing) -> (u32, u32) {
+        let start = self.entries.len() as u32;
+        for i in 0..part.len() {
+            self.push_copy(part, i);
+        }
+        (start, part.len() as u32)
+    }
+
+    /// Puts the entries in component-wise order without a global sort and without a
+    /// second copy of the table: `ranges` gives each directory's entries (keyed by the
+    /// directory's path, `""` for the root). Each range is sorted by name — siblings
+    /// sort by name in [`path_cmp`] order — and a directory's entries are placed right
+    /// after the directory, which is exactly component-wise order. The entries are then
+    /// permuted in place; the extra memory is an index per entry.
+    pub fn order_by_dirs(&mut self, mut ranges: std::collections::HashMap<Vec<u8>, (u32, u32)>) {
+        let n = self.entries.len();
+        let mut order: Vec<u32> = Vec::with_capacity(n);
+        let sorted_range = |l: &Listing, (start, len): (u32, u32)| {
+            let mut idx: Vec<u32> = (start..start + len).collect();
+            idx.sort_unstable_by(|&a, &b| path_cmp(l.path(a as usize), l.path(b as usize)));
+            idx
+        };
+        // An explicit stack (a directory's sorted entries, next position): trees may be
+        // thousands of levels deep.
+        let mut stack: Vec<(Vec<u32>, usize)> = Vec::new();
+        if let Some(r) = ranges.remove(&b""[..]) {
+            stack.push((sorted_range(self, r), 0));
+        }
+        while let Some((idx, pos)) = stack.last_mut() {
+            let Some(&i) = idx.get(*pos) else {
+                stack.pop();
+                continue;
+            };
+            *pos += 1;
+            order.push(i);
+            if self.entries[i as usize].kind == Kind::Dir {
+                if let Some(r) = ranges.remove(self.path(i as usize)) {
+                    stack.push((sorted_range(self, r), 0));
+                }
+            }
+        }
+        if order.len() != n {
+            // Entries outside every range: fall back to a full sort.
+            self.sort();
+            return;
+        }
+        if !self.links.is_empty() {
+            let mut new_index = vec![0u32; n];
+            for (k, &old) in order.iter().enumerate() {
+                new_index[old as usize] = k as u32;
+            }
+            for l in &mut self.links {
+                l.0 = new_index[l.0 as usize];
+            }
+            self.links.sort_unstable_by_key(|l| l.0);
+        }
+        // Gather in place, cycle by cycle: position k takes the entry at order[k].
+        let mut done = vec![false; n];
+        for k in 0..n {
+            if done[k] {
+                continue;
+            }
+            let first = self.entries[k];
+            let mut cur = k;
+            loop {
+                done[cur] = true;
+                let from = order[cur] as usize;
+                if from == k {
+                    self.entries[cur] = first;
+                    break;
+                }
+                self.entries[cur] = self.entries[from];
+                cur = from;
+            }
+        }
+        self.sorted = true;
+    }
+
+    /// Copies entry `i` of `from` (with its path, side data and link record).
+    fn push_copy(&mut self, from: &Listing, i: usize) {
+        let e = from.entries[i];
+        let idx = self.entries.len() as u32;
+        let extra = match from.extra(i) {
+            Some(x) => {
+                self.extras.push(x.clone());
+                (self.extras.len() - 1) as u32
+            }
+            None => NONE,
+        };
+        if e.kind == Kind::File && e.nlink > 1 {
+            // A part's link records are in push order, so sorted by index.
+            if let Ok(k) = from.links.binary_search_by_key(&(i as u32), |l| l.0) {
+                let (_, dev, ino) = from.links[k];
+                self.links.push((idx, dev, ino));
+            }
+        }
+        self.entries.push(Entry {
+            path_off: self.arena.len() as u64,
+            extra,
+            ..e
+        });
+        self.arena.extend_from_slice(from.path(i));
         self.sorted = false;
     }
 
@@ -282,6 +401,7 @@ impl Listing {
             for l in &mut self.links {
                 l.0 = new_index[l.0 as usize];
             }
+            self.links.sort_unstable_by_key(|l| l.0);
         } else {
             self.entries
                 .sort_unstable_by(|a, b| path_cmp(path(a), path(b)));
@@ -362,6 +482,14 @@ impl Listing {
         }
         out.sort_unstable();
         out
+    }
+
+    /// Releases spare capacity (parts are kept until the listing is assembled).
+    pub fn shrink_to_fit(&mut self) {
+        self.arena.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.extras.shrink_to_fit();
+        self.links.shrink_to_fit();
     }
 
     /// Approximate heap bytes used (for the memory budget).

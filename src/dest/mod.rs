@@ -141,6 +141,10 @@ pub trait Destination: Sync {
     fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
     /// Discards a staged file that will not be committed.
     fn discard(&self, staged: &Staged);
+    /// Whether requests travel to another process (listing then overlaps local work).
+    fn is_remote(&self) -> bool {
+        false
+    }
     /// Why the destination can take no more requests (a lost connection), if so.
     fn broken(&self) -> Option<String> {
         None

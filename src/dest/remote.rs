@@ -529,6 +529,10 @@ impl Destination for RemoteDest {
         self.conn.failure()
     }
 
+    fn is_remote(&self) -> bool {
+        true
+    }
+
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
