@@ -206,13 +206,12 @@ pub fn xattrs_digest(x: &Xattrs) -> u64 {
 
 /// Lists the names in an open directory (without `.` and `..`).
 pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
-    let dup = rfs::openat(
-        dir,
-        c".",
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut d = rfs::Dir::read_from(&dup)?;
+    // A duplicate descriptor for the stream: cheaper than reopening ".", and the
+    // original stays usable for `*at` calls, which do not depend on the offset.
+    let dup = rustix::io::fcntl_dupfd_cloexec(dir, 0)?;
+    let mut d = rfs::Dir::new(dup)?;
+    // The offset is shared with `dir`: start from the beginning whatever was read before.
+    d.rewind();
     let mut names = Vec::new();
     while let Some(ent) = d.read() {
         let ent = ent?;
