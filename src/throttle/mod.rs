@@ -117,7 +117,9 @@ impl Throttle {
     /// Largest chunk of bytes one request should cover.
     pub fn chunk(&self) -> usize {
         match self.current() {
-            Some(b) => (b.burst as u64 * CELL) as usize,
+            // Half the burst: the bucket holds two chunks, so a worker that wakes a
+            // little late does not lose the tokens that accrued meanwhile.
+            Some(b) => (b.burst.div_ceil(2) as u64 * CELL) as usize,
             None => UNLIMITED_CHUNK,
         }
     }
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn chunks_fit_the_burst() {
         let t = Throttle::new(Some(20 << 20), None);
-        // 100 ms of 20 MiB/s.
-        assert_eq!(t.chunk(), 2048 * 1024);
+        // Half of 100 ms of 20 MiB/s.
+        assert_eq!(t.chunk(), 1024 * 1024);
     }
 }
