@@ -289,18 +289,9 @@ impl Run<'_> {
         } else if crate::fsutil::is_no_space(&e) {
             self.no_space(path);
         } else {
-            self.counters.problem(
-                ExitCode::DestIo,
-                format!(
-                    "{op} {}: {e}",
-                    escape(&tree::join(self.dest_root_name(), path))
-                ),
-            );
+            self.counters
+                .problem(ExitCode::DestIo, format!("{op} {}: {e}", escape(path)));
         }
-    }
-
-    fn dest_root_name(&self) -> &[u8] {
-        b""
     }
 
     fn no_space(&self, path: &[u8]) {

@@ -356,29 +356,6 @@ impl Listing {
         self.sorted = false;
     }
 
-    /// Appends all entries of `other` (unsorted).
-    pub fn append(&mut self, other: Listing) {
-        let base_off = self.arena.len() as u64;
-        let base_extra = self.extras.len() as u32;
-        let base_idx = self.entries.len() as u32;
-        self.arena.extend_from_slice(&other.arena);
-        self.extras.extend(other.extras);
-        self.links.extend(
-            other
-                .links
-                .into_iter()
-                .map(|(i, d, n)| (i + base_idx, d, n)),
-        );
-        self.entries.extend(other.entries.into_iter().map(|mut e| {
-            e.path_off += base_off;
-            if e.extra != NONE {
-                e.extra += base_extra;
-            }
-            e
-        }));
-        self.sorted = false;
-    }
-
     /// Sorts entries by [`path_cmp`]. Link records follow their entries.
     pub fn sort(&mut self) {
         let arena = &self.arena;
@@ -482,21 +459,6 @@ impl Listing {
         }
         out.sort_unstable();
         out
-    }
-
-    /// Releases spare capacity (parts are kept until the listing is assembled).
-    pub fn shrink_to_fit(&mut self) {
-        self.arena.shrink_to_fit();
-        self.entries.shrink_to_fit();
-        self.extras.shrink_to_fit();
-        self.links.shrink_to_fit();
-    }
-
-    /// Approximate heap bytes used (for the memory budget).
-    pub fn heap_bytes(&self) -> usize {
-        self.arena.capacity()
-            + self.entries.capacity() * std::mem::size_of::<Entry>()
-            + self.links.capacity() * 24
     }
 }
 

@@ -292,14 +292,19 @@ impl RemoteDest {
         &self.conn
     }
 
-    fn op(&self, op: FsOp) -> io::Result<()> {
-        let id = self.conn.id();
-        match self.conn.call(id, Request::Op { id, op })? {
+    /// Sends a request answered by `Done` and returns its result.
+    fn call_done(&self, id: u64, r: Request) -> io::Result<()> {
+        match self.conn.call(id, r)? {
             Reply::Done { result, .. } => result.map_err(from_wire),
             other => Err(self
                 .conn
                 .fail(format!("protocol error: unexpected answer {other:?}"))),
         }
+    }
+
+    fn op(&self, op: FsOp) -> io::Result<()> {
+        let id = self.conn.id();
+        self.call_done(id, Request::Op { id, op })
     }
 
     fn wait_staged(&self, id: u64, rx: &Receiver<Reply>) -> Result<Staged, PutError> {
@@ -696,12 +701,7 @@ impl Destination for RemoteDest {
     fn commit(&self, staged: &[Staged]) -> io::Result<()> {
         let id = self.conn.id();
         let staged = staged.iter().map(WireStaged::from).collect();
-        match self.conn.call(id, Request::Commit { id, staged })? {
-            Reply::Done { result, .. } => result.map_err(from_wire),
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
-        }
+        self.call_done(id, Request::Commit { id, staged })
     }
 
     fn discard(&self, staged: &Staged) {
@@ -763,12 +763,7 @@ impl Destination for RemoteDest {
 
     fn finish(&self) -> io::Result<()> {
         let id = self.conn.id();
-        match self.conn.call(id, Request::Finish { id })? {
-            Reply::Done { result, .. } => result.map_err(from_wire),
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
-        }
+        self.call_done(id, Request::Finish { id })
     }
 }
 
