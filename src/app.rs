@@ -6,6 +6,7 @@
 
 use std::ffi::OsString;
 use std::io::{IsTerminal, Read, Write};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::process::ChildStdout;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -389,6 +390,8 @@ impl Output for Notices<'_> {
 }
 
 fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
+    crate::fsutil::grow_pipe(std::io::stdin().as_fd());
+    crate::fsutil::grow_pipe(std::io::stdout().as_fd());
     let result = if a.send {
         serve_send(&a, interrupted)
     } else {

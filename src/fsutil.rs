@@ -223,6 +223,16 @@ pub fn read_dir_names(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
     Ok(names)
 }
 
+/// Pipe buffer asked for on the protocol's pipes: with the default 64 KiB a side that is
+/// busy writing a file stalls the ssh process feeding it after a few packets.
+pub const PIPE_BUFFER: usize = 1 << 20;
+
+/// Best effort: grows the kernel buffer of `fd` to [`PIPE_BUFFER`] if it is a pipe
+/// (not a pipe, or above the system's limit: left as it is).
+pub fn grow_pipe(fd: BorrowedFd<'_>) {
+    let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BUFFER);
+}
+
 /// Converts a rustix errno into io::Error (helper for `?` in io contexts).
 pub fn io_err(e: rustix::io::Errno) -> io::Error {
     e.into()

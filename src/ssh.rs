@@ -6,6 +6,7 @@
 //! interpreted. A host that starts with `-` is refused: ssh would take it as an option.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -108,13 +109,20 @@ impl RemoteShell {
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
-        c.spawn().map_err(|e| Error::Selection {
+        let child = c.spawn().map_err(|e| Error::Selection {
             path: PathBuf::from(host),
             what: format!(
                 "cannot start the remote shell {:?}: {e}; install ssh or pass --rsh",
                 c.get_program()
             ),
-        })
+        })?;
+        if let Some(i) = &child.stdin {
+            crate::fsutil::grow_pipe(i.as_fd());
+        }
+        if let Some(o) = &child.stdout {
+            crate::fsutil::grow_pipe(o.as_fd());
+        }
+        Ok(child)
     }
 }
 

@@ -17,7 +17,7 @@ use rayon::prelude::*;
 
 use crate::config::Options;
 use crate::dest::local::LocalDest;
-use crate::dest::{DataMode, Destination, PutError, SetMeta, Staged};
+use crate::dest::{DataMode, DataStats, Destination, PutError, SetMeta, Staged, Started};
 use crate::error::{Error, ExitCode, Result};
 use crate::plan::{self, ContentHasher, FileOp, FileSource, Hash, Plan, PlanOptions, Side};
 use crate::report::{escape, itemize, Counters, Report};
@@ -265,9 +265,13 @@ struct Run<'a> {
     bar: ProgressBar,
     files_total: u64,
     files_done: std::sync::atomic::AtomicU64,
+    /// For a remote destination: a wider pool for the phases that are one round trip
+    /// per entry (mkdir, links, metadata, deletes), so many requests are in flight.
+    /// Its threads only wait on answers; source files are read on the main pool.
+    wide: Option<rayon::ThreadPool>,
 }
 
-impl Run<'_> {
+impl<'a> Run<'a> {
     fn advance(&self, bytes: u64) {
         let n = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 32 == 0 || n == self.files_total {
@@ -275,6 +279,14 @@ impl Run<'_> {
                 .set_message(format!("{n}/{} files", self.files_total));
         }
         self.bar.inc(bytes);
+    }
+
+    /// Runs `f` on every item, in parallel (on the wide pool when there is one).
+    fn each<T: Sync>(&self, items: &[T], f: impl Fn(&T) + Sync + Send) {
+        match &self.wide {
+            Some(pool) => pool.install(|| items.par_iter().for_each(f)),
+            None => items.par_iter().for_each(f),
+        }
     }
 
     fn halted(&self) -> bool {
@@ -308,19 +320,20 @@ impl Run<'_> {
         }
     }
 
-    /// Produces one file's temporary copy, retrying once if the source changed.
-    fn stage(&self, op: &FileOp) -> Option<Staged> {
+    /// Starts one file's temporary copy, retrying once if the source changed; `None`
+    /// when the run is halted.
+    fn start(&self, op: &FileOp) -> Option<Result<Started<'a>, PutError>> {
         if self.halted() {
             return None;
         }
         let path = self.sl.path(op.src as usize);
         let e = self.sl.get(op.src as usize);
         let meta = set_meta_of(e, self.opts);
-        let result = match &op.from {
+        Some(match &op.from {
             FileSource::Local(from) => self
                 .dest
                 .stage_local_copy(path, from, &meta)
-                .map(|s| (s, Default::default())),
+                .map(|s| Started::Done(s, Default::default())),
             FileSource::Source { old } => {
                 let mode = if self.opts.delta && old.is_some() {
                     DataMode::Delta
@@ -338,14 +351,20 @@ impl Run<'_> {
                     };
                     match self
                         .dest
-                        .stage_file(path, &f, &meta, mode, self.opts.xattrs)
+                        .start_file(path, &f, &meta, mode, self.opts.xattrs)
                     {
                         Err(PutError::SourceChanged) if attempt == 0 => attempt += 1,
                         r => break r,
                     }
                 }
             }
-        };
+        })
+    }
+
+    /// Counts a started file once its temporary copy is written (or failed).
+    fn settle(&self, op: &FileOp, result: Result<(Staged, DataStats), PutError>) -> Option<Staged> {
+        let path = self.sl.path(op.src as usize);
+        let e = self.sl.get(op.src as usize);
         match result {
             Ok((staged, stats)) => {
                 let c = &self.counters;
@@ -408,9 +427,15 @@ impl Run<'_> {
                 bytes += self.sl.get(ops[end].src as usize).size;
                 end += 1;
             }
-            let staged: Vec<Staged> = ops[start..end]
+            // Start every file of the batch, then collect the answers in order: a
+            // remote destination answers while later files are still being sent.
+            let started: Vec<(&FileOp, Result<Started<'a>, PutError>)> = ops[start..end]
                 .par_iter()
-                .filter_map(|op| self.stage(op))
+                .filter_map(|op| Some((op, self.start(op)?)))
+                .collect();
+            let staged: Vec<Staged> = started
+                .into_iter()
+                .filter_map(|(op, r)| self.settle(op, r.and_then(Started::finish)))
                 .collect();
             if self.halted() {
                 for s in &staged {
@@ -455,7 +480,7 @@ impl Run<'_> {
             if self.halted() {
                 return;
             }
-            level.par_iter().for_each(|t| f(t));
+            self.each(&level, |t| f(t));
         }
     }
 
@@ -486,7 +511,7 @@ impl Run<'_> {
                 }
             },
         );
-        plan.moves.par_iter().for_each(|&(i, j)| {
+        self.each(&plan.moves, |&(i, j)| {
             let (to, from) = (sl.path(i as usize), dl.path(j as usize));
             let e = sl.get(i as usize);
             match dest
@@ -505,14 +530,14 @@ impl Run<'_> {
         if self.halted() {
             return;
         }
-        plan.links.par_iter().for_each(|&(i, l)| {
+        self.each(&plan.links, |&(i, l)| {
             let p = sl.path(i as usize);
             match dest.link(p, sl.path(l as usize)) {
                 Ok(()) => self.counters.add(&self.counters.linked, 1),
                 Err(e) => self.dest_error("hard link", p, e),
             }
         });
-        plan.symlinks.par_iter().for_each(|&i| {
+        self.each(&plan.symlinks, |&i| {
             let p = sl.path(i as usize);
             match dest.symlink(
                 p,
@@ -523,7 +548,7 @@ impl Run<'_> {
                 Err(e) => self.dest_error("symlink", p, e),
             }
         });
-        plan.specials.par_iter().for_each(|&i| {
+        self.each(&plan.specials, |&i| {
             let p = sl.path(i as usize);
             match dest.mknod(
                 p,
@@ -534,7 +559,7 @@ impl Run<'_> {
                 Err(e) => self.dest_error("mknod", p, e),
             }
         });
-        plan.meta.par_iter().for_each(|&(i, _)| {
+        self.each(&plan.meta, |&(i, _)| {
             let p = sl.path(i as usize);
             match dest.set_meta(p, &set_meta_of(sl.get(i as usize), opts)) {
                 Ok(()) => self.counters.add(&self.counters.meta, 1),
@@ -549,7 +574,7 @@ impl Run<'_> {
             .deletes
             .iter()
             .partition(|&&j| dl.get(j as usize).kind == Kind::Dir);
-        others.par_iter().for_each(|&j| {
+        self.each(&others, |&j| {
             let p = dl.path(j as usize);
             match dest.remove(p, dl.get(j as usize).kind) {
                 Ok(()) => self.counters.add(&self.counters.deleted, 1),
@@ -631,6 +656,24 @@ pub struct Target<'a> {
     pub dest: Option<&'a dyn Destination>,
     pub name: &'a Path,
     pub throttle: Arc<Throttle>,
+}
+
+/// Requests in flight per worker in the round-trip-bound phases of a remote run.
+const REMOTE_FANOUT: usize = 8;
+
+fn wide_pool(dest: &dyn Destination, opts: &Options) -> Option<rayon::ThreadPool> {
+    if !dest.is_remote() {
+        return None;
+    }
+    let priority = opts.priority;
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1) * REMOTE_FANOUT)
+        .thread_name(|i| format!("fsync-repl-wait-{i}"))
+        .start_handler(move |_| {
+            let _ = priority.apply_to_current_thread();
+        })
+        .build()
+        .ok()
 }
 
 /// Replicates the local directory `src` into any destination, on a pool of `opts.jobs`
@@ -875,6 +918,7 @@ fn push_in_pool(
         bar,
         files_total,
         files_done: Default::default(),
+        wide: wide_pool(dest, opts),
     };
     run.execute(&plan);
     if !run.halted() {

@@ -96,6 +96,27 @@ pub struct Staged {
     pub name: Vec<u8>,
 }
 
+/// A file whose data has been handed to the destination.
+pub enum Started<'a> {
+    /// The temporary file is written.
+    Done(Staged, DataStats),
+    /// The data is on its way; `wait` returns once the far side has written it.
+    Waiting {
+        stats: DataStats,
+        wait: Box<dyn FnOnce() -> Result<Staged, PutError> + Send + 'a>,
+    },
+}
+
+impl Started<'_> {
+    /// Waits for the temporary file.
+    pub fn finish(self) -> Result<(Staged, DataStats), PutError> {
+        match self {
+            Started::Done(s, stats) => Ok((s, stats)),
+            Started::Waiting { stats, wait } => wait().map(|s| (s, stats)),
+        }
+    }
+}
+
 /// The operations the transfer runs against a destination. Paths are relative to the
 /// root, validated, and never contain `.` or `..` components.
 pub trait Destination: Sync {
@@ -122,6 +143,19 @@ pub trait Destination: Sync {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError>;
+    /// Like `stage_file`, but may return as soon as the data is sent, before the far
+    /// side has answered, so that a slow link carries many files at once.
+    fn start_file(
+        &self,
+        rel: &[u8],
+        src: &crate::source::SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<Started<'_>, PutError> {
+        self.stage_file(rel, src, meta, mode, xattrs)
+            .map(|(s, stats)| Started::Done(s, stats))
+    }
     /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)
         -> Result<Staged, PutError>;

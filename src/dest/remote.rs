@@ -17,7 +17,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
+use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged, Started};
 use crate::delta;
 use crate::fsutil;
 use crate::plan::Hash;
@@ -152,6 +152,28 @@ impl Conn {
                 .map_err(|e| self.fail(format!("writing to the remote side: {e}")))?;
         }
         Ok(())
+    }
+
+    /// Sends a chunk of file data (compressed when that pays and `compress` is set).
+    fn send_data(&self, id: u64, offset: u64, data: &[u8], compress: bool) -> io::Result<()> {
+        if compress {
+            let (data, zstd) = frame::pack(data.to_vec(), true);
+            return self.send_req(
+                Request::Data {
+                    id,
+                    offset,
+                    zstd,
+                    data,
+                },
+                false,
+            );
+        }
+        if let Some(d) = self.failure() {
+            return Err(io_proto(d));
+        }
+        let mut w = lock(&self.writer);
+        frame::write_data_frame(&mut *w, id, offset, false, data)
+            .map_err(|e| self.fail(e.to_string()))
     }
 
     fn send_req(&self, r: Request, flush: bool) -> io::Result<()> {
@@ -352,17 +374,8 @@ impl RemoteDest {
                     return Err(PutError::SourceChanged);
                 }
                 self.throttle.bytes(n as u64);
-                let (data, zstd) = frame::pack(buf[..n].to_vec(), self.compress);
                 self.conn
-                    .send_req(
-                        Request::Data {
-                            id,
-                            offset: off,
-                            zstd,
-                            data,
-                        },
-                        false,
-                    )
+                    .send_data(id, off, &buf[..n], self.compress)
                     .map_err(|e| PutError::Dest { op: "send", err: e })?;
                 off += n as u64;
                 sent += n as u64;
@@ -443,9 +456,23 @@ impl RemoteDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
+        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
+        Ok((self.wait_staged(id, &rx)?, stats))
+    }
+
+    /// Sends one file (its data or deltas, then its metadata); the far side's `Staged`
+    /// answer arrives on the returned receiver.
+    fn send_file(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(u64, Receiver<Reply>, DataStats), PutError> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
-        let want_delta = mode == DataMode::Delta && src.size >= DELTA_MIN && !src.sparse;
+        let want_delta = !Self::sends_whole(src, mode);
         let wmode = if want_delta {
             WireMode::Delta
         } else {
@@ -516,8 +543,12 @@ impl RemoteDest {
                 true,
             )
             .map_err(send_err)?;
-        let staged = self.wait_staged(id, &rx)?;
-        Ok((staged, stats))
+        Ok((id, rx, stats))
+    }
+
+    /// Whether `stage_once` would send the file whole (no signature round trip).
+    fn sends_whole(src: &SourceFile, mode: DataMode) -> bool {
+        !(mode == DataMode::Delta && src.size >= DELTA_MIN && !src.sparse)
     }
 }
 
@@ -674,6 +705,28 @@ impl Destination for RemoteDest {
             }
             r => r,
         }
+    }
+
+    fn start_file(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<Started<'_>, PutError> {
+        if !Self::sends_whole(src, mode) {
+            // A delta waits for signatures and may be resent whole: keep it in step.
+            return self
+                .stage_file(rel, src, meta, mode, xattrs)
+                .map(|(s, stats)| Started::Done(s, stats));
+        }
+        // Whole data needs no answer before the next file: many files are in flight.
+        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
+        Ok(Started::Waiting {
+            stats,
+            wait: Box::new(move || self.wait_staged(id, &rx)),
+        })
     }
 
     fn stage_local_copy(

@@ -127,6 +127,58 @@ pub fn write_frame<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), Prot
     Ok(())
 }
 
+/// Writes the frame of `ToReceiver::Request(Request::Data { id, offset, zstd, data })`
+/// straight from `data`, byte for byte what [`write_frame`] writes, without copying a
+/// chunk into a message and the message into a buffer first.
+pub fn write_data_frame(
+    w: &mut impl Write,
+    id: u64,
+    offset: u64,
+    zstd: bool,
+    data: &[u8],
+) -> Result<(), ProtoError> {
+    // postcard puts a byte string last as a varint length and the bytes: encode the
+    // message with no data, whose final byte is that length (0), and append.
+    let empty = super::ToReceiver::Request(super::Request::Data {
+        id,
+        offset,
+        zstd,
+        data: Vec::new(),
+    });
+    let mut head = [0u8; 48];
+    let used = postcard::to_slice(&empty, &mut head)
+        .map_err(|e| ProtoError::Bad(format!("encode: {e}")))?
+        .len();
+    let mut len = [0u8; 10];
+    let len = varint(data.len() as u64, &mut len);
+    let body = used - 1 + len.len() + data.len();
+    if body > MAX_FRAME as usize {
+        return Err(ProtoError::Bad(format!(
+            "frame of {body} bytes is too large"
+        )));
+    }
+    w.write_all(&(body as u32).to_le_bytes())?;
+    w.write_all(&head[..used - 1])?;
+    w.write_all(len)?;
+    w.write_all(data)?;
+    Ok(())
+}
+
+/// postcard's unsigned varint (LEB128) of `v` in `buf`.
+fn varint(mut v: u64, buf: &mut [u8; 10]) -> &[u8] {
+    let mut n = 0;
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            buf[n] = byte;
+            return &buf[..=n];
+        }
+        buf[n] = byte | 0x80;
+        n += 1;
+    }
+}
+
 /// Decodes one frame; `Ok(None)` at a clean end of stream between frames.
 pub fn read_frame<T: DeserializeOwned, R: Read + ?Sized>(
     r: &mut R,
@@ -150,11 +202,12 @@ pub fn read_frame<T: DeserializeOwned, R: Read + ?Sized>(
         )));
     }
     buf.clear();
-    buf.resize(len as usize, 0);
-    r.read_exact(buf).map_err(|e| match e.kind() {
-        io::ErrorKind::UnexpectedEof => ProtoError::Bad("truncated frame".into()),
-        _ => ProtoError::Io(e),
-    })?;
+    // Read without zero-filling the buffer first (a data frame is a megabyte).
+    buf.reserve(len as usize);
+    let got = r.take(u64::from(len)).read_to_end(buf)?;
+    if got < len as usize {
+        return Err(ProtoError::Bad("truncated frame".into()));
+    }
     decode(buf).map(Some)
 }
 
@@ -168,6 +221,30 @@ mod tests {
     use super::super::{FsOp, Reply, Request, ToReceiver, WireKind};
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn data_frames_match_the_generic_encoder() {
+        for len in [0usize, 1, 127, 128, 300, 16383, 16384, DATA_CHUNK] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            for (id, offset, zstd) in [(1, 0, false), (u64::MAX, 1 << 40, true)] {
+                let mut fast = Vec::new();
+                write_data_frame(&mut fast, id, offset, zstd, &data).unwrap();
+                let mut generic = Vec::new();
+                let msg = ToReceiver::Request(Request::Data {
+                    id,
+                    offset,
+                    zstd,
+                    data: data.clone(),
+                });
+                write_frame(&mut generic, &msg).unwrap();
+                assert_eq!(fast, generic, "len {len}");
+                let got: ToReceiver = read_frame(&mut &fast[..], &mut Vec::new())
+                    .unwrap()
+                    .unwrap();
+                assert_eq!(got, msg);
+            }
+        }
+    }
 
     #[test]
     fn frames_round_trip() {
