@@ -417,15 +417,12 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     }
     let root = root.as_path();
     let _ = opts.priority.apply_to_current_thread();
-    let dest = LocalDest::open(
-        root,
-        opts.fsync,
-        Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit)),
-        interrupted,
-    )
-    .map_err(|e| Error::Selection {
-        path: root.to_path_buf(),
-        what: format!("cannot open or create the destination: {e}"),
+    let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
+    let dest = LocalDest::open(root, opts.fsync, throttle.clone(), interrupted).map_err(|e| {
+        Error::Selection {
+            path: root.to_path_buf(),
+            what: format!("cannot open or create the destination: {e}"),
+        }
     })?;
     let epoch = Instant::now();
     let last = Arc::new(AtomicU64::new(0));
@@ -438,9 +435,32 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         last,
         epoch,
     };
+    // The far side's disk gets the same adaptive back-off as a local destination.
+    let stop = Arc::new(AtomicBool::new(false));
+    let devices = crate::throttle::adaptive::devices_of(&[root]);
+    let controller = opts
+        .adaptive
+        .filter(|_| !opts.dry_run && !devices.is_empty())
+        .map(|cfg| {
+            let (throttle, stop, priority) = (throttle.clone(), stop.clone(), opts.priority);
+            let verbose = opts.verbose > 0;
+            std::thread::spawn(move || {
+                let _ = priority.apply_to_current_thread();
+                let log = |m: String| {
+                    if verbose {
+                        eprintln!("fsync-repl serve: {m}");
+                    }
+                };
+                crate::throttle::adaptive::run(&throttle, cfg, &devices, &stop, &log)
+            })
+        });
     let mut receiver = Receiver::new(&dest, opts.min_free, Box::new(std::io::stdout().lock()));
     let result = receiver.run(&mut input, &mut |_| {}).map_err(proto);
     drop(receiver);
+    stop.store(true, Ordering::Relaxed);
+    if let Some(c) = controller {
+        let _ = c.join();
+    }
     if let Some(s) = stand_in {
         let _ = std::fs::remove_dir(s);
     }

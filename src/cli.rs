@@ -212,7 +212,8 @@ pub struct EngineArgs {
     )]
     pub nice: i32,
     /// Back off when other processes wait on the disk more than PCT% of the time
-    /// (measured from the kernel's I/O pressure, minus the tool's own waits).
+    /// (the kernel's I/O pressure minus the tool's own waits) or read more than 2 MiB/s
+    /// from the disks under SRC and DEST.
     #[arg(long, value_name = "PCT", default_value_t = 10.0)]
     pub max_io_pressure: f64,
     /// Never back off below this rate, so progress never stops.

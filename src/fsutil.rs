@@ -233,6 +233,19 @@ pub fn grow_pipe(fd: BorrowedFd<'_>) {
     let _ = rustix::pipe::fcntl_setpipe_size(fd, PIPE_BUFFER);
 }
 
+/// Starts writeback of a file's dirty pages now, without waiting for it. The writes are
+/// issued by the calling thread and so carry its I/O priority (idle by default), and
+/// they leave at the pace the file was written instead of in one burst at the next
+/// `syncfs`, which would be issued at normal priority by the kernel's flusher.
+pub fn start_writeback(fd: BorrowedFd<'_>) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain system call on a descriptor that stays open for its duration; no
+    // memory is passed. Failure only means the writeback starts later.
+    unsafe {
+        libc::sync_file_range(fd.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+    }
+}
+
 /// Converts a rustix errno into io::Error (helper for `?` in io contexts).
 pub fn io_err(e: rustix::io::Errno) -> io::Error {
     e.into()

@@ -201,17 +201,6 @@ fn canonical_dest(dest: &Path) -> std::path::PathBuf {
 
 /// Whether `path` (or its nearest existing ancestor) lives on a block device; virtual
 /// filesystems such as tmpfs have device major number 0.
-fn on_block_device(path: &Path) -> bool {
-    let mut p = Some(path);
-    while let Some(q) = p {
-        if let Ok(st) = rustix::fs::stat(q) {
-            return rustix::fs::major(st.st_dev) != 0;
-        }
-        p = q.parent();
-    }
-    true
-}
-
 fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
     match m.and_then(|m| m.extra.as_ref()) {
         Some(tree::Extra::Xattrs(d)) => *d,
@@ -703,12 +692,18 @@ pub fn push_to(
     // when this side's disk work touches a block device (not tmpfs; a remote DEST's disk
     // is another machine's).
     let remote = target.dest.is_some_and(|d| d.is_remote());
-    let on_disk = on_block_device(src) || (!remote && on_block_device(target.name));
-    let adaptive = opts.adaptive.filter(|_| !opts.dry_run && on_disk);
+    let devices = if remote {
+        crate::throttle::adaptive::devices_of(&[src])
+    } else {
+        crate::throttle::adaptive::devices_of(&[src, target.name])
+    };
+    let adaptive = opts
+        .adaptive
+        .filter(|_| !opts.dry_run && !devices.is_empty());
     pool.install(|| {
         std::thread::scope(|s| {
             let controller = adaptive.map(|cfg| {
-                let (throttle, stop) = (&throttle, &stop);
+                let (throttle, stop, devices) = (&throttle, &stop, &devices);
                 let log = move |m: String| {
                     if opts.verbose > 0 {
                         out.warn(&m);
@@ -716,7 +711,7 @@ pub fn push_to(
                 };
                 s.spawn(move || {
                     let _ = priority.apply_to_current_thread();
-                    crate::throttle::adaptive::run(throttle, cfg, stop, &log)
+                    crate::throttle::adaptive::run(throttle, cfg, devices, stop, &log)
                 })
             });
             let result = push_in_pool(opts, src, target, out, &interrupted);

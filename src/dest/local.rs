@@ -441,9 +441,13 @@ impl LocalDest {
             }
             self.apply_meta_fd(t.file.as_fd(), meta)
                 .map_err(PutError::dest("set metadata"))?;
-            if self.fsync == FsyncMode::File {
-                self.throttle.op();
-                t.file.sync_all().map_err(PutError::dest("fsync"))?;
+            match self.fsync {
+                FsyncMode::File => {
+                    self.throttle.op();
+                    t.file.sync_all().map_err(PutError::dest("fsync"))?;
+                }
+                FsyncMode::Batch => self.throttle.io(|| fsutil::start_writeback(t.file.as_fd())),
+                FsyncMode::None => {}
             }
             Ok(())
         })();

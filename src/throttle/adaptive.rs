@@ -1,17 +1,28 @@
-//! Adaptive back-off: AIMD on the byte rate, driven by the users' I/O stalls.
+//! Adaptive back-off: AIMD on the byte rate, driven by what other processes do on the
+//! disks under SRC and DEST.
 //!
-//! Every ~250 ms the controller samples the kernel's I/O pressure (the cumulative `some`
-//! stall time in /proc/pressure/io) and the time the tool's own workers spent inside disk
-//! reads and writes. System-wide pressure includes the tool's own stalls, so a
-//! controller that read it naively would throttle itself while the users are idle; the
-//! stall time that the tool's own I/O cannot explain is taken as the users' share:
+//! Every ~250 ms the controller takes two congestion signals and runs AIMD on the rate:
 //!
-//! `users = max(0, Δstall − Δown_io) / Δt`
+//! - **Other processes' reads** (the primary signal): the bytes the kernel read from the
+//!   devices under SRC and DEST (/proc/diskstats) minus the bytes this process read
+//!   (/proc/self/io `read_bytes`, which counts every read the block layer issued for it,
+//!   read-ahead and metadata included). Reads are what users wait for; their buffered
+//!   writes land in the page cache. More than [`Config::max_users_read`] per second
+//!   means someone is using the disk.
+//! - **The users' I/O stalls**: the kernel's cumulative `some` stall time
+//!   (/proc/pressure/io) minus the time the tool's own workers spent inside disk reads
+//!   and writes. Measured here, this alone misses a user running next to the tool: a
+//!   process doing synchronous I/O is stalled nearly all the time whether or not the tool
+//!   slows it, and with the tool at idle priority its own waits are as long as the
+//!   users' and cancel them out. It still catches stalls with no reads behind them.
 //!
-//! When that share exceeds `--max-io-pressure`, the rate is halved (never below
-//! `--min-rate`, so progress never stops); when it stays under half of it, the rate grows
-//! by a fixed step toward `--bwlimit`, or back to unlimited. The logic is a pure function
-//! of samples ([`Aimd::observe`]); the sampling thread is [`run`].
+//! When either signal says the disk is busy, the rate is halved (never below
+//! `--min-rate`, so progress never stops). A run starts at [`Config::start_rate`] and,
+//! while nothing has been seen, doubles each quiet sample (slow start); after a back-off
+//! it waits [`QUIET_SAMPLES`] quiet samples (~1 s) and then grows by a fixed step per
+//! quiet sample toward `--bwlimit`, or back to unlimited once the limit no longer
+//! binds. The logic is a pure function of samples ([`Aimd::observe`]); the sampling
+//! thread is [`run`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,6 +32,9 @@ use super::Throttle;
 /// Sampling period.
 pub const PERIOD: Duration = Duration::from_millis(250);
 
+/// Quiet samples in a row needed before the rate grows again after a back-off.
+pub const QUIET_SAMPLES: u32 = 4;
+
 /// Settings of the controller.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Config {
@@ -28,8 +42,12 @@ pub struct Config {
     pub max_rate: Option<u64>,
     /// The floor (`--min-rate`).
     pub min_rate: u64,
+    /// The rate a run starts at (capped by the ceiling, raised to the floor).
+    pub start_rate: u64,
     /// The users' stall share that triggers a back-off (`--max-io-pressure`, 0..1).
     pub max_pressure: f64,
+    /// Other processes' disk reads, bytes per second, that trigger a back-off.
+    pub max_users_read: u64,
     /// Additive increase per quiet sample, bytes per second.
     pub step: u64,
 }
@@ -39,8 +57,10 @@ impl Default for Config {
         Config {
             max_rate: None,
             min_rate: 1 << 20,
+            start_rate: 16 << 20,
             max_pressure: 0.10,
-            step: 8 << 20,
+            max_users_read: 2 << 20,
+            step: 16 << 20,
         }
     }
 }
@@ -56,13 +76,26 @@ pub struct Sample {
     pub own_io_us: u64,
     /// Cumulative bytes the tool moved.
     pub bytes: u64,
+    /// Cumulative bytes read from the watched devices by everyone (`None`: unknown).
+    pub disk_read: Option<u64>,
+    /// Cumulative bytes the block layer read for this process (`None`: unknown).
+    pub own_read: Option<u64>,
+}
+
+/// Why the disk counts as busy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cause {
+    /// Other processes read this many bytes per second from the disk.
+    Reads(u64),
+    /// Other processes waited on the disk for this share of the interval.
+    Stalls(f64),
 }
 
 /// A rate change and its cause.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Change {
-    /// The users waited on the disk for this share of the interval: back off.
-    Down { to: u64, users_pressure: f64 },
+    /// The disk is busy: back off.
+    Down { to: u64, cause: Cause },
     /// Quiet: speed up (`None`: unlimited again).
     Up { to: Option<u64> },
 }
@@ -73,15 +106,22 @@ pub struct Aimd {
     cfg: Config,
     rate: Option<u64>,
     prev: Option<Sample>,
+    /// No back-off yet: grow multiplicatively while quiet.
+    slow_start: bool,
+    /// Quiet samples in a row.
+    quiet: u32,
 }
 
 impl Aimd {
-    /// Starts at the ceiling (unlimited when there is none).
+    /// Starts at the start rate (the ceiling when that is lower).
     pub fn new(cfg: Config) -> Aimd {
+        let start = cfg.start_rate.max(cfg.min_rate);
         Aimd {
             cfg,
-            rate: cfg.max_rate,
+            rate: Some(cfg.max_rate.map_or(start, |m| m.min(start))),
             prev: None,
+            slow_start: true,
+            quiet: 0,
         }
     }
 
@@ -101,41 +141,76 @@ impl Aimd {
         Some(stall.saturating_sub(own).min(dt) as f64 / dt as f64)
     }
 
+    /// Bytes per second other processes read from the watched disks.
+    pub fn users_reads(prev: &Sample, now: &Sample) -> Option<u64> {
+        let dt = now.at.checked_sub(prev.at)?.as_secs_f64();
+        if dt <= 0.0 {
+            return None;
+        }
+        let all = now.disk_read?.saturating_sub(prev.disk_read?);
+        let own = now.own_read?.saturating_sub(prev.own_read?);
+        Some((all.saturating_sub(own) as f64 / dt) as u64)
+    }
+
     /// Feeds one sample; returns the rate change it causes, if any.
     pub fn observe(&mut self, now: Sample) -> Option<Change> {
         let prev = self.prev.replace(now)?;
-        let users = Self::users_pressure(&prev, &now)?;
+        let pressure = Self::users_pressure(&prev, &now);
+        let reads = Self::users_reads(&prev, &now);
+        if pressure.is_none() && reads.is_none() {
+            return None;
+        }
         let dt = (now.at - prev.at).as_secs_f64();
+        if dt <= 0.0 {
+            return None;
+        }
         let throughput = (now.bytes.saturating_sub(prev.bytes) as f64 / dt) as u64;
-        if users > self.cfg.max_pressure {
+        let busy = match (reads, pressure) {
+            (Some(r), _) if r > self.cfg.max_users_read => Some(Cause::Reads(r)),
+            (_, Some(p)) if p > self.cfg.max_pressure => Some(Cause::Stalls(p)),
+            _ => None,
+        };
+        if let Some(cause) = busy {
+            self.slow_start = false;
+            self.quiet = 0;
             // Halve what is in force, or, when unlimited, what was achieved.
-            let base = self.rate.unwrap_or(throughput.max(self.cfg.min_rate * 2));
+            let base = self
+                .rate
+                .unwrap_or(throughput.max(self.cfg.min_rate * 2))
+                .min(throughput.max(self.cfg.min_rate * 2));
             let to = (base / 2).max(self.cfg.min_rate);
             if self.rate == Some(to) {
                 return None;
             }
             self.rate = Some(to);
-            return Some(Change::Down {
-                to,
-                users_pressure: users,
-            });
+            return Some(Change::Down { to, cause });
         }
-        if users < self.cfg.max_pressure / 2.0 {
-            let r = self.rate?;
-            let next = r.saturating_add(self.cfg.step);
-            let to = match self.cfg.max_rate {
-                Some(max) => Some(next.min(max)),
-                // Without a ceiling, let go once the limit no longer binds.
-                None if next >= throughput.saturating_mul(4).max(256 << 20) => None,
-                None => Some(next),
-            };
-            if to == self.rate {
-                return None;
-            }
-            self.rate = to;
-            return Some(Change::Up { to });
+        let calm = reads.is_none_or(|r| r <= self.cfg.max_users_read / 2)
+            && pressure.is_none_or(|p| p < self.cfg.max_pressure / 2.0);
+        if !calm {
+            self.quiet = 0;
+            return None;
         }
-        None
+        self.quiet += 1;
+        let r = self.rate?;
+        let next = if self.slow_start {
+            r.saturating_mul(2)
+        } else if self.quiet >= QUIET_SAMPLES {
+            r.saturating_add(self.cfg.step)
+        } else {
+            return None;
+        };
+        let to = match self.cfg.max_rate {
+            Some(max) => Some(next.min(max)),
+            // Without a ceiling, let go once the limit no longer binds.
+            None if next >= throughput.saturating_mul(4).max(256 << 20) => None,
+            None => Some(next),
+        };
+        if to == self.rate {
+            return None;
+        }
+        self.rate = to;
+        Some(Change::Up { to })
     }
 }
 
@@ -154,44 +229,129 @@ fn parse_psi(text: &str) -> Option<u64> {
         .ok()
 }
 
-/// Runs the controller on `throttle` until `stop` is set; `log` receives each change.
-pub fn run(throttle: &Throttle, cfg: Config, stop: &AtomicBool, log: &dyn Fn(String)) -> u64 {
+/// Bytes read so far from the block devices `devs` (major, minor), from /proc/diskstats.
+pub fn read_disk_reads(devs: &[(u32, u32)]) -> Option<u64> {
+    if devs.is_empty() {
+        return None;
+    }
+    let text = std::fs::read_to_string("/proc/diskstats").ok()?;
+    parse_diskstats(&text, devs)
+}
+
+fn parse_diskstats(text: &str, devs: &[(u32, u32)]) -> Option<u64> {
+    let mut total = None;
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 6 {
+            continue;
+        }
+        let (Ok(major), Ok(minor)) = (f[0].parse::<u32>(), f[1].parse::<u32>()) else {
+            continue;
+        };
+        if devs.contains(&(major, minor)) {
+            // Field 6: sectors read, always in 512-byte units.
+            let sectors: u64 = f[5].parse().ok()?;
+            total = Some(total.unwrap_or(0) + sectors * 512);
+        }
+    }
+    total
+}
+
+/// Bytes the block layer has read for this process (/proc/self/io `read_bytes`).
+pub fn read_own_reads() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/io").ok()?;
+    parse_self_io(&text)
+}
+
+fn parse_self_io(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("read_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The block devices (major, minor) holding `paths` (tmpfs and other virtual
+/// filesystems have none), without duplicates.
+pub fn devices_of(paths: &[&std::path::Path]) -> Vec<(u32, u32)> {
+    let mut devs = Vec::new();
+    for path in paths {
+        let mut p = Some(*path);
+        while let Some(q) = p {
+            if let Ok(st) = rustix::fs::stat(q) {
+                let d = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+                if d.0 != 0 && !devs.contains(&d) {
+                    devs.push(d);
+                }
+                break;
+            }
+            p = q.parent();
+        }
+    }
+    devs
+}
+
+fn describe(change: Change) -> String {
+    let human = crate::report::human_bytes;
+    match change {
+        Change::Down {
+            to,
+            cause: Cause::Reads(r),
+        } => format!(
+            "rate {}/s: other processes read {}/s from the disk",
+            human(to),
+            human(r)
+        ),
+        Change::Down {
+            to,
+            cause: Cause::Stalls(p),
+        } => format!(
+            "rate {}/s: other processes waited on the disk {:.0}% of the time",
+            human(to),
+            p * 100.0
+        ),
+        Change::Up { to: Some(to) } => format!("rate {}/s: the disk is quiet", human(to)),
+        Change::Up { to: None } => "rate unlimited: the disk is quiet".to_string(),
+    }
+}
+
+/// Runs the controller on `throttle` until `stop` is set, watching the block devices
+/// `devs`; `log` receives each change. Returns the number of changes.
+pub fn run(
+    throttle: &Throttle,
+    cfg: Config,
+    devs: &[(u32, u32)],
+    stop: &AtomicBool,
+    log: &dyn Fn(String),
+) -> u64 {
     let start = Instant::now();
     let mut aimd = Aimd::new(cfg);
-    let mut changes = 0;
-    if read_psi().is_none() {
-        log(
-            "adaptive back-off off: this kernel reports no I/O pressure (/proc/pressure/io)".into(),
-        );
+    let sample = || Sample {
+        at: start.elapsed(),
+        stall_us: read_psi(),
+        own_io_us: throttle.io_time().as_micros() as u64,
+        bytes: throttle.total_bytes(),
+        disk_read: read_disk_reads(devs),
+        own_read: read_own_reads(),
+    };
+    let first = sample();
+    if first.stall_us.is_none() && (first.disk_read.is_none() || first.own_read.is_none()) {
+        log("adaptive back-off off: this kernel reports neither I/O pressure (/proc/pressure/io) nor disk and process I/O counters".into());
         return 0;
     }
+    aimd.observe(first);
+    throttle.set_rate(aimd.rate());
+    let mut changes = 0;
     while !stop.load(Ordering::Relaxed) {
-        let sample = Sample {
-            at: start.elapsed(),
-            stall_us: read_psi(),
-            own_io_us: throttle.io_time().as_micros() as u64,
-            bytes: throttle.total_bytes(),
-        };
-        if let Some(change) = aimd.observe(sample) {
-            changes += 1;
-            throttle.set_rate(aimd.rate());
-            log(match change {
-                Change::Down { to, users_pressure } => format!(
-                    "rate {}/s: other processes waited on the disk {:.0}% of the time",
-                    crate::report::human_bytes(to),
-                    users_pressure * 100.0
-                ),
-                Change::Up { to: Some(to) } => format!(
-                    "rate {}/s: the disk is quiet",
-                    crate::report::human_bytes(to)
-                ),
-                Change::Up { to: None } => "rate unlimited: the disk is quiet".to_string(),
-            });
-        }
         // Sleep in short steps so the end of the run is not delayed.
         let until = Instant::now() + PERIOD;
         while Instant::now() < until && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(change) = aimd.observe(sample()) {
+            changes += 1;
+            throttle.set_rate(aimd.rate());
+            log(describe(change));
         }
     }
     changes
@@ -203,108 +363,214 @@ mod tests {
 
     const MIB: u64 = 1 << 20;
 
-    /// Samples every 250 ms with the given users' stall share, own I/O share and rate.
-    fn series(aimd: &mut Aimd, steps: &[(f64, f64)], moved_per_step: u64) -> Vec<Option<Change>> {
-        let mut stall = 0u64;
-        let mut own = 0u64;
-        let mut bytes = 0u64;
-        let mut out = Vec::new();
-        let start = aimd.prev.map_or(0, |p| p.at.as_micros() as u64 / 250_000);
-        if aimd.prev.is_none() {
-            aimd.observe(Sample {
+    /// One 250 ms step of synthetic load.
+    #[derive(Clone, Copy)]
+    struct Step {
+        /// Share of the step other processes spent stalled on I/O.
+        users_stall: f64,
+        /// Share of the step the tool's own workers spent in disk I/O.
+        own_io: f64,
+        /// Bytes per second other processes read from the disk.
+        users_read: u64,
+        /// Bytes the tool moved (and read from the disk) in the step.
+        moved: u64,
+    }
+
+    const QUIET: Step = Step {
+        users_stall: 0.0,
+        own_io: 0.0,
+        users_read: 0,
+        moved: 10 * MIB,
+    };
+
+    /// A foreground process doing synchronous random reads at 60 MiB/s: stalled nearly
+    /// all the time, like the tool's own idle-priority workers.
+    const SYNC_READER: Step = Step {
+        users_stall: 0.95,
+        own_io: 1.8,
+        users_read: 60 * MIB,
+        moved: MIB / 4,
+    };
+
+    struct Feed {
+        aimd: Aimd,
+        now: Sample,
+    }
+
+    impl Feed {
+        fn new(cfg: Config) -> Feed {
+            let now = Sample {
                 at: Duration::ZERO,
                 stall_us: Some(0),
                 own_io_us: 0,
                 bytes: 0,
-            });
-        } else if let Some(p) = aimd.prev {
-            stall = p.stall_us.unwrap_or(0);
-            own = p.own_io_us;
-            bytes = p.bytes;
+                disk_read: Some(0),
+                own_read: Some(0),
+            };
+            let mut aimd = Aimd::new(cfg);
+            aimd.observe(now);
+            Feed { aimd, now }
         }
-        for (k, &(users, mine)) in steps.iter().enumerate() {
-            // The kernel's "some" stall counts time when anyone waits: at least the
-            // larger of the two shares.
-            stall += (250_000.0 * users.max(mine).max(users + mine).min(1.0)) as u64;
-            own += (250_000.0 * mine) as u64;
-            bytes += moved_per_step;
-            let at = Duration::from_micros((start + k as u64 + 1) * 250_000);
-            out.push(aimd.observe(Sample {
-                at,
-                stall_us: Some(stall),
-                own_io_us: own,
-                bytes,
-            }));
+
+        fn run(&mut self, steps: &[Step]) -> Vec<Option<Change>> {
+            steps
+                .iter()
+                .map(|s| {
+                    let n = &mut self.now;
+                    n.at += PERIOD;
+                    // The kernel's "some" stall: at least the larger of the two shares.
+                    let mine = s.own_io.min(1.0);
+                    *n.stall_us.as_mut().unwrap() += (250_000.0
+                        * s.users_stall.max(mine).max(s.users_stall + mine).min(1.0))
+                        as u64;
+                    n.own_io_us += (250_000.0 * s.own_io) as u64;
+                    n.bytes += s.moved;
+                    *n.own_read.as_mut().unwrap() += s.moved;
+                    *n.disk_read.as_mut().unwrap() += s.moved + s.users_read / 4;
+                    self.aimd.observe(*n)
+                })
+                .collect()
         }
-        out
+
+        fn rate(&self) -> Option<u64> {
+            self.aimd.rate()
+        }
+    }
+
+    fn unlimited(cfg: Config) -> Feed {
+        let mut f = Feed::new(cfg);
+        f.run(&[QUIET; 8]);
+        assert_eq!(f.rate(), None, "slow start ends unlimited on a quiet disk");
+        f
     }
 
     #[test]
-    fn the_tools_own_stalls_do_not_throttle_it() {
-        let mut a = Aimd::new(Config::default());
-        // Users idle; the tool itself waits on the disk 90% of the time.
-        let changes = series(&mut a, &[(0.0, 0.9); 20], 100 * MIB);
-        assert!(changes.iter().all(|c| c.is_none()), "{changes:?}");
-        assert_eq!(a.rate(), None);
+    fn slow_start_doubles_from_the_start_rate_then_lets_go() {
+        let mut f = Feed::new(Config::default());
+        assert_eq!(f.rate(), Some(16 * MIB));
+        let c = f.run(&[QUIET; 5]);
+        assert_eq!(c[0], Some(Change::Up { to: Some(32 * MIB) }));
+        assert_eq!(c[1], Some(Change::Up { to: Some(64 * MIB) }));
+        assert_eq!(f.rate(), None);
     }
 
     #[test]
-    fn sustained_user_load_halves_down_to_the_floor_and_never_stops() {
-        let mut a = Aimd::new(Config {
+    fn the_start_rate_respects_the_ceiling_and_the_floor() {
+        let f = Feed::new(Config {
+            max_rate: Some(8 * MIB),
+            ..Config::default()
+        });
+        assert_eq!(f.rate(), Some(8 * MIB));
+        let f = Feed::new(Config {
+            min_rate: 32 * MIB,
+            ..Config::default()
+        });
+        assert_eq!(f.rate(), Some(32 * MIB));
+    }
+
+    #[test]
+    fn the_tools_own_io_does_not_throttle_it() {
+        let mut f = unlimited(Config::default());
+        // Users idle; the tool waits on the disk 90% of the time and reads 40 MiB/s.
+        let own = Step {
+            own_io: 0.9,
+            ..QUIET
+        };
+        let c = f.run(&[own; 20]);
+        assert!(c.iter().all(|c| c.is_none()), "{c:?}");
+        assert_eq!(f.rate(), None);
+    }
+
+    #[test]
+    fn a_synchronous_reader_is_seen_by_its_reads_though_stalls_cancel_out() {
+        let mut f = unlimited(Config::default());
+        // Stall share minus own I/O time says nothing here...
+        let prev = f.now;
+        let reader = Step {
+            moved: 8 * MIB, // the tool still moves 32 MiB/s
+            ..SYNC_READER
+        };
+        let c = f.run(&[reader]);
+        assert_eq!(Aimd::users_pressure(&prev, &f.now), Some(0.0));
+        // ...but its reads back the tool off, halving down to the floor.
+        assert!(
+            matches!(c[0], Some(Change::Down { to, cause: Cause::Reads(r) }) if r == 60 * MIB && to == 16 * MIB),
+            "{c:?}"
+        );
+        f.run(&[SYNC_READER; 12]);
+        assert_eq!(f.rate(), Some(MIB), "floor reached, never zero");
+    }
+
+    #[test]
+    fn stalls_without_reads_also_back_off() {
+        let mut f = unlimited(Config::default());
+        let writer = Step {
+            users_stall: 0.5,
+            own_io: 0.1,
+            ..QUIET
+        };
+        let c = f.run(&[writer]);
+        assert!(matches!(
+            c[0],
+            Some(Change::Down {
+                to,
+                cause: Cause::Stalls(p)
+            }) if to == 20 * MIB && (p - 0.5).abs() < 0.01
+        ));
+    }
+
+    #[test]
+    fn recovery_waits_for_a_quiet_second_then_is_additive_up_to_the_ceiling() {
+        let mut f = Feed::new(Config {
             max_rate: Some(64 * MIB),
             ..Config::default()
         });
-        series(&mut a, &[(0.5, 0.1); 12], 10 * MIB);
-        assert_eq!(a.rate(), Some(MIB), "floor reached, not zero");
-        // Further load keeps it at the floor.
-        let c = series(&mut a, &[(0.8, 0.0); 3], MIB);
-        assert!(c.iter().all(|c| c.is_none()));
-        assert_eq!(a.rate(), Some(MIB));
-    }
-
-    #[test]
-    fn a_spike_backs_off_once_then_recovery_is_additive_up_to_the_ceiling() {
-        let cfg = Config {
-            max_rate: Some(40 * MIB),
-            step: 8 * MIB,
-            ..Config::default()
+        f.run(&[QUIET; 3]);
+        assert_eq!(f.rate(), Some(64 * MIB));
+        let spike = Step {
+            moved: 16 * MIB,
+            ..SYNC_READER
         };
-        let mut a = Aimd::new(cfg);
-        let c = series(&mut a, &[(0.0, 0.2), (0.6, 0.2), (0.0, 0.2)], 10 * MIB);
-        assert_eq!(
-            c[1],
-            Some(Change::Down {
-                to: 20 * MIB,
-                users_pressure: c1_pressure(&c[1])
-            })
-        );
-        assert_eq!(c[2], Some(Change::Up { to: Some(28 * MIB) }));
-        series(&mut a, &[(0.0, 0.2); 5], 10 * MIB);
-        assert_eq!(a.rate(), Some(40 * MIB), "capped at --bwlimit");
-    }
-
-    fn c1_pressure(c: &Option<Change>) -> f64 {
-        match c {
-            Some(Change::Down { users_pressure, .. }) => *users_pressure,
-            _ => f64::NAN,
-        }
+        let c = f.run(&[spike]);
+        assert!(matches!(c[0], Some(Change::Down { to, .. }) if to == 32 * MIB));
+        // Three quiet samples: no change yet; the fourth adds one step.
+        let c = f.run(&[QUIET; 4]);
+        assert_eq!(&c[..3], &[None, None, None]);
+        assert_eq!(c[3], Some(Change::Up { to: Some(48 * MIB) }));
+        let c = f.run(&[QUIET; 3]);
+        assert_eq!(c[0], Some(Change::Up { to: Some(64 * MIB) }), "capped");
+        assert_eq!(&c[1..], &[None, None]);
     }
 
     #[test]
-    fn unlimited_backs_off_from_the_achieved_rate_and_lets_go_when_quiet() {
-        let mut a = Aimd::new(Config::default());
-        let c = series(&mut a, &[(0.5, 0.0)], 50 * MIB); // 200 MiB/s achieved
-        assert_eq!(
-            c[0].map(|c| matches!(c, Change::Down { to, .. } if to == 100 * MIB)),
-            Some(true)
-        );
-        // Quiet: grows by steps, then unlimited once far above what the disk gives.
-        series(&mut a, &[(0.0, 0.0); 40], 10 * MIB);
-        assert_eq!(a.rate(), None);
+    fn light_background_reads_change_nothing_and_noise_restarts_the_quiet_count() {
+        let mut f = Feed::new(Config {
+            max_rate: Some(64 * MIB),
+            ..Config::default()
+        });
+        f.run(&[SYNC_READER; 8]);
+        assert_eq!(f.rate(), Some(MIB));
+        let light = Step {
+            users_read: 3 * MIB / 2, // under the 2 MiB/s trigger, over half of it
+            ..QUIET
+        };
+        let c = f.run(&[QUIET, QUIET, QUIET, light, QUIET, QUIET, QUIET]);
+        assert!(c.iter().all(|c| c.is_none()), "{c:?}");
+        assert_eq!(f.run(&[QUIET])[0], Some(Change::Up { to: Some(17 * MIB) }));
     }
 
     #[test]
-    fn no_pressure_information_changes_nothing() {
+    fn unlimited_backs_off_from_the_achieved_rate() {
+        let mut f = unlimited(Config::default());
+        let c = f.run(&[Step {
+            moved: 50 * MIB, // 200 MiB/s achieved
+            ..SYNC_READER
+        }]);
+        assert!(matches!(c[0], Some(Change::Down { to, .. }) if to == 100 * MIB));
+    }
+
+    #[test]
+    fn no_information_changes_nothing() {
         let mut a = Aimd::new(Config {
             max_rate: Some(8 * MIB),
             ..Config::default()
@@ -315,6 +581,8 @@ mod tests {
                 stall_us: None,
                 own_io_us: 0,
                 bytes: 0,
+                disk_read: None,
+                own_read: Some(0),
             };
             assert_eq!(a.observe(s), None);
         }
@@ -322,9 +590,32 @@ mod tests {
     }
 
     #[test]
-    fn psi_lines_parse() {
+    fn kernel_counters_parse() {
         let t = "some avg10=0.00 avg60=0.15 avg300=0.20 total=19862653\nfull avg10=0.00 avg60=0.00 avg300=0.01 total=7858159\n";
         assert_eq!(parse_psi(t), Some(19_862_653));
         assert_eq!(parse_psi("garbage"), None);
+        let d = " 254       0 vda 9138 2771 1062450 4052 0 0 0 0 0 9200 4052 0 0 0 0 0 0\n 254       1 vda1 100 0 2000 10 0 0 0 0 0 10 10 0 0 0 0 0 0\n   7       0 loop0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0 0\n";
+        assert_eq!(parse_diskstats(d, &[(254, 0)]), Some(1_062_450 * 512));
+        assert_eq!(
+            parse_diskstats(d, &[(254, 0), (254, 1)]),
+            Some((1_062_450 + 2000) * 512)
+        );
+        assert_eq!(parse_diskstats(d, &[(8, 0)]), None);
+        let io = "rchar: 5\nwchar: 6\nsyscr: 1\nsyscw: 1\nread_bytes: 4096\nwrite_bytes: 0\ncancelled_write_bytes: 0\n";
+        assert_eq!(parse_self_io(io), Some(4096));
+    }
+
+    #[test]
+    fn this_machines_counters_are_readable() {
+        let devs = devices_of(&[std::path::Path::new("/")]);
+        if devs.is_empty() {
+            eprintln!("skipped: / is not on a block device here");
+            return;
+        }
+        assert!(
+            read_disk_reads(&devs).is_some(),
+            "{devs:?} not in /proc/diskstats"
+        );
+        assert!(read_own_reads().is_some());
     }
 }
