@@ -741,7 +741,7 @@ impl Destination for LocalDest {
         }
         if self.fsync == FsyncMode::Batch {
             self.throttle.op();
-            rfs::syncfs(&self.root)?;
+            self.throttle.io(|| rfs::syncfs(&self.root))?;
         }
         // Staged files come in path order: consecutive ones share their directory.
         let mut cur: Option<(&[u8], OwnedFd)> = None;
@@ -853,7 +853,7 @@ impl Destination for LocalDest {
     fn finish(&self) -> io::Result<()> {
         if self.fsync != FsyncMode::None {
             self.throttle.op();
-            rfs::syncfs(&self.root)?;
+            self.throttle.io(|| rfs::syncfs(&self.root))?;
         }
         Ok(())
     }

@@ -21,7 +21,8 @@
 //! while nothing has been seen, doubles each quiet sample (slow start); after a back-off
 //! it waits [`QUIET_SAMPLES`] quiet samples (~1 s) and then grows by a fixed step per
 //! quiet sample toward `--bwlimit`, or back to unlimited once the limit no longer
-//! binds. The logic is a pure function of samples ([`Aimd::observe`]); the sampling
+//! binds; after [`GONE_SAMPLES`] quiet samples (~2 s) the users count as gone and it
+//! doubles again, so a copy speeds up soon after they go quiet. The logic is a pure function of samples ([`Aimd::observe`]); the sampling
 //! thread is [`run`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,10 @@ pub const PERIOD: Duration = Duration::from_millis(250);
 
 /// Quiet samples in a row needed before the rate grows again after a back-off.
 pub const QUIET_SAMPLES: u32 = 4;
+
+/// Quiet samples in a row after which the users count as gone and the rate grows
+/// multiplicatively again (slow start).
+pub const GONE_SAMPLES: u32 = 8;
 
 /// Settings of the controller.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -192,6 +197,9 @@ impl Aimd {
             return None;
         }
         self.quiet += 1;
+        if self.quiet >= GONE_SAMPLES {
+            self.slow_start = true;
+        }
         let r = self.rate?;
         let next = if self.slow_start {
             r.saturating_mul(2)
@@ -540,6 +548,28 @@ mod tests {
         let c = f.run(&[QUIET; 3]);
         assert_eq!(c[0], Some(Change::Up { to: Some(64 * MIB) }), "capped");
         assert_eq!(&c[1..], &[None, None]);
+    }
+
+    #[test]
+    fn two_quiet_seconds_after_a_back_off_restart_the_doubling() {
+        let mut f = Feed::new(Config::default());
+        f.run(&[SYNC_READER; 10]);
+        assert_eq!(f.rate(), Some(MIB));
+        let c = f.run(&[QUIET; 9]);
+        let up = |to| Some(Change::Up { to });
+        let expect = [
+            None, // a quiet second first
+            None,
+            None,
+            up(Some(17 * MIB)), // then additive
+            up(Some(33 * MIB)),
+            up(Some(49 * MIB)),
+            up(Some(65 * MIB)),
+            up(Some(130 * MIB)), // two quiet seconds: doubling again
+            up(None),            // and let go
+        ];
+        assert_eq!(c, expect);
+        assert_eq!(f.rate(), None);
     }
 
     #[test]
