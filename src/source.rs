@@ -56,6 +56,13 @@ impl SourceFile {
         }
     }
 
+    /// Turns off the kernel's read-ahead for this file, so the disk reads only what the
+    /// throttle let through: with a large `read_ahead_kb` one throttled read of a big
+    /// file would otherwise pull megabytes past the limit.
+    pub fn no_readahead(&self) {
+        let _ = rustix::fs::fadvise(&self.file, 0, None, rustix::fs::Advice::Random);
+    }
+
     /// True if the file still looks as it did when opened (size, mtime, ctime).
     pub fn unchanged(&self) -> io::Result<bool> {
         let st = rustix::fs::fstat(&self.file)?;

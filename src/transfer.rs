@@ -258,6 +258,7 @@ struct Run<'a> {
     /// per entry (mkdir, links, metadata, deletes), so many requests are in flight.
     /// Its threads only wait on answers; source files are read on the main pool.
     wide: Option<rayon::ThreadPool>,
+    throttle: &'a Throttle,
 }
 
 impl<'a> Run<'a> {
@@ -338,6 +339,9 @@ impl<'a> Run<'a> {
                         }
                         Err(err) => break Err(PutError::Source(err)),
                     };
+                    if self.throttle.rate().is_some_and(|r| r < READAHEAD_RATE) {
+                        f.no_readahead();
+                    }
                     match self
                         .dest
                         .start_file(path, &f, &meta, mode, self.opts.xattrs)
@@ -647,6 +651,9 @@ pub struct Target<'a> {
     pub throttle: Arc<Throttle>,
 }
 
+/// Below this byte rate source files are read without the kernel's read-ahead.
+const READAHEAD_RATE: u64 = 64 << 20;
+
 /// Requests in flight per worker in the round-trip-bound phases of a remote run.
 const REMOTE_FANOUT: usize = 8;
 
@@ -914,6 +921,7 @@ fn push_in_pool(
         files_total,
         files_done: Default::default(),
         wide: wide_pool(dest, opts),
+        throttle: &throttle,
     };
     run.execute(&plan);
     if !run.halted() {

@@ -33,6 +33,11 @@ use super::Throttle;
 /// Sampling period.
 pub const PERIOD: Duration = Duration::from_millis(250);
 
+/// What one metadata operation (create, rename, link, unlink) costs of the byte budget
+/// while the controller holds the rate down: about a small random write's disk time at
+/// streaming speed.
+pub const OP_COST: u64 = 64 << 10;
+
 /// Quiet samples in a row needed before the rate grows again after a back-off.
 pub const QUIET_SAMPLES: u32 = 4;
 
@@ -350,6 +355,7 @@ pub fn run(
     aimd.observe(first);
     throttle.set_rate(aimd.rate());
     let mut changes = 0;
+    let held_down = |aimd: &Aimd| !aimd.slow_start;
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so the end of the run is not delayed.
         let until = Instant::now() + PERIOD;
@@ -359,6 +365,7 @@ pub fn run(
         if let Some(change) = aimd.observe(sample()) {
             changes += 1;
             throttle.set_rate(aimd.rate());
+            throttle.set_op_cost(if held_down(&aimd) { OP_COST } else { 0 });
             log(describe(change));
         }
     }

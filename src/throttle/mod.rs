@@ -54,6 +54,10 @@ pub struct Throttle {
     rate: AtomicU64,
     /// Metadata operations per second (`--iops-limit`).
     ops_limiter: Option<Limiter>,
+    /// Bytes of the byte budget each metadata operation also takes (0: none). The
+    /// adaptive controller sets it while it holds the rate down, so that a tree of
+    /// small files, cheap in bytes but not in disk time, backs off too.
+    op_cost: AtomicU64,
     clock: DefaultClock,
     bytes: AtomicU64,
     ops: AtomicU64,
@@ -84,6 +88,7 @@ impl Throttle {
             bucket: RwLock::new(rate.map(|r| Arc::new(bucket(r)))),
             rate: AtomicU64::new(rate.unwrap_or(0)),
             ops_limiter,
+            op_cost: AtomicU64::new(0),
             clock: DefaultClock::default(),
             bytes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
@@ -124,9 +129,19 @@ impl Throttle {
         }
     }
 
+    /// Makes every metadata operation also take `bytes` of the byte budget (0: none).
+    pub fn set_op_cost(&self, bytes: u64) {
+        self.op_cost.store(bytes, Ordering::Relaxed);
+    }
+
     /// Accounts for `n` bytes of disk I/O, blocking while over the rate.
     pub fn bytes(&self, n: u64) {
         self.bytes.fetch_add(n, Ordering::Relaxed);
+        self.spend(n);
+    }
+
+    /// Blocks until the byte bucket grants `n` bytes.
+    fn spend(&self, n: u64) {
         let Some(b) = self.current() else { return };
         let mut cells = n.div_ceil(CELL);
         while cells > 0 {
@@ -166,6 +181,10 @@ impl Throttle {
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
     pub fn op(&self) {
         self.ops.fetch_add(1, Ordering::Relaxed);
+        match self.op_cost.load(Ordering::Relaxed) {
+            0 => {}
+            cost => self.spend(cost),
+        }
         let Some(lim) = &self.ops_limiter else { return };
         while let Err(not_until) = lim.check() {
             let wait = not_until.wait_time_from(self.clock.now());
@@ -194,6 +213,27 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_operations_take_the_byte_budget_only_while_held_down() {
+        let t = Throttle::new(Some(1 << 20), None);
+        for _ in 0..4 {
+            t.op();
+        }
+        assert_eq!(
+            t.waited(),
+            Duration::ZERO,
+            "no cost set: ops are free of bytes"
+        );
+        t.set_op_cost(64 << 10);
+        // 4 x 64 KiB against a 1 MiB/s bucket holding ~100 KiB: someone must wait.
+        for _ in 0..4 {
+            t.op();
+        }
+        assert!(t.waited() > Duration::ZERO);
+        assert_eq!(t.total_bytes(), 0, "waiting for ops is not counted as data");
+        assert_eq!(t.total_ops(), 8);
+    }
 
     #[test]
     fn unlimited_counts_without_waiting() {
