@@ -2419,3 +2419,51 @@ fn pull_remote_output_lines_cannot_carry_terminal_escapes() {
     }
     a.check();
 }
+
+/// The receiver keeps its own free-space reserve whatever the sender planned: a peer
+/// that announces a file too big for ROOT's filesystem gets "no space" at once, and
+/// nothing is written (invariant 5 on the far side).
+#[test]
+fn serve_refuses_a_file_past_its_own_reserve() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("note: skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(mnt.path())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("note: skipped: mount -t tmpfs failed");
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.path());
+    let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
+    let mut s = Serve::connect(&a);
+    // 4000 KiB fit in the 4 MiB tmpfs, but not above the default reserve (5%).
+    let size = 4000 << 10;
+    s.send(begin(1, b"big", size, WireMode::Whole));
+    match s.next("Begin past the reserve") {
+        Reply::Staged {
+            id: 1,
+            result: Err(WireError::NoSpace),
+        } => {}
+        other => s.fail(&format!("expected no space for file 1, got {other:?}")),
+    }
+    // Data for the refused file is dropped, and the session goes on.
+    s.send(data(1, 0, &noise(2, 1 << 20)));
+    let st = s.stage(2, b"small", b"fits");
+    s.done_ok(commit(3, vec![st]));
+    assert_eq!(fs::read(a.root().join("small")).expect("small"), b"fits");
+    assert!(!a.root().join("big").exists());
+    drop(s);
+    a.check();
+}
