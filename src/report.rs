@@ -199,6 +199,17 @@ impl Report {
             human_bytes(self.bytes_cloned),
             self.elapsed_secs,
             human_bytes(self.throughput_bytes_per_sec as u64),
+        ) + &self.throttle_note()
+    }
+
+    /// `; throttled S s, N rate changes` when the throttle slowed the run.
+    fn throttle_note(&self) -> String {
+        if self.throttled_secs < 0.05 && self.rate_changes == 0 {
+            return String::new();
+        }
+        format!(
+            "; throttled {:.1} s (summed over workers), {} rate changes",
+            self.throttled_secs, self.rate_changes
         )
     }
 }

@@ -107,3 +107,29 @@ fn priorities_can_be_chosen_or_left_alone() {
         );
     }
 }
+
+#[test]
+fn the_summary_says_how_long_the_throttle_held_the_run() {
+    let src = Tree::new();
+    src.file("f", &vec![7u8; 3 << 20]);
+    let dst = Tree::new();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["push", "--bwlimit", "4M"])
+        .arg(src.path())
+        .arg(dst.join("r"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // 3 MiB read and written at 4 MiB/s, past a 0.4 MiB burst: the workers waited.
+    assert!(text.contains("; throttled "), "{text}");
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["push", "--json", "--bwlimit", "4M", "--checksum"])
+        .arg(src.path())
+        .arg(dst.join("r"))
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+    assert!(v["throttled_secs"].as_f64().is_some(), "{v}");
+    assert!(v["throughput_bytes_per_sec"].as_f64().is_some(), "{v}");
+}
