@@ -88,6 +88,8 @@ pub struct Options {
     pub batch_files: usize,
     /// Bytes per durability batch.
     pub batch_bytes: u64,
+    /// Only this part of both trees (set by watch mode for each batch; no flag).
+    pub scope: Option<std::sync::Arc<crate::scope::Scope>>,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             specials: root,
             batch_files: 2048,
             batch_bytes: 256 << 20,
+            scope: None,
         }
     }
 }

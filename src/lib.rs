@@ -18,6 +18,7 @@ pub mod plan;
 pub mod protocol;
 pub mod report;
 pub mod scan;
+pub mod scope;
 pub mod serve;
 pub mod source;
 pub mod space;

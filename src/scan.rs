@@ -19,6 +19,7 @@ use ignore::Match;
 use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil;
+use crate::scope::Scope;
 use crate::tree::{self, as_path, Kind, Listing};
 
 /// Name of the per-directory filter file.
@@ -44,6 +45,8 @@ pub struct ScanOptions {
     pub xattrs: bool,
     /// Each directory read counts as one metadata operation here (invariant 6).
     pub throttle: Option<std::sync::Arc<crate::throttle::Throttle>>,
+    /// Walk only this part of the tree (watch mode); `None`: all of it.
+    pub scope: Option<Arc<Scope>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -249,9 +252,14 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
             Err(e) => problem(ctx, &tree::join(&rel, IGNORE_FILE), &e),
         }
     }
+    let scope = ctx.opts.scope.as_deref();
+    let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
     for name in names {
         let path = tree::join(&rel, &name);
+        if !listed && !scope.is_some_and(|s| s.leads_to(&path)) {
+            continue;
+        }
         let meta = match fsutil::meta_at(dir.as_fd(), &name) {
             Ok(Some(mut m)) => {
                 if ctx.opts.xattrs && matches!(m.kind, Kind::File | Kind::Dir) {
@@ -277,7 +285,9 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         {
             continue;
         }
-        let descend = is_dir && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev);
+        let descend = is_dir
+            && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev)
+            && scope.is_none_or(|s| s.descends(&path));
         local.push(&path, meta);
         if descend {
             let chain = chain.clone();

@@ -711,6 +711,7 @@ fn push_in_pool(
         one_file_system: opts.one_file_system,
         xattrs: opts.xattrs,
         throttle: Some(throttle.clone()),
+        scope: opts.scope.clone(),
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -721,6 +722,8 @@ fn push_in_pool(
         xattrs: opts.xattrs,
         // The destination counts its own reads.
         throttle: None,
+        // Both sides cover exactly the same part, so deletes stay inside it.
+        scope: opts.scope.clone(),
     };
     let list_dest = || match dest {
         Some(d) => d.list(&dst_opts),
