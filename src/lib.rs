@@ -26,5 +26,6 @@ pub mod ssh;
 pub mod throttle;
 pub mod transfer;
 pub mod tree;
+pub mod watch;
 
 pub use error::{Error, ExitCode};

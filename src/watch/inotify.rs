@@ -1,0 +1,494 @@
+//! Recursive inotify watches on the source tree, converted into [`Event`]s.
+//!
+//! One thread owns the inotify descriptor. It only converts kernel events into changes
+//! of relative paths and hands them over a bounded channel; it never blocks on the
+//! consumer: when the channel is full, the directories the event makes dirty go into
+//! the shared `lost` set instead, and a kernel queue overflow (IN_Q_OVERFLOW) marks the
+//! whole tree. Nothing is dropped silently. A directory that appears (created or moved
+//! in) gets its watches first and is reported afterwards, so the batch that scans it
+//! sees whatever was created in it before its watch existed. A directory moved away
+//! loses its watches (a later move-in adds them back under the new name). When the
+//! kernel refuses more watches (ENOSPC), the directories left unwatched are collected,
+//! one warning names the sysctl to raise, and they are rescanned every `poll` interval
+//! (retrying the watches each time). Symlinks are never followed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsStr;
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
+
+use super::debounce::{dirty_of, Change, ChangeKind, Event};
+use crate::scope::Scope;
+use crate::tree::{is_within, join};
+
+const MASK: WatchFlags = WatchFlags::CREATE
+    .union(WatchFlags::DELETE)
+    .union(WatchFlags::MODIFY)
+    .union(WatchFlags::ATTRIB)
+    .union(WatchFlags::CLOSE_WRITE)
+    .union(WatchFlags::MOVED_FROM)
+    .union(WatchFlags::MOVED_TO)
+    .union(WatchFlags::DELETE_SELF)
+    .union(WatchFlags::MOVE_SELF)
+    .union(WatchFlags::DONT_FOLLOW)
+    .union(WatchFlags::ONLYDIR)
+    .union(WatchFlags::EXCL_UNLINK);
+
+/// A log line sink (the binary prints them).
+pub type Log = Arc<dyn Fn(String) + Send + Sync>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// State shared between the watcher thread and the consumer.
+#[derive(Debug, Default)]
+pub struct Shared {
+    /// Directories whose events did not fit the channel, or were lost by the kernel.
+    pub lost: Mutex<Scope>,
+    /// The kernel's queue overflowed since the consumer last looked.
+    pub overflowed: AtomicBool,
+    /// The channel was full since the consumer last looked.
+    pub channel_full: AtomicBool,
+    /// The watched root was deleted, moved or unmounted.
+    pub root_gone: AtomicBool,
+    /// Asks the thread to end.
+    pub stop: AtomicBool,
+    /// Directories (with their subtrees) that have no watch: the watch limit.
+    pub unwatched: Mutex<Scope>,
+    /// Watches in place.
+    pub watches: AtomicUsize,
+}
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    pub root: PathBuf,
+    /// Do not watch directories on other filesystems (`--one-file-system`).
+    pub one_file_system: bool,
+    /// How often the unwatched part is retried and rescanned.
+    pub poll: Duration,
+}
+
+/// The running watcher; dropping it stops the thread.
+pub struct Watcher {
+    thread: Option<JoinHandle<()>>,
+    pub shared: Arc<Shared>,
+}
+
+impl Watcher {
+    /// Watches the whole tree (before returning, so a scan started afterwards misses
+    /// nothing) and starts the thread that reports changes on `tx`.
+    pub fn start(cfg: WatchConfig, tx: SyncSender<Event>, log: Log) -> std::io::Result<Watcher> {
+        let fd = inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK)?;
+        let root_dev = std::fs::metadata(&cfg.root)?.dev_of();
+        let shared = Arc::new(Shared::default());
+        let mut tree = Tree {
+            fd,
+            cfg,
+            root_dev,
+            wd_path: HashMap::new(),
+            path_wd: BTreeMap::new(),
+            root_wd: -1,
+            warned: false,
+            shared: shared.clone(),
+            tx,
+            log,
+        };
+        tree.add_tree(b"");
+        tree.root_wd = tree.path_wd.get(&b""[..]).copied().unwrap_or(-1);
+        if tree.root_wd < 0 {
+            return Err(std::io::Error::other(
+                "cannot watch the source root (inotify refused it)",
+            ));
+        }
+        tree.warn_limit();
+        let thread = std::thread::Builder::new()
+            .name("fsync-repl-inotify".into())
+            .spawn(move || tree.run())?;
+        Ok(Watcher {
+            thread: Some(thread),
+            shared,
+        })
+    }
+
+    /// Stops the thread and waits for it.
+    pub fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+trait DevOf {
+    fn dev_of(&self) -> u64;
+}
+impl DevOf for std::fs::Metadata {
+    fn dev_of(&self) -> u64 {
+        std::os::unix::fs::MetadataExt::dev(self)
+    }
+}
+
+/// Converts one kernel event on directory `dir` into a change (`None`: not one that
+/// matters). `name` is the entry's name; without one, the event concerns `dir` itself.
+pub fn convert(dir: &[u8], name: Option<&[u8]>, mask: u32) -> Option<Change> {
+    let has = |f: ReadFlags| mask & f.bits() != 0;
+    let is_dir = has(ReadFlags::ISDIR);
+    let Some(name) = name.filter(|n| !n.is_empty()) else {
+        // The directory's own metadata changed: its entry in its parent.
+        return has(ReadFlags::ATTRIB).then(|| Change {
+            path: dir.to_vec(),
+            is_dir: true,
+            kind: ChangeKind::Attrib,
+        });
+    };
+    let kind = if has(ReadFlags::MOVED_FROM) {
+        ChangeKind::MovedFrom
+    } else if has(ReadFlags::MOVED_TO) {
+        ChangeKind::MovedTo
+    } else if has(ReadFlags::CREATE) {
+        ChangeKind::Created
+    } else if has(ReadFlags::DELETE) {
+        ChangeKind::Removed
+    } else if has(ReadFlags::MODIFY) || has(ReadFlags::CLOSE_WRITE) {
+        ChangeKind::Modified
+    } else if has(ReadFlags::ATTRIB) {
+        ChangeKind::Attrib
+    } else {
+        return None;
+    };
+    Some(Change {
+        path: join(dir, name),
+        is_dir,
+        kind,
+    })
+}
+
+struct Tree {
+    fd: OwnedFd,
+    cfg: WatchConfig,
+    root_dev: u64,
+    wd_path: HashMap<i32, Vec<u8>>,
+    path_wd: BTreeMap<Vec<u8>, i32>,
+    root_wd: i32,
+    warned: bool,
+    shared: Arc<Shared>,
+    tx: SyncSender<Event>,
+    log: Log,
+}
+
+impl Tree {
+    fn abs(&self, rel: &[u8]) -> PathBuf {
+        if rel.is_empty() {
+            self.cfg.root.clone()
+        } else {
+            self.cfg.root.join(OsStr::from_bytes(rel))
+        }
+    }
+
+    /// Watches `top` and every directory beneath it.
+    fn add_tree(&mut self, top: &[u8]) {
+        let mut stack = vec![top.to_vec()];
+        while let Some(rel) = stack.pop() {
+            let full = self.abs(&rel);
+            match inotify::add_watch(&self.fd, &full, MASK) {
+                Ok(wd) => {
+                    if let Some(old) = self.wd_path.insert(wd, rel.clone()) {
+                        self.path_wd.remove(&old);
+                    }
+                    self.path_wd.insert(rel.clone(), wd);
+                }
+                Err(rustix::io::Errno::NOSPC) => {
+                    lock(&self.shared.unwatched).add(&rel, true);
+                    continue;
+                }
+                // Vanished, or not a directory any more: its parent's events cover it.
+                Err(_) => continue,
+            }
+            let Ok(rd) = std::fs::read_dir(&full) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                // DirEntry::file_type does not follow symlinks.
+                if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                    continue;
+                }
+                if self.cfg.one_file_system
+                    && e.metadata().is_ok_and(|m| m.dev_of() != self.root_dev)
+                {
+                    continue;
+                }
+                stack.push(join(&rel, e.file_name().as_bytes()));
+            }
+        }
+        self.shared
+            .watches
+            .store(self.path_wd.len(), Ordering::Relaxed);
+    }
+
+    /// Removes the watches of `top` and its subtree (it moved away).
+    fn drop_tree(&mut self, top: &[u8]) {
+        let doomed: Vec<(Vec<u8>, i32)> = self
+            .path_wd
+            .range(top.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(top))
+            .filter(|(k, _)| is_within(k, top))
+            .map(|(k, &w)| (k.clone(), w))
+            .collect();
+        for (k, wd) in doomed {
+            self.path_wd.remove(&k);
+            self.wd_path.remove(&wd);
+            let _ = inotify::remove_watch(&self.fd, wd);
+        }
+        self.shared
+            .watches
+            .store(self.path_wd.len(), Ordering::Relaxed);
+    }
+
+    /// One loud warning when the watch limit left directories unwatched.
+    fn warn_limit(&mut self) {
+        if self.warned {
+            return;
+        }
+        let unwatched = lock(&self.shared.unwatched).clone();
+        if unwatched.is_empty() {
+            return;
+        }
+        self.warned = true;
+        let missing: usize = unwatched
+            .pairs()
+            .map(|(d, _)| count_dirs(&self.abs(d), self.cfg.one_file_system))
+            .sum();
+        let have = self.path_wd.len();
+        let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into());
+        (self.log)(format!(
+            "WARNING: the inotify watch limit is reached: fs.inotify.max_user_watches is {limit}, \
+             watching {} needs at least {} watches ({missing} directories have none). Changes \
+             there are found by a scan every {} s instead, so they reach the destination late. \
+             Raise the limit, e.g. sysctl fs.inotify.max_user_watches={}",
+            self.cfg.root.display(),
+            have + missing,
+            self.cfg.poll.as_secs(),
+            ((have + missing) * 2).max(8192),
+        ));
+    }
+
+    /// Hands an event over, or records its directories as lost when the channel is
+    /// full. False when the consumer is gone.
+    fn send(&self, ev: Event) -> bool {
+        match self.tx.try_send(ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(ev)) => {
+                let mut lost = lock(&self.shared.lost);
+                match &ev {
+                    Event::Change(c) => {
+                        for (d, r) in dirty_of(c) {
+                            lost.add(d, r);
+                        }
+                    }
+                    Event::Rescan(d) => lost.add(d, true),
+                }
+                self.shared.channel_full.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+
+    fn run(mut self) {
+        let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 10];
+        let mut last_poll = Instant::now();
+        while !self.shared.stop.load(Ordering::Relaxed) {
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+            if n > 0 {
+                let raw = self.read_events(&mut buf);
+                for (wd, mask, name) in raw {
+                    if !self.handle(wd, mask, name.as_deref()) {
+                        return;
+                    }
+                }
+            }
+            if last_poll.elapsed() >= self.cfg.poll && !lock(&self.shared.unwatched).is_empty() {
+                last_poll = Instant::now();
+                let dirs = std::mem::take(&mut *lock(&self.shared.unwatched));
+                for (d, _) in dirs.pairs() {
+                    self.add_tree(d);
+                }
+                for (d, _) in dirs.pairs() {
+                    if !self.send(Event::Rescan(d.to_vec())) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn read_events(&self, buf: &mut [MaybeUninit<u8>]) -> Vec<(i32, u32, Option<Vec<u8>>)> {
+        let mut out = Vec::new();
+        let mut reader = inotify::Reader::new(self.fd.as_fd(), buf);
+        loop {
+            match reader.next() {
+                Ok(e) => out.push((
+                    e.wd(),
+                    e.events().bits(),
+                    e.file_name().map(|n| n.to_bytes().to_vec()),
+                )),
+                Err(_) => break,
+            }
+            if reader.is_buffer_empty() {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Handles one kernel event; false when the consumer is gone.
+    fn handle(&mut self, wd: i32, mask: u32, name: Option<&[u8]>) -> bool {
+        let has = |f: ReadFlags| mask & f.bits() != 0;
+        if has(ReadFlags::QUEUE_OVERFLOW) {
+            lock(&self.shared.lost).add(b"", true);
+            self.shared.overflowed.store(true, Ordering::Relaxed);
+            return true;
+        }
+        if wd == self.root_wd
+            && name.is_none()
+            && (has(ReadFlags::DELETE_SELF) || has(ReadFlags::MOVE_SELF) || has(ReadFlags::UNMOUNT))
+        {
+            self.shared.root_gone.store(true, Ordering::Relaxed);
+            return true;
+        }
+        if has(ReadFlags::IGNORED) {
+            if let Some(p) = self.wd_path.remove(&wd) {
+                if self.path_wd.get(&p) == Some(&wd) {
+                    self.path_wd.remove(&p);
+                }
+            }
+            return true;
+        }
+        let Some(dir) = self.wd_path.get(&wd).cloned() else {
+            // A watch already dropped (its directory moved away).
+            return true;
+        };
+        if has(ReadFlags::UNMOUNT) {
+            return self.send(Event::Rescan(dir));
+        }
+        let Some(change) = convert(&dir, name, mask) else {
+            return true;
+        };
+        if change.is_dir {
+            match change.kind {
+                ChangeKind::Created | ChangeKind::MovedTo => {
+                    // Watch first, report after: the batch then scans what the new
+                    // directory already holds.
+                    self.add_tree(&change.path);
+                    self.warn_limit();
+                }
+                ChangeKind::MovedFrom => self.drop_tree(&change.path),
+                _ => {}
+            }
+        }
+        self.send(Event::Change(change))
+    }
+}
+
+/// Directories in the subtree at `path` (itself included), not following symlinks.
+fn count_dirs(path: &std::path::Path, one_fs: bool) -> usize {
+    walkdir::WalkDir::new(path)
+        .same_file_system(one_fs)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_dir())
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISDIR: u32 = libc::IN_ISDIR;
+
+    #[test]
+    fn kernel_events_convert_to_changes() {
+        use ChangeKind::*;
+        // (dir, name, mask, expected (path, is_dir, kind))
+        let table: &[(&str, Option<&str>, u32, Option<(&str, bool, ChangeKind)>)] = &[
+            ("", Some("f"), libc::IN_CREATE, Some(("f", false, Created))),
+            ("a", Some("f"), libc::IN_CLOSE_WRITE, Some(("a/f", false, Modified))),
+            ("a", Some("f"), libc::IN_MODIFY, Some(("a/f", false, Modified))),
+            ("a", Some("d"), libc::IN_CREATE | ISDIR, Some(("a/d", true, Created))),
+            ("a", Some("d"), libc::IN_MOVED_FROM | ISDIR, Some(("a/d", true, MovedFrom))),
+            ("a", Some("f"), libc::IN_MOVED_TO, Some(("a/f", false, MovedTo))),
+            ("a", Some("f"), libc::IN_DELETE, Some(("a/f", false, Removed))),
+            ("a", Some("f"), libc::IN_ATTRIB, Some(("a/f", false, Attrib))),
+            ("a/b", None, libc::IN_ATTRIB, Some(("a/b", true, Attrib))),
+            ("a/b", None, libc::IN_DELETE_SELF, None),
+            ("a", Some("f"), libc::IN_OPEN, None),
+        ];
+        for &(dir, name, mask, want) in table {
+            let got = convert(dir.as_bytes(), name.map(str::as_bytes), mask);
+            let want = want.map(|(p, d, k)| Change {
+                path: p.as_bytes().to_vec(),
+                is_dir: d,
+                kind: k,
+            });
+            assert_eq!(got, want, "{dir} {name:?} {mask:#x}");
+        }
+    }
+
+    #[test]
+    fn a_full_channel_records_directories_instead_of_dropping() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let mut w = Watcher::start(
+            WatchConfig {
+                root: dir.path().to_path_buf(),
+                one_file_system: false,
+                poll: Duration::from_secs(60),
+            },
+            tx,
+            Arc::new(|_| {}),
+        )
+        .unwrap();
+        for i in 0..20 {
+            std::fs::write(dir.path().join(format!("sub/f{i}")), b"x").unwrap();
+        }
+        std::fs::write(dir.path().join("top"), b"x").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let lost = lock(&w.shared.lost).clone();
+            if lost.lists(b"sub") && lost.lists(b"") {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lost set: {lost:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(w.shared.channel_full.load(Ordering::Relaxed));
+        assert!(rx.try_recv().is_ok(), "the first event went through");
+        w.stop();
+    }
+}
