@@ -254,7 +254,7 @@ mod tests {
             let now = t0 + ms(100 * i);
             let ready = d.ready(now);
             d.add(&ch("log", false, ChangeKind::Modified), now);
-            assert_eq!(ready, i > 10, "at {} ms", 100 * i);
+            assert_eq!(ready, i >= 10, "at {} ms", 100 * i);
         }
         assert_eq!(d.due(), Some(t0 + ms(1000)));
     }

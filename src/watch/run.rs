@@ -280,6 +280,7 @@ pub fn run(
         let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
         state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
         state.pending_dirs = deb.pending();
+        state.sessions = dest.sessions();
         state.unwatched_dirs = shared
             .unwatched
             .lock()

@@ -39,6 +39,8 @@ pub struct State {
     pub last_error_at: Option<u64>,
     /// Failed attempts since the last success.
     pub failures: u32,
+    /// Remote sessions started (1 unless a connection was lost; 0 for a local DEST).
+    pub sessions: u64,
     /// Directories left without an inotify watch (the watch limit); scanned periodically.
     pub unwatched_dirs: usize,
 }

@@ -1,0 +1,418 @@
+//! `fsync-repl watch`: real inotify, real files, a real process; local and remote DEST.
+//!
+//! Every test starts the watcher, waits for the initial push to converge, makes a
+//! change and polls (with a generous deadline) until DEST matches SRC again, then
+//! asserts what must hold on the way (renames stay renames, nothing is deleted when the
+//! source root vanishes, the session is reused, the state file says the truth).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// A running `fsync-repl watch`, killed when dropped.
+struct Watch {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    state: PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+impl Watch {
+    fn start(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Watch {
+        let logs = tempfile::tempdir().unwrap();
+        let (out, err, state) = (
+            logs.path().join("out"),
+            logs.path().join("err"),
+            logs.path().join("state.json"),
+        );
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+        c.arg("watch")
+            .args(["--retry-min", "100ms", "--retry-max", "1s"])
+            .arg("--state-file")
+            .arg(&state)
+            .args(args);
+        match t {
+            Transport::Local => c.arg(src).arg(dst),
+            Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+        };
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start fsync-repl watch");
+        Watch {
+            child,
+            out,
+            err,
+            state,
+            _logs: logs,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let out = bin()
+            .arg("status")
+            .arg("--json")
+            .arg("--state-file")
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "status failed: {out:?}");
+        json(&out)
+    }
+
+    /// Waits until `cond` holds, failing with the watcher's output past the deadline.
+    fn until(&mut self, what: &str, mut cond: impl FnMut(&Watch) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        while !cond(self) {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("watch exited with {s} while waiting for {what}\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until DEST is an exact replica of SRC.
+    fn converge(&mut self, src: &Path, dst: &Path) {
+        let mut last = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if dst.exists() {
+                last = tree_diff(src, dst);
+                if last.is_empty() {
+                    return;
+                }
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("watch exited with {s}\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < end,
+                "DEST did not converge: {last:#?}\nstderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for the process to end; its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(Instant::now() < end, "watch did not exit\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .ino()
+}
+
+fn sh(script: &str, dir: &Path) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// A source and a destination directory side by side.
+fn pair() -> (Tree, PathBuf, PathBuf) {
+    let t = Tree::new();
+    let (src, dst) = (t.join("src"), t.join("dst"));
+    fs::create_dir(&src).unwrap();
+    (t, src, dst)
+}
+
+#[test]
+fn initial_push_then_every_kind_of_change_through_one_session() {
+    for &t in TRANSPORTS {
+        let (_t, src, dst) = pair();
+        fs::create_dir_all(src.join("docs/old")).unwrap();
+        fs::write(src.join("docs/a.txt"), b"alpha").unwrap();
+        fs::write(src.join("docs/old/gone.txt"), b"bye").unwrap();
+        fs::write(src.join("top.txt"), b"top").unwrap();
+        let mut w = Watch::start(t, &src, &dst, &[]);
+        w.converge(&src, &dst);
+
+        fs::write(src.join("docs/a.txt"), b"alpha, longer now").unwrap();
+        fs::write(src.join("docs/new.txt"), b"new").unwrap();
+        fs::remove_file(src.join("docs/old/gone.txt")).unwrap();
+        fs::set_permissions(
+            src.join("top.txt"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("a.txt", src.join("docs/link")).unwrap();
+        w.converge(&src, &dst);
+
+        fs::remove_dir_all(src.join("docs/old")).unwrap();
+        fs::write(src.join("later.txt"), b"later").unwrap();
+        w.converge(&src, &dst);
+        w.until("the state file to record the batches", |w| {
+            w_state_batches(w) >= 2
+        });
+        let st = w.state();
+        let want_sessions = if t == Transport::Rsh { 1 } else { 0 };
+        assert_eq!(st["sessions"], want_sessions, "{t:?}: {st}");
+        assert_eq!(st["running"], true);
+        assert!(st["last_success"].as_u64().is_some(), "{st}");
+    }
+}
+
+fn w_state_batches(w: &Watch) -> u64 {
+    w.state()["batches"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn directory_trees_created_before_their_watch_are_replicated() {
+    let (t, src, dst) = pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(outside.join("p/q/r")).unwrap();
+    for i in 0..50 {
+        fs::write(outside.join(format!("p/q/r/f{i}")), format!("{i}")).unwrap();
+    }
+    fs::write(outside.join("p/top"), b"t").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    sh("mkdir -p a/b/c && touch a/b/c/f && echo x > a/b/c/g", &src);
+    sh(&format!("cp -a {}/p .", outside.display()), &src);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("p/q/r/f49")).unwrap(), b"49");
+    assert!(dst.join("a/b/c/f").is_file());
+}
+
+#[test]
+fn renames_inside_src_are_renames_on_dest() {
+    for &t in TRANSPORTS {
+        let (_t, src, dst) = pair();
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::create_dir_all(src.join("b")).unwrap();
+        fs::create_dir_all(src.join("dir/sub")).unwrap();
+        fs::write(src.join("a/f"), vec![7u8; 100_000]).unwrap();
+        fs::write(src.join("one"), b"chain").unwrap();
+        fs::write(src.join("dir/sub/x"), b"in a directory").unwrap();
+        let mut w = Watch::start(t, &src, &dst, &["-i"]);
+        w.converge(&src, &dst);
+        let (f, one, x) = (
+            ino(&dst.join("a/f")),
+            ino(&dst.join("one")),
+            ino(&dst.join("dir/sub/x")),
+        );
+
+        // Between two directories.
+        fs::rename(src.join("a/f"), src.join("b/f")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(ino(&dst.join("b/f")), f, "{t:?}: b/f was copied, not renamed");
+
+        // a -> b -> c within one window.
+        fs::rename(src.join("one"), src.join("two")).unwrap();
+        fs::rename(src.join("two"), src.join("three")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(ino(&dst.join("three")), one, "{t:?}: chain of renames");
+
+        // A directory.
+        fs::rename(src.join("dir"), src.join("renamed")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(ino(&dst.join("renamed/sub/x")), x, "{t:?}: directory rename");
+        assert!(
+            w.stdout().contains("~f b/f <= a/f"),
+            "{t:?}: itemized output:\n{}",
+            w.stdout()
+        );
+    }
+}
+
+#[test]
+fn moves_out_of_src_delete_and_moves_in_copy() {
+    let (t, src, dst) = pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(outside.join("incoming/deep")).unwrap();
+    fs::write(outside.join("incoming/deep/file"), b"arrived").unwrap();
+    fs::create_dir_all(src.join("leaving/deep")).unwrap();
+    fs::write(src.join("leaving/deep/file"), b"leaves").unwrap();
+    fs::write(src.join("single"), b"single").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    fs::rename(src.join("leaving"), t.join("left")).unwrap();
+    fs::rename(src.join("single"), t.join("single")).unwrap();
+    fs::rename(outside.join("incoming"), src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("leaving").exists() && !dst.join("single").exists());
+    assert_eq!(fs::read(dst.join("incoming/deep/file")).unwrap(), b"arrived");
+    // A directory moved in keeps being watched under its new name.
+    fs::write(src.join("incoming/deep/more"), b"more").unwrap();
+    w.converge(&src, &dst);
+}
+
+#[test]
+fn editor_saves_and_files_still_being_written_converge() {
+    let (_t, src, dst) = pair();
+    fs::write(src.join("notes.txt"), b"version 1").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    // Write a temporary file, then rename it over the original.
+    fs::write(src.join(".notes.txt.swp"), b"version 2, saved by an editor").unwrap();
+    fs::rename(src.join(".notes.txt.swp"), src.join("notes.txt")).unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(
+        fs::read(dst.join("notes.txt")).unwrap(),
+        b"version 2, saved by an editor"
+    );
+    // A file written in pieces for longer than the debounce delay.
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(src.join("growing.log")).unwrap();
+        for i in 0..40 {
+            writeln!(f, "line {i} {}", "x".repeat(1000)).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    w.converge(&src, &dst);
+}
+
+#[test]
+fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join("keep/me")).unwrap();
+    fs::write(src.join("keep/me/file"), b"precious").unwrap();
+    fs::write(src.join("also"), b"precious too").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let moved = t.join("moved-away");
+    fs::rename(&src, &moved).unwrap();
+    assert_eq!(w.wait_exit(), Some(3), "{}", w.stderr());
+    assert!(w.stderr().contains("source root"), "{}", w.stderr());
+    assert_same_tree(&moved, &dst);
+
+    // rm -rf of the root, files first: still no delete-everything.
+    fs::rename(&moved, &src).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let snapshot = t.join("snapshot");
+    sh(&format!("cp -a {} {}", dst.display(), snapshot.display()), t.path());
+    fs::remove_dir_all(&src).unwrap();
+    assert_eq!(w.wait_exit(), Some(3), "{}", w.stderr());
+    assert_same_tree(&snapshot, &dst);
+}
+
+#[test]
+fn sigterm_exits_0_and_saves_the_state() {
+    let (_t, src, dst) = pair();
+    fs::write(src.join("f"), b"x").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+    let st = w.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["pending_dirs"], 0, "{st}");
+    let human = bin()
+        .arg("status")
+        .arg("--state-file")
+        .arg(&w.state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+}
+
+#[test]
+fn a_killed_remote_session_reconnects_and_converges() {
+    let (_t, src, dst) = pair();
+    fs::write(src.join("first"), b"1").unwrap();
+    let mut w = Watch::start(Transport::Rsh, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let serve = serve_pids(&dst);
+    assert_eq!(serve.len(), 1, "one far side: {serve:?}");
+    // SAFETY: kill(2) of the far side this test started.
+    unsafe { libc::kill(serve[0], libc::SIGKILL) };
+    fs::write(src.join("second"), b"2").unwrap();
+    w.converge(&src, &dst);
+    fs::write(src.join("third"), b"3").unwrap();
+    w.converge(&src, &dst);
+    w.until("the state file to count two sessions", |w| w_sessions(w) == 2);
+}
+
+fn w_sessions(w: &Watch) -> u64 {
+    w.state()["sessions"].as_u64().unwrap_or(0)
+}
+
+/// Pids of `serve` processes working on `dst`.
+fn serve_pids(dst: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dst.as_os_str().as_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let c = fs::read(e.path().join("cmdline")).ok()?;
+            let is_serve = c.split(|&b| b == 0).any(|a| a == b"serve")
+                && c.windows(needle.len()).any(|w| w == needle)
+                && !c.windows(3).any(|w| w == b"-c\0");
+            is_serve.then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_event_channel_rescans_instead_of_dropping() {
+    let (_t, src, dst) = pair();
+    fs::create_dir(src.join("many")).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--queue", "1", "-v"]);
+    w.converge(&src, &dst);
+    for i in 0..500 {
+        fs::write(src.join(format!("many/f{i}")), format!("{i}")).unwrap();
+    }
+    w.converge(&src, &dst);
+    assert!(
+        w.stderr().contains("events arrived faster than batches ran"),
+        "the channel never filled: {}",
+        w.stderr()
+    );
+}
