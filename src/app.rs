@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, EngineArgs, PushArgs, RemoteArgs, ServeArgs, StatusArgs, WatchArgs};
+use crate::cli::{
+    Cli, Command, EngineArgs, PushArgs, RemoteArgs, ServeArgs, StatusArgs, WatchArgs,
+};
 use crate::config::{FsyncMode, Options};
 use crate::dest::local::LocalDest;
 use crate::dest::remote::{Conn, RemoteDest};
@@ -131,7 +133,15 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
             let _ = out.flush();
         }
     };
-    crate::watch::run(&src, &mut dest, &opts, &w, &term, interrupted, &mut on_batch)
+    crate::watch::run(
+        &src,
+        &mut dest,
+        &opts,
+        &w,
+        &term,
+        interrupted,
+        &mut on_batch,
+    )
 }
 
 fn status(a: StatusArgs) -> Result<()> {

@@ -192,13 +192,13 @@ mod tests {
         let s = scope(&[("a/b", false), ("c", true)]);
         // (path, admits, descends)
         let table: &[(&str, bool, bool)] = &[
-            ("a", true, true),       // ancestor of a scope dir
-            ("x", false, false),     // sibling of an ancestor
-            ("a/z", false, false),   // sibling inside an ancestor
-            ("a/b", true, true),     // the scope dir itself
-            ("a/b/f", true, false),  // its entry: listed, not descended
+            ("a", true, true),      // ancestor of a scope dir
+            ("x", false, false),    // sibling of an ancestor
+            ("a/z", false, false),  // sibling inside an ancestor
+            ("a/b", true, true),    // the scope dir itself
+            ("a/b/f", true, false), // its entry: listed, not descended
             ("a/b/f/g", false, false),
-            ("c/d/e", true, true),   // under a recursive dir
+            ("c/d/e", true, true), // under a recursive dir
             ("c", true, true),
             ("cc", false, false),    // a prefix that is not a parent
             ("a/b-x", false, false), // sorts between a/b and a/b/
@@ -222,7 +222,10 @@ mod tests {
     #[test]
     fn bad_paths_from_a_peer_are_refused() {
         for bad in ["/abs", "a/../b", "a//b", "a/", ".."] {
-            assert!(Scope::from_pairs([(bad.as_bytes(), false)]).is_err(), "{bad}");
+            assert!(
+                Scope::from_pairs([(bad.as_bytes(), false)]).is_err(),
+                "{bad}"
+            );
         }
     }
 

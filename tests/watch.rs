@@ -17,6 +17,14 @@ use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// Tests that lower a system-wide inotify limit hold this exclusively; every other test
+/// holds it shared, so none starts a watcher under a limit meant for another.
+static LIMITS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_limits() -> std::sync::RwLockReadGuard<'static, ()> {
+    LIMITS.read().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A running `fsync-repl watch`, killed when dropped.
 struct Watch {
     child: Child,
@@ -84,7 +92,10 @@ impl Watch {
         let end = Instant::now() + DEADLINE;
         while !cond(self) {
             if let Ok(Some(s)) = self.child.try_wait() {
-                panic!("watch exited with {s} while waiting for {what}\n{}", self.stderr());
+                panic!(
+                    "watch exited with {s} while waiting for {what}\n{}",
+                    self.stderr()
+                );
             }
             assert!(
                 Instant::now() < end,
@@ -102,9 +113,12 @@ impl Watch {
         let end = Instant::now() + DEADLINE;
         loop {
             if dst.exists() {
-                last = tree_diff(src, dst);
-                if last.is_empty() {
-                    return;
+                // The comparer panics when an entry vanishes under it (the watcher is
+                // renaming temporary files into place): that is "not yet".
+                match std::panic::catch_unwind(|| tree_diff(src, dst)) {
+                    Ok(d) if d.is_empty() => return,
+                    Ok(d) => last = d,
+                    Err(_) => last = vec!["(the tree changed while it was compared)".into()],
                 }
             }
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -126,7 +140,11 @@ impl Watch {
             if let Some(s) = self.child.try_wait().unwrap() {
                 return s.code();
             }
-            assert!(Instant::now() < end, "watch did not exit\n{}", self.stderr());
+            assert!(
+                Instant::now() < end,
+                "watch did not exit\n{}",
+                self.stderr()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
     }
@@ -170,6 +188,7 @@ fn pair() -> (Tree, PathBuf, PathBuf) {
 
 #[test]
 fn initial_push_then_every_kind_of_change_through_one_session() {
+    let _limits = shared_limits();
     for &t in TRANSPORTS {
         let (_t, src, dst) = pair();
         fs::create_dir_all(src.join("docs/old")).unwrap();
@@ -210,6 +229,7 @@ fn w_state_batches(w: &Watch) -> u64 {
 
 #[test]
 fn directory_trees_created_before_their_watch_are_replicated() {
+    let _limits = shared_limits();
     let (t, src, dst) = pair();
     let outside = t.join("outside");
     fs::create_dir_all(outside.join("p/q/r")).unwrap();
@@ -228,6 +248,7 @@ fn directory_trees_created_before_their_watch_are_replicated() {
 
 #[test]
 fn renames_inside_src_are_renames_on_dest() {
+    let _limits = shared_limits();
     for &t in TRANSPORTS {
         let (_t, src, dst) = pair();
         fs::create_dir_all(src.join("a")).unwrap();
@@ -247,7 +268,11 @@ fn renames_inside_src_are_renames_on_dest() {
         // Between two directories.
         fs::rename(src.join("a/f"), src.join("b/f")).unwrap();
         w.converge(&src, &dst);
-        assert_eq!(ino(&dst.join("b/f")), f, "{t:?}: b/f was copied, not renamed");
+        assert_eq!(
+            ino(&dst.join("b/f")),
+            f,
+            "{t:?}: b/f was copied, not renamed"
+        );
 
         // a -> b -> c within one window.
         fs::rename(src.join("one"), src.join("two")).unwrap();
@@ -258,7 +283,11 @@ fn renames_inside_src_are_renames_on_dest() {
         // A directory.
         fs::rename(src.join("dir"), src.join("renamed")).unwrap();
         w.converge(&src, &dst);
-        assert_eq!(ino(&dst.join("renamed/sub/x")), x, "{t:?}: directory rename");
+        assert_eq!(
+            ino(&dst.join("renamed/sub/x")),
+            x,
+            "{t:?}: directory rename"
+        );
         assert!(
             w.stdout().contains("~f b/f <= a/f"),
             "{t:?}: itemized output:\n{}",
@@ -269,6 +298,7 @@ fn renames_inside_src_are_renames_on_dest() {
 
 #[test]
 fn moves_out_of_src_delete_and_moves_in_copy() {
+    let _limits = shared_limits();
     let (t, src, dst) = pair();
     let outside = t.join("outside");
     fs::create_dir_all(outside.join("incoming/deep")).unwrap();
@@ -283,7 +313,10 @@ fn moves_out_of_src_delete_and_moves_in_copy() {
     fs::rename(outside.join("incoming"), src.join("incoming")).unwrap();
     w.converge(&src, &dst);
     assert!(!dst.join("leaving").exists() && !dst.join("single").exists());
-    assert_eq!(fs::read(dst.join("incoming/deep/file")).unwrap(), b"arrived");
+    assert_eq!(
+        fs::read(dst.join("incoming/deep/file")).unwrap(),
+        b"arrived"
+    );
     // A directory moved in keeps being watched under its new name.
     fs::write(src.join("incoming/deep/more"), b"more").unwrap();
     w.converge(&src, &dst);
@@ -291,6 +324,7 @@ fn moves_out_of_src_delete_and_moves_in_copy() {
 
 #[test]
 fn editor_saves_and_files_still_being_written_converge() {
+    let _limits = shared_limits();
     let (_t, src, dst) = pair();
     fs::write(src.join("notes.txt"), b"version 1").unwrap();
     let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
@@ -318,6 +352,7 @@ fn editor_saves_and_files_still_being_written_converge() {
 
 #[test]
 fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
+    let _limits = shared_limits();
     let (t, src, dst) = pair();
     fs::create_dir_all(src.join("keep/me")).unwrap();
     fs::write(src.join("keep/me/file"), b"precious").unwrap();
@@ -335,7 +370,10 @@ fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
     let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
     w.converge(&src, &dst);
     let snapshot = t.join("snapshot");
-    sh(&format!("cp -a {} {}", dst.display(), snapshot.display()), t.path());
+    sh(
+        &format!("cp -a {} {}", dst.display(), snapshot.display()),
+        t.path(),
+    );
     fs::remove_dir_all(&src).unwrap();
     assert_eq!(w.wait_exit(), Some(3), "{}", w.stderr());
     assert_same_tree(&snapshot, &dst);
@@ -343,6 +381,7 @@ fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
 
 #[test]
 fn sigterm_exits_0_and_saves_the_state() {
+    let _limits = shared_limits();
     let (_t, src, dst) = pair();
     fs::write(src.join("f"), b"x").unwrap();
     let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
@@ -363,6 +402,7 @@ fn sigterm_exits_0_and_saves_the_state() {
 
 #[test]
 fn a_killed_remote_session_reconnects_and_converges() {
+    let _limits = shared_limits();
     let (_t, src, dst) = pair();
     fs::write(src.join("first"), b"1").unwrap();
     let mut w = Watch::start(Transport::Rsh, &src, &dst, &[]);
@@ -375,7 +415,9 @@ fn a_killed_remote_session_reconnects_and_converges() {
     w.converge(&src, &dst);
     fs::write(src.join("third"), b"3").unwrap();
     w.converge(&src, &dst);
-    w.until("the state file to count two sessions", |w| w_sessions(w) == 2);
+    w.until("the state file to count two sessions", |w| {
+        w_sessions(w) == 2
+    });
 }
 
 fn w_sessions(w: &Watch) -> u64 {
@@ -402,17 +444,192 @@ fn serve_pids(dst: &Path) -> Vec<i32> {
 
 #[test]
 fn a_full_event_channel_rescans_instead_of_dropping() {
+    let _limits = shared_limits();
     let (_t, src, dst) = pair();
     fs::create_dir(src.join("many")).unwrap();
     let mut w = Watch::start(Transport::Local, &src, &dst, &["--queue", "1", "-v"]);
     w.converge(&src, &dst);
+    // Stopped, the watcher finds a backlog in the kernel's queue when it goes on: far
+    // more than the channel holds.
+    w.signal(libc::SIGSTOP);
     for i in 0..500 {
         fs::write(src.join(format!("many/f{i}")), format!("{i}")).unwrap();
     }
+    w.signal(libc::SIGCONT);
     w.converge(&src, &dst);
     assert!(
-        w.stderr().contains("events arrived faster than batches ran"),
+        w.stderr()
+            .contains("events arrived faster than batches ran"),
         "the channel never filled: {}",
         w.stderr()
     );
+}
+
+/// Sets a sysctl under /proc/sys and restores the old value when dropped (also when the
+/// test fails).
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: u64) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap().trim().to_string();
+        fs::write(path, value.to_string()).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path, &self.old);
+    }
+}
+
+fn exclusive_limits() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LIMITS.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
+    if !is_root() {
+        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root");
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir(src.join("burst")).unwrap();
+    let mut w = {
+        // The limit applies to inotify instances created while it is in force.
+        let _q = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 8);
+        let w = Watch::start(Transport::Local, &src, &dst, &[]);
+        // Wait for the initial push: the watches exist by then.
+        let mut w = w;
+        w.converge(&src, &dst);
+        w
+    };
+    // Stop the watcher so the kernel queue overflows for certain, then let it go on.
+    w.signal(libc::SIGSTOP);
+    for i in 0..200 {
+        fs::write(src.join(format!("burst/f{i}")), format!("{i}")).unwrap();
+    }
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert_eq!(
+        err.matches("inotify queue overflowed").count(),
+        1,
+        "one line per incident:\n{err}"
+    );
+}
+
+/// Inotify watches the processes of this user hold now.
+fn watches_in_use() -> u64 {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut n = 0;
+    for p in fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        if p.metadata().map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.filter_map(|e| e.ok()) {
+            if let Ok(text) = fs::read_to_string(fd.path()) {
+                n += text
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count() as u64;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
+    if !is_root() {
+        eprintln!("skipped: lowering fs.inotify.max_user_watches needs root");
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = pair();
+    let leaves: Vec<String> = (0..20).map(|i| format!("d{i}/inner")).collect();
+    for l in &leaves {
+        fs::create_dir_all(src.join(l)).unwrap();
+    }
+    let _lim = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use() + 5,
+    );
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--poll-interval", "1s"]);
+    w.until("the limit warning", |w| {
+        w.stderr().contains("max_user_watches")
+    });
+    w.converge(&src, &dst);
+    w.until("the state to count unwatched directories", |w| {
+        w.state()["unwatched_dirs"].as_u64().unwrap_or(0) > 0
+    });
+    for l in &leaves {
+        fs::write(src.join(l).join("f"), l.as_bytes()).unwrap();
+    }
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert_eq!(err.matches("watch limit is reached").count(), 1, "{err}");
+    assert!(err.contains("needs at least"), "{err}");
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_destination_is_retried_until_space_is_freed() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let _limits = shared_limits();
+    let (t, src, _) = pair();
+    let mnt = t.join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _m = Mount(mnt.clone());
+    let dst = mnt.join("dst");
+    fs::write(src.join("small"), b"small").unwrap();
+    fs::write(mnt.join("filler"), vec![1u8; 3 << 20]).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--min-free", "0"]);
+    w.converge(&src, &dst);
+    fs::write(src.join("big"), vec![2u8; 2 << 20]).unwrap();
+    w.until("a recorded failure", |w| {
+        let st = w.state();
+        st["failures"].as_u64().unwrap_or(0) >= 2 && st["pending_dirs"].as_u64() > Some(0)
+    });
+    let st = w.state();
+    let why = st["last_error"].as_str().unwrap_or("").to_string();
+    assert!(
+        why.contains("MiB") || why.contains("KiB"),
+        "says how much is missing: {why}"
+    );
+    fs::remove_file(mnt.join("filler")).unwrap();
+    w.converge(&src, &dst);
+    w.until("a success recorded after the failures", |w| {
+        w.state()["failures"] == 0
+    });
 }

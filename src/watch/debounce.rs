@@ -236,7 +236,10 @@ mod tests {
         d.add(&ch("a/f", false, ChangeKind::Modified), t0);
         assert!(!d.ready(t0 + ms(249)));
         d.add(&ch("a/g", false, ChangeKind::Created), t0 + ms(200));
-        assert!(!d.ready(t0 + ms(400)), "quiet time restarts with each event");
+        assert!(
+            !d.ready(t0 + ms(400)),
+            "quiet time restarts with each event"
+        );
         assert!(d.ready(t0 + ms(450)));
         let batch = d.take();
         assert_eq!(pairs(&batch), vec![("a".to_string(), false)]);

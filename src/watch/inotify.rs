@@ -104,14 +104,13 @@ impl Watcher {
             tx,
             log,
         };
-        tree.add_tree(b"");
+        tree.add_new_tree(b"");
         tree.root_wd = tree.path_wd.get(&b""[..]).copied().unwrap_or(-1);
         if tree.root_wd < 0 {
             return Err(std::io::Error::other(
                 "cannot watch the source root (inotify refused it)",
             ));
         }
-        tree.warn_limit();
         let thread = std::thread::Builder::new()
             .name("fsync-repl-inotify".into())
             .spawn(move || tree.run())?;
@@ -202,8 +201,10 @@ impl Tree {
         }
     }
 
-    /// Watches `top` and every directory beneath it.
-    fn add_tree(&mut self, top: &[u8]) {
+    /// Watches `top` and every directory beneath it; returns the directories the watch
+    /// limit left without one (each with its subtree).
+    fn add_tree(&mut self, top: &[u8]) -> Scope {
+        let mut refused = Scope::new();
         let mut stack = vec![top.to_vec()];
         while let Some(rel) = stack.pop() {
             let full = self.abs(&rel);
@@ -215,7 +216,7 @@ impl Tree {
                     self.path_wd.insert(rel.clone(), wd);
                 }
                 Err(rustix::io::Errno::NOSPC) => {
-                    lock(&self.shared.unwatched).add(&rel, true);
+                    refused.add(&rel, true);
                     continue;
                 }
                 // Vanished, or not a directory any more: its parent's events cover it.
@@ -240,6 +241,16 @@ impl Tree {
         self.shared
             .watches
             .store(self.path_wd.len(), Ordering::Relaxed);
+        refused
+    }
+
+    /// Watches a new subtree, recording what the limit refused.
+    fn add_new_tree(&mut self, top: &[u8]) {
+        let refused = self.add_tree(top);
+        if !refused.is_empty() {
+            lock(&self.shared.unwatched).merge(&refused);
+            self.warn_limit();
+        }
     }
 
     /// Removes the watches of `top` and its subtree (it moved away).
@@ -279,6 +290,10 @@ impl Tree {
         let limit = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_watches")
             .map(|s| s.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
+        // The limit counts every watch of this user; leave room beside this tree.
+        let suggest = (have + missing)
+            .saturating_add(limit.parse::<usize>().unwrap_or(0))
+            .max(8192);
         (self.log)(format!(
             "WARNING: the inotify watch limit is reached: fs.inotify.max_user_watches is {limit}, \
              watching {} needs at least {} watches ({missing} directories have none). Changes \
@@ -287,7 +302,7 @@ impl Tree {
             self.cfg.root.display(),
             have + missing,
             self.cfg.poll.as_secs(),
-            ((have + missing) * 2).max(8192),
+            suggest,
         ));
     }
 
@@ -334,10 +349,13 @@ impl Tree {
             }
             if last_poll.elapsed() >= self.cfg.poll && !lock(&self.shared.unwatched).is_empty() {
                 last_poll = Instant::now();
-                let dirs = std::mem::take(&mut *lock(&self.shared.unwatched));
+                // Retry the watches (the limit may have been raised), then rescan.
+                let dirs = lock(&self.shared.unwatched).clone();
+                let mut refused = Scope::new();
                 for (d, _) in dirs.pairs() {
-                    self.add_tree(d);
+                    refused.merge(&self.add_tree(d));
                 }
+                *lock(&self.shared.unwatched) = refused;
                 for (d, _) in dirs.pairs() {
                     if !self.send(Event::Rescan(d.to_vec())) {
                         return;
@@ -350,15 +368,13 @@ impl Tree {
     fn read_events(&self, buf: &mut [MaybeUninit<u8>]) -> Vec<(i32, u32, Option<Vec<u8>>)> {
         let mut out = Vec::new();
         let mut reader = inotify::Reader::new(self.fd.as_fd(), buf);
-        loop {
-            match reader.next() {
-                Ok(e) => out.push((
-                    e.wd(),
-                    e.events().bits(),
-                    e.file_name().map(|n| n.to_bytes().to_vec()),
-                )),
-                Err(_) => break,
-            }
+        // One read's worth: more waiting makes the next poll return at once.
+        while let Ok(e) = reader.next() {
+            out.push((
+                e.wd(),
+                e.events().bits(),
+                e.file_name().map(|n| n.to_bytes().to_vec()),
+            ));
             if reader.is_buffer_empty() {
                 break;
             }
@@ -404,8 +420,7 @@ impl Tree {
                 ChangeKind::Created | ChangeKind::MovedTo => {
                     // Watch first, report after: the batch then scans what the new
                     // directory already holds.
-                    self.add_tree(&change.path);
-                    self.warn_limit();
+                    self.add_new_tree(&change.path);
                 }
                 ChangeKind::MovedFrom => self.drop_tree(&change.path),
                 _ => {}
@@ -431,19 +446,61 @@ mod tests {
 
     const ISDIR: u32 = libc::IN_ISDIR;
 
+    type Row = (
+        &'static str,
+        Option<&'static str>,
+        u32,
+        Option<(&'static str, bool, ChangeKind)>,
+    );
+
     #[test]
     fn kernel_events_convert_to_changes() {
         use ChangeKind::*;
         // (dir, name, mask, expected (path, is_dir, kind))
-        let table: &[(&str, Option<&str>, u32, Option<(&str, bool, ChangeKind)>)] = &[
+        let table: &[Row] = &[
             ("", Some("f"), libc::IN_CREATE, Some(("f", false, Created))),
-            ("a", Some("f"), libc::IN_CLOSE_WRITE, Some(("a/f", false, Modified))),
-            ("a", Some("f"), libc::IN_MODIFY, Some(("a/f", false, Modified))),
-            ("a", Some("d"), libc::IN_CREATE | ISDIR, Some(("a/d", true, Created))),
-            ("a", Some("d"), libc::IN_MOVED_FROM | ISDIR, Some(("a/d", true, MovedFrom))),
-            ("a", Some("f"), libc::IN_MOVED_TO, Some(("a/f", false, MovedTo))),
-            ("a", Some("f"), libc::IN_DELETE, Some(("a/f", false, Removed))),
-            ("a", Some("f"), libc::IN_ATTRIB, Some(("a/f", false, Attrib))),
+            (
+                "a",
+                Some("f"),
+                libc::IN_CLOSE_WRITE,
+                Some(("a/f", false, Modified)),
+            ),
+            (
+                "a",
+                Some("f"),
+                libc::IN_MODIFY,
+                Some(("a/f", false, Modified)),
+            ),
+            (
+                "a",
+                Some("d"),
+                libc::IN_CREATE | ISDIR,
+                Some(("a/d", true, Created)),
+            ),
+            (
+                "a",
+                Some("d"),
+                libc::IN_MOVED_FROM | ISDIR,
+                Some(("a/d", true, MovedFrom)),
+            ),
+            (
+                "a",
+                Some("f"),
+                libc::IN_MOVED_TO,
+                Some(("a/f", false, MovedTo)),
+            ),
+            (
+                "a",
+                Some("f"),
+                libc::IN_DELETE,
+                Some(("a/f", false, Removed)),
+            ),
+            (
+                "a",
+                Some("f"),
+                libc::IN_ATTRIB,
+                Some(("a/f", false, Attrib)),
+            ),
             ("a/b", None, libc::IN_ATTRIB, Some(("a/b", true, Attrib))),
             ("a/b", None, libc::IN_DELETE_SELF, None),
             ("a", Some("f"), libc::IN_OPEN, None),

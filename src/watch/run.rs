@@ -281,11 +281,7 @@ pub fn run(
         state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
         state.pending_dirs = deb.pending();
         state.sessions = dest.sessions();
-        state.unwatched_dirs = shared
-            .unwatched
-            .lock()
-            .map(|u| u.len())
-            .unwrap_or_default();
+        state.unwatched_dirs = shared.unwatched.lock().map(|u| u.len()).unwrap_or_default();
         save(&state);
     };
     watcher.stop();
@@ -316,10 +312,11 @@ mod tests {
     use super::*;
 
     fn report(code: i32, errors: &[&str]) -> Result<Report> {
-        let mut r = Report::default();
-        r.exit_code = code;
-        r.errors = errors.iter().map(|s| s.to_string()).collect();
-        Ok(r)
+        Ok(Report {
+            exit_code: code,
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+            ..Report::default()
+        })
     }
 
     #[test]
