@@ -109,6 +109,7 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         return Err(Error::Usage("watch needs a local SRC".into()));
     };
     let w = a.to_watch_options(&src)?;
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, w.reopen.clone());
     let mut dest = match parse_location(&a.dest)? {
         Location::Local(d) => crate::watch::session::Dest::Local(d),
         Location::Remote { host, path } => {

@@ -152,6 +152,10 @@ pub struct WatchArgs {
     /// Where to keep the watch's state (see `fsync-repl status`).
     #[arg(long, value_name = "FILE")]
     pub state_file: Option<PathBuf>,
+    /// Write messages to FILE instead of stderr (appended; reopened on SIGHUP, so it
+    /// can be rotated).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
     /// Events buffered between the watcher thread and the batches; past it, the
     /// directories concerned are rescanned instead.
     #[arg(long, value_name = "N", default_value_t = 65_536, hide = true)]
@@ -218,6 +222,8 @@ impl WatchArgs {
             dest_name: self.dest.to_string_lossy().into_owned(),
             queue: self.queue,
             grace: std::time::Duration::from_secs(5),
+            log_file: self.log_file.clone(),
+            reopen: Default::default(),
         })
     }
 }

@@ -145,7 +145,7 @@ pub fn check_source(src: &Path) -> Result<()> {
 }
 
 /// Checks SRC and DEST before anything is opened for writing.
-fn check_selection(src: &Path, dest: &Path) -> Result<()> {
+pub fn check_selection(src: &Path, dest: &Path) -> Result<()> {
     check_source(src)?;
     if let Ok(m) = std::fs::symlink_metadata(dest) {
         let dir_or_link_to_dir = m.is_dir() || (m.file_type().is_symlink() && dest.is_dir());

@@ -197,6 +197,7 @@ fn initial_push_then_every_kind_of_change_through_one_session() {
         fs::write(src.join("top.txt"), b"top").unwrap();
         let mut w = Watch::start(t, &src, &dst, &[]);
         w.converge(&src, &dst);
+        let top = ino(&dst.join("top.txt"));
 
         fs::write(src.join("docs/a.txt"), b"alpha, longer now").unwrap();
         fs::write(src.join("docs/new.txt"), b"new").unwrap();
@@ -208,6 +209,11 @@ fn initial_push_then_every_kind_of_change_through_one_session() {
         .unwrap();
         std::os::unix::fs::symlink("a.txt", src.join("docs/link")).unwrap();
         w.converge(&src, &dst);
+        assert_eq!(
+            ino(&dst.join("top.txt")),
+            top,
+            "{t:?}: a chmod rewrote the file"
+        );
 
         fs::remove_dir_all(src.join("docs/old")).unwrap();
         fs::write(src.join("later.txt"), b"later").unwrap();
@@ -380,6 +386,73 @@ fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
 }
 
 #[test]
+fn bad_selections_fail_at_once_with_exit_3() {
+    let _limits = shared_limits();
+    let (t, src, _) = pair();
+    let out = bin()
+        .arg("watch")
+        .arg(&src)
+        .arg(src.join("inside"))
+        .arg("--state-file")
+        .arg(t.join("state"))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contain each other"));
+    let out = bin()
+        .arg("watch")
+        .arg(t.join("missing"))
+        .arg(t.join("dst"))
+        .arg("--state-file")
+        .arg(t.join("state"))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!t.join("dst").exists());
+    let out = bin()
+        .args(["watch", "--delay", "soon"])
+        .arg(&src)
+        .arg(t.join("dst"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn the_log_file_is_reopened_on_sighup() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let log = t.join("watch.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["-v", "--log-file", &log_arg],
+    );
+    fs::write(src.join("one"), b"1").unwrap();
+    w.converge(&src, &dst);
+    w.until("a line in the log", |_| {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("batch of"))
+    });
+    fs::rename(&log, t.join("watch.log.1")).unwrap();
+    w.signal(libc::SIGHUP);
+    w.until("a reopened log", |_| log.exists());
+    fs::write(src.join("two"), b"2").unwrap();
+    w.converge(&src, &dst);
+    w.until("a line in the new log", |_| {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("batch of"))
+    });
+    assert!(
+        w.stderr().is_empty(),
+        "stderr went to the log: {}",
+        w.stderr()
+    );
+}
+
+#[test]
 fn sigterm_exits_0_and_saves_the_state() {
     let _limits = shared_limits();
     let (_t, src, dst) = pair();
@@ -398,6 +471,43 @@ fn sigterm_exits_0_and_saves_the_state() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+}
+
+#[test]
+fn sigterm_during_a_long_batch_keeps_every_file_whole_and_the_changes_pending() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    for i in 0..60 {
+        fs::write(src.join(format!("f{i:02}")), vec![i as u8; 1 << 20]).unwrap();
+    }
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--bwlimit", "4M"]);
+    // Files are written to temporary names first, renamed once a durability batch is
+    // complete: wait until the copy is under way.
+    w.until("temporary files in DEST", |_| {
+        dst.exists() && !temp_files(&dst).is_empty()
+    });
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+    assert!(temp_files(&dst).is_empty(), "{:?}", temp_files(&dst));
+    let copied: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(copied.len() < 60, "the batch was cut short");
+    for p in copied {
+        let name = p.file_name().unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{p:?} is torn"
+        );
+    }
+    let st = w.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert!(
+        st["pending_dirs"].as_u64() > Some(0),
+        "the cut batch stays pending: {st}"
+    );
 }
 
 #[test]

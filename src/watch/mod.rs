@@ -23,6 +23,8 @@ pub mod session;
 pub mod state;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use run::run;
@@ -49,4 +51,7 @@ pub struct WatchOptions {
     pub queue: usize,
     /// How long a signal lets the running batch finish.
     pub grace: Duration,
+    /// Where stderr goes (`--log-file`); reopened when `reopen` is set (SIGHUP).
+    pub log_file: Option<PathBuf>,
+    pub reopen: Arc<AtomicBool>,
 }

@@ -93,7 +93,14 @@ pub fn run(
     interrupted: Arc<AtomicBool>,
     on_batch: &mut dyn FnMut(&Report),
 ) -> Result<()> {
-    crate::transfer::check_source(src)?;
+    match dest {
+        // A wrong pair fails at once rather than being retried forever.
+        Dest::Local(d) => crate::transfer::check_selection(src, d)?,
+        Dest::Remote { .. } => crate::transfer::check_source(src)?,
+    }
+    if let Some(f) = &w.log_file {
+        open_log(f)?;
+    }
     let root_id = identity(src);
     let mut state = State {
         src: src.display().to_string(),
@@ -149,6 +156,11 @@ pub fn run(
     let result = loop {
         if interrupted.load(Ordering::Relaxed) {
             break Ok(());
+        }
+        if let (true, Some(f)) = (w.reopen.swap(false, Ordering::Relaxed), &w.log_file) {
+            if let Err(e) = open_log(f) {
+                out.warn(&format!("warning: {e}; logging on to the old file"));
+            }
         }
         if shared.root_gone.load(Ordering::Relaxed) || identity(src) != root_id {
             break Err(root_gone(src));
@@ -297,6 +309,26 @@ pub fn run(
     }
     save(&state);
     result
+}
+
+/// Points stderr at the end of `path` (created if missing), so every line the watch
+/// prints goes there; called again on SIGHUP after the file was rotated.
+fn open_log(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::Usage(format!("--log-file {}: {e}", path.display())))?;
+    // SAFETY: dup2 onto fd 2 with a valid open descriptor; `f` closes its own copy.
+    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
+        return Err(Error::Usage(format!(
+            "--log-file {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
 }
 
 /// The exit code of a watch that ended with `result`.
