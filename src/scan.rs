@@ -335,6 +335,37 @@ mod tests {
     }
 
     #[test]
+    fn a_scoped_walk_lists_the_scope_and_the_way_to_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b/c", "a/z", "x/y", "r/s/t"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "top", "a/f", "a/b/f", "a/b/c/f", "a/z/f", "x/y/f", "r/f", "r/s/t/f",
+        ] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let scope = Scope::from_pairs([(&b"a/b"[..], false), (&b"r"[..], true)]).unwrap();
+        let fd = std::fs::File::open(root).unwrap();
+        let opts = ScanOptions {
+            scope: Some(Arc::new(scope.clone())),
+            ..ScanOptions::default()
+        };
+        let got = scan(fd.as_fd(), &opts).unwrap();
+        let paths: Vec<String> = (0..got.listing.len())
+            .map(|i| String::from_utf8_lossy(got.listing.path(i)).into_owned())
+            .collect();
+        let want = [
+            "a", "a/b", "a/b/c", "a/b/f", "r", "r/f", "r/s", "r/s/t", "r/s/t/f",
+        ];
+        assert_eq!(paths, want);
+        for p in &paths {
+            assert!(scope.admits(p.as_bytes()), "{p}");
+        }
+    }
+
+    #[test]
     fn cli_patterns_are_gitignore_style() {
         let f = Filter::from_patterns(&["*.o".into(), "/top".into(), "cache/".into()]).unwrap();
         assert!(f.excluded_or_within_excluded(b"a/b.o", false));
