@@ -145,7 +145,8 @@ elif cmd == 'idle':
     time.sleep(secs)
     c1, t1 = cpu(), time.monotonic()
     st = dict(l.split(':', 1) for l in open(f"/proc/{pid}/status") if ':' in l)
-    print(f"{100 * (c1 - c0) / (t1 - t0):.3f} {st['VmRSS'].strip()} {st['VmHWM'].strip()}")
+    kib = lambda k: st[k].split()[0] + "kB"
+    print(f"{100 * (c1 - c0) / (t1 - t0):.3f} {kib('VmRSS')} {kib('VmHWM')}")
 PY
 H="python3 $W/helper.py"
 

@@ -122,6 +122,8 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
                 PathBuf::from(&a.dest),
                 Box::new(move || connect(&engine, &remote, &copts, &host, path.clone())),
                 a.engine.compress,
+                // Well within the far side's --timeout (which it applies to requests).
+                idle_timeout(a.remote.timeout) / 3,
             )
         }
     };

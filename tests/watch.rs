@@ -530,6 +530,23 @@ fn a_killed_remote_session_reconnects_and_converges() {
     });
 }
 
+#[test]
+fn an_idle_remote_session_outlives_the_far_sides_timeout() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::write(src.join("first"), b"1").unwrap();
+    let mut w = Watch::start(Transport::Rsh, &src, &dst, &["--timeout", "2"]);
+    w.converge(&src, &dst);
+    // Stay idle for well past the far side's --timeout (a precondition, not a check).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(serve_pids(&dst).len(), 1, "the far side is still there");
+    fs::write(src.join("second"), b"2").unwrap();
+    w.converge(&src, &dst);
+    w.until("the state after the batch", |w| w_state_batches(w) >= 2);
+    assert_eq!(w_sessions(&w), 1, "{}", w.stderr());
+    assert!(!w.stderr().contains("failed"), "{}", w.stderr());
+}
+
 fn w_sessions(w: &Watch) -> u64 {
     w.state()["sessions"].as_u64().unwrap_or(0)
 }

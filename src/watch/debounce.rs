@@ -12,8 +12,9 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use crate::scan::IGNORE_FILE;
 use crate::scope::Scope;
-use crate::tree::parent;
+use crate::tree::{file_name, parent};
 
 /// What happened to an entry, as inotify reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub fn dirty_of(c: &Change) -> Vec<(&[u8], bool)> {
     );
     if c.is_dir && whole {
         v.push((c.path.as_slice(), true));
+    } else if !c.is_dir && file_name(&c.path) == IGNORE_FILE {
+        // Filters changed: what they select below this directory may differ.
+        v[0].1 = true;
     }
     v
 }
@@ -215,6 +219,7 @@ mod tests {
             (ch("a/d", true, MovedTo), &[("a", false), ("a/d", true)]),
             (ch("a/d", true, Removed), &[("a", false), ("a/d", true)]),
             (ch("a/d", true, Attrib), &[("a", false)]),
+            (ch("a/.fsyncignore", false, Modified), &[("a", true)]),
             (ch("a/f", false, MovedTo), &[("a", false)]),
             (Event::Rescan(b"x/y".to_vec()), &[("x/y", true)]),
         ];

@@ -127,7 +127,8 @@ pub fn run(
     };
     let mut watcher = Watcher::start(
         WatchConfig {
-            root: src.to_path_buf(),
+            // Watches are added by path without following symlinks: resolve SRC itself.
+            root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
             one_file_system: opts.one_file_system,
             poll: w.poll_interval,
         },
@@ -175,7 +176,8 @@ pub fn run(
             Ok(ev) => {
                 let now = Instant::now();
                 deb.add(&ev, now);
-                while let Ok(ev) = rx.try_recv() {
+                // Bounded, so a steady stream cannot hold off the batches.
+                for ev in rx.try_iter().take(w.queue.max(1024)) {
                     deb.add(&ev, now);
                 }
             }
@@ -207,6 +209,7 @@ pub fn run(
             deb.mark(&Scope::everything(), now);
         }
         if !deb.ready(now) || !backoff.ready(now) {
+            dest.keepalive();
             continue;
         }
         // A batch.

@@ -3,15 +3,18 @@
 //! Every batch runs the ordinary push ([`crate::transfer::push_to`]) against it. A
 //! remote destination keeps one `serve` session (one ssh start) across batches and
 //! only reconnects when the session broke: a lost connection fails the batch, the
-//! watcher backs off and the next attempt connects again. Throttle state is shared by
+//! watcher backs off and the next attempt connects again. An idle session is kept
+//! alive with a free-space query, so the far side's idle timeout never ends it. Throttle state is shared by
 //! all batches, so the rate limits hold across them.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::Options;
 use crate::dest::remote::{Conn, RemoteDest};
+use crate::dest::Destination;
 use crate::error::{Error, Result};
 use crate::report::Report;
 use crate::throttle::Throttle;
@@ -32,12 +35,17 @@ pub enum Dest {
         throttle: Option<Arc<Throttle>>,
         /// Sessions started (1 unless the connection was lost).
         sessions: u64,
+        /// An idle session gets a request this often, so the far side's --timeout
+        /// does not end it.
+        keepalive: Duration,
+        last_used: Instant,
     },
 }
 
 impl Dest {
-    /// A remote destination reached through `connect`.
-    pub fn remote(name: PathBuf, connect: Connect, compress: bool) -> Dest {
+    /// A remote destination reached through `connect`; an idle session is kept alive
+    /// with a request every `keepalive`.
+    pub fn remote(name: PathBuf, connect: Connect, compress: bool, keepalive: Duration) -> Dest {
         Dest::Remote {
             name,
             connect,
@@ -45,6 +53,40 @@ impl Dest {
             conn: None,
             throttle: None,
             sessions: 0,
+            keepalive,
+            last_used: Instant::now(),
+        }
+    }
+
+    /// Sends a cheap request on an idle remote session when it is due; a session that
+    /// fails it is dropped (the next batch reconnects).
+    pub fn keepalive(&mut self) {
+        let Dest::Remote {
+            conn,
+            throttle,
+            compress,
+            keepalive,
+            last_used,
+            ..
+        } = self
+        else {
+            return;
+        };
+        let Some(c) = conn.clone() else {
+            return;
+        };
+        if last_used.elapsed() < *keepalive {
+            return;
+        }
+        *last_used = Instant::now();
+        let throttle = throttle
+            .get_or_insert_with(|| Arc::new(Throttle::new(None, None)))
+            .clone();
+        let rd = RemoteDest::new(c.clone(), throttle, *compress);
+        if rd.space().is_err() || c.failure().is_some() {
+            if let Some(c) = conn.take() {
+                c.close();
+            }
         }
     }
 
@@ -73,7 +115,10 @@ impl Dest {
                 conn,
                 throttle,
                 sessions,
+                last_used,
+                ..
             } => {
+                *last_used = Instant::now();
                 if conn.as_ref().is_some_and(|c| c.failure().is_some()) {
                     if let Some(c) = conn.take() {
                         c.close();
