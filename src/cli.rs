@@ -135,7 +135,7 @@ pub struct WatchArgs {
     #[arg(long, value_name = "DURATION", default_value = "250ms")]
     pub delay: String,
     /// Start a batch at once when this many distinct paths changed.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_batch: usize,
     /// Full reconcile of the whole tree this often (jittered by 10%).
     #[arg(long, value_name = "DURATION", default_value = "1h")]
