@@ -87,6 +87,15 @@ impl Watch {
         json(&out)
     }
 
+    /// The state, or `Null` before the watcher wrote its first one.
+    fn try_state(&self) -> serde_json::Value {
+        if self.state.exists() {
+            self.state()
+        } else {
+            serde_json::Value::Null
+        }
+    }
+
     /// Waits until `cond` holds, failing with the watcher's output past the deadline.
     fn until(&mut self, what: &str, mut cond: impl FnMut(&Watch) -> bool) {
         let end = Instant::now() + DEADLINE;
@@ -230,7 +239,7 @@ fn initial_push_then_every_kind_of_change_through_one_session() {
 }
 
 fn w_state_batches(w: &Watch) -> u64 {
-    w.state()["batches"].as_u64().unwrap_or(0)
+    w.try_state()["batches"].as_u64().unwrap_or(0)
 }
 
 #[test]
@@ -547,8 +556,43 @@ fn an_idle_remote_session_outlives_the_far_sides_timeout() {
     assert!(!w.stderr().contains("failed"), "{}", w.stderr());
 }
 
+#[test]
+fn an_unreachable_host_is_retried_until_it_answers() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::write(src.join("f"), b"x").unwrap();
+    // A remote shell that fails (like ssh to a host that is down) until `up` exists.
+    let up = t.join("up");
+    let rsh = t.join("flaky-rsh");
+    fs::write(
+        &rsh,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'ssh: connect to host testhost: No route to host' >&2; exit 255; }}\nexec '{}' \"$@\"\n",
+            up.display(),
+            fake_rsh().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&rsh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rsh_arg = rsh.to_str().unwrap().to_string();
+    let bin_arg = env!("CARGO_BIN_EXE_fsync-repl");
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        Path::new(&remote(&dst)),
+        &["--rsh", &rsh_arg, "--remote-bin", bin_arg],
+    );
+    w.until("two failed attempts", |w| {
+        w.try_state()["failures"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(!dst.exists(), "nothing reached DEST yet");
+    fs::write(&up, b"").unwrap();
+    w.converge(&src, &dst);
+    w.until("one session in the state", |w| w_sessions(w) == 1);
+}
+
 fn w_sessions(w: &Watch) -> u64 {
-    w.state()["sessions"].as_u64().unwrap_or(0)
+    w.try_state()["sessions"].as_u64().unwrap_or(0)
 }
 
 /// Pids of `serve` processes working on `dst`.
