@@ -150,10 +150,16 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
 fn status(a: StatusArgs) -> Result<()> {
     let path = match (&a.state_file, a.pair.as_slice()) {
         (Some(f), []) => f.clone(),
+        (None, [dest]) => {
+            crate::watch::state::find_by_dest(dest).map_err(|e| Error::Selection {
+                path: PathBuf::from(dest),
+                what: format!("{e}; give the watch's --state-file"),
+            })?
+        }
         (None, [src, dest]) => crate::watch::state::default_path(std::path::Path::new(src), dest),
         _ => {
             return Err(Error::Usage(
-                "status needs --state-file FILE, or the watch's SRC and DEST".into(),
+                "status needs DEST, the watch's SRC and DEST, or --state-file FILE".into(),
             ))
         }
     };

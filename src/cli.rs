@@ -169,8 +169,8 @@ pub struct WatchArgs {
 /// Arguments of `status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
-    /// The watch's SRC and DEST, to find its default state file.
-    #[arg(num_args = 0..=2, value_name = "SRC DEST")]
+    /// `DEST`, or `SRC DEST`, of a watch that used the default state file.
+    #[arg(num_args = 0..=2, value_name = "[SRC] DEST")]
     pub pair: Vec<OsString>,
     /// The state file to read.
     #[arg(long, value_name = "FILE")]

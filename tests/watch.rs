@@ -36,6 +36,17 @@ struct Watch {
 
 impl Watch {
     fn start(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Watch {
+        Watch::start_in(t, src, dst, args, None)
+    }
+
+    /// With `state_home`, the default state file under it instead of `--state-file`.
+    fn start_in(
+        t: Transport,
+        src: &Path,
+        dst: &Path,
+        args: &[&str],
+        state_home: Option<&Path>,
+    ) -> Watch {
         let logs = tempfile::tempdir().unwrap();
         let (out, err, state) = (
             logs.path().join("out"),
@@ -45,9 +56,11 @@ impl Watch {
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
         c.arg("watch")
             .args(["--retry-min", "100ms", "--retry-max", "1s"])
-            .arg("--state-file")
-            .arg(&state)
             .args(args);
+        match state_home {
+            Some(h) => c.env("XDG_STATE_HOME", h),
+            None => c.arg("--state-file").arg(&state),
+        };
         match t {
             Transport::Local => c.arg(src).arg(dst),
             Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
@@ -462,6 +475,40 @@ fn the_log_file_is_reopened_on_sighup() {
 }
 
 #[test]
+fn status_finds_the_default_state_file_by_dest_or_by_pair() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let home = t.join("state-home");
+    fs::write(src.join("f"), b"x").unwrap();
+    let mut w = Watch::start_in(Transport::Local, &src, &dst, &[], Some(&home));
+    w.converge(&src, &dst);
+    let status = |args: &[&std::ffi::OsStr]| {
+        bin()
+            .arg("status")
+            .args(args)
+            .env("XDG_STATE_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    w.until("a state file under XDG_STATE_HOME", |_| {
+        status(&[dst.as_os_str()]).status.code() == Some(0)
+    });
+    let by_dest = status(&[dst.as_os_str()]);
+    let text = String::from_utf8_lossy(&by_dest.stdout);
+    assert!(text.contains("running (pid"), "{text}");
+    assert!(text.contains(&*dst.to_string_lossy()), "{text}");
+    let by_pair = status(&["--json".as_ref(), src.as_os_str(), dst.as_os_str()]);
+    assert_eq!(by_pair.status.code(), Some(0), "{by_pair:?}");
+    assert_eq!(json(&by_pair)["running"], true);
+    let names: Vec<_> = fs::read_dir(home.join("fsync-repl")).unwrap().collect();
+    assert_eq!(names.len(), 1, "one state file: {names:?}");
+    let unknown = status(&[t.join("elsewhere").as_os_str()]);
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
+    let usage = status(&[]);
+    assert_eq!(usage.status.code(), Some(1), "{usage:?}");
+}
+
+#[test]
 fn sigterm_exits_0_and_saves_the_state() {
     let _limits = shared_limits();
     let (_t, src, dst) = pair();
@@ -771,6 +818,7 @@ fn a_full_destination_is_retried_until_space_is_freed() {
     let _limits = shared_limits();
     let (t, src, _) = pair();
     let mnt = t.join("mnt");
+    // Both transports share the mount, one after the other.
     fs::create_dir(&mnt).unwrap();
     let ok = std::process::Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
@@ -782,25 +830,34 @@ fn a_full_destination_is_retried_until_space_is_freed() {
         return;
     }
     let _m = Mount(mnt.clone());
-    let dst = mnt.join("dst");
-    fs::write(src.join("small"), b"small").unwrap();
-    fs::write(mnt.join("filler"), vec![1u8; 3 << 20]).unwrap();
-    let mut w = Watch::start(Transport::Local, &src, &dst, &["--min-free", "0"]);
-    w.converge(&src, &dst);
-    fs::write(src.join("big"), vec![2u8; 2 << 20]).unwrap();
-    w.until("a recorded failure", |w| {
+    for &tr in TRANSPORTS {
+        let dst = mnt.join(format!("dst-{tr:?}"));
+        let _ = fs::remove_file(src.join("big"));
+        fs::write(src.join("small"), b"small").unwrap();
+        fs::write(mnt.join("filler"), vec![1u8; 3 << 20]).unwrap();
+        let mut w = Watch::start(tr, &src, &dst, &["--min-free", "0"]);
+        w.converge(&src, &dst);
+        fs::write(src.join("big"), vec![2u8; 2 << 20]).unwrap();
+        w.until("a recorded failure", |w| {
+            let st = w.state();
+            st["failures"].as_u64().unwrap_or(0) >= 2 && st["pending_dirs"].as_u64() > Some(0)
+        });
         let st = w.state();
-        st["failures"].as_u64().unwrap_or(0) >= 2 && st["pending_dirs"].as_u64() > Some(0)
-    });
-    let st = w.state();
-    let why = st["last_error"].as_str().unwrap_or("").to_string();
-    assert!(
-        why.contains("MiB") || why.contains("KiB"),
-        "says how much is missing: {why}"
-    );
-    fs::remove_file(mnt.join("filler")).unwrap();
-    w.converge(&src, &dst);
-    w.until("a success recorded after the failures", |w| {
-        w.state()["failures"] == 0
-    });
+        let why = st["last_error"].as_str().unwrap_or("").to_string();
+        assert!(
+            why.contains("MiB") || why.contains("KiB"),
+            "{tr:?}: says how much is missing: {why}"
+        );
+        fs::remove_file(mnt.join("filler")).unwrap();
+        w.converge(&src, &dst);
+        w.until("a success recorded after the failures", |w| {
+            w.state()["failures"] == 0
+        });
+        if tr == Transport::Rsh {
+            assert_eq!(w_sessions(&w), 1, "{tr:?}: a refusal is not a lost session");
+        }
+        drop(w);
+        wait_for_far_side(&dst);
+        fs::remove_dir_all(&dst).unwrap();
+    }
 }

@@ -53,21 +53,59 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The default state file for a SRC and DEST pair.
-pub fn default_path(src: &Path, dest: &std::ffi::OsStr) -> PathBuf {
-    let base = std::env::var_os("XDG_STATE_HOME")
+/// Where default state files live.
+pub fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
-        .unwrap_or_else(|| PathBuf::from("/var/lib"));
+        .unwrap_or_else(|| PathBuf::from("/var/lib"))
+        .join("fsync-repl")
+}
+
+/// The default state file of the watch into `dest` (the newest, if several SRCs were
+/// watched into it).
+pub fn find_by_dest(dest: &std::ffi::OsStr) -> Result<PathBuf, String> {
+    let dir = state_dir();
+    let wanted = std::fs::canonicalize(dest).ok();
+    let mut best: Option<(std::time::SystemTime, PathBuf)> = None;
+    let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries.filter_map(|e| e.ok()) {
+        let path = e.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        let Ok(st) = State::load(&path) else {
+            continue;
+        };
+        let same = st.dest.as_str() == dest.to_string_lossy()
+            || (wanted.is_some() && std::fs::canonicalize(&st.dest).ok() == wanted);
+        let modified = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .unwrap_or(UNIX_EPOCH);
+        if same && best.as_ref().is_none_or(|(t, _)| modified > *t) {
+            best = Some((modified, path));
+        }
+    }
+    best.map(|(_, p)| p).ok_or_else(|| {
+        format!(
+            "no watch state for {} in {}",
+            dest.to_string_lossy(),
+            dir.display()
+        )
+    })
+}
+
+/// The default state file for a SRC and DEST pair.
+pub fn default_path(src: &Path, dest: &std::ffi::OsStr) -> PathBuf {
     let src = std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf());
     let mut h = blake3::Hasher::new();
     h.update(src.as_os_str().as_encoded_bytes());
     h.update(b"\0");
     h.update(dest.as_encoded_bytes());
     let hex = h.finalize().to_hex();
-    base.join("fsync-repl")
-        .join(format!("watch-{}.json", &hex.as_str()[..16]))
+    state_dir().join(format!("watch-{}.json", &hex.as_str()[..16]))
 }
 
 impl State {
