@@ -8,7 +8,7 @@
 mod common;
 
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -322,6 +322,35 @@ fn renames_inside_src_are_renames_on_dest() {
             w.stdout()
         );
     }
+}
+
+#[test]
+fn hard_links_outside_the_batch_and_a_replaced_dest_are_reconciled() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/x"), b"shared content").unwrap();
+    fs::hard_link(src.join("a/x"), src.join("b/y")).unwrap();
+    fs::write(src.join("c"), b"c").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    // Written in place through one name: the event names a/x only, b/y changes too.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("a/x"))
+        .unwrap()
+        .write_all_at(b"SHARED", 0)
+        .unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(ino(&dst.join("a/x")), ino(&dst.join("b/y")));
+
+    // DEST replaced by an empty directory (a new disk mounted, say): the next change
+    // brings all of it back, not only that change.
+    fs::rename(&dst, t.join("old-dst")).unwrap();
+    fs::create_dir(&dst).unwrap();
+    fs::write(src.join("c"), b"changed").unwrap();
+    w.converge(&src, &dst);
 }
 
 #[test]

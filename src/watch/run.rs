@@ -56,6 +56,10 @@ fn classify(result: &Result<Report>) -> Outcome {
     }
 }
 
+fn outcome_ok(result: &Result<Report>) -> bool {
+    classify(result) == Outcome::Done
+}
+
 /// Identity of the source root: device and inode.
 fn identity(src: &Path) -> Option<(u64, u64)> {
     std::fs::metadata(src).ok().map(|m| (m.dev(), m.ino()))
@@ -153,6 +157,8 @@ pub fn run(
     let mut next_rescan = start + jittered(w.rescan_interval, seed);
     let mut failed_since: Option<Instant> = None;
     let mut rescans = 0u64;
+    let mut sessions_seen = 0u64;
+    let mut dest_id: Option<(u64, u64)> = None;
 
     let result = loop {
         if interrupted.load(Ordering::Relaxed) {
@@ -257,6 +263,24 @@ pub fn run(
                 out.warn(e);
             }
             on_batch(r);
+            if r.links_outside_scope > 0 {
+                // Other names of a changed hard-linked file lie outside this batch.
+                deb.mark(&Scope::everything(), Instant::now());
+            }
+        }
+        if dest.sessions() > sessions_seen && sessions_seen > 0 {
+            // A new session after a lost one: DEST may have changed meanwhile.
+            deb.mark(&Scope::everything(), Instant::now());
+        }
+        sessions_seen = dest.sessions();
+        match dest.identity() {
+            id if id != dest_id && dest_id.is_some() && outcome_ok(&result) => {
+                // DEST was replaced (remounted, restored): reconcile all of it.
+                deb.mark(&Scope::everything(), Instant::now());
+                dest_id = id;
+            }
+            id if outcome_ok(&result) => dest_id = id,
+            _ => {}
         }
         state.batches += 1;
         match outcome {

@@ -90,6 +90,15 @@ impl Dest {
         }
     }
 
+    /// Device and inode of a local DEST's root (`None`: remote or missing).
+    pub fn identity(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        match self {
+            Dest::Local(d) => std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino())),
+            Dest::Remote { .. } => None,
+        }
+    }
+
     /// Remote sessions started so far (0 for a local destination).
     pub fn sessions(&self) -> u64 {
         match self {
