@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 
 use crate::fsutil::valid_rel_path;
-use crate::tree::{is_within, parent};
+use crate::plan::Plan;
+use crate::tree::{is_within, parent, Kind, Listing};
 
 /// Directories (relative paths, `""` for the root) mapped to "recursive?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -167,6 +168,40 @@ impl Scope {
     }
 }
 
+/// Files the plan changes whose inode has more names than the listing holds: in a run
+/// limited to a scope, the names outside it still show the old content or metadata.
+pub fn links_outside(sl: &Listing, plan: &Plan) -> u64 {
+    let mut names: std::collections::HashMap<u64, (u32, u16)> = Default::default();
+    for e in sl.entries() {
+        if e.kind == Kind::File && e.nlink > 1 {
+            let n = names.entry(e.ino).or_insert((0, e.nlink));
+            n.0 += 1;
+        }
+    }
+    if names.is_empty() {
+        return 0;
+    }
+    let touched = plan
+        .files
+        .iter()
+        .map(|f| f.src)
+        .chain(plan.meta.iter().map(|m| m.0))
+        .chain(plan.links.iter().map(|l| l.0))
+        .chain(plan.moves.iter().map(|m| m.0));
+    let mut inodes: Vec<u64> = touched
+        .map(|i| sl.get(i as usize))
+        .filter(|e| {
+            names
+                .get(&e.ino)
+                .is_some_and(|&(n, nlink)| n < u32::from(nlink))
+        })
+        .map(|e| e.ino)
+        .collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    inodes.len() as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,5 +273,41 @@ mod tests {
         let all = s.split_off_first(5);
         assert_eq!(all.len(), 1);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn changed_files_with_names_outside_the_listing_are_counted() {
+        use crate::plan::{FileOp, FileSource};
+        use crate::tree::Meta;
+        let meta = |ino: u64, nlink: u32| Meta {
+            kind: Kind::File,
+            perm: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 1,
+            alloc: 0,
+            mtime: 0,
+            mtime_nsec: 0,
+            nlink,
+            ino,
+            dev: 1,
+            extra: None,
+        };
+        let mut l = Listing::new();
+        l.push(b"a/both1", meta(1, 2)); // both names listed
+        l.push(b"a/both2", meta(1, 2));
+        l.push(b"a/half", meta(2, 2)); // the other name is elsewhere
+        l.push(b"a/single", meta(3, 1));
+        let op = |i: u32| FileOp {
+            src: i,
+            from: FileSource::Source { old: None },
+        };
+        let mut plan = Plan {
+            files: vec![op(0), op(3)],
+            ..Plan::default()
+        };
+        assert_eq!(links_outside(&l, &plan), 0);
+        plan.meta = vec![(2, 0)];
+        assert_eq!(links_outside(&l, &plan), 1);
     }
 }

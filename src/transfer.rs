@@ -939,41 +939,7 @@ fn push_in_pool(
         throttle.waited(),
     );
     if opts.scope.is_some() {
-        report.links_outside_scope = links_outside_scope(sl, &plan);
+        report.links_outside_scope = crate::scope::links_outside(sl, &plan);
     }
     Ok(report)
-}
-
-/// Files the plan changes whose inode has more names than the listing holds: in a run
-/// limited to a scope, the names outside it still show the old content or metadata.
-fn links_outside_scope(sl: &Listing, plan: &Plan) -> u64 {
-    let mut names: std::collections::HashMap<u64, (u32, u16)> = Default::default();
-    for e in sl.entries() {
-        if e.kind == Kind::File && e.nlink > 1 {
-            let n = names.entry(e.ino).or_insert((0, e.nlink));
-            n.0 += 1;
-        }
-    }
-    if names.is_empty() {
-        return 0;
-    }
-    let touched = plan
-        .files
-        .iter()
-        .map(|f| f.src)
-        .chain(plan.meta.iter().map(|m| m.0))
-        .chain(plan.links.iter().map(|l| l.0))
-        .chain(plan.moves.iter().map(|m| m.0));
-    let mut inodes: Vec<u64> = touched
-        .map(|i| sl.get(i as usize))
-        .filter(|e| {
-            names
-                .get(&e.ino)
-                .is_some_and(|&(n, nlink)| n < u32::from(nlink))
-        })
-        .map(|e| e.ino)
-        .collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    inodes.len() as u64
 }

@@ -159,6 +159,7 @@ pub fn run(
     let mut rescans = 0u64;
     let mut sessions_seen = 0u64;
     let mut dest_id: Option<(u64, u64)> = None;
+    let mut last_save = Instant::now();
 
     let result = loop {
         if interrupted.load(Ordering::Relaxed) {
@@ -216,6 +217,14 @@ pub fn run(
         }
         if !deb.ready(now) || !backoff.ready(now) {
             dest.keepalive();
+            // While changes wait (a back-off, say), the state file keeps up every 5 s.
+            if deb.pending() > 0 && last_save.elapsed() >= Duration::from_secs(5) {
+                let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+                state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+                state.pending_dirs = deb.pending();
+                save(&state);
+                last_save = Instant::now();
+            }
             continue;
         }
         // A batch.
@@ -322,6 +331,7 @@ pub fn run(
         state.sessions = dest.sessions();
         state.unwatched_dirs = shared.unwatched.lock().map(|u| u.len()).unwrap_or_default();
         save(&state);
+        last_save = Instant::now();
     };
     watcher.stop();
     dest.close();
