@@ -163,10 +163,16 @@ fn status(a: StatusArgs) -> Result<()> {
             ))
         }
     };
-    let st = crate::watch::state::State::load(&path).map_err(|e| Error::Selection {
+    let mut st = crate::watch::state::State::load(&path).map_err(|e| Error::Selection {
         path: path.clone(),
         what: format!("{e}; give the --state-file of a watch"),
     })?;
+    // A pid that no longer exists (or is reused by another program) did not stop cleanly.
+    let alive = std::fs::read(format!("/proc/{}/cmdline", st.pid))
+        .is_ok_and(|c| c.windows(5).any(|w| w == b"watch"));
+    if !alive {
+        st.writer_gone();
+    }
     if a.json {
         println!("{}", serde_json::to_string(&st).unwrap_or_default());
     } else {

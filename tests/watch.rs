@@ -531,6 +531,14 @@ fn status_finds_the_default_state_file_by_dest_or_by_pair() {
     assert_eq!(json(&by_pair)["running"], true);
     let names: Vec<_> = fs::read_dir(home.join("fsync-repl")).unwrap().collect();
     assert_eq!(names.len(), 1, "one state file: {names:?}");
+    // Killed without a chance to save: status says so.
+    w.signal(libc::SIGKILL);
+    w.wait_exit();
+    let dead = status(&["--json".as_ref(), dst.as_os_str()]);
+    assert_eq!(json(&dead)["running"], false, "{dead:?}");
+    assert!(json(&dead)["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("without saving")));
     let unknown = status(&[t.join("elsewhere").as_os_str()]);
     assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
     let usage = status(&[]);
@@ -824,6 +832,24 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
     let err = w.stderr();
     assert_eq!(err.matches("watch limit is reached").count(), 1, "{err}");
     assert!(err.contains("needs at least"), "{err}");
+
+    // Not a single watch left: the whole tree is polled, still correct.
+    let (_t2, src2, dst2) = pair();
+    fs::write(src2.join("f"), b"1").unwrap();
+    fs::write(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use().to_string(),
+    )
+    .unwrap();
+    let mut w2 = Watch::start(Transport::Local, &src2, &dst2, &["--poll-interval", "1s"]);
+    w2.converge(&src2, &dst2);
+    fs::write(src2.join("g"), b"2").unwrap();
+    w2.converge(&src2, &dst2);
+    assert!(
+        w2.stderr().contains("watch limit is reached"),
+        "{}",
+        w2.stderr()
+    );
 }
 
 /// A small tmpfs mounted for one test, unmounted when dropped.

@@ -106,7 +106,8 @@ impl Watcher {
         };
         tree.add_new_tree(b"");
         tree.root_wd = tree.path_wd.get(&b""[..]).copied().unwrap_or(-1);
-        if tree.root_wd < 0 {
+        // Without any watch left (the limit), the whole tree is polled instead.
+        if tree.root_wd < 0 && !lock(&shared.unwatched).lists(b"") {
             return Err(std::io::Error::other(
                 "cannot watch the source root (inotify refused it)",
             ));

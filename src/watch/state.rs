@@ -131,6 +131,17 @@ impl State {
         serde_json::from_slice(&text).map_err(|e| format!("not a watch state file: {e}"))
     }
 
+    /// Marks a state whose writer is gone without stopping cleanly (killed, crashed).
+    pub fn writer_gone(&mut self) {
+        if self.running {
+            self.running = false;
+            self.last_error = Some(format!(
+                "the watcher (pid {}) ended without saving its state; start it again",
+                self.pid
+            ));
+        }
+    }
+
     /// The human-readable form `status` prints, relative to the Unix time `now`.
     pub fn human(&self, now: u64) -> String {
         let ago = |t: u64| format!("{} s ago", now.saturating_sub(t));
