@@ -377,6 +377,13 @@ fn moves_out_of_src_delete_and_moves_in_copy() {
     // A directory moved in keeps being watched under its new name.
     fs::write(src.join("incoming/deep/more"), b"more").unwrap();
     w.converge(&src, &dst);
+    // A top-level directory deleted and made again is watched again.
+    fs::remove_dir_all(src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    fs::create_dir(src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    fs::write(src.join("incoming/again"), b"again").unwrap();
+    w.converge(&src, &dst);
 }
 
 #[test]
@@ -754,6 +761,8 @@ fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
     let _limits = exclusive_limits();
     let (_t, src, dst) = pair();
     fs::create_dir(src.join("burst")).unwrap();
+    fs::create_dir_all(src.join("quiet/inner")).unwrap();
+    fs::write(src.join("quiet/inner/f"), b"q").unwrap();
     let mut w = {
         // The limit applies to inotify instances created while it is in force.
         let _q = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 8);
@@ -776,6 +785,9 @@ fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
         1,
         "one line per incident:\n{err}"
     );
+    // Each top-level directory has its own queue: only the one that lost events is
+    // rescanned.
+    assert!(err.contains("rescanning burst/"), "{err}");
 }
 
 /// Inotify watches the processes of this user hold now.

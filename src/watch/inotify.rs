@@ -11,6 +11,12 @@
 //! kernel refuses more watches (ENOSPC), the directories left unwatched are collected,
 //! one warning names the sysctl to raise, and they are rescanned every `poll` interval
 //! (retrying the watches each time). Symlinks are never followed.
+//!
+//! Each top-level directory of SRC (a home directory, typically) gets an inotify
+//! instance of its own, up to [`MAX_INSTANCES`]; the root and any further top-level
+//! directories share the first. The kernel's queue is per instance, so an overflow in
+//! one of them names the subtree whose events were lost, and only that is rescanned;
+//! an overflow of the shared instance rescans everything.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::OsStr;
@@ -43,6 +49,27 @@ const MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::ONLYDIR)
     .union(WatchFlags::EXCL_UNLINK);
 
+/// Inotify instances one watcher opens at most (the per-user limit,
+/// fs.inotify.max_user_instances, is 128 by default and shared with other programs).
+pub const MAX_INSTANCES: usize = 32;
+
+/// A watch: (instance slot, watch descriptor).
+type Wd = (usize, i32);
+
+/// One inotify instance and the top-level directory it serves (`""`: the shared one).
+struct Inst {
+    fd: OwnedFd,
+    top: Vec<u8>,
+}
+
+/// The first component of a relative path (`""` for the root).
+fn top_of(rel: &[u8]) -> &[u8] {
+    match rel.iter().position(|&b| b == b'/') {
+        Some(i) => &rel[..i],
+        None => rel,
+    }
+}
+
 /// A log line sink (the binary prints them).
 pub type Log = Arc<dyn Fn(String) + Send + Sync>;
 
@@ -55,8 +82,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct Shared {
     /// Directories whose events did not fit the channel, or were lost by the kernel.
     pub lost: Mutex<Scope>,
-    /// The kernel's queue overflowed since the consumer last looked.
-    pub overflowed: AtomicBool,
+    /// Subtrees whose kernel queue overflowed since the consumer last looked.
+    pub overflowed: Mutex<Scope>,
     /// The channel was full since the consumer last looked.
     pub channel_full: AtomicBool,
     /// The watched root was deleted, moved or unmounted.
@@ -93,21 +120,25 @@ impl Watcher {
         let root_dev = std::fs::metadata(&cfg.root)?.dev_of();
         let shared = Arc::new(Shared::default());
         let mut tree = Tree {
-            fd,
+            insts: vec![Some(Inst {
+                fd,
+                top: Vec::new(),
+            })],
+            by_top: HashMap::new(),
             cfg,
             root_dev,
             wd_path: HashMap::new(),
             path_wd: BTreeMap::new(),
-            root_wd: -1,
+            root_wd: (0, -1),
             warned: false,
             shared: shared.clone(),
             tx,
             log,
         };
         tree.add_new_tree(b"");
-        tree.root_wd = tree.path_wd.get(&b""[..]).copied().unwrap_or(-1);
+        tree.root_wd = tree.path_wd.get(&b""[..]).copied().unwrap_or((0, -1));
         // Without any watch left (the limit), the whole tree is polled instead.
-        if tree.root_wd < 0 && !lock(&shared.unwatched).lists(b"") {
+        if tree.root_wd.1 < 0 && !lock(&shared.unwatched).lists(b"") {
             return Err(std::io::Error::other(
                 "cannot watch the source root (inotify refused it)",
             ));
@@ -181,12 +212,15 @@ pub fn convert(dir: &[u8], name: Option<&[u8]>, mask: u32) -> Option<Change> {
 }
 
 struct Tree {
-    fd: OwnedFd,
+    /// Instance slots; 0 is the shared one, freed slots are `None`.
+    insts: Vec<Option<Inst>>,
+    /// The slot of each top-level directory's instance.
+    by_top: HashMap<Vec<u8>, usize>,
     cfg: WatchConfig,
     root_dev: u64,
-    wd_path: HashMap<i32, Vec<u8>>,
-    path_wd: BTreeMap<Vec<u8>, i32>,
-    root_wd: i32,
+    wd_path: HashMap<Wd, Vec<u8>>,
+    path_wd: BTreeMap<Vec<u8>, Wd>,
+    root_wd: Wd,
     warned: bool,
     shared: Arc<Shared>,
     tx: SyncSender<Event>,
@@ -202,6 +236,44 @@ impl Tree {
         }
     }
 
+    /// The instance slot that watches `rel` (opening one for a new top-level directory
+    /// while fewer than [`MAX_INSTANCES`] are open).
+    fn slot_for(&mut self, rel: &[u8]) -> usize {
+        let top = top_of(rel);
+        if top.is_empty() {
+            return 0;
+        }
+        if let Some(&i) = self.by_top.get(top) {
+            return i;
+        }
+        let open = self.insts.iter().filter(|i| i.is_some()).count();
+        let slot = match (open < MAX_INSTANCES)
+            .then(|| inotify::init(CreateFlags::CLOEXEC | CreateFlags::NONBLOCK).ok())
+            .flatten()
+        {
+            Some(fd) => {
+                let inst = Some(Inst {
+                    fd,
+                    top: top.to_vec(),
+                });
+                match self.insts.iter().position(|i| i.is_none()) {
+                    Some(free) => {
+                        self.insts[free] = inst;
+                        free
+                    }
+                    None => {
+                        self.insts.push(inst);
+                        self.insts.len() - 1
+                    }
+                }
+            }
+            // No instance to spare: the shared one serves it.
+            None => 0,
+        };
+        self.by_top.insert(top.to_vec(), slot);
+        slot
+    }
+
     /// Watches `top` and every directory beneath it; returns the directories the watch
     /// limit left without one (each with its subtree).
     fn add_tree(&mut self, top: &[u8]) -> Scope {
@@ -209,7 +281,11 @@ impl Tree {
         let mut stack = vec![top.to_vec()];
         while let Some(rel) = stack.pop() {
             let full = self.abs(&rel);
-            match inotify::add_watch(&self.fd, &full, MASK) {
+            let slot = self.slot_for(&rel);
+            let Some(inst) = &self.insts[slot] else {
+                continue;
+            };
+            match inotify::add_watch(&inst.fd, &full, MASK).map(|wd| (slot, wd)) {
                 Ok(wd) => {
                     if let Some(old) = self.wd_path.insert(wd, rel.clone()) {
                         self.path_wd.remove(&old);
@@ -254,9 +330,10 @@ impl Tree {
         }
     }
 
-    /// Removes the watches of `top` and its subtree (it moved away).
+    /// Removes the watches of `top` and its subtree (it moved away or was deleted),
+    /// and the instance of a top-level directory.
     fn drop_tree(&mut self, top: &[u8]) {
-        let doomed: Vec<(Vec<u8>, i32)> = self
+        let doomed: Vec<(Vec<u8>, Wd)> = self
             .path_wd
             .range(top.to_vec()..)
             .take_while(|(k, _)| k.starts_with(top))
@@ -266,7 +343,18 @@ impl Tree {
         for (k, wd) in doomed {
             self.path_wd.remove(&k);
             self.wd_path.remove(&wd);
-            let _ = inotify::remove_watch(&self.fd, wd);
+            if let Some(inst) = &self.insts[wd.0] {
+                let _ = inotify::remove_watch(&inst.fd, wd.1);
+            }
+        }
+        if top_of(top) == top && !top.is_empty() {
+            if let Some(slot) = self.by_top.remove(top) {
+                if slot != 0 {
+                    // Closing the descriptor drops whatever it still had queued: the
+                    // subtree is rescanned whole anyway.
+                    self.insts[slot] = None;
+                }
+            }
         }
         self.shared
             .watches
@@ -333,18 +421,35 @@ impl Tree {
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 10];
         let mut last_poll = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let mut pfd = libc::pollfd {
-                fd: self.fd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd for the duration of the call.
-            let n = unsafe { libc::poll(&mut pfd, 1, 200) };
+            let (slots, mut pfds): (Vec<usize>, Vec<libc::pollfd>) = self
+                .insts
+                .iter()
+                .enumerate()
+                .filter_map(|(i, inst)| {
+                    inst.as_ref().map(|inst| {
+                        (
+                            i,
+                            libc::pollfd {
+                                fd: inst.fd.as_raw_fd(),
+                                events: libc::POLLIN,
+                                revents: 0,
+                            },
+                        )
+                    })
+                })
+                .unzip();
+            // SAFETY: `pfds` is a valid array of its length for the duration of the call.
+            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
             if n > 0 {
-                let raw = self.read_events(&mut buf);
-                for (wd, mask, name) in raw {
-                    if !self.handle(wd, mask, name.as_deref()) {
-                        return;
+                for (slot, pfd) in slots.into_iter().zip(&pfds) {
+                    if pfd.revents == 0 {
+                        continue;
+                    }
+                    let raw = self.read_events(slot, &mut buf);
+                    for (wd, mask, name) in raw {
+                        if !self.handle((slot, wd), mask, name.as_deref()) {
+                            return;
+                        }
                     }
                 }
             }
@@ -366,9 +471,16 @@ impl Tree {
         }
     }
 
-    fn read_events(&self, buf: &mut [MaybeUninit<u8>]) -> Vec<(i32, u32, Option<Vec<u8>>)> {
+    fn read_events(
+        &self,
+        slot: usize,
+        buf: &mut [MaybeUninit<u8>],
+    ) -> Vec<(i32, u32, Option<Vec<u8>>)> {
         let mut out = Vec::new();
-        let mut reader = inotify::Reader::new(self.fd.as_fd(), buf);
+        let Some(inst) = &self.insts[slot] else {
+            return out;
+        };
+        let mut reader = inotify::Reader::new(inst.fd.as_fd(), buf);
         // One read's worth: more waiting makes the next poll return at once.
         while let Ok(e) = reader.next() {
             out.push((
@@ -384,11 +496,15 @@ impl Tree {
     }
 
     /// Handles one kernel event; false when the consumer is gone.
-    fn handle(&mut self, wd: i32, mask: u32, name: Option<&[u8]>) -> bool {
+    fn handle(&mut self, wd: Wd, mask: u32, name: Option<&[u8]>) -> bool {
         let has = |f: ReadFlags| mask & f.bits() != 0;
         if has(ReadFlags::QUEUE_OVERFLOW) {
-            lock(&self.shared.lost).add(b"", true);
-            self.shared.overflowed.store(true, Ordering::Relaxed);
+            // The shared instance watches the root: its loss could be anywhere.
+            let top = self.insts[wd.0]
+                .as_ref()
+                .map_or(Vec::new(), |i| i.top.clone());
+            lock(&self.shared.lost).add(&top, true);
+            lock(&self.shared.overflowed).add(&top, true);
             return true;
         }
         if wd == self.root_wd
@@ -424,6 +540,8 @@ impl Tree {
                     self.add_new_tree(&change.path);
                 }
                 ChangeKind::MovedFrom => self.drop_tree(&change.path),
+                // Its watches go by themselves; a top-level one also had an instance.
+                ChangeKind::Removed => self.drop_tree(&change.path),
                 _ => {}
             }
         }

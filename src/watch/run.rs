@@ -199,8 +199,17 @@ pub fn run(
         let now = Instant::now();
         let lost = std::mem::take(&mut *shared.lost.lock().unwrap_or_else(|p| p.into_inner()));
         if !lost.is_empty() {
-            if shared.overflowed.swap(false, Ordering::Relaxed) {
-                out.warn("warning: the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning the whole source");
+            let overflowed =
+                std::mem::take(&mut *shared.overflowed.lock().unwrap_or_else(|p| p.into_inner()));
+            if !overflowed.is_empty() {
+                let what = if overflowed.is_everything() {
+                    "the whole source".to_string()
+                } else {
+                    scope_list(&overflowed).join(", ")
+                };
+                out.warn(&format!(
+                    "warning: the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning {what}"
+                ));
             }
             if shared.channel_full.swap(false, Ordering::Relaxed) && opts.verbose > 0 {
                 out.warn(&format!(
