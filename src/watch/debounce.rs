@@ -1,8 +1,6 @@
 //! Events → dirty set → batches: a pure function of the events and an injected clock.
 //!
-//! Each change marks directories dirty (see [`dirty_of`]): the parent of the changed
-//! entry (shallow: its names and metadata), and a directory that appeared, vanished or
-//! moved as a whole (recursive). The dirty set is a [`Scope`], so repeated changes in one
+//! Each change marks directories dirty (see [`dirty_of`]). The dirty set is a [`Scope`], so repeated changes in one
 //! directory cost one entry. A batch is due when no event came for `delay` (the default
 //! 250 ms coalesces an editor's write-temp-then-rename into one batch), when the oldest
 //! pending change has waited `max_wait` (a file written without pause still goes out),
@@ -12,56 +10,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use crate::scan::IGNORE_FILE;
+use super::event::{dirty_of, Event};
 use crate::scope::Scope;
-use crate::tree::{file_name, parent};
-
-/// What happened to an entry, as inotify reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeKind {
-    Created,
-    Removed,
-    /// Content written (IN_MODIFY, IN_CLOSE_WRITE).
-    Modified,
-    /// Metadata only (IN_ATTRIB).
-    Attrib,
-    MovedFrom,
-    MovedTo,
-}
-
-/// One change of an entry, its path relative to the watched root.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub path: Vec<u8>,
-    pub is_dir: bool,
-    pub kind: ChangeKind,
-}
-
-/// What the watcher hands over the channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Change(Change),
-    /// Events beneath this directory may have been lost: scan it whole.
-    Rescan(Vec<u8>),
-}
-
-/// The directories a change makes dirty, as (dir, recursive) pairs.
-pub fn dirty_of(c: &Change) -> Vec<(&[u8], bool)> {
-    let mut v = Vec::with_capacity(2);
-    // The root's own metadata is compared by every batch; "" makes one run.
-    v.push((parent(&c.path), false));
-    let whole = matches!(
-        c.kind,
-        ChangeKind::Created | ChangeKind::Removed | ChangeKind::MovedFrom | ChangeKind::MovedTo
-    );
-    if c.is_dir && whole {
-        v.push((c.path.as_slice(), true));
-    } else if !c.is_dir && file_name(&c.path) == IGNORE_FILE {
-        // Filters changed: what they select below this directory may differ.
-        v[0].1 = true;
-    }
-    v
-}
 
 /// Debounce settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,6 +142,7 @@ impl Debouncer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::watch::event::{Change, ChangeKind};
 
     fn ch(path: &str, is_dir: bool, kind: ChangeKind) -> Event {
         Event::Change(Change {

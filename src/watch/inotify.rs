@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 
 use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
-use super::debounce::{dirty_of, Change, ChangeKind, Event};
+use super::event::{convert, dirty_of, ChangeKind, Event};
 use crate::scope::Scope;
 use crate::tree::{is_within, join};
 
@@ -174,41 +174,6 @@ impl DevOf for std::fs::Metadata {
     fn dev_of(&self) -> u64 {
         std::os::unix::fs::MetadataExt::dev(self)
     }
-}
-
-/// Converts one kernel event on directory `dir` into a change (`None`: not one that
-/// matters). `name` is the entry's name; without one, the event concerns `dir` itself.
-pub fn convert(dir: &[u8], name: Option<&[u8]>, mask: u32) -> Option<Change> {
-    let has = |f: ReadFlags| mask & f.bits() != 0;
-    let is_dir = has(ReadFlags::ISDIR);
-    let Some(name) = name.filter(|n| !n.is_empty()) else {
-        // The directory's own metadata changed: its entry in its parent.
-        return has(ReadFlags::ATTRIB).then(|| Change {
-            path: dir.to_vec(),
-            is_dir: true,
-            kind: ChangeKind::Attrib,
-        });
-    };
-    let kind = if has(ReadFlags::MOVED_FROM) {
-        ChangeKind::MovedFrom
-    } else if has(ReadFlags::MOVED_TO) {
-        ChangeKind::MovedTo
-    } else if has(ReadFlags::CREATE) {
-        ChangeKind::Created
-    } else if has(ReadFlags::DELETE) {
-        ChangeKind::Removed
-    } else if has(ReadFlags::MODIFY) || has(ReadFlags::CLOSE_WRITE) {
-        ChangeKind::Modified
-    } else if has(ReadFlags::ATTRIB) {
-        ChangeKind::Attrib
-    } else {
-        return None;
-    };
-    Some(Change {
-        path: join(dir, name),
-        is_dir,
-        kind,
-    })
 }
 
 struct Tree {
@@ -562,78 +527,6 @@ fn count_dirs(path: &std::path::Path, one_fs: bool) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const ISDIR: u32 = libc::IN_ISDIR;
-
-    type Row = (
-        &'static str,
-        Option<&'static str>,
-        u32,
-        Option<(&'static str, bool, ChangeKind)>,
-    );
-
-    #[test]
-    fn kernel_events_convert_to_changes() {
-        use ChangeKind::*;
-        // (dir, name, mask, expected (path, is_dir, kind))
-        let table: &[Row] = &[
-            ("", Some("f"), libc::IN_CREATE, Some(("f", false, Created))),
-            (
-                "a",
-                Some("f"),
-                libc::IN_CLOSE_WRITE,
-                Some(("a/f", false, Modified)),
-            ),
-            (
-                "a",
-                Some("f"),
-                libc::IN_MODIFY,
-                Some(("a/f", false, Modified)),
-            ),
-            (
-                "a",
-                Some("d"),
-                libc::IN_CREATE | ISDIR,
-                Some(("a/d", true, Created)),
-            ),
-            (
-                "a",
-                Some("d"),
-                libc::IN_MOVED_FROM | ISDIR,
-                Some(("a/d", true, MovedFrom)),
-            ),
-            (
-                "a",
-                Some("f"),
-                libc::IN_MOVED_TO,
-                Some(("a/f", false, MovedTo)),
-            ),
-            (
-                "a",
-                Some("f"),
-                libc::IN_DELETE,
-                Some(("a/f", false, Removed)),
-            ),
-            (
-                "a",
-                Some("f"),
-                libc::IN_ATTRIB,
-                Some(("a/f", false, Attrib)),
-            ),
-            ("a/b", None, libc::IN_ATTRIB, Some(("a/b", true, Attrib))),
-            ("a/b", None, libc::IN_DELETE_SELF, None),
-            ("a", Some("f"), libc::IN_OPEN, None),
-        ];
-        for &(dir, name, mask, want) in table {
-            let got = convert(dir.as_bytes(), name.map(str::as_bytes), mask);
-            let want = want.map(|(p, d, k)| Change {
-                path: p.as_bytes().to_vec(),
-                is_dir: d,
-                kind: k,
-            });
-            assert_eq!(got, want, "{dir} {name:?} {mask:#x}");
-        }
-    }
 
     #[test]
     fn a_full_channel_records_directories_instead_of_dropping() {

@@ -1,8 +1,9 @@
 //! Continuous replication: `fsync-repl watch SRC DEST` follows inotify and pushes only
 //! what changed.
 //!
-//! The parts, each apart from I/O where it can be: [`inotify`] converts kernel events
-//! into changes and hands them over a bounded channel (a full channel or a kernel
+//! The parts, each apart from I/O where it can be: [`event`] is the change model and
+//! its pure conversions; [`inotify`] turns kernel events into changes and hands them
+//! over a bounded channel (a full channel or a kernel
 //! queue overflow marks directories for a rescan, never drops); [`debounce`] turns
 //! changes into a dirty set and cuts batches (a pure function of events and an injected
 //! clock); [`backoff`] times retries; [`run`] is the loop that feeds every batch to the
@@ -17,6 +18,7 @@
 
 pub mod backoff;
 pub mod debounce;
+pub mod event;
 pub mod inotify;
 pub mod run;
 pub mod session;
