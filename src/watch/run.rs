@@ -122,7 +122,6 @@ pub fn run(
             ));
         }
     };
-    save(&state);
 
     let (tx, rx) = sync_channel(w.queue.max(1));
     let log: Log = {
@@ -144,6 +143,7 @@ pub fn run(
         what: format!("cannot watch the source: {e}"),
     })?;
     let shared = watcher.shared.clone();
+    save(&state);
 
     let mut deb = Debouncer::new(Debounce::new(w.delay, w.max_batch));
     let mut backoff = Backoff::new(w.retry_min, w.retry_max);
