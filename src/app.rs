@@ -4,7 +4,7 @@
 //! exit codes, and where local and remote transports are put together. The engine
 //! below returns values and typed errors.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::{IsTerminal, Read, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cli::{Cli, Command, PushArgs, ServeArgs};
+use crate::cli::{
+    Cli, Command, EngineArgs, PushArgs, RemoteArgs, ServeArgs, StatusArgs, WatchArgs,
+};
 use crate::config::{FsyncMode, Options};
 use crate::dest::local::LocalDest;
 use crate::dest::remote::{Conn, RemoteDest};
@@ -71,6 +73,8 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
         Command::Push(a) => push(a, interrupted),
         Command::Pull(a) => pull(a, interrupted),
         Command::Serve(a) => return serve(a, interrupted),
+        Command::Watch(a) => return finish(watch(a, interrupted)),
+        Command::Status(a) => return finish(status(a)),
     };
     match result {
         Ok((opts, report)) => print_report(&opts, &report),
@@ -82,6 +86,100 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
             e.exit_code().code()
         }
     }
+}
+
+/// The exit code of a command without a closing report, printing its error.
+fn finish(result: Result<()>) -> i32 {
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let msg = e.to_string();
+            if !msg.is_empty() {
+                eprintln!("fsync-repl: {msg}");
+            }
+            e.exit_code().code()
+        }
+    }
+}
+
+fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
+    let mut opts = a.engine.to_options()?;
+    // A watch mirrors: what SRC no longer has goes (renames need it too).
+    opts.delete = true;
+    let Location::Local(src) = parse_location(&a.src)? else {
+        return Err(Error::Usage("watch needs a local SRC".into()));
+    };
+    let w = a.to_watch_options(&src)?;
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, w.reopen.clone());
+    let mut dest = match parse_location(&a.dest)? {
+        Location::Local(d) => crate::watch::session::Dest::Local(d),
+        Location::Remote { host, path } => {
+            opts.delta = !a.engine.whole_file;
+            if a.engine.jobs.is_none() {
+                opts.jobs = opts.jobs.max(1) * 4;
+            }
+            let (engine, remote, copts) = (a.engine.clone(), a.remote.clone(), opts.clone());
+            crate::watch::session::Dest::remote(
+                PathBuf::from(&a.dest),
+                Box::new(move || connect(&engine, &remote, &copts, &host, path.clone())),
+                a.engine.compress,
+                // Well within the far side's --timeout (which it applies to requests).
+                idle_timeout(a.remote.timeout) / 3,
+            )
+        }
+    };
+    let term = Term::for_options(&opts);
+    let json = opts.json;
+    let mut on_batch = |r: &Report| {
+        if json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{}", serde_json::to_string(r).unwrap_or_default());
+            let _ = out.flush();
+        }
+    };
+    crate::watch::run(
+        &src,
+        &mut dest,
+        &opts,
+        &w,
+        &term,
+        interrupted,
+        &mut on_batch,
+    )
+}
+
+fn status(a: StatusArgs) -> Result<()> {
+    let path = match (&a.state_file, a.pair.as_slice()) {
+        (Some(f), []) => f.clone(),
+        (None, [dest]) => {
+            crate::watch::state::find_by_dest(dest).map_err(|e| Error::Selection {
+                path: PathBuf::from(dest),
+                what: format!("{e}; give the watch's --state-file"),
+            })?
+        }
+        (None, [src, dest]) => crate::watch::state::default_path(std::path::Path::new(src), dest),
+        _ => {
+            return Err(Error::Usage(
+                "status needs DEST, the watch's SRC and DEST, or --state-file FILE".into(),
+            ))
+        }
+    };
+    let mut st = crate::watch::state::State::load(&path).map_err(|e| Error::Selection {
+        path: path.clone(),
+        what: format!("{e}; give the --state-file of a watch"),
+    })?;
+    // A pid that no longer exists (or is reused by another program) did not stop cleanly.
+    let alive = std::fs::read(format!("/proc/{}/cmdline", st.pid))
+        .is_ok_and(|c| c.windows(5).any(|w| w == b"watch"));
+    if !alive {
+        st.writer_gone();
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&st).unwrap_or_default());
+    } else {
+        println!("{}", st.human(crate::watch::state::unix_now()));
+    }
+    Ok(())
 }
 
 fn print_report(opts: &Options, report: &Report) -> i32 {
@@ -96,11 +194,11 @@ fn print_report(opts: &Options, report: &Report) -> i32 {
     report.exit_code
 }
 
-fn shell(a: &PushArgs) -> RemoteShell {
+fn shell(r: &RemoteArgs) -> RemoteShell {
     RemoteShell {
-        rsh: a.remote.rsh.clone(),
-        port: a.remote.port,
-        remote_bin: a.remote.remote_bin.clone(),
+        rsh: r.rsh.clone(),
+        port: r.port,
+        remote_bin: r.remote_bin.clone(),
     }
 }
 
@@ -147,53 +245,7 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
             }
             // Check SRC before anything starts on the far side.
             crate::transfer::check_source(&src)?;
-            let mut args: Vec<OsString> = vec![
-                "serve".into(),
-                "--timeout".into(),
-                a.remote.timeout.to_string().into(),
-            ];
-            args.push("--fsync".into());
-            args.push(
-                match opts.fsync {
-                    FsyncMode::Batch => "batch",
-                    FsyncMode::File => "file",
-                    FsyncMode::None => "none",
-                }
-                .into(),
-            );
-            if let Some(b) = &a.engine.bwlimit {
-                args.push("--bwlimit".into());
-                args.push(b.into());
-            }
-            if let Some(m) = &a.engine.min_free {
-                args.push("--min-free".into());
-                args.push(m.into());
-            }
-            if let Some(n) = a.engine.iops_limit {
-                args.push("--iops-limit".into());
-                args.push(n.to_string().into());
-            }
-            args.push("--ionice".into());
-            args.push((&a.engine.ionice).into());
-            args.push(format!("--nice={}", a.engine.nice).into());
-            if opts.dry_run {
-                args.push("--dry-run".into());
-            }
-            args.push(std::os::unix::ffi::OsStringExt::from_vec(path.clone()));
-            let mut child = shell(&a).spawn(&host, &args)?;
-            let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-                return Err(Error::Protocol("the remote shell has no pipes".into()));
-            };
-            let conn = Arc::new(
-                Conn::start(
-                    Box::new(stdout),
-                    Box::new(stdin),
-                    Some(child),
-                    idle_timeout(a.remote.timeout),
-                    handshake(a.remote.timeout),
-                )
-                .map_err(proto)?,
-            );
+            let conn = connect(&a.engine, &a.remote, &opts, &host, path)?;
             let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
             let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
             let name = PathBuf::from(&a.dest);
@@ -211,6 +263,63 @@ fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
             }
         }
     }
+}
+
+/// Starts `fsync-repl serve` on `host` for a push into `path` and handshakes.
+fn connect(
+    engine: &EngineArgs,
+    remote: &RemoteArgs,
+    opts: &Options,
+    host: &OsStr,
+    path: Vec<u8>,
+) -> Result<Arc<Conn>> {
+    let mut args: Vec<OsString> = vec![
+        "serve".into(),
+        "--timeout".into(),
+        remote.timeout.to_string().into(),
+    ];
+    args.push("--fsync".into());
+    args.push(
+        match opts.fsync {
+            FsyncMode::Batch => "batch",
+            FsyncMode::File => "file",
+            FsyncMode::None => "none",
+        }
+        .into(),
+    );
+    if let Some(b) = &engine.bwlimit {
+        args.push("--bwlimit".into());
+        args.push(b.into());
+    }
+    if let Some(m) = &engine.min_free {
+        args.push("--min-free".into());
+        args.push(m.into());
+    }
+    if let Some(n) = engine.iops_limit {
+        args.push("--iops-limit".into());
+        args.push(n.to_string().into());
+    }
+    args.push("--ionice".into());
+    args.push((&engine.ionice).into());
+    args.push(format!("--nice={}", engine.nice).into());
+    if opts.dry_run {
+        args.push("--dry-run".into());
+    }
+    args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
+    let mut child = shell(remote).spawn(host, &args)?;
+    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err(Error::Protocol("the remote shell has no pipes".into()));
+    };
+    Ok(Arc::new(
+        Conn::start(
+            Box::new(stdout),
+            Box::new(stdin),
+            Some(child),
+            idle_timeout(remote.timeout),
+            handshake(remote.timeout),
+        )
+        .map_err(proto)?,
+    ))
 }
 
 /// Stamps the time of the last byte read, for the idle watchdog.
@@ -281,7 +390,7 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     ];
     args.extend(a.engine.forward(&opts));
     args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
-    let mut child = shell(&a).spawn(&host, &args)?;
+    let mut child = shell(&a.remote).spawn(&host, &args)?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(Error::Protocol("the remote shell has no pipes".into()));
     };

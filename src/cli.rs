@@ -89,6 +89,143 @@ pub enum Command {
     /// The far side of a remote push or pull, started over ssh; speaks the protocol on
     /// stdin and stdout, logs to stderr, and never leaves ROOT.
     Serve(ServeArgs),
+    /// Keep DEST a replica of SRC continuously: one full push, then every change
+    /// within about a second (inotify).
+    ///
+    /// After the first full push, the kernel's change notifications mark directories
+    /// dirty; after --delay of quiet (or at --max-batch changed paths) a batch runs the
+    /// same scan, plan and transfer as push on the dirty directories only, so renames
+    /// inside SRC become renames on DEST. Watch always deletes what SRC no longer has
+    /// (like push --delete). A remote DEST keeps one session across batches. When DEST
+    /// misbehaves (full, unreachable, refusing writes) the changes are kept and retried
+    /// with back-off from --retry-min to --retry-max until it recovers. If SRC's root
+    /// disappears or is unmounted, watch stops with exit 3 and DEST is left untouched.
+    /// SIGINT/SIGTERM let the running batch finish (a few seconds at most), save the
+    /// state file and exit 0.
+    #[command(after_help = EXIT_CODES, after_long_help = WATCH_DETAILS)]
+    Watch(WatchArgs),
+    /// Print the state of a watch: last successful batch, pending changes, lag, last
+    /// error.
+    Status(StatusArgs),
+}
+
+const WATCH_DETAILS: &str = concat!(
+    "\
+Limits: every directory needs an inotify watch. When fs.inotify.max_user_watches is too
+small, one warning names the value to set, and the directories left without a watch are
+rescanned every --poll-interval. A kernel queue overflow rescans the whole tree (logged
+once per incident); --rescan-interval runs a full reconcile periodically anyway.
+
+State: --state-file (default $XDG_STATE_HOME/fsync-repl/watch-<key>.json, or under
+~/.local/state) records the last successful batch, pending directories, the lag and
+the last error; `fsync-repl status` prints it. A restart always begins with a full push.
+
+",
+    exit_codes!()
+);
+
+/// Arguments of `watch`.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Source directory to watch (its contents are replicated).
+    pub src: OsString,
+    /// Destination directory (created if missing); `[user@]host:path` for a remote one.
+    pub dest: OsString,
+    /// Quiet time after the last change before a batch starts (250ms, 2s, ...).
+    #[arg(long, value_name = "DURATION", default_value = "250ms")]
+    pub delay: String,
+    /// Start a batch at once when this many distinct paths changed.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub max_batch: usize,
+    /// Full reconcile of the whole tree this often (jittered by 10%).
+    #[arg(long, value_name = "DURATION", default_value = "1h")]
+    pub rescan_interval: String,
+    /// Rescan directories that have no inotify watch (the watch limit) this often.
+    #[arg(long, value_name = "DURATION", default_value = "1m")]
+    pub poll_interval: String,
+    /// First wait after a failed batch; each further failure doubles it.
+    #[arg(long, value_name = "DURATION", default_value = "1s")]
+    pub retry_min: String,
+    /// Longest wait between attempts while the destination fails.
+    #[arg(long, value_name = "DURATION", default_value = "5m")]
+    pub retry_max: String,
+    /// Where to keep the watch's state (see `fsync-repl status`).
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Write messages to FILE instead of stderr (appended; reopened on SIGHUP, so it
+    /// can be rotated).
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Events buffered between the watcher thread and the batches; past it, the
+    /// directories concerned are rescanned instead.
+    #[arg(long, value_name = "N", default_value_t = 65_536, hide = true)]
+    pub queue: usize,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Arguments of `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// `DEST`, or `SRC DEST`, of a watch that used the default state file.
+    #[arg(num_args = 0..=2, value_name = "[SRC] DEST")]
+    pub pair: Vec<OsString>,
+    /// The state file to read.
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+    /// Print the state as one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl WatchArgs {
+    /// The watch loop's settings (the state file defaults by SRC and DEST).
+    pub fn to_watch_options(&self, src: &std::path::Path) -> Result<crate::watch::WatchOptions> {
+        let d = |flag: &str, v: &str| {
+            crate::config::parse_duration(v).map_err(|e| Error::Usage(format!("{flag} {e}")))
+        };
+        let delay = d("--delay", &self.delay)?;
+        let rescan_interval = d("--rescan-interval", &self.rescan_interval)?;
+        let poll_interval = d("--poll-interval", &self.poll_interval)?;
+        let retry_min = d("--retry-min", &self.retry_min)?;
+        let retry_max = d("--retry-max", &self.retry_max)?;
+        for (flag, v) in [
+            ("--rescan-interval", rescan_interval),
+            ("--poll-interval", poll_interval),
+            ("--retry-min", retry_min),
+        ] {
+            if v.is_zero() {
+                return Err(Error::Usage(format!("{flag} 0: give a positive duration")));
+            }
+        }
+        if self.max_batch == 0 {
+            return Err(Error::Usage("--max-batch 0: give at least 1".into()));
+        }
+        if self.engine.dry_run {
+            return Err(Error::Usage(
+                "watch has no --dry-run; use push --dry-run to see what would change".into(),
+            ));
+        }
+        Ok(crate::watch::WatchOptions {
+            delay,
+            max_batch: self.max_batch,
+            rescan_interval,
+            poll_interval,
+            retry_min,
+            retry_max,
+            state_file: self
+                .state_file
+                .clone()
+                .unwrap_or_else(|| crate::watch::state::default_path(src, &self.dest)),
+            dest_name: self.dest.to_string_lossy().into_owned(),
+            queue: self.queue,
+            grace: std::time::Duration::from_secs(5),
+            log_file: self.log_file.clone(),
+            reopen: Default::default(),
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -115,7 +252,7 @@ pub struct PushArgs {
 }
 
 /// How the remote side is reached.
-#[derive(Debug, Args)]
+#[derive(Debug, Args, Clone)]
 pub struct RemoteArgs {
     /// Remote shell command instead of `ssh -T -o BatchMode=yes` (split like a shell
     /// would; the host and the remote command are appended).

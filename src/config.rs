@@ -88,6 +88,8 @@ pub struct Options {
     pub batch_files: usize,
     /// Bytes per durability batch.
     pub batch_bytes: u64,
+    /// Only this part of both trees (set by watch mode for each batch; no flag).
+    pub scope: Option<std::sync::Arc<crate::scope::Scope>>,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             specials: root,
             batch_files: 2048,
             batch_bytes: 256 << 20,
+            scope: None,
         }
     }
 }
@@ -176,9 +179,52 @@ pub fn parse_reserve(s: &str) -> Result<Reserve, String> {
     parse_size(s).map(Reserve::Bytes)
 }
 
+/// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`250ms`, `1.5s`,
+/// `5m`, `1h`); a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 5s, 10m or 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        "d" => n * 86400.0,
+        u => return Err(format!("'{s}': unknown unit '{u}'; use ms, s, m, h or d")),
+    };
+    if !secs.is_finite() || secs > 1e9 {
+        return Err(format!("'{s}' is too long"));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_take_units() {
+        use std::time::Duration;
+        let table = [
+            ("250ms", Duration::from_millis(250)),
+            ("1.5s", Duration::from_millis(1500)),
+            ("2", Duration::from_secs(2)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
+        }
+        for bad in ["", "x", "5 parsecs", "-1s", "1e99h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn sizes_use_binary_units() {

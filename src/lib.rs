@@ -18,6 +18,7 @@ pub mod plan;
 pub mod protocol;
 pub mod report;
 pub mod scan;
+pub mod scope;
 pub mod serve;
 pub mod source;
 pub mod space;
@@ -25,5 +26,6 @@ pub mod ssh;
 pub mod throttle;
 pub mod transfer;
 pub mod tree;
+pub mod watch;
 
 pub use error::{Error, ExitCode};

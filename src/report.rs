@@ -137,6 +137,10 @@ pub struct Report {
     pub dry_run: bool,
     pub exit_code: i32,
     pub errors: Vec<String>,
+    /// Changed files with hard links the run's scope did not list (watch mode): their
+    /// other names are stale until the whole tree is reconciled.
+    #[serde(default)]
+    pub links_outside_scope: u64,
 }
 
 impl Report {
@@ -177,6 +181,7 @@ impl Report {
             dry_run: false,
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
+            links_outside_scope: 0,
         }
     }
 

@@ -19,6 +19,7 @@ use ignore::Match;
 use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil;
+use crate::scope::Scope;
 use crate::tree::{self, as_path, Kind, Listing};
 
 /// Name of the per-directory filter file.
@@ -44,6 +45,8 @@ pub struct ScanOptions {
     pub xattrs: bool,
     /// Each directory read counts as one metadata operation here (invariant 6).
     pub throttle: Option<std::sync::Arc<crate::throttle::Throttle>>,
+    /// Walk only this part of the tree (watch mode); `None`: all of it.
+    pub scope: Option<Arc<Scope>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -249,9 +252,14 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
             Err(e) => problem(ctx, &tree::join(&rel, IGNORE_FILE), &e),
         }
     }
+    let scope = ctx.opts.scope.as_deref();
+    let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
     for name in names {
         let path = tree::join(&rel, &name);
+        if !listed && !scope.is_some_and(|s| s.leads_to(&path)) {
+            continue;
+        }
         let meta = match fsutil::meta_at(dir.as_fd(), &name) {
             Ok(Some(mut m)) => {
                 if ctx.opts.xattrs && matches!(m.kind, Kind::File | Kind::Dir) {
@@ -277,7 +285,9 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         {
             continue;
         }
-        let descend = is_dir && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev);
+        let descend = is_dir
+            && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev)
+            && scope.is_none_or(|s| s.descends(&path));
         local.push(&path, meta);
         if descend {
             let chain = chain.clone();
@@ -322,6 +332,37 @@ mod tests {
         assert!(is_temp_name(b".a.txt.fsync-tmp.x1y2"));
         assert!(!is_temp_name(b"a.txt.fsync-tmp.x1y2"));
         assert!(!is_temp_name(b".bashrc"));
+    }
+
+    #[test]
+    fn a_scoped_walk_lists_the_scope_and_the_way_to_it_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for d in ["a/b/c", "a/z", "x/y", "r/s/t"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "top", "a/f", "a/b/f", "a/b/c/f", "a/z/f", "x/y/f", "r/f", "r/s/t/f",
+        ] {
+            std::fs::write(root.join(f), b"x").unwrap();
+        }
+        let scope = Scope::from_pairs([(&b"a/b"[..], false), (&b"r"[..], true)]).unwrap();
+        let fd = std::fs::File::open(root).unwrap();
+        let opts = ScanOptions {
+            scope: Some(Arc::new(scope.clone())),
+            ..ScanOptions::default()
+        };
+        let got = scan(fd.as_fd(), &opts).unwrap();
+        let paths: Vec<String> = (0..got.listing.len())
+            .map(|i| String::from_utf8_lossy(got.listing.path(i)).into_owned())
+            .collect();
+        let want = [
+            "a", "a/b", "a/b/c", "a/b/f", "r", "r/f", "r/s", "r/s/t", "r/s/t/f",
+        ];
+        assert_eq!(paths, want);
+        for p in &paths {
+            assert!(scope.admits(p.as_bytes()), "{p}");
+        }
     }
 
     #[test]

@@ -180,7 +180,7 @@ impl<'a> Receiver<'a> {
             return Err(bad("the peer asked to write during a dry run"));
         }
         match req {
-            Request::List { id, xattrs } => self.list(id, xattrs),
+            Request::List { id, xattrs, scope } => self.list(id, xattrs, scope),
             Request::Space { id } => {
                 let space = self.dest.space().ok().map(|s| (s.avail, s.total));
                 self.reply(Reply::Space { id, space })
@@ -265,9 +265,22 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    fn list(&mut self, id: u64, xattrs: bool) -> Result<(), ProtoError> {
+    fn list(
+        &mut self,
+        id: u64,
+        xattrs: bool,
+        scope: Option<Vec<(serde_bytes::ByteBuf, bool)>>,
+    ) -> Result<(), ProtoError> {
+        let scope = match scope {
+            Some(pairs) => Some(std::sync::Arc::new(
+                crate::scope::Scope::from_pairs(pairs.iter().map(|(p, r)| (p.as_slice(), *r)))
+                    .map_err(|e| bad(format!("list request: {e}")))?,
+            )),
+            None => None,
+        };
         let opts = ScanOptions {
             xattrs,
+            scope,
             ..ScanOptions::default()
         };
         let scanned = match self.dest.list(&opts) {

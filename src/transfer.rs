@@ -145,7 +145,7 @@ pub fn check_source(src: &Path) -> Result<()> {
 }
 
 /// Checks SRC and DEST before anything is opened for writing.
-fn check_selection(src: &Path, dest: &Path) -> Result<()> {
+pub fn check_selection(src: &Path, dest: &Path) -> Result<()> {
     check_source(src)?;
     if let Ok(m) = std::fs::symlink_metadata(dest) {
         let dir_or_link_to_dir = m.is_dir() || (m.file_type().is_symlink() && dest.is_dir());
@@ -756,6 +756,7 @@ fn push_in_pool(
         one_file_system: opts.one_file_system,
         xattrs: opts.xattrs,
         throttle: Some(throttle.clone()),
+        scope: opts.scope.clone(),
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -766,6 +767,8 @@ fn push_in_pool(
         xattrs: opts.xattrs,
         // The destination counts its own reads.
         throttle: None,
+        // Both sides cover exactly the same part, so deletes stay inside it.
+        scope: opts.scope.clone(),
     };
     let list_dest = || match dest {
         Some(d) => d.list(&dst_opts),
@@ -975,11 +978,15 @@ fn push_in_pool(
                 .into(),
         );
     }
-    Ok(Report::from_counters(
+    let mut report = Report::from_counters(
         &run.counters,
         sl.len() as u64,
         unchanged,
         started.elapsed(),
         throttle.waited(),
-    ))
+    );
+    if opts.scope.is_some() {
+        report.links_outside_scope = crate::scope::links_outside(sl, &plan);
+    }
+    Ok(report)
 }

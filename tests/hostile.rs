@@ -879,6 +879,19 @@ fn ends_with_protocol_error(what: &str, mentions: &str, attack: impl FnOnce(&mut
 // --- A1: traversal names --------------------------------------------------------------
 
 #[test]
+fn serve_refuses_a_listing_scope_with_traversal_names() {
+    for bad in [&b"../x"[..], b"/etc", b"a//b", b".", b"a/../.."] {
+        ends_with_protocol_error(&format!("scope {}", show(bad)), "invalid scope", |s| {
+            s.send(Request::List {
+                id: 1,
+                xattrs: false,
+                scope: Some(vec![(serde_bytes::ByteBuf::from(bad.to_vec()), true)]),
+            });
+        });
+    }
+}
+
+#[test]
 fn serve_refuses_traversal_names_in_every_filesystem_op() {
     let a = Arena::new();
     let root_before = snap_below(&a.root());

@@ -577,6 +577,11 @@ impl Destination for RemoteDest {
                 Request::List {
                     id,
                     xattrs: opts.xattrs,
+                    scope: opts.scope.as_ref().map(|s| {
+                        s.pairs()
+                            .map(|(p, r)| (serde_bytes::ByteBuf::from(p.to_vec()), r))
+                            .collect()
+                    }),
                 },
                 true,
             )
@@ -586,6 +591,15 @@ impl Destination for RemoteDest {
             match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
                 Reply::Listing { entries, .. } => {
                     for e in entries {
+                        if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
+                            return Err(self
+                                .conn
+                                .fail(format!(
+                                    "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
+                                    crate::report::escape(&e.path)
+                                ))
+                                .to_string());
+                        }
                         add_entry(&mut listing, e).map_err(|m| self.conn.fail(m).to_string())?;
                     }
                 }

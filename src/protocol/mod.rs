@@ -21,7 +21,7 @@ use crate::dest::{SetMeta, Staged};
 use crate::tree::{Kind, Meta};
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,8 +198,14 @@ pub enum WireMode {
 /// never).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
-    /// List the receiver's tree: answered by `Listing` chunks then `ListEnd`.
-    List { id: u64, xattrs: bool },
+    /// List the receiver's tree: answered by `Listing` chunks then `ListEnd`. With a
+    /// `scope` (watch mode), only that part: (directory, recursive?) pairs, each
+    /// directory a valid relative path or empty for the root (see [`crate::scope`]).
+    List {
+        id: u64,
+        xattrs: bool,
+        scope: Option<Vec<(serde_bytes::ByteBuf, bool)>>,
+    },
     /// Free space of the receiver's filesystem.
     Space { id: u64 },
     /// BLAKE3 of the receiver's file at `path`.

@@ -1,0 +1,422 @@
+//! The watch loop: one full push, then batches of what changed, for as long as it runs.
+//!
+//! Events from the [`super::inotify`] thread feed the [`Debouncer`]; each due batch runs
+//! the ordinary push limited to the dirty [`Scope`]. A batch that fails on the
+//! destination's side (unreachable, full, refusing writes, a lost session) puts its
+//! scope back into the dirty set and waits per the [`Backoff`]; the watcher keeps
+//! watching meanwhile and converges by itself when the destination recovers. Before
+//! every batch the source root is checked: if it vanished or was replaced (unmounted),
+//! the loop stops with a selection error (exit 3) without touching the destination —
+//! an empty mount point must never turn into a delete-everything. SIGINT/SIGTERM let
+//! the current batch finish (for up to `grace`), save the state, and end with Ok.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::backoff::{jittered, Backoff};
+use super::debounce::{Debounce, Debouncer};
+use super::inotify::{Log, WatchConfig, Watcher};
+use super::session::Dest;
+use super::state::{unix_now, State};
+use super::WatchOptions;
+use crate::config::Options;
+use crate::error::{Error, ExitCode, Result};
+use crate::report::{escape, Report};
+use crate::scope::Scope;
+use crate::transfer::Output;
+
+/// How a batch ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Replicated (source-side problems, if any, were reported).
+    Done,
+    /// The destination failed: retry later.
+    Retry(String),
+    /// Cut short by a signal.
+    Interrupted,
+}
+
+fn classify(result: &Result<Report>) -> Outcome {
+    match result {
+        Ok(r) => match r.exit_code {
+            0 | 23 | 24 => Outcome::Done,
+            20 => Outcome::Interrupted,
+            _ => Outcome::Retry(
+                r.errors
+                    .first()
+                    .cloned()
+                    .unwrap_or_else(|| format!("the batch failed with exit code {}", r.exit_code)),
+            ),
+        },
+        Err(e) => Outcome::Retry(e.to_string()),
+    }
+}
+
+fn outcome_ok(result: &Result<Report>) -> bool {
+    classify(result) == Outcome::Done
+}
+
+/// Identity of the source root: device and inode.
+fn identity(src: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(src).ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn root_gone(src: &Path) -> Error {
+    Error::Selection {
+        path: src.to_path_buf(),
+        what: "the source root disappeared or was replaced (unmounted?); stopped without \
+               touching the destination. Restore it and start the watch again"
+            .into(),
+    }
+}
+
+fn scope_list(s: &Scope) -> Vec<String> {
+    s.pairs()
+        .map(|(p, r)| {
+            let mut e = escape(p);
+            if r {
+                e.push('/');
+            }
+            e
+        })
+        .collect()
+}
+
+/// Runs the watch until interrupted (Ok) or the source is lost (exit 3) or unusable.
+/// `on_batch` receives each batch's report.
+pub fn run(
+    src: &Path,
+    dest: &mut Dest,
+    opts: &Options,
+    w: &WatchOptions,
+    out: &dyn Output,
+    interrupted: Arc<AtomicBool>,
+    on_batch: &mut dyn FnMut(&Report),
+) -> Result<()> {
+    match dest {
+        // A wrong pair fails at once rather than being retried forever.
+        Dest::Local(d) => crate::transfer::check_selection(src, d)?,
+        Dest::Remote { .. } => crate::transfer::check_source(src)?,
+    }
+    if let Some(f) = &w.log_file {
+        open_log(f)?;
+    }
+    let root_id = identity(src);
+    let mut state = State {
+        src: src.display().to_string(),
+        dest: w.dest_name.clone(),
+        pid: std::process::id(),
+        running: true,
+        started: unix_now(),
+        ..State::default()
+    };
+    let save = |st: &State| {
+        if let Err(e) = st.save(&w.state_file) {
+            out.warn(&format!(
+                "warning: cannot write the state file {}: {e}",
+                w.state_file.display()
+            ));
+        }
+    };
+
+    let (tx, rx) = sync_channel(w.queue.max(1));
+    let log: Log = {
+        // The inotify thread's lines go to stderr directly (Output is not 'static).
+        Arc::new(|line: String| eprintln!("fsync-repl: {line}"))
+    };
+    let mut watcher = Watcher::start(
+        WatchConfig {
+            // Watches are added by path without following symlinks: resolve SRC itself.
+            root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
+            one_file_system: opts.one_file_system,
+            poll: w.poll_interval,
+        },
+        tx,
+        log,
+    )
+    .map_err(|e| Error::Selection {
+        path: src.to_path_buf(),
+        what: format!("cannot watch the source: {e}"),
+    })?;
+    let shared = watcher.shared.clone();
+    save(&state);
+
+    let mut deb = Debouncer::new(Debounce::new(w.delay, w.max_batch));
+    let mut backoff = Backoff::new(w.retry_min, w.retry_max);
+    let start = Instant::now();
+    // The initial full push.
+    deb.mark(
+        &Scope::everything(),
+        start.checked_sub(w.delay).unwrap_or(start),
+    );
+    let seed = u64::from(std::process::id()) ^ unix_now();
+    let mut next_rescan = start + jittered(w.rescan_interval, seed);
+    let mut failed_since: Option<Instant> = None;
+    let mut rescans = 0u64;
+    let mut sessions_seen = 0u64;
+    let mut dest_id: Option<(u64, u64)> = None;
+    let mut last_save = Instant::now();
+
+    let result = loop {
+        if interrupted.load(Ordering::Relaxed) {
+            break Ok(());
+        }
+        if let (true, Some(f)) = (w.reopen.swap(false, Ordering::Relaxed), &w.log_file) {
+            if let Err(e) = open_log(f) {
+                out.warn(&format!("warning: {e}; logging on to the old file"));
+            }
+        }
+        if shared.root_gone.load(Ordering::Relaxed) || identity(src) != root_id {
+            break Err(root_gone(src));
+        }
+        // Wait for an event, the batch's due time or the back-off, at most 200 ms.
+        let now = Instant::now();
+        let mut until = now + Duration::from_millis(200);
+        if let Some(d) = deb.due() {
+            until = until.min(d.max(backoff.next_attempt().unwrap_or(d)));
+        }
+        match rx.recv_timeout(until.saturating_duration_since(now)) {
+            Ok(ev) => {
+                let now = Instant::now();
+                deb.add(&ev, now);
+                // Bounded, so a steady stream cannot hold off the batches.
+                for ev in rx.try_iter().take(w.queue.max(1024)) {
+                    deb.add(&ev, now);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => {
+                break Err(Error::Selection {
+                    path: src.to_path_buf(),
+                    what: "the inotify watcher stopped".into(),
+                })
+            }
+        }
+        let now = Instant::now();
+        let lost = std::mem::take(&mut *shared.lost.lock().unwrap_or_else(|p| p.into_inner()));
+        if !lost.is_empty() {
+            let overflowed =
+                std::mem::take(&mut *shared.overflowed.lock().unwrap_or_else(|p| p.into_inner()));
+            if !overflowed.is_empty() {
+                let what = if overflowed.is_everything() {
+                    "the whole source".to_string()
+                } else {
+                    scope_list(&overflowed).join(", ")
+                };
+                out.warn(&format!(
+                    "warning: the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning {what}"
+                ));
+            }
+            if shared.channel_full.swap(false, Ordering::Relaxed) && opts.verbose > 0 {
+                out.warn(&format!(
+                    "events arrived faster than batches ran; rescanning {} directories",
+                    lost.len()
+                ));
+            }
+            deb.add_scope(&lost, now);
+        }
+        if now >= next_rescan {
+            rescans += 1;
+            next_rescan = now + jittered(w.rescan_interval, seed.wrapping_add(rescans));
+            deb.mark(&Scope::everything(), now);
+        }
+        if !deb.ready(now) || !backoff.ready(now) {
+            dest.keepalive();
+            // While changes wait (a back-off, say), the state file keeps up every 5 s.
+            if deb.pending() > 0 && last_save.elapsed() >= Duration::from_secs(5) {
+                let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+                state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+                state.pending_dirs = deb.pending();
+                save(&state);
+                last_save = Instant::now();
+            }
+            continue;
+        }
+        // A batch.
+        if identity(src) != root_id {
+            break Err(root_gone(src));
+        }
+        let batch_since = deb.oldest().unwrap_or(now);
+        let scope = deb.take();
+        let mut bopts = opts.clone();
+        bopts.scope = (!scope.is_everything()).then(|| Arc::new(scope.clone()));
+        let cut = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            let (cut2, done2, intr) = (cut.clone(), &done, &interrupted);
+            // A signal lets the batch finish for `grace`, then cuts it short.
+            s.spawn(move || {
+                while !done2.load(Ordering::Relaxed) {
+                    if intr.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        while !done2.load(Ordering::Relaxed) && t.elapsed() < w.grace {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        cut2.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let r = dest.push(&bopts, src, out, cut.clone());
+            done.store(true, Ordering::Relaxed);
+            r
+        });
+        if let Err(Error::Selection { .. }) = &result {
+            if identity(src) != root_id {
+                break Err(root_gone(src));
+            }
+        }
+        if let Err(e @ Error::Usage(_)) = result {
+            break Err(e);
+        }
+        let outcome = classify(&result);
+        if let Ok(r) = &result {
+            for e in &r.errors {
+                out.warn(e);
+            }
+            on_batch(r);
+            if r.links_outside_scope > 0 {
+                // Other names of a changed hard-linked file lie outside this batch.
+                deb.mark(&Scope::everything(), Instant::now());
+            }
+        }
+        if dest.sessions() > sessions_seen && sessions_seen > 0 {
+            // A new session after a lost one: DEST may have changed meanwhile.
+            deb.mark(&Scope::everything(), Instant::now());
+        }
+        sessions_seen = dest.sessions();
+        match dest.identity() {
+            id if id != dest_id && dest_id.is_some() && outcome_ok(&result) => {
+                // DEST was replaced (remounted, restored): reconcile all of it.
+                deb.mark(&Scope::everything(), Instant::now());
+                dest_id = id;
+            }
+            id if outcome_ok(&result) => dest_id = id,
+            _ => {}
+        }
+        state.batches += 1;
+        match outcome {
+            Outcome::Done => {
+                backoff.succeed();
+                failed_since = None;
+                state.last_success = Some(unix_now());
+                state.failures = 0;
+                if opts.verbose > 0 {
+                    out.warn(&format!(
+                        "batch of {} directories done in {:.3} s",
+                        scope.len(),
+                        started.elapsed().as_secs_f64()
+                    ));
+                }
+            }
+            Outcome::Interrupted => {
+                deb.mark(&scope, now);
+            }
+            Outcome::Retry(why) => {
+                deb.mark(&scope, now);
+                failed_since.get_or_insert(batch_since);
+                let wait = backoff.fail(Instant::now());
+                state.failures = backoff.failures();
+                state.last_error = Some(why.clone());
+                state.last_error_at = Some(unix_now());
+                if let Err(e) = &result {
+                    out.warn(&e.to_string());
+                }
+                out.warn(&format!(
+                    "the batch failed; the changes are kept and retried in {:.1} s",
+                    wait.as_secs_f64()
+                ));
+            }
+        }
+        let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+        state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+        state.pending_dirs = deb.pending();
+        state.sessions = dest.sessions();
+        state.unwatched_dirs = shared.unwatched.lock().map(|u| u.len()).unwrap_or_default();
+        save(&state);
+        last_save = Instant::now();
+    };
+    watcher.stop();
+    dest.close();
+    state.running = false;
+    state.pending_dirs = deb.pending();
+    state.pending = scope_list(deb.dirty());
+    let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+    state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+    if let Err(e) = &result {
+        state.last_error = Some(e.to_string());
+        state.last_error_at = Some(unix_now());
+    }
+    save(&state);
+    result
+}
+
+/// Points stderr at the end of `path` (created if missing), so every line the watch
+/// prints goes there; called again on SIGHUP after the file was rotated.
+fn open_log(path: &Path) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::Usage(format!("--log-file {}: {e}", path.display())))?;
+    // SAFETY: dup2 onto fd 2 with a valid open descriptor; `f` closes its own copy.
+    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
+        return Err(Error::Usage(format!(
+            "--log-file {}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// The exit code of a watch that ended with `result`.
+pub fn exit_code(result: &Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::Ok,
+        Err(e) => e.exit_code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(code: i32, errors: &[&str]) -> Result<Report> {
+        Ok(Report {
+            exit_code: code,
+            errors: errors.iter().map(|s| s.to_string()).collect(),
+            ..Report::default()
+        })
+    }
+
+    #[test]
+    fn outcomes_by_exit_code() {
+        assert_eq!(classify(&report(0, &[])), Outcome::Done);
+        assert_eq!(classify(&report(23, &["f: changed"])), Outcome::Done);
+        assert_eq!(classify(&report(24, &[])), Outcome::Done);
+        assert_eq!(classify(&report(20, &[])), Outcome::Interrupted);
+        assert_eq!(
+            classify(&report(11, &["destination full"])),
+            Outcome::Retry("destination full".into())
+        );
+        assert!(matches!(classify(&report(2, &[])), Outcome::Retry(_)));
+        assert_eq!(
+            classify(&Err(Error::NoSpace("needs 5 MiB more".into()))),
+            Outcome::Retry("needs 5 MiB more".into())
+        );
+    }
+
+    #[test]
+    fn pending_scopes_are_listed_escaped() {
+        let s = Scope::from_pairs([(&b"a"[..], false), (&b"b\n"[..], true)]).unwrap();
+        assert_eq!(scope_list(&s), vec!["a".to_string(), "b\\x0a/".to_string()]);
+    }
+}

@@ -1,0 +1,930 @@
+//! `fsync-repl watch`: real inotify, real files, a real process; local and remote DEST.
+//!
+//! Every test starts the watcher, waits for the initial push to converge, makes a
+//! change and polls (with a generous deadline) until DEST matches SRC again, then
+//! asserts what must hold on the way (renames stay renames, nothing is deleted when the
+//! source root vanishes, the session is reused, the state file says the truth).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// Tests that lower a system-wide inotify limit hold this exclusively; every other test
+/// holds it shared, so none starts a watcher under a limit meant for another.
+static LIMITS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared_limits() -> std::sync::RwLockReadGuard<'static, ()> {
+    LIMITS.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running `fsync-repl watch`, killed when dropped.
+struct Watch {
+    child: Child,
+    out: PathBuf,
+    err: PathBuf,
+    state: PathBuf,
+    _logs: tempfile::TempDir,
+}
+
+impl Watch {
+    fn start(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Watch {
+        Watch::start_in(t, src, dst, args, None)
+    }
+
+    /// With `state_home`, the default state file under it instead of `--state-file`.
+    fn start_in(
+        t: Transport,
+        src: &Path,
+        dst: &Path,
+        args: &[&str],
+        state_home: Option<&Path>,
+    ) -> Watch {
+        let logs = tempfile::tempdir().unwrap();
+        let (out, err, state) = (
+            logs.path().join("out"),
+            logs.path().join("err"),
+            logs.path().join("state.json"),
+        );
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+        c.arg("watch")
+            .args(["--retry-min", "100ms", "--retry-max", "1s"])
+            .args(args);
+        match state_home {
+            Some(h) => c.env("XDG_STATE_HOME", h),
+            None => c.arg("--state-file").arg(&state),
+        };
+        match t {
+            Transport::Local => c.arg(src).arg(dst),
+            Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+        };
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap())
+            .spawn()
+            .expect("start fsync-repl watch");
+        Watch {
+            child,
+            out,
+            err,
+            state,
+            _logs: logs,
+        }
+    }
+
+    fn stderr(&self) -> String {
+        fs::read_to_string(&self.err).unwrap_or_default()
+    }
+
+    fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn state(&self) -> serde_json::Value {
+        let out = bin()
+            .arg("status")
+            .arg("--json")
+            .arg("--state-file")
+            .arg(&self.state)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "status failed: {out:?}");
+        json(&out)
+    }
+
+    /// The state, or `Null` before the watcher wrote its first one.
+    fn try_state(&self) -> serde_json::Value {
+        if self.state.exists() {
+            self.state()
+        } else {
+            serde_json::Value::Null
+        }
+    }
+
+    /// Waits until `cond` holds, failing with the watcher's output past the deadline.
+    fn until(&mut self, what: &str, mut cond: impl FnMut(&Watch) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        while !cond(self) {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!(
+                    "watch exited with {s} while waiting for {what}\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}\nstdout:\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits until DEST is an exact replica of SRC.
+    fn converge(&mut self, src: &Path, dst: &Path) {
+        let mut last = Vec::new();
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if dst.exists() {
+                // The comparer panics when an entry vanishes under it (the watcher is
+                // renaming temporary files into place): that is "not yet".
+                match std::panic::catch_unwind(|| tree_diff(src, dst)) {
+                    Ok(d) if d.is_empty() => return,
+                    Ok(d) => last = d,
+                    Err(_) => last = vec!["(the tree changed while it was compared)".into()],
+                }
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                panic!("watch exited with {s}\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < end,
+                "DEST did not converge: {last:#?}\nstderr:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Waits for the process to end; its exit code.
+    fn wait_exit(&mut self) -> Option<i32> {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            assert!(
+                Instant::now() < end,
+                "watch did not exit\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: a plain kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn ino(p: &Path) -> u64 {
+    fs::symlink_metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .ino()
+}
+
+fn sh(script: &str, dir: &Path) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{script}");
+}
+
+/// A source and a destination directory side by side.
+fn pair() -> (Tree, PathBuf, PathBuf) {
+    let t = Tree::new();
+    let (src, dst) = (t.join("src"), t.join("dst"));
+    fs::create_dir(&src).unwrap();
+    (t, src, dst)
+}
+
+#[test]
+fn initial_push_then_every_kind_of_change_through_one_session() {
+    let _limits = shared_limits();
+    for &t in TRANSPORTS {
+        let (_t, src, dst) = pair();
+        fs::create_dir_all(src.join("docs/old")).unwrap();
+        fs::write(src.join("docs/a.txt"), b"alpha").unwrap();
+        fs::write(src.join("docs/old/gone.txt"), b"bye").unwrap();
+        fs::write(src.join("top.txt"), b"top").unwrap();
+        let mut w = Watch::start(t, &src, &dst, &[]);
+        w.converge(&src, &dst);
+        let top = ino(&dst.join("top.txt"));
+
+        fs::write(src.join("docs/a.txt"), b"alpha, longer now").unwrap();
+        fs::write(src.join("docs/new.txt"), b"new").unwrap();
+        fs::remove_file(src.join("docs/old/gone.txt")).unwrap();
+        fs::set_permissions(
+            src.join("top.txt"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::os::unix::fs::symlink("a.txt", src.join("docs/link")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(
+            ino(&dst.join("top.txt")),
+            top,
+            "{t:?}: a chmod rewrote the file"
+        );
+
+        fs::remove_dir_all(src.join("docs/old")).unwrap();
+        fs::write(src.join("later.txt"), b"later").unwrap();
+        w.converge(&src, &dst);
+        w.until("the state file to record the batches", |w| {
+            w_state_batches(w) >= 2
+        });
+        let st = w.state();
+        let want_sessions = if t == Transport::Rsh { 1 } else { 0 };
+        assert_eq!(st["sessions"], want_sessions, "{t:?}: {st}");
+        assert_eq!(st["running"], true);
+        assert!(st["last_success"].as_u64().is_some(), "{st}");
+    }
+}
+
+fn w_state_batches(w: &Watch) -> u64 {
+    w.try_state()["batches"].as_u64().unwrap_or(0)
+}
+
+#[test]
+fn directory_trees_created_before_their_watch_are_replicated() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(outside.join("p/q/r")).unwrap();
+    for i in 0..50 {
+        fs::write(outside.join(format!("p/q/r/f{i}")), format!("{i}")).unwrap();
+    }
+    fs::write(outside.join("p/top"), b"t").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    sh("mkdir -p a/b/c && touch a/b/c/f && echo x > a/b/c/g", &src);
+    sh(&format!("cp -a {}/p .", outside.display()), &src);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("p/q/r/f49")).unwrap(), b"49");
+    assert!(dst.join("a/b/c/f").is_file());
+}
+
+#[test]
+fn renames_inside_src_are_renames_on_dest() {
+    let _limits = shared_limits();
+    for &t in TRANSPORTS {
+        let (_t, src, dst) = pair();
+        fs::create_dir_all(src.join("a")).unwrap();
+        fs::create_dir_all(src.join("b")).unwrap();
+        fs::create_dir_all(src.join("dir/sub")).unwrap();
+        fs::write(src.join("a/f"), vec![7u8; 100_000]).unwrap();
+        fs::write(src.join("one"), b"chain").unwrap();
+        fs::write(src.join("dir/sub/x"), b"in a directory").unwrap();
+        let mut w = Watch::start(t, &src, &dst, &["-i"]);
+        w.converge(&src, &dst);
+        let (f, one, x) = (
+            ino(&dst.join("a/f")),
+            ino(&dst.join("one")),
+            ino(&dst.join("dir/sub/x")),
+        );
+
+        // Between two directories.
+        fs::rename(src.join("a/f"), src.join("b/f")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(
+            ino(&dst.join("b/f")),
+            f,
+            "{t:?}: b/f was copied, not renamed"
+        );
+
+        // a -> b -> c within one window.
+        fs::rename(src.join("one"), src.join("two")).unwrap();
+        fs::rename(src.join("two"), src.join("three")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(ino(&dst.join("three")), one, "{t:?}: chain of renames");
+
+        // A directory.
+        fs::rename(src.join("dir"), src.join("renamed")).unwrap();
+        w.converge(&src, &dst);
+        assert_eq!(
+            ino(&dst.join("renamed/sub/x")),
+            x,
+            "{t:?}: directory rename"
+        );
+        assert!(
+            w.stdout().contains("~f b/f <= a/f"),
+            "{t:?}: itemized output:\n{}",
+            w.stdout()
+        );
+    }
+}
+
+#[test]
+fn hard_links_outside_the_batch_and_a_replaced_dest_are_reconciled() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join("a")).unwrap();
+    fs::create_dir_all(src.join("b")).unwrap();
+    fs::write(src.join("a/x"), b"shared content").unwrap();
+    fs::hard_link(src.join("a/x"), src.join("b/y")).unwrap();
+    fs::write(src.join("c"), b"c").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    // Written in place through one name: the event names a/x only, b/y changes too.
+    fs::OpenOptions::new()
+        .write(true)
+        .open(src.join("a/x"))
+        .unwrap()
+        .write_all_at(b"SHARED", 0)
+        .unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(ino(&dst.join("a/x")), ino(&dst.join("b/y")));
+
+    // DEST replaced by an empty directory (a new disk mounted, say): the next change
+    // brings all of it back, not only that change.
+    fs::rename(&dst, t.join("old-dst")).unwrap();
+    fs::create_dir(&dst).unwrap();
+    fs::write(src.join("c"), b"changed").unwrap();
+    w.converge(&src, &dst);
+}
+
+#[test]
+fn moves_out_of_src_delete_and_moves_in_copy() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(outside.join("incoming/deep")).unwrap();
+    fs::write(outside.join("incoming/deep/file"), b"arrived").unwrap();
+    fs::create_dir_all(src.join("leaving/deep")).unwrap();
+    fs::write(src.join("leaving/deep/file"), b"leaves").unwrap();
+    fs::write(src.join("single"), b"single").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    fs::rename(src.join("leaving"), t.join("left")).unwrap();
+    fs::rename(src.join("single"), t.join("single")).unwrap();
+    fs::rename(outside.join("incoming"), src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("leaving").exists() && !dst.join("single").exists());
+    assert_eq!(
+        fs::read(dst.join("incoming/deep/file")).unwrap(),
+        b"arrived"
+    );
+    // A directory moved in keeps being watched under its new name.
+    fs::write(src.join("incoming/deep/more"), b"more").unwrap();
+    w.converge(&src, &dst);
+    // A top-level directory deleted and made again is watched again.
+    fs::remove_dir_all(src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    fs::create_dir(src.join("incoming")).unwrap();
+    w.converge(&src, &dst);
+    fs::write(src.join("incoming/again"), b"again").unwrap();
+    w.converge(&src, &dst);
+}
+
+#[test]
+fn editor_saves_and_files_still_being_written_converge() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::write(src.join("notes.txt"), b"version 1").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    // Write a temporary file, then rename it over the original.
+    fs::write(src.join(".notes.txt.swp"), b"version 2, saved by an editor").unwrap();
+    fs::rename(src.join(".notes.txt.swp"), src.join("notes.txt")).unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(
+        fs::read(dst.join("notes.txt")).unwrap(),
+        b"version 2, saved by an editor"
+    );
+    // A file written in pieces for longer than the debounce delay.
+    {
+        use std::io::Write;
+        let mut f = fs::File::create(src.join("growing.log")).unwrap();
+        for i in 0..40 {
+            writeln!(f, "line {i} {}", "x".repeat(1000)).unwrap();
+            f.flush().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    w.converge(&src, &dst);
+}
+
+#[test]
+fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join("keep/me")).unwrap();
+    fs::write(src.join("keep/me/file"), b"precious").unwrap();
+    fs::write(src.join("also"), b"precious too").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let moved = t.join("moved-away");
+    fs::rename(&src, &moved).unwrap();
+    assert_eq!(w.wait_exit(), Some(3), "{}", w.stderr());
+    assert!(w.stderr().contains("source root"), "{}", w.stderr());
+    assert_same_tree(&moved, &dst);
+
+    // rm -rf of the root, files first: still no delete-everything.
+    fs::rename(&moved, &src).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let snapshot = t.join("snapshot");
+    sh(
+        &format!("cp -a {} {}", dst.display(), snapshot.display()),
+        t.path(),
+    );
+    fs::remove_dir_all(&src).unwrap();
+    assert_eq!(w.wait_exit(), Some(3), "{}", w.stderr());
+    assert_same_tree(&snapshot, &dst);
+}
+
+#[test]
+fn bad_selections_fail_at_once_with_exit_3() {
+    let _limits = shared_limits();
+    let (t, src, _) = pair();
+    let out = bin()
+        .arg("watch")
+        .arg(&src)
+        .arg(src.join("inside"))
+        .arg("--state-file")
+        .arg(t.join("state"))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("contain each other"));
+    let out = bin()
+        .arg("watch")
+        .arg(t.join("missing"))
+        .arg(t.join("dst"))
+        .arg("--state-file")
+        .arg(t.join("state"))
+        .timeout(DEADLINE)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert!(!t.join("dst").exists());
+    let out = bin()
+        .args(["watch", "--delay", "soon"])
+        .arg(&src)
+        .arg(t.join("dst"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+}
+
+#[test]
+fn the_log_file_is_reopened_on_sighup() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let log = t.join("watch.log");
+    let log_arg = log.to_str().unwrap().to_string();
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["-v", "--log-file", &log_arg],
+    );
+    fs::write(src.join("one"), b"1").unwrap();
+    w.converge(&src, &dst);
+    w.until("a line in the log", |_| {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("batch of"))
+    });
+    fs::rename(&log, t.join("watch.log.1")).unwrap();
+    w.signal(libc::SIGHUP);
+    w.until("a reopened log", |_| log.exists());
+    fs::write(src.join("two"), b"2").unwrap();
+    w.converge(&src, &dst);
+    w.until("a line in the new log", |_| {
+        fs::read_to_string(&log).is_ok_and(|l| l.contains("batch of"))
+    });
+    assert!(
+        w.stderr().is_empty(),
+        "stderr went to the log: {}",
+        w.stderr()
+    );
+}
+
+#[test]
+fn status_finds_the_default_state_file_by_dest_or_by_pair() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    let home = t.join("state-home");
+    fs::write(src.join("f"), b"x").unwrap();
+    let mut w = Watch::start_in(Transport::Local, &src, &dst, &[], Some(&home));
+    w.converge(&src, &dst);
+    let status = |args: &[&std::ffi::OsStr]| {
+        bin()
+            .arg("status")
+            .args(args)
+            .env("XDG_STATE_HOME", &home)
+            .output()
+            .unwrap()
+    };
+    w.until("a state file under XDG_STATE_HOME", |_| {
+        status(&[dst.as_os_str()]).status.code() == Some(0)
+    });
+    let by_dest = status(&[dst.as_os_str()]);
+    let text = String::from_utf8_lossy(&by_dest.stdout);
+    assert!(text.contains("running (pid"), "{text}");
+    assert!(text.contains(&*dst.to_string_lossy()), "{text}");
+    let by_pair = status(&["--json".as_ref(), src.as_os_str(), dst.as_os_str()]);
+    assert_eq!(by_pair.status.code(), Some(0), "{by_pair:?}");
+    assert_eq!(json(&by_pair)["running"], true);
+    let names: Vec<_> = fs::read_dir(home.join("fsync-repl")).unwrap().collect();
+    assert_eq!(names.len(), 1, "one state file: {names:?}");
+    // Killed without a chance to save: status says so.
+    w.signal(libc::SIGKILL);
+    w.wait_exit();
+    let dead = status(&["--json".as_ref(), dst.as_os_str()]);
+    assert_eq!(json(&dead)["running"], false, "{dead:?}");
+    assert!(json(&dead)["last_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("without saving")));
+    let unknown = status(&[t.join("elsewhere").as_os_str()]);
+    assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
+    let usage = status(&[]);
+    assert_eq!(usage.status.code(), Some(1), "{usage:?}");
+}
+
+#[test]
+fn sigterm_exits_0_and_saves_the_state() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::write(src.join("f"), b"x").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+    let st = w.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert_eq!(st["pending_dirs"], 0, "{st}");
+    let human = bin()
+        .arg("status")
+        .arg("--state-file")
+        .arg(&w.state)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+}
+
+#[test]
+fn sigterm_during_a_long_batch_keeps_every_file_whole_and_the_changes_pending() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    for i in 0..60 {
+        fs::write(src.join(format!("f{i:02}")), vec![i as u8; 1 << 20]).unwrap();
+    }
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--bwlimit", "4M"]);
+    // Files are written to temporary names first, renamed once a durability batch is
+    // complete: wait until the copy is under way.
+    w.until("temporary files in DEST", |_| {
+        dst.exists() && !temp_files(&dst).is_empty()
+    });
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+    assert!(temp_files(&dst).is_empty(), "{:?}", temp_files(&dst));
+    let copied: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert!(copied.len() < 60, "the batch was cut short");
+    for p in copied {
+        let name = p.file_name().unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            fs::read(src.join(name)).unwrap(),
+            "{p:?} is torn"
+        );
+    }
+    let st = w.state();
+    assert_eq!(st["running"], false, "{st}");
+    assert!(
+        st["pending_dirs"].as_u64() > Some(0),
+        "the cut batch stays pending: {st}"
+    );
+}
+
+#[test]
+fn a_killed_remote_session_reconnects_and_converges() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::write(src.join("first"), b"1").unwrap();
+    let mut w = Watch::start(Transport::Rsh, &src, &dst, &[]);
+    w.converge(&src, &dst);
+    let serve = serve_pids(&dst);
+    assert_eq!(serve.len(), 1, "one far side: {serve:?}");
+    // SAFETY: kill(2) of the far side this test started.
+    unsafe { libc::kill(serve[0], libc::SIGKILL) };
+    fs::write(src.join("second"), b"2").unwrap();
+    w.converge(&src, &dst);
+    fs::write(src.join("third"), b"3").unwrap();
+    w.converge(&src, &dst);
+    w.until("the state file to count two sessions", |w| {
+        w_sessions(w) == 2
+    });
+}
+
+#[test]
+fn an_idle_remote_session_outlives_the_far_sides_timeout() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::write(src.join("first"), b"1").unwrap();
+    let mut w = Watch::start(Transport::Rsh, &src, &dst, &["--timeout", "2"]);
+    w.converge(&src, &dst);
+    // Stay idle for well past the far side's --timeout (a precondition, not a check).
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(serve_pids(&dst).len(), 1, "the far side is still there");
+    fs::write(src.join("second"), b"2").unwrap();
+    w.converge(&src, &dst);
+    w.until("the state after the batch", |w| w_state_batches(w) >= 2);
+    assert_eq!(w_sessions(&w), 1, "{}", w.stderr());
+    assert!(!w.stderr().contains("failed"), "{}", w.stderr());
+}
+
+#[test]
+fn an_unreachable_host_is_retried_until_it_answers() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::write(src.join("f"), b"x").unwrap();
+    // A remote shell that fails (like ssh to a host that is down) until `up` exists.
+    let up = t.join("up");
+    let rsh = t.join("flaky-rsh");
+    fs::write(
+        &rsh,
+        format!(
+            "#!/bin/sh\n[ -e '{}' ] || {{ echo 'ssh: connect to host testhost: No route to host' >&2; exit 255; }}\nexec '{}' \"$@\"\n",
+            up.display(),
+            fake_rsh().display()
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&rsh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let rsh_arg = rsh.to_str().unwrap().to_string();
+    let bin_arg = env!("CARGO_BIN_EXE_fsync-repl");
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        Path::new(&remote(&dst)),
+        &["--rsh", &rsh_arg, "--remote-bin", bin_arg],
+    );
+    w.until("two failed attempts", |w| {
+        w.try_state()["failures"].as_u64().unwrap_or(0) >= 2
+    });
+    assert!(!dst.exists(), "nothing reached DEST yet");
+    fs::write(&up, b"").unwrap();
+    w.converge(&src, &dst);
+    w.until("one session in the state", |w| w_sessions(w) == 1);
+}
+
+fn w_sessions(w: &Watch) -> u64 {
+    w.try_state()["sessions"].as_u64().unwrap_or(0)
+}
+
+/// Pids of `serve` processes working on `dst`.
+fn serve_pids(dst: &Path) -> Vec<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let needle = dst.as_os_str().as_bytes();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let c = fs::read(e.path().join("cmdline")).ok()?;
+            let is_serve = c.split(|&b| b == 0).any(|a| a == b"serve")
+                && c.windows(needle.len()).any(|w| w == needle)
+                && !c.windows(3).any(|w| w == b"-c\0");
+            is_serve.then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_full_event_channel_rescans_instead_of_dropping() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir(src.join("many")).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--queue", "1", "-v"]);
+    w.converge(&src, &dst);
+    // Stopped, the watcher finds a backlog in the kernel's queue when it goes on: far
+    // more than the channel holds.
+    w.signal(libc::SIGSTOP);
+    for i in 0..500 {
+        fs::write(src.join(format!("many/f{i}")), format!("{i}")).unwrap();
+    }
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    assert!(
+        w.stderr()
+            .contains("events arrived faster than batches ran"),
+        "the channel never filled: {}",
+        w.stderr()
+    );
+}
+
+/// Sets a sysctl under /proc/sys and restores the old value when dropped (also when the
+/// test fails).
+struct Sysctl {
+    path: &'static str,
+    old: String,
+}
+
+impl Sysctl {
+    fn set(path: &'static str, value: u64) -> Sysctl {
+        let old = fs::read_to_string(path).unwrap().trim().to_string();
+        fs::write(path, value.to_string()).unwrap();
+        Sysctl { path, old }
+    }
+}
+
+impl Drop for Sysctl {
+    fn drop(&mut self) {
+        let _ = fs::write(self.path, &self.old);
+    }
+}
+
+fn exclusive_limits() -> std::sync::RwLockWriteGuard<'static, ()> {
+    LIMITS.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[test]
+fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
+    if !is_root() {
+        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root");
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir(src.join("burst")).unwrap();
+    fs::create_dir_all(src.join("quiet/inner")).unwrap();
+    fs::write(src.join("quiet/inner/f"), b"q").unwrap();
+    let mut w = {
+        // The limit applies to inotify instances created while it is in force.
+        let _q = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 8);
+        let w = Watch::start(Transport::Local, &src, &dst, &[]);
+        // Wait for the initial push: the watches exist by then.
+        let mut w = w;
+        w.converge(&src, &dst);
+        w
+    };
+    // Stop the watcher so the kernel queue overflows for certain, then let it go on.
+    w.signal(libc::SIGSTOP);
+    for i in 0..200 {
+        fs::write(src.join(format!("burst/f{i}")), format!("{i}")).unwrap();
+    }
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert_eq!(
+        err.matches("inotify queue overflowed").count(),
+        1,
+        "one line per incident:\n{err}"
+    );
+    // Each top-level directory has its own queue: only the one that lost events is
+    // rescanned.
+    assert!(err.contains("rescanning burst/"), "{err}");
+}
+
+/// Inotify watches the processes of this user hold now.
+fn watches_in_use() -> u64 {
+    let uid = rustix::process::geteuid().as_raw();
+    let mut n = 0;
+    for p in fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        if p.metadata().map(|m| m.uid()).ok() != Some(uid) {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(p.path().join("fdinfo")) else {
+            continue;
+        };
+        for fd in fds.filter_map(|e| e.ok()) {
+            if let Ok(text) = fs::read_to_string(fd.path()) {
+                n += text
+                    .lines()
+                    .filter(|l| l.starts_with("inotify wd:"))
+                    .count() as u64;
+            }
+        }
+    }
+    n
+}
+
+#[test]
+fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
+    if !is_root() {
+        eprintln!("skipped: lowering fs.inotify.max_user_watches needs root");
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = pair();
+    let leaves: Vec<String> = (0..20).map(|i| format!("d{i}/inner")).collect();
+    for l in &leaves {
+        fs::create_dir_all(src.join(l)).unwrap();
+    }
+    let _lim = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use() + 5,
+    );
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--poll-interval", "1s"]);
+    w.until("the limit warning", |w| {
+        w.stderr().contains("max_user_watches")
+    });
+    w.converge(&src, &dst);
+    w.until("the state to count unwatched directories", |w| {
+        w.state()["unwatched_dirs"].as_u64().unwrap_or(0) > 0
+    });
+    for l in &leaves {
+        fs::write(src.join(l).join("f"), l.as_bytes()).unwrap();
+    }
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert_eq!(err.matches("watch limit is reached").count(), 1, "{err}");
+    assert!(err.contains("needs at least"), "{err}");
+
+    // Not a single watch left: the whole tree is polled, still correct.
+    let (_t2, src2, dst2) = pair();
+    fs::write(src2.join("f"), b"1").unwrap();
+    fs::write(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use().to_string(),
+    )
+    .unwrap();
+    let mut w2 = Watch::start(Transport::Local, &src2, &dst2, &["--poll-interval", "1s"]);
+    w2.converge(&src2, &dst2);
+    fs::write(src2.join("g"), b"2").unwrap();
+    w2.converge(&src2, &dst2);
+    assert!(
+        w2.stderr().contains("watch limit is reached"),
+        "{}",
+        w2.stderr()
+    );
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_full_destination_is_retried_until_space_is_freed() {
+    if !is_root() {
+        eprintln!("skipped: mounting a small tmpfs needs root");
+        return;
+    }
+    let _limits = shared_limits();
+    let (t, src, _) = pair();
+    let mnt = t.join("mnt");
+    // Both transports share the mount, one after the other.
+    fs::create_dir(&mnt).unwrap();
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let _m = Mount(mnt.clone());
+    for &tr in TRANSPORTS {
+        let dst = mnt.join(format!("dst-{tr:?}"));
+        let _ = fs::remove_file(src.join("big"));
+        fs::write(src.join("small"), b"small").unwrap();
+        fs::write(mnt.join("filler"), vec![1u8; 3 << 20]).unwrap();
+        let mut w = Watch::start(tr, &src, &dst, &["--min-free", "0"]);
+        w.converge(&src, &dst);
+        fs::write(src.join("big"), vec![2u8; 2 << 20]).unwrap();
+        w.until("a recorded failure", |w| {
+            let st = w.state();
+            st["failures"].as_u64().unwrap_or(0) >= 2 && st["pending_dirs"].as_u64() > Some(0)
+        });
+        let st = w.state();
+        let why = st["last_error"].as_str().unwrap_or("").to_string();
+        assert!(
+            why.contains("MiB") || why.contains("KiB"),
+            "{tr:?}: says how much is missing: {why}"
+        );
+        fs::remove_file(mnt.join("filler")).unwrap();
+        w.converge(&src, &dst);
+        w.until("a success recorded after the failures", |w| {
+            w.state()["failures"] == 0
+        });
+        if tr == Transport::Rsh {
+            assert_eq!(w_sessions(&w), 1, "{tr:?}: a refusal is not a lost session");
+        }
+        drop(w);
+        wait_for_far_side(&dst);
+        fs::remove_dir_all(&dst).unwrap();
+    }
+}
