@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod report;
 pub mod scan;
 pub mod serve;
+pub mod snapshot;
 pub mod source;
 pub mod space;
 pub mod ssh;

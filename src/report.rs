@@ -81,16 +81,17 @@ pub struct Counters {
 }
 
 /// How bad an exit code is when several apply: the worst one is reported.
-fn severity(c: ExitCode) -> u8 {
+pub fn severity(c: ExitCode) -> u8 {
     match c {
         ExitCode::Ok => 0,
         ExitCode::Vanished => 1,
         ExitCode::Partial => 2,
         ExitCode::Interrupted => 3,
-        ExitCode::DestIo => 4,
-        ExitCode::Protocol => 5,
-        ExitCode::Selection => 6,
-        ExitCode::Usage => 7,
+        ExitCode::Busy => 4,
+        ExitCode::DestIo => 5,
+        ExitCode::Protocol => 6,
+        ExitCode::Selection => 7,
+        ExitCode::Usage => 8,
     }
 }
 
