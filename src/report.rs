@@ -136,6 +136,10 @@ pub struct Report {
     /// Peak resident memory of the process (VmHWM), 0 where unknown.
     pub peak_rss_bytes: u64,
     pub dry_run: bool,
+    /// In a dry run: what the run would add to the destination (the space preflight's
+    /// figure), which `backup --prune-when-full` weighs against the space snapshots hold.
+    #[serde(default)]
+    pub bytes_needed: u64,
     pub exit_code: i32,
     pub errors: Vec<String>,
 }
@@ -176,6 +180,7 @@ impl Report {
             rate_changes: 0,
             peak_rss_bytes: peak_rss(),
             dry_run: false,
+            bytes_needed: 0,
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
         }

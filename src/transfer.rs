@@ -812,6 +812,9 @@ fn push_in_pool(
             Duration::ZERO,
         );
         r.dry_run = true;
+        if dest.is_some() {
+            r.bytes_needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
+        }
         r.created = (plan
             .files
             .iter()
