@@ -302,6 +302,14 @@ mod tests {
     }
 
     #[test]
+    fn the_sample_config_parses() {
+        let text = include_str!("../contrib/fsync-repl.toml");
+        let c = parse(Path::new("contrib/fsync-repl.toml"), text).unwrap();
+        assert_eq!(c.jobs.len(), 2);
+        assert_eq!(c.jobs[0].retention.keep_within.as_deref(), Some("2d"));
+    }
+
+    #[test]
     fn metrics_keep_the_last_success_of_a_failed_job() {
         let ok = JobResult {
             name: "a".into(),
