@@ -197,7 +197,8 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
             .lines()
             .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
     };
-    let metrics: [(&str, &str, &dyn Fn(&JobResult) -> Option<String>); 5] = [
+    type Value<'a> = &'a dyn Fn(&JobResult) -> Option<String>;
+    let metrics: [(&str, &str, Value); 5] = [
         (
             LAST_SUCCESS,
             "Time of the job's last successful backup.",

@@ -224,7 +224,7 @@ impl Ctx<'_> {
                         if st.st_nlink <= 1 {
                             self.counts.added.fetch_add(size, Ordering::Relaxed);
                         } else {
-                            shared.push((st.st_ino, st.st_nlink as u64, size));
+                            shared.push((st.st_ino, st.st_nlink, size));
                         }
                     }
                 }

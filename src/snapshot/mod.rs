@@ -492,7 +492,7 @@ impl Dest {
                     }
                     let e = seen.entry(st.st_ino).or_insert((
                         0,
-                        st.st_nlink as u64,
+                        st.st_nlink,
                         st.st_blocks as u64 * 512,
                     ));
                     e.0 += 1;
@@ -598,7 +598,7 @@ mod tests {
         let th = Throttle::new(None, None);
         assert_eq!(d.clean_up(&th).unwrap(), 2);
         assert_eq!(d.list().unwrap().len(), 2);
-        assert_eq!(d.freed_by(&[m1.name.clone()]).unwrap(), vec![0]);
+        assert_eq!(d.freed_by(std::slice::from_ref(&m1.name)).unwrap(), vec![0]);
         d.remove(&m1.name, &th, 2).unwrap();
         assert_eq!(d.list().unwrap().len(), 1);
         assert!(!t
