@@ -43,7 +43,11 @@ fn snapshots(dst: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default();
-    v.sort();
+    // Time, then the sequence number of snapshots taken within one second.
+    v.sort_by_key(|n| {
+        let (time, seq) = n.split_once("Z.").unwrap_or((n.trim_end_matches('Z'), "0"));
+        (time.to_string(), seq.parse::<u64>().unwrap_or(0))
+    });
     v
 }
 
@@ -472,4 +476,63 @@ fn a_snapshot_restores_with_push_and_pull() {
         .output()
         .unwrap());
     assert_same_tree(&saved.join("orig"), &far.join("restore"));
+}
+
+#[test]
+fn a_snapshot_taken_while_a_push_writes_holds_each_file_old_or_new() {
+    let (old, new, dst) = (Tree::new(), Tree::new(), Tree::new());
+    for i in 0..40 {
+        old.file(format!("d{}/f{i}", i % 4), &vec![b'o'; 64 << 10]);
+        new.file(format!("d{}/f{i}", i % 4), &vec![b'n'; 64 << 10])
+            .mtime(format!("d{}/f{i}", i % 4), 1_700_000_000, 0);
+    }
+    ok(backup(old.path(), dst.path(), &[]));
+    // A slow push (as watch would do) rewrites current while snapshots are taken.
+    let mut push = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["push", "--bwlimit", "512K", "--fsync", "file"])
+        .arg(new.path())
+        .arg(dst.join("current"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut taken = 0;
+    while push.try_wait().unwrap().is_none() || taken < 2 {
+        ok(bin()
+            .args(["snapshot", "-q"])
+            .arg(dst.path())
+            .output()
+            .unwrap());
+        taken += 1;
+    }
+    assert!(push.wait().unwrap().success());
+    for name in snapshots(dst.path()) {
+        let snap = dst.join("snapshots").join(&name);
+        for i in 0..40 {
+            let data = fs::read(snap.join(format!("d{}/f{i}", i % 4))).unwrap();
+            let first = data[0];
+            assert!(
+                (first == b'o' || first == b'n')
+                    && data.len() == 64 << 10
+                    && data.iter().all(|&b| b == first),
+                "{name}: f{i} is torn"
+            );
+        }
+        assert!(
+            temp_files(&snap).is_empty(),
+            "{name}: temporary files in a snapshot"
+        );
+    }
+}
+
+#[test]
+fn snapshot_of_a_missing_destination_is_a_selection_error() {
+    let t = Tree::new();
+    let out = bin().arg("snapshot").arg(t.join("nope")).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no such backup destination"), "{err}");
+    t.dir("empty");
+    let out = bin().arg("snapshot").arg(t.join("empty")).output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no replica"));
 }

@@ -7,7 +7,9 @@
 //! [`fsutil::open_dir`] (no symlink followed, never outside a root) and acts on single
 //! names read from the directory, so at most a few descriptors per worker are open
 //! whatever the depth. Every link, unlink, mkdir and symlink passes the throttle's
-//! operations limiter (invariant 6). The source tree is only read.
+//! operations limiter (invariant 6). The source tree is only read. Temporary files of a
+//! push or watch writing into the source at the same time are left out: they are not
+//! part of the replica until renamed, and each file copied is therefore old or new.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -208,6 +210,8 @@ impl Ctx<'_> {
                     at("recreate symlink", &path(), r)?;
                     self.counts.symlinks.fetch_add(1, Ordering::Relaxed);
                 }
+                // A file the engine is writing right now: not part of the replica yet.
+                _ if crate::scan::is_temp_name(&name) => {}
                 _ => {
                     let st = at("stat", &path(), fsutil::stat_at(src, &name))?;
                     self.throttle.op();
@@ -308,6 +312,7 @@ mod tests {
         std::fs::write(a.join("d/f"), b"12345").unwrap();
         std::fs::hard_link(a.join("d/f"), a.join("g")).unwrap();
         std::fs::write(a.join("single"), b"xy").unwrap();
+        std::fs::write(a.join("d/.f.fsync-tmp.0001"), b"half").unwrap();
         std::os::unix::fs::symlink("d/f", a.join("l")).unwrap();
         std::fs::set_permissions(a.join("d/e"), std::fs::Permissions::from_mode(0o555)).unwrap();
         std::fs::create_dir(&b).unwrap();
@@ -334,6 +339,7 @@ mod tests {
         let mode = std::fs::metadata(b.join("d/e")).unwrap().mode() & 0o777;
         assert_eq!(mode, 0o555);
         assert_eq!(ctx.counts.files.load(Ordering::Relaxed), 3);
+        assert!(!b.join("d/.f.fsync-tmp.0001").exists());
         assert_eq!(ctx.counts.bytes.load(Ordering::Relaxed), 12);
         // "single" had one name; f/g had two, both inside the copied tree.
         assert_eq!(ctx.counts.added_bytes(), 7);

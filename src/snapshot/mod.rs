@@ -53,6 +53,8 @@ pub enum SnapshotError {
         "{0}: no replica in {0}/current; back up into DEST first (fsync-repl backup SRC DEST)"
     )]
     NoCurrent(PathBuf),
+    #[error("{}: no such backup destination; give the directory that holds current/", .0.display())]
+    NoDest(PathBuf),
     #[error("{path}: no snapshot named {name}; see fsync-repl snapshots {path}")]
     NotFound { path: PathBuf, name: String },
     #[error("{0}")]
@@ -73,6 +75,10 @@ impl From<SnapshotError> for crate::Error {
                 path: p,
             },
             e @ SnapshotError::NotFound { .. } => crate::Error::Usage(e.to_string()),
+            SnapshotError::NoDest(p) => crate::Error::Selection {
+                path: p,
+                what: "no such backup destination; give the directory that holds current/".into(),
+            },
             SnapshotError::Locked(m) => crate::Error::Locked(m),
             SnapshotError::Interrupted => crate::Error::Interrupted,
         }
@@ -159,15 +165,17 @@ pub fn now() -> i64 {
 impl Dest {
     /// Opens DEST, which must exist.
     pub fn open(path: &Path) -> Result<Dest> {
-        let root = io_at(
-            "open",
+        let root = match rfs::open(
             path,
-            errno(rfs::open(
-                path,
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-                Mode::empty(),
-            )),
-        )?;
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => {
+                return Err(SnapshotError::NoDest(path.to_path_buf()))
+            }
+            Err(e) => return io_at("open", path, Err(e.into())),
+        };
         Ok(Dest {
             root,
             path: path.to_path_buf(),
@@ -215,7 +223,7 @@ impl Dest {
         lock::Lock::take(dir.as_fd(), &self.path, now())
     }
 
-    /// The snapshots, oldest first (ties: by name), with their manifests.
+    /// The snapshots, oldest first (ties: by sequence number), with their manifests.
     pub fn list(&self) -> Result<Vec<Snapshot>> {
         let Some(dir) = self.dir(SNAPSHOTS, false)? else {
             return Ok(Vec::new());
@@ -243,7 +251,11 @@ impl Dest {
                 manifest,
             });
         }
-        out.sort_by(|a, b| a.time.cmp(&b.time).then_with(|| a.name.cmp(&b.name)));
+        out.sort_by(|a, b| {
+            a.time
+                .cmp(&b.time)
+                .then_with(|| retention::name_seq(&a.name).cmp(&retention::name_seq(&b.name)))
+        });
         Ok(out)
     }
 
@@ -318,12 +330,19 @@ impl Dest {
             &self.sub(SNAPSHOTS),
             fsutil::read_dir_names(snaps.as_fd()),
         )?;
-        let mut name = base.clone();
-        let mut k = 0;
-        while existing.iter().any(|e| e == name.as_bytes()) {
-            k += 1;
-            name = format!("{base}.{k}");
-        }
+        // Past every name of this second, even removed ones' successors, so the newer
+        // snapshot always has the greater sequence number.
+        let same_second = existing
+            .iter()
+            .filter_map(|e| std::str::from_utf8(e).ok())
+            .map(|e| e.strip_prefix(TEMP_PREFIX).unwrap_or(e))
+            .filter(|e| e.starts_with(base.as_str()))
+            .map(|e| retention::name_seq(e) + 1)
+            .max();
+        let name = match same_second {
+            None => base.clone(),
+            Some(k) => format!("{base}.{k}"),
+        };
         let temp = format!("{TEMP_PREFIX}{name}");
         let temp_path = self.sub(SNAPSHOTS).join(&temp);
         o.throttle.op();

@@ -164,6 +164,14 @@ pub fn parse_utc(s: &str) -> Option<i64> {
     Some(days_from_civil(y, mo as u32, d as u32) * 86400 + h * 3600 + mi * 60 + se)
 }
 
+/// The sequence number of a snapshot name: 0 for `…Z`, k for `…Z.k` (several
+/// snapshots in one second). Orders snapshots of equal time.
+pub fn name_seq(name: &str) -> u64 {
+    name.rsplit_once("Z.")
+        .and_then(|(_, k)| k.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Parses a `--keep-within` duration into seconds: numbers with units `h`, `d`, `w`,
 /// `m` (30 days) and `y` (365 days), combined as in `1y6m` or `2d12h`.
 pub fn parse_duration(s: &str) -> Result<i64, String> {
@@ -214,10 +222,14 @@ fn bucket(reason: Reason, t: i64) -> i64 {
 }
 
 /// Applies `policy` to `snaps` (any order). Returns one decision per snapshot, newest
-/// first; ties in time are ordered by name, the greater name being the newer.
+/// first; ties in time are ordered by [`name_seq`], the greater being the newer.
 pub fn apply(policy: &Policy, snaps: &[Candidate]) -> Vec<Decision> {
     let mut sorted: Vec<&Candidate> = snaps.iter().collect();
-    sorted.sort_by(|a, b| b.time.cmp(&a.time).then_with(|| b.name.cmp(&a.name)));
+    sorted.sort_by(|a, b| {
+        b.time
+            .cmp(&a.time)
+            .then_with(|| name_seq(&b.name).cmp(&name_seq(&a.name)))
+    });
     let newest = sorted.first().map(|c| c.time);
     let last_ok = sorted.iter().position(|c| c.successful_push);
     let mut rules = [
@@ -426,6 +438,14 @@ mod tests {
         s[1].name = "2026-11-27T01:00:00Z.1".into();
         let d = apply(&Policy::default(), &s);
         assert_eq!(d[0].name, "2026-11-27T01:00:00Z.1");
+        assert_eq!(name_seq("2026-11-27T01:00:00Z.12"), 12);
+        let mut s10 = s.clone();
+        s10[0].name = "2026-11-27T01:00:00Z.10".into();
+        s10[1].name = "2026-11-27T01:00:00Z.9".into();
+        assert_eq!(
+            apply(&Policy::default(), &s10)[0].name,
+            "2026-11-27T01:00:00Z.10"
+        );
         assert_eq!(
             d[0].reasons,
             vec![Reason::Newest, Reason::LastSuccessfulPush]
