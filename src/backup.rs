@@ -3,8 +3,8 @@
 //! `backup` pushes SRC into DEST/current with the push engine (local or remote), and
 //! only when the push succeeded (exit 0, or 24 when source files vanished meanwhile)
 //! takes a snapshot and prunes: a failed push changes no snapshot. A local DEST is
-//! locked for the whole run; for `host:DEST` the far side runs `snapshot` (which takes
-//! the lock there) after the push. Like `app`, this module prints and maps errors to
+//! locked for the whole run; for `host:DEST` a lock on this machine covers the run and
+//! the far side runs `snapshot` (which takes DEST's own lock) after the push. Like `app`, this module prints and maps errors to
 //! exit codes; the work itself is in [`crate::snapshot`].
 
 use std::ffi::OsString;
@@ -397,6 +397,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                         .into(),
                 ));
             }
+            let _lock = crate::snapshot::lock::take_local(dest.as_bytes(), crate::snapshot::now())?;
             let mut current = path.clone();
             current.extend_from_slice(b"/current");
             let mut dest_arg = host.as_bytes().to_vec();

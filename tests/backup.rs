@@ -536,3 +536,67 @@ fn snapshot_of_a_missing_destination_is_a_selection_error() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no replica"));
 }
+
+#[test]
+fn overlapping_remote_backups_from_one_machine_lock_each_other_out() {
+    let (src, dst, run) = (Tree::new(), Tree::new(), Tree::new());
+    for i in 0..60 {
+        src.file(format!("f{i}"), b"x");
+    }
+    let mut first = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .env("XDG_RUNTIME_DIR", run.path())
+        .args(["backup", "--iops-limit", "5"])
+        .args(rsh_args())
+        .arg(src.path())
+        .arg(remote(dst.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let holder = format!("pid {} on", first.id());
+    let locks = run.join("fsync-repl-locks");
+    wait_until("the first run to take the lock", || {
+        fs::read_dir(&locks).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| fs::read_to_string(e.path()).is_ok_and(|t| t.contains(&holder)))
+        })
+    });
+    let second = bin()
+        .env("XDG_RUNTIME_DIR", run.path())
+        .arg("backup")
+        .args(rsh_args())
+        .arg(src.path())
+        .arg(remote(dst.path()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(12), "{err}");
+    assert!(err.contains(&holder), "{err}");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    wait_for_far_side(dst.path());
+}
+
+#[test]
+fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
+    let (src, dst, outside) = (Tree::new(), Tree::new(), Tree::new());
+    sample(&src);
+    ok(backup(src.path(), dst.path(), &[]));
+    fs::rename(dst.join("snapshots"), dst.join("old-snapshots")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dst.join("snapshots")).unwrap();
+    let out = bin().arg("snapshot").arg(dst.path()).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    let out = bin()
+        .args(["prune", "--keep-last", "1"])
+        .arg(dst.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(11));
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+}

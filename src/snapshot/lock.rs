@@ -8,7 +8,8 @@
 //! a third run lock a new file while the second still holds the old one).
 
 use std::io::{Read, Seek, Write};
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{self as rfs, FlockOperation, Mode, OFlags};
@@ -35,14 +36,26 @@ impl Lock {
     /// Takes the lock in `sidecar` (the open `DEST/.fsync-repl`), or says who holds it.
     pub fn take(sidecar: BorrowedFd<'_>, dest: &Path, now: i64) -> Result<Lock> {
         let path = dest.join(super::SIDECAR).join(LOCK_FILE);
+        Lock::take_file(sidecar, LOCK_FILE, dest, path, now)
+    }
+
+    /// Takes the lock file `name` in `dir`; `shown` names what it protects in messages.
+    fn take_file(
+        dir: BorrowedFd<'_>,
+        name: &str,
+        shown: &Path,
+        path: std::path::PathBuf,
+        now: i64,
+    ) -> Result<Lock> {
+        let dest = shown;
         let io = |op, e: std::io::Error| SnapshotError::Io {
             op,
             path: path.clone(),
             source: e,
         };
         let fd = rfs::openat(
-            sidecar,
-            LOCK_FILE,
+            dir,
+            name,
             OFlags::RDWR | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::from_raw_mode(0o644),
         )
@@ -82,10 +95,49 @@ impl Lock {
     }
 }
 
+/// The directory for locks this machine takes on remote destinations' behalf.
+fn local_lock_dir() -> std::path::PathBuf {
+    let uid = rustix::process::geteuid().as_raw();
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(std::path::PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("fsync-repl-{uid}")))
+        .join("fsync-repl-locks")
+}
+
+/// Takes a lock on this machine for a remote destination `key` (`host:path`), so that
+/// two overlapping runs from here never push into one far DEST at once; the far side's
+/// snapshot and prune take DEST's own lock as well.
+pub fn take_local(key: &[u8], now: i64) -> Result<Lock> {
+    let dir = local_lock_dir();
+    let io = |op, e: std::io::Error| SnapshotError::Io {
+        op,
+        path: dir.clone(),
+        source: e,
+    };
+    std::fs::create_dir_all(&dir).map_err(|e| io("create", e))?;
+    let fd = rfs::open(
+        &dir,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    )
+    .map_err(|e| io("open", e.into()))?;
+    let st = rfs::fstat(&fd).map_err(|e| io("stat", e.into()))?;
+    if st.st_uid != rustix::process::geteuid().as_raw() {
+        return Err(io(
+            "use",
+            std::io::Error::other("the lock directory belongs to another user"),
+        ));
+    }
+    let name = blake3::hash(key).to_hex();
+    let name = &name[..32];
+    let shown = Path::new(std::ffi::OsStr::from_bytes(key));
+    Lock::take_file(fd.as_fd(), name, shown, dir.join(name), now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::fd::AsFd;
 
     #[test]
     fn a_second_taker_is_told_who_holds_it() {
