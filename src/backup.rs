@@ -250,7 +250,7 @@ fn prune_with(
                 println!("remove {} (no rule keeps it)", d.name);
                 continue;
             }
-            dest.remove(&d.name, throttle, disk.jobs)?;
+            dest.remove(&d.name, throttle, disk.jobs, disk.priority)?;
             if !disk.quiet {
                 println!("remove {} (no rule keeps it): removed", d.name);
             }
@@ -582,7 +582,7 @@ fn make_room(
         return Ok(());
     }
     let order = retention::give_up_order(&decide(dest, policy)?);
-    let freed = dest.freed_by(&order)?;
+    let freed = dest.freed_by(&order, throttle)?;
     let Some(k) = freed.iter().position(|&f| f >= check.missing()) else {
         let all = freed.last().copied().unwrap_or(0);
         return Err(Error::NoSpace(format!(
@@ -591,7 +591,7 @@ fn make_room(
         )));
     };
     for name in &order[..=k] {
-        dest.remove(name, throttle, disk.jobs)?;
+        dest.remove(name, throttle, disk.jobs, disk.priority)?;
         if !disk.quiet {
             println!("remove {name} (--prune-when-full: to make room)");
         }

@@ -6,10 +6,10 @@
 //! opens the directories it works on by their path beneath the two roots with
 //! [`fsutil::open_dir`] (no symlink followed, never outside a root) and acts on single
 //! names read from the directory, so at most a few descriptors per worker are open
-//! whatever the depth. Every link, unlink, mkdir and symlink passes the throttle's
-//! operations limiter (invariant 6). The source tree is only read. Temporary files of a
-//! push or watch writing into the source at the same time are left out: they are not
-//! part of the replica until renamed, and each file copied is therefore old or new.
+//! whatever the depth. Every directory read, link, unlink, mkdir and symlink passes the
+//! throttle's operations limiter (invariant 6). The source tree is only read. Temporary
+//! files of a push or watch writing into the source meanwhile are left out: they are not
+//! part of the replica until renamed, so each file copied is old or new.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -167,6 +167,7 @@ impl Ctx<'_> {
         src: BorrowedFd<'_>,
         dst: BorrowedFd<'_>,
     ) -> Result<Vec<Vec<u8>>> {
+        self.throttle.op();
         let list = at("read directory", rel, entries(src))?;
         let mut subdirs = Vec::new();
         let mut shared = Vec::new();
@@ -262,6 +263,7 @@ pub fn remove_tree(root: BorrowedFd<'_>, rel: &[u8], throttle: &Throttle) -> Res
                 .map_err(io::Error::from),
         )?;
     }
+    throttle.op();
     let list = at("read directory", rel, entries(dir.as_fd()))?;
     let mut subdirs = Vec::new();
     for (name, ty) in list {

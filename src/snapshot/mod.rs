@@ -217,6 +217,27 @@ impl Dest {
         }
     }
 
+    /// Workers at the run's CPU and I/O priority, with room for deep trees.
+    fn pool(
+        &self,
+        jobs: usize,
+        priority: crate::throttle::priority::Priority,
+    ) -> Result<rayon::ThreadPool> {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs.max(1))
+            .stack_size(16 << 20)
+            .thread_name(|i| format!("fsync-repl-snap-{i}"))
+            .start_handler(move |_| {
+                let _ = priority.apply_to_current_thread();
+            })
+            .build()
+            .map_err(|e| SnapshotError::Io {
+                op: "start workers for",
+                path: self.path.clone(),
+                source: io::Error::other(e),
+            })
+    }
+
     /// Takes the lock of DEST (see [`lock`]).
     pub fn lock(&self) -> Result<lock::Lock> {
         let dir = self.dir(SIDECAR, true)?.ok_or(SnapshotError::Interrupted)?;
@@ -368,20 +389,7 @@ impl Dest {
             cancel: o.cancel,
             counts: Default::default(),
         };
-        let priority = o.priority;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(o.jobs.max(1))
-            .stack_size(16 << 20)
-            .thread_name(|i| format!("fsync-repl-snap-{i}"))
-            .start_handler(move |_| {
-                let _ = priority.apply_to_current_thread();
-            })
-            .build()
-            .map_err(|e| SnapshotError::Io {
-                op: "start workers for",
-                path: self.path.clone(),
-                source: io::Error::other(e),
-            })?;
+        let pool = self.pool(o.jobs, o.priority)?;
         let copied = pool.install(|| ctx.copy_dir(b""));
         if let Err(e) = copied {
             if o.cancel.load(Ordering::Relaxed) {
@@ -436,7 +444,13 @@ impl Dest {
     }
 
     /// Removes the snapshot `name` and its manifest. Call with the lock held.
-    pub fn remove(&self, name: &str, throttle: &Throttle, jobs: usize) -> Result<()> {
+    pub fn remove(
+        &self,
+        name: &str,
+        throttle: &Throttle,
+        jobs: usize,
+        priority: crate::throttle::priority::Priority,
+    ) -> Result<()> {
         if !fsutil::valid_name(name.as_bytes()) || name.starts_with('.') {
             return Err(SnapshotError::NotFound {
                 path: self.path.clone(),
@@ -468,21 +482,13 @@ impl Dest {
         }
         let mut rel = format!("{SNAPSHOTS}/").into_bytes();
         rel.extend_from_slice(temp.as_bytes());
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
-            .stack_size(16 << 20)
-            .build()
-            .map_err(|e| SnapshotError::Io {
-                op: "start workers for",
-                path: self.path.clone(),
-                source: io::Error::other(e),
-            })?;
+        let pool = self.pool(jobs, priority)?;
         pool.install(|| self.remove_rel(&rel, throttle))
     }
 
     /// Bytes that removing `names` (in that order) would free, after each one: a file's
     /// space comes back when every one of its names is in a removed snapshot.
-    pub fn freed_by(&self, names: &[String]) -> Result<Vec<u64>> {
+    pub fn freed_by(&self, names: &[String], throttle: &Throttle) -> Result<Vec<u64>> {
         let mut seen: std::collections::HashMap<u64, (u64, u64, u64)> = Default::default();
         let mut freed = 0u64;
         let mut out = Vec::new();
@@ -491,6 +497,7 @@ impl Dest {
             rel.extend_from_slice(name.as_bytes());
             let mut stack = vec![rel];
             while let Some(rel) = stack.pop() {
+                throttle.op();
                 let dir = io_at(
                     "open",
                     &self.path.join(crate::tree::as_path(&rel)),
@@ -617,8 +624,11 @@ mod tests {
         let th = Throttle::new(None, None);
         assert_eq!(d.clean_up(&th).unwrap(), 2);
         assert_eq!(d.list().unwrap().len(), 2);
-        assert_eq!(d.freed_by(std::slice::from_ref(&m1.name)).unwrap(), vec![0]);
-        d.remove(&m1.name, &th, 2).unwrap();
+        assert_eq!(
+            d.freed_by(std::slice::from_ref(&m1.name), &th).unwrap(),
+            vec![0]
+        );
+        d.remove(&m1.name, &th, 2, Default::default()).unwrap();
         assert_eq!(d.list().unwrap().len(), 1);
         assert!(!t
             .path()
@@ -626,7 +636,7 @@ mod tests {
             .join(format!("{}.json", m1.name))
             .exists());
         assert!(matches!(
-            d.remove("../x", &th, 1),
+            d.remove("../x", &th, 1, Default::default()),
             Err(SnapshotError::NotFound { .. })
         ));
         // An interrupted snapshot leaves no final name.
