@@ -600,3 +600,62 @@ fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
     assert_eq!(out.status.code(), Some(11));
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }
+
+/// (niceness, ionice class) of every thread of `pid`.
+fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.filter_map(|e| e.ok()) {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let rest = &stat[stat.rfind(") ").map_or(0, |i| i + 2)..];
+        let nice = rest
+            .split(' ')
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(99);
+        let io = Proc::new("ionice")
+            .args(["-p", &tid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        out.push((nice, io));
+    }
+    out
+}
+
+#[test]
+fn snapshot_workers_run_idle_and_niced() {
+    if Proc::new("ionice").arg("-h").output().is_err() {
+        eprintln!(
+            "SKIPPED snapshot_workers_run_idle_and_niced: ionice (util-linux) is not installed"
+        );
+        return;
+    }
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..80 {
+        src.file(format!("d{}/f{i}", i % 8), b"x");
+    }
+    ok(backup(src.path(), dst.path(), &[]));
+    let mut snap = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["snapshot", "--iops-limit", "10", "--jobs", "2"])
+        .arg(dst.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = Vec::new();
+    wait_until("the main thread and two workers", || {
+        seen = thread_priorities(snap.id());
+        seen.len() >= 3
+    });
+    snap.kill().unwrap();
+    snap.wait().unwrap();
+    for (nice, io) in &seen {
+        assert_eq!(*nice, 10, "{seen:?}");
+        assert_eq!(io, "idle", "{seen:?}");
+    }
+}
