@@ -18,9 +18,13 @@
 
 pub mod copy;
 pub mod lock;
+mod manifest;
 pub mod retention;
 
-use std::io::{self, Write};
+pub use manifest::Manifest;
+use manifest::{read_manifest, write_manifest};
+
+use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -86,33 +90,6 @@ impl From<SnapshotError> for crate::Error {
 }
 
 pub type Result<T> = std::result::Result<T, SnapshotError>;
-
-/// What a manifest records about one snapshot.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    pub name: String,
-    /// UTC seconds since the epoch.
-    pub time: i64,
-    /// The source of the push it captured (None: a bare `snapshot`).
-    pub source: Option<String>,
-    /// Exit status of the push it captured (None: a bare `snapshot`).
-    pub push_exit: Option<i32>,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    /// Bytes of the regular files it holds.
-    pub bytes: u64,
-    /// Bytes it holds that no earlier snapshot held when it was taken.
-    pub added_bytes: u64,
-    pub duration_secs: f64,
-}
-
-impl Manifest {
-    /// Whether it captured a push that succeeded (exit 0, or 24: files vanished).
-    pub fn successful_push(&self) -> bool {
-        matches!(self.push_exit, Some(0) | Some(24))
-    }
-}
 
 /// A snapshot found in DEST, with its manifest when that is readable.
 #[derive(Debug, Clone)]
@@ -540,43 +517,6 @@ impl Dest {
             total: s.f_blocks * s.f_frsize,
         })
     }
-}
-
-fn read_manifest(dir: std::os::fd::BorrowedFd<'_>, name: &str) -> Option<Manifest> {
-    let fd = fsutil::open_beneath(
-        dir,
-        format!("{name}.json").as_bytes(),
-        OFlags::RDONLY,
-        Mode::empty(),
-    )
-    .ok()?;
-    let mut s = String::new();
-    io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).ok()?;
-    serde_json::from_str(&s).ok()
-}
-
-fn write_manifest(
-    dir: std::os::fd::BorrowedFd<'_>,
-    m: &Manifest,
-    throttle: &Throttle,
-) -> io::Result<()> {
-    let temp = format!("{TEMP_PREFIX}{}.json", m.name);
-    throttle.op();
-    let fd = rfs::openat(
-        dir,
-        temp.as_str(),
-        OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::from_raw_mode(0o644),
-    )?;
-    let mut f = std::fs::File::from(fd);
-    let text = serde_json::to_string_pretty(m).map_err(io::Error::other)?;
-    throttle.bytes(text.len() as u64);
-    f.write_all(text.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    throttle.op();
-    rfs::renameat(dir, temp.as_str(), dir, format!("{}.json", m.name).as_str())?;
-    Ok(())
 }
 
 #[cfg(test)]

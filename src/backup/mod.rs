@@ -14,8 +14,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
+mod all;
+
 use crate::cli::{BackupArgs, PruneArgs, PushArgs, RemoteArgs, SnapshotArgs, SnapshotsArgs};
-use crate::error::{Error, ExitCode, Result};
+use crate::error::{Error, Result};
 use crate::jobs::{DiskSettings, JobResult};
 use crate::report::{human_bytes, Report};
 use crate::snapshot::retention::{self, Candidate, Policy};
@@ -70,7 +72,7 @@ fn remote_run(r: &RemoteArgs, host: &std::ffi::OsStr, args: &[OsString]) -> Resu
     }
 }
 
-fn fail(e: Error) -> i32 {
+pub(super) fn fail(e: Error) -> i32 {
     let msg = e.to_string();
     if !msg.is_empty() {
         eprintln!("fsync-repl: {msg}");
@@ -298,11 +300,11 @@ pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
 }
 
 /// What one backup did, for the summary line, the log and the metrics.
-struct Done {
-    code: i32,
-    bytes: u64,
-    files: u64,
-    failure: Option<String>,
+pub(super) struct Done {
+    pub(super) code: i32,
+    pub(super) bytes: u64,
+    pub(super) files: u64,
+    pub(super) failure: Option<String>,
 }
 
 fn disk_of(opts: &crate::config::Options, quiet: bool) -> DiskSettings {
@@ -317,7 +319,7 @@ fn disk_of(opts: &crate::config::Options, quiet: bool) -> DiskSettings {
 /// `fsync-repl backup` (one job or, with --all, every job of the config file).
 pub fn backup(a: BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
     if a.all {
-        return run_all(&a, interrupted);
+        return all::run_all(&a, interrupted);
     }
     let name = a
         .dest
@@ -342,12 +344,12 @@ pub fn backup(a: BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
             result.name, result.exit_code
         );
     }
-    record(&a, std::slice::from_ref(&result));
+    all::record(&a, std::slice::from_ref(&result));
     result.exit_code
 }
 
 /// One backup, its failure described in one line (printed by the caller).
-fn backup_one(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Done {
+pub(super) fn backup_one(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Done {
     match try_backup(a, interrupted) {
         Ok(d) => d,
         Err(e) => Done {
@@ -599,132 +601,19 @@ fn make_room(
     Ok(())
 }
 
-/// Writes the log lines and metrics of a run's jobs; a failure to do so is reported
-/// but does not change the exit code (the backups themselves are done).
-fn record(a: &BackupArgs, results: &[JobResult]) {
-    if let Some(p) = &a.log_file {
-        if let Err(e) = crate::jobs::append_log(p, results) {
-            eprintln!("fsync-repl: --log-file {}: {e}", p.display());
-        }
-    }
-    if let Some(p) = &a.metrics_file {
-        if let Err(e) = crate::jobs::write_metrics(p, results) {
-            eprintln!("fsync-repl: --metrics-file {}: {e}", p.display());
-        }
-    }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `backup --all`: every job of the config file, one after the other. A job that
-/// fails (or cannot even start) does not stop the next; the exit code is the worst.
-fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
-    let path = crate::jobs::config_path(a.config.as_deref());
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) => {
-            return fail(Error::Selection {
-                path,
-                what: format!("cannot read the config file ({e}); give one with --config"),
-            })
-        }
-    };
-    let cfg = match crate::jobs::parse(&path, &text) {
-        Ok(c) => c,
-        Err(e) => return fail(Error::Usage(e)),
-    };
-    // What the command line says for every job; the rest comes from the job.
-    let mut common: Vec<OsString> = Vec::new();
-    if a.engine.quiet {
-        common.push("--quiet".into());
-    }
-    if a.engine.dry_run {
-        common.push("--dry-run".into());
-    }
-    if a.prune_when_full {
-        common.push("--prune-when-full".into());
-    }
-    if let Some(r) = &a.remote.rsh {
-        common.push(format!("--rsh={r}").into());
-    }
-    if let Some(p) = a.remote.port {
-        common.push(format!("--port={p}").into());
-    }
-    let mut bin = OsString::from("--remote-bin=");
-    bin.push(&a.remote.remote_bin);
-    common.push(bin);
-    common.push(format!("--timeout={}", a.remote.timeout).into());
-    let mut results = Vec::new();
-    for job in &cfg.jobs {
-        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-        let started = crate::snapshot::now();
-        let clock = std::time::Instant::now();
-        let mut argv: Vec<OsString> = vec!["fsync-repl".into(), "backup".into()];
-        argv.extend(common.iter().cloned());
-        argv.extend(job.to_args());
-        let done = match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
-            Ok(crate::cli::Cli {
-                command: crate::cli::Command::Backup(b),
-            }) => backup_one(&b, interrupted.clone()),
-            Ok(_) => unreachable_job(),
-            Err(e) => Done {
-                code: ExitCode::Usage.code(),
-                bytes: 0,
-                files: 0,
-                failure: Some(format!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or("bad job")
-                        .trim_start_matches("error: ")
-                )),
-            },
-        };
-        if let Some(f) = &done.failure {
-            eprintln!(
-                "fsync-repl: job {} failed (exit {}): {f}",
-                job.name, done.code
-            );
-        }
-        results.push(JobResult {
-            name: job.name.clone(),
-            exit_code: done.code,
-            started,
-            duration_secs: clock.elapsed().as_secs_f64(),
-            bytes: done.bytes,
-            files: done.files,
-            failure: done.failure,
-        });
-    }
-    record(a, &results);
-    results
-        .iter()
-        .map(|r| r.exit_code)
-        .max_by_key(|&c| crate::report::severity(code_of(c)))
-        .unwrap_or(0)
-}
-
-fn unreachable_job() -> Done {
-    Done {
-        code: ExitCode::Usage.code(),
-        bytes: 0,
-        files: 0,
-        failure: Some("a job must describe a backup".into()),
-    }
-}
-
-fn code_of(c: i32) -> ExitCode {
-    match c {
-        0 => ExitCode::Ok,
-        1 => ExitCode::Usage,
-        2 => ExitCode::Protocol,
-        3 => ExitCode::Selection,
-        12 => ExitCode::Busy,
-        20 => ExitCode::Interrupted,
-        23 => ExitCode::Partial,
-        24 => ExitCode::Vanished,
-        _ => ExitCode::DestIo,
+    #[test]
+    fn a_failed_push_is_summed_up_in_one_line() {
+        assert_eq!(summarize(0, &[]), None);
+        assert_eq!(
+            summarize(23, &["a: denied".into(), "b: denied".into()]).as_deref(),
+            Some("push: a: denied (and 1 more)")
+        );
+        assert!(summarize(11, &[])
+            .unwrap()
+            .contains("see the messages above"));
     }
 }
