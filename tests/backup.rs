@@ -317,6 +317,17 @@ fn prune_when_full_gives_up_old_snapshots_or_changes_nothing() {
     assert!(err.contains("none was removed"), "{err}");
     assert_eq!(snapshots(&dst), two);
     fs::remove_file(src.join("huge.bin")).unwrap();
+    // Rewriting b.bin, which the last snapshot holds too, frees nothing: the preflight
+    // knows it and writes nothing.
+    fs::remove_file(src.join("c.bin")).unwrap();
+    src.file("b.bin", &mib3(5)).mtime("b.bin", 1_700_000_000, 0);
+    let out = backup(src.path(), &dst, &["--min-free", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("this run needs 3.0 MiB"), "{err}");
+    assert_eq!(fs::read(dst.join("current/b.bin")).unwrap(), mib3(2));
+    fs::remove_file(src.join("b.bin")).unwrap();
+    src.file("c.bin", &mib3(3));
     // With the flag: the oldest snapshot goes, the run fits.
     let out = ok(backup(
         src.path(),
