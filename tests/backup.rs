@@ -670,3 +670,36 @@ fn snapshot_workers_run_idle_and_niced() {
         assert_eq!(io, "idle", "{seen:?}");
     }
 }
+
+#[test]
+fn kill_during_a_prune_leaves_no_half_snapshot_under_its_name() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..80 {
+        src.file(format!("d{}/f{i}", i % 8), b"x");
+    }
+    ok(backup(src.path(), dst.path(), &[]));
+    ok(backup(src.path(), dst.path(), &[]));
+    let names = snapshots(dst.path());
+    let mut prune = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["prune", "--keep-last", "1", "--iops-limit", "10"])
+        .arg(dst.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the prune to start", || !leftovers(dst.path()).is_empty());
+    prune.kill().unwrap();
+    prune.wait().unwrap();
+    assert_eq!(snapshots(dst.path()), vec![names[1].clone()]);
+    // The next run finishes the removal.
+    ok(bin()
+        .args(["prune", "--keep-last", "1"])
+        .arg(dst.path())
+        .output()
+        .unwrap());
+    assert!(
+        leftovers(dst.path()).is_empty(),
+        "{:?}",
+        leftovers(dst.path())
+    );
+    assert_same_tree(src.path(), &dst.join("snapshots").join(&names[1]));
+}
