@@ -596,7 +596,7 @@ pub struct BackupArgs {
     pub src: Option<OsString>,
     /// Backup destination: DEST/current is the replica, DEST/snapshots the snapshots;
     /// `[user@]host:path` for a remote one.
-    #[arg(required_unless_present = "all")]
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
     pub dest: Option<OsString>,
     /// Run every job of the config file.
     #[arg(long)]
