@@ -610,6 +610,17 @@ fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
         .unwrap();
     assert_eq!(out.status.code(), Some(11));
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    // Nor does one in place of current lead the push outside.
+    fs::rename(dst.join("current"), dst.join("old-current")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dst.join("current")).unwrap();
+    let out = backup(src.path(), dst.path(), &[]);
+    assert_eq!(
+        out.status.code(),
+        Some(11),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }
 
 /// (niceness, ionice class) of every thread of `pid`.

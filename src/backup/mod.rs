@@ -479,6 +479,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
             let throttle = Throttle::new(None, opts.iops_limit);
             if !opts.dry_run {
                 dest.clean_up(&throttle)?;
+                dest.ensure_current()?;
             }
             let push = || {
                 crate::transfer::push_local(&opts, &src_path, &current, &out, interrupted.clone())

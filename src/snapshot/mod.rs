@@ -215,6 +215,12 @@ impl Dest {
             })
     }
 
+    /// Creates `current` if missing and checks that it is a directory beneath DEST, not
+    /// a symlink planted to send the push elsewhere.
+    pub fn ensure_current(&self) -> Result<()> {
+        self.dir(CURRENT, true).map(|_| ())
+    }
+
     /// Takes the lock of DEST (see [`lock`]).
     pub fn lock(&self) -> Result<lock::Lock> {
         let dir = self.dir(SIDECAR, true)?.ok_or(SnapshotError::Interrupted)?;
