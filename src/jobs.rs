@@ -189,7 +189,8 @@ fn label(name: &str) -> String {
 }
 
 /// Renders the metrics of `results`; `previous` is the old file's text, whose last
-/// success times are kept for jobs that failed this time.
+/// success times are kept for jobs that failed this time, and whose other jobs' lines
+/// are kept as they were.
 pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
     let last_ok = |name: &str| -> Option<String> {
         let prefix = format!("{LAST_SUCCESS}{{job=\"{}\"}} ", label(name));
@@ -231,12 +232,26 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
             &|r| Some(r.exit_code.to_string()),
         ),
     ];
+    let ours: Vec<String> = results
+        .iter()
+        .map(|r| format!("{{job=\"{}\"}} ", label(&r.name)))
+        .collect();
     let mut out = String::new();
     for (name, help, value) in metrics {
         out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
         for r in results {
             if let Some(v) = value(r) {
                 out.push_str(&format!("{name}{{job=\"{}\"}} {v}\n", label(&r.name)));
+            }
+        }
+        // Other jobs' figures (another backup writing to the same file) stay.
+        for line in previous.lines() {
+            if let Some(rest) = line.strip_prefix(name) {
+                if rest.starts_with("{job=\"") && !ours.iter().any(|o| rest.starts_with(o.as_str()))
+                {
+                    out.push_str(line);
+                    out.push('\n');
+                }
             }
         }
     }
@@ -246,13 +261,20 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
 /// Writes the metrics file atomically: a temporary file beside it, then a rename, so
 /// the collector never reads half a file.
 pub fn write_metrics(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
-    let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let text = render_metrics(results, &previous);
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // Runs sharing the file take turns reading, merging and replacing it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{name}.lock")))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let text = render_metrics(results, &previous);
     let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
     let r = (|| {
         let mut f = std::fs::File::create(&temp)?;
@@ -332,11 +354,34 @@ mod tests {
             failure: Some("no space".into()),
             ..ok
         };
-        let second = render_metrics(&[failed], &first);
+        let second = render_metrics(std::slice::from_ref(&failed), &first);
         assert!(second.contains("{job=\"a\"} 1005\n"), "{second}");
         assert!(
             second.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
             "{second}"
+        );
+        assert_eq!(
+            second.matches("fsync_repl_exit_code{").count(),
+            1,
+            "{second}"
+        );
+        // Another job writing the same file keeps a's lines.
+        let b = JobResult {
+            name: "b".into(),
+            ..failed
+        };
+        let third = render_metrics(&[b], &second);
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"b\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_last_success_timestamp_seconds{job=\"a\"} 1005\n"),
+            "{third}"
         );
     }
 }
