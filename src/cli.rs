@@ -439,7 +439,8 @@ a successful push are never removed.
 
 --prune-when-full: when the push does not fit above the reserve, snapshots are given
 up (first those the rules remove, then those they keep, oldest first; never the newest)
-until it fits; if it cannot fit, nothing is removed and the exit code is 11.
+until it fits, on the far side for host:DEST; if it cannot fit, nothing is removed and
+the exit code is 11.
 
 Config file (--config, default /etc/fsync-repl.toml then ~/.config/fsync-repl/config.toml)
 lists [[job]] entries; backup --all runs each of them, one after the other, whatever
@@ -665,6 +666,10 @@ pub struct PruneArgs {
     /// Show what would be removed and why each kept snapshot stays; remove nothing.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
+    /// Give up snapshots (removed by the rules first, then kept ones, oldest first, never
+    /// the newest) until BYTES more are free; remove none if that cannot be done.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub make_room: Option<u64>,
     #[command(flatten)]
     pub retention: RetentionArgs,
     #[command(flatten)]

@@ -714,3 +714,50 @@ fn kill_during_a_prune_leaves_no_half_snapshot_under_its_name() {
     );
     assert_same_tree(src.path(), &dst.join("snapshots").join(&names[1]));
 }
+
+#[test]
+fn prune_when_full_works_on_a_remote_destination() {
+    if !is_root() {
+        eprintln!(
+            "SKIPPED prune_when_full_works_on_a_remote_destination: needs root to mount a tmpfs"
+        );
+        return;
+    }
+    let fsys = Tmpfs::mount("8M");
+    let dst = fsys.0.join("backup");
+    let src = Tree::new();
+    let run = |args: &[&str]| {
+        bin()
+            .arg("backup")
+            .args(["--min-free", "0"])
+            .args(args)
+            .args(rsh_args())
+            .arg(src.path())
+            .arg(remote(&dst))
+            .output()
+            .unwrap()
+    };
+    let mib3 = |b: u8| vec![b; 3 << 20];
+    src.file("a.bin", &mib3(1));
+    ok(run(&[]));
+    fs::remove_file(src.join("a.bin")).unwrap();
+    src.file("b.bin", &mib3(2));
+    ok(run(&[]));
+    let two = snapshots(&dst);
+    assert_eq!(two.len(), 2);
+    fs::remove_file(src.join("b.bin")).unwrap();
+    src.file("huge.bin", &vec![4u8; 12 << 20]);
+    let out = run(&["--prune-when-full"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("none was removed"), "{err}");
+    assert_eq!(snapshots(&dst), two);
+    fs::remove_file(src.join("huge.bin")).unwrap();
+    src.file("c.bin", &mib3(3));
+    let out = ok(run(&["--prune-when-full"]));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("remove {}", two[0])));
+    let now = snapshots(&dst);
+    assert_eq!(now.len(), 2);
+    assert_eq!(now[0], two[1]);
+    assert_same_tree(src.path(), &dst.join("current"));
+}

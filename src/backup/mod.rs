@@ -10,7 +10,7 @@
 use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -266,7 +266,7 @@ pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
     let run = || -> Result<i32> {
         let disk = a.disk.to_settings()?;
         let policy = a.retention.to_policy()?;
-        if policy.is_empty() {
+        if policy.is_empty() && a.make_room.is_none() {
             return Err(Error::Usage(
                 "prune needs at least one --keep-* rule (see fsync-repl prune --help)".into(),
             ));
@@ -276,6 +276,9 @@ pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
                 let mut args: Vec<OsString> = vec!["prune".into()];
                 if a.dry_run {
                     args.push("--dry-run".into());
+                }
+                if let Some(n) = a.make_room {
+                    args.push(format!("--make-room={n}").into());
                 }
                 args.extend(a.retention.forward());
                 args.extend(a.disk.forward());
@@ -290,6 +293,10 @@ pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
                 let throttle = Throttle::new(None, disk.iops_limit);
                 if !a.dry_run {
                     dest.clean_up(&throttle)?;
+                }
+                if let Some(n) = a.make_room {
+                    give_up(&dest, &policy, n, &throttle, &disk)?;
+                    return Ok(0);
                 }
                 prune_with(&dest, &policy, a.dry_run, &throttle, &disk)?;
                 Ok(0)
@@ -393,21 +400,15 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
         .to_string();
     match parse_location(dest)? {
         Location::Remote { host, path } => {
-            if a.prune_when_full {
-                return Err(Error::Usage(
-                    "--prune-when-full needs a local DEST; run the backup's prune on the secondary"
-                        .into(),
-                ));
-            }
             let _lock = crate::snapshot::lock::take_local(dest.as_bytes(), crate::snapshot::now())?;
             let mut current = path.clone();
             current.extend_from_slice(b"/current");
             let mut dest_arg = host.as_bytes().to_vec();
             dest_arg.push(b':');
             dest_arg.extend_from_slice(&current);
-            let push = PushArgs {
+            let push = || PushArgs {
                 src: src.clone(),
-                dest: OsString::from_vec(dest_arg),
+                dest: OsString::from_vec(dest_arg.clone()),
                 engine: engine.clone(),
                 remote: RemoteArgs {
                     rsh: a.remote.rsh.clone(),
@@ -416,7 +417,29 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                     timeout: a.remote.timeout,
                 },
             };
-            let (_, report) = crate::app::push(push, interrupted)?;
+            let report = match crate::app::push(push(), interrupted.clone()) {
+                Err(e @ Error::NoSpace(_)) if a.prune_when_full && !opts.dry_run => {
+                    let (n, msg) = missing(e)?;
+                    let mut args: Vec<OsString> =
+                        vec!["prune".into(), format!("--make-room={n}").into()];
+                    args.extend(a.retention.forward());
+                    if quiet {
+                        args.push("--quiet".into());
+                    }
+                    args.push("--".into());
+                    args.push(remote_path(&path));
+                    match remote_run(&a.remote, &host, &args)? {
+                        0 => crate::app::push(push(), interrupted.clone())?.1,
+                        _ => {
+                            return Err(Error::NoSpace(format!(
+                                "{msg} Not enough could be freed on {}; no snapshot was removed.",
+                                host.to_string_lossy()
+                            )))
+                        }
+                    }
+                }
+                r => r?.1,
+            };
             print_push(&opts, &report);
             let code = report.exit_code;
             if opts.dry_run || !matches!(code, 0 | 24) {
@@ -485,18 +508,10 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 crate::transfer::push_local(&opts, &src_path, &current, &out, interrupted.clone())
             };
             let report = match push() {
-                Err(Error::NoSpace(msg)) if a.prune_when_full && !opts.dry_run => {
-                    make_room(
-                        &dest,
-                        &policy,
-                        &opts,
-                        &src_path,
-                        &current,
-                        &throttle,
-                        &disk,
-                        msg,
-                        &interrupted,
-                    )?;
+                Err(e @ Error::NoSpace(_)) if a.prune_when_full && !opts.dry_run => {
+                    let (n, msg) = missing(e)?;
+                    give_up(&dest, &policy, n, &throttle, &disk)
+                        .map_err(|e| Error::NoSpace(format!("{msg} {e}")))?;
                     push()?
                 }
                 r => r?,
@@ -549,48 +564,23 @@ fn no_snapshot(report: &Report, quiet: bool) -> Done {
 }
 
 /// `--prune-when-full`: gives up snapshots, in retention order and never the newest,
-/// until the push fits; when even all of them would not do, removes none.
-#[allow(clippy::too_many_arguments)]
-fn make_room(
+/// until `missing` more bytes are free; when even all of them would not do, removes none.
+fn give_up(
     dest: &Dest,
     policy: &Policy,
-    opts: &crate::config::Options,
-    src: &Path,
-    current: &Path,
+    missing: u64,
     throttle: &Throttle,
     disk: &DiskSettings,
-    message: String,
-    interrupted: &Arc<AtomicBool>,
 ) -> Result<()> {
-    let mut dry = opts.clone();
-    dry.dry_run = true;
-    dry.itemize = false;
-    let silent = Out {
-        quiet: true,
-        progress: ProgressMode::Off,
-    };
-    struct Quiet<'a>(&'a Out);
-    impl Output for Quiet<'_> {
-        fn item(&self, _: &str) {}
-        fn warn(&self, l: &str) {
-            self.0.warn(l)
-        }
-        fn progress(&self) -> ProgressMode {
-            ProgressMode::Off
-        }
-    }
-    let r = crate::transfer::push_local(&dry, src, current, &Quiet(&silent), interrupted.clone())?;
-    let check = crate::space::check(dest.space()?, opts.min_free, r.bytes_needed);
-    if check.fits() {
-        return Ok(());
-    }
     let order = retention::give_up_order(&decide(dest, policy)?);
     let freed = dest.freed_by(&order, throttle)?;
-    let Some(k) = freed.iter().position(|&f| f >= check.missing()) else {
+    let Some(k) = freed.iter().position(|&f| f >= missing) else {
         let all = freed.last().copied().unwrap_or(0);
         return Err(Error::NoSpace(format!(
-            "{message} Removing every snapshot but the newest would free only {}; none was removed.",
-            human_bytes(all)
+            "{}: removing every snapshot but the newest would free only {} of the {} missing; none was removed.",
+            dest.path().display(),
+            human_bytes(all),
+            human_bytes(missing)
         )));
     };
     for name in &order[..=k] {
@@ -600,6 +590,17 @@ fn make_room(
         }
     }
     Ok(())
+}
+
+/// The bytes a push that the preflight stopped was missing, or the error as it was.
+fn missing(e: Error) -> std::result::Result<(u64, String), Error> {
+    match e {
+        Error::NoSpace(msg) => match crate::space::missing_in(&msg) {
+            Some(n) => Ok((n, msg)),
+            None => Err(Error::NoSpace(msg)),
+        },
+        e => Err(e),
+    }
 }
 
 #[cfg(test)]
