@@ -130,7 +130,7 @@ fn unreachable_job() -> Done {
     }
 }
 
-fn code_of(c: i32) -> ExitCode {
+pub(super) fn code_of(c: i32) -> ExitCode {
     match c {
         0 => ExitCode::Ok,
         1 => ExitCode::Usage,

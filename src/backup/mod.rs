@@ -363,7 +363,10 @@ pub(super) fn backup_one(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Done {
             code: e.exit_code().code(),
             bytes: 0,
             files: 0,
-            failure: Some(e.to_string()),
+            failure: Some(match e.to_string() {
+                m if m.is_empty() => "the far side said why, above".into(),
+                m => m,
+            }),
         },
     }
 }
@@ -423,19 +426,18 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                     let mut args: Vec<OsString> =
                         vec!["prune".into(), format!("--make-room={n}").into()];
                     args.extend(a.retention.forward());
-                    if quiet {
-                        args.push("--quiet".into());
-                    }
+                    args.extend(far_disk_args(a, quiet));
                     args.push("--".into());
                     args.push(remote_path(&path));
                     match remote_run(&a.remote, &host, &args)? {
                         0 => crate::app::push(push(), interrupted.clone())?.1,
-                        _ => {
+                        11 => {
                             return Err(Error::NoSpace(format!(
                                 "{msg} Not enough could be freed on {}; no snapshot was removed.",
                                 host.to_string_lossy()
                             )))
                         }
+                        c => return Err(Error::Reported(all::code_of(c))),
                     }
                 }
                 r => r?.1,
@@ -451,15 +453,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 format!("--source={src_name}").into(),
             ];
             args.extend(a.retention.forward());
-            args.push("--ionice".into());
-            args.push((&a.engine.ionice).into());
-            args.push(format!("--nice={}", a.engine.nice).into());
-            if let Some(n) = a.engine.iops_limit {
-                args.push(format!("--iops-limit={n}").into());
-            }
-            if quiet {
-                args.push("--quiet".into());
-            }
+            args.extend(far_disk_args(a, quiet));
             args.push("--".into());
             args.push(remote_path(&path));
             let far = remote_run(&a.remote, &host, &args)?;
@@ -537,6 +531,19 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
             })
         }
     }
+}
+
+/// The disk flags of a far-side snapshot or prune, from the backup's engine flags.
+fn far_disk_args(a: &BackupArgs, quiet: bool) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--ionice".into(), (&a.engine.ionice).into()];
+    args.push(format!("--nice={}", a.engine.nice).into());
+    if let Some(n) = a.engine.iops_limit {
+        args.push(format!("--iops-limit={n}").into());
+    }
+    if quiet {
+        args.push("--quiet".into());
+    }
+    args
 }
 
 fn print_push(opts: &crate::config::Options, report: &Report) {
