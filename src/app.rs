@@ -75,6 +75,10 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
         Command::Serve(a) => return serve(a, interrupted),
         Command::Watch(a) => return finish(watch(a, interrupted)),
         Command::Status(a) => return finish(status(a)),
+        Command::Backup(a) => return crate::backup::backup(a, interrupted),
+        Command::Snapshot(a) => return crate::backup::snapshot(a, interrupted),
+        Command::Snapshots(a) => return crate::backup::snapshots(a),
+        Command::Prune(a) => return crate::backup::prune(a, interrupted),
     };
     match result {
         Ok((opts, report)) => print_report(&opts, &report),
@@ -224,7 +228,8 @@ fn proto(e: ProtoError) -> Error {
     }
 }
 
-fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
+/// Runs `push` (local or remote); `backup` pushes through it too.
+pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
     let mut opts = a.engine.to_options()?;
     let Location::Local(src) = parse_location(&a.src)? else {
         return Err(Error::Usage(

@@ -23,6 +23,7 @@ Exit codes:
   2   protocol error with a remote peer, or it stayed silent past --timeout
   3   selection error: SRC or DEST missing or unusable
   11  destination I/O error or not enough space on the destination
+  12  destination busy: another run holds its lock (backup, snapshot, prune)
   20  interrupted by SIGINT or SIGTERM
   23  partial transfer: some files failed, the rest were replicated
   24  some source files vanished before they could be copied"
@@ -107,6 +108,23 @@ pub enum Command {
     /// Print the state of a watch: last successful batch, pending changes, lag, last
     /// error.
     Status(StatusArgs),
+    /// Push SRC into DEST/current, then snapshot it (only if the push succeeded) and
+    /// prune by the --keep-* rules; safe to run from cron.
+    ///
+    /// DEST may be `[user@]host:path`: the push goes over the remote transport and the
+    /// snapshot and prune run on the far side. A second run on a DEST whose lock is held
+    /// exits at once with code 12. With --all, runs every job of the config file.
+    #[command(after_help = EXIT_CODES, after_long_help = BACKUP_DETAILS)]
+    Backup(BackupArgs),
+    /// Take a snapshot of DEST/current as DEST/snapshots/<UTC time>.
+    #[command(after_help = EXIT_CODES)]
+    Snapshot(SnapshotArgs),
+    /// List DEST's snapshots: time, files, size, size added, push status.
+    #[command(after_help = EXIT_CODES)]
+    Snapshots(SnapshotsArgs),
+    /// Remove DEST's snapshots that no --keep-* rule keeps.
+    #[command(after_help = EXIT_CODES, after_long_help = RETENTION_DETAILS)]
+    Prune(PruneArgs),
 }
 
 const WATCH_DETAILS: &str = concat!(
@@ -528,6 +546,274 @@ impl EngineArgs {
         a.push(format!("--nice={}", self.nice).into());
         a
     }
+}
+
+const RETENTION_DETAILS: &str = concat!(
+    "\
+Retention rules (restic's meaning): snapshots are taken newest first. --keep-last N
+keeps the N newest. --keep-hourly/-daily/-weekly/-monthly N keep the newest snapshot of
+each of the last N UTC hours, days, ISO weeks (Monday to Sunday) or months that have
+one. --keep-within DURATION (h, d, w, m = 30 days, y = 365 days; e.g. 2w3d) keeps every
+snapshot taken less than DURATION before the newest one. Rules add up; a snapshot any
+rule keeps stays. The newest snapshot and the newest one of a successful push are never
+removed. --dry-run prints each snapshot with what keeps it, or 'remove'.
+
+",
+    exit_codes!()
+);
+
+const BACKUP_DETAILS: &str = concat!(
+    "\
+Layout: DEST/current is the replica, DEST/snapshots/<UTC time> the snapshots (hard-link
+copies of current), DEST/.fsync-repl the manifests and the lock. A push that fails
+(any exit code but 0, or 24 when files vanished) takes no snapshot and prunes nothing.
+backup implies --delete: current mirrors SRC, older snapshots keep what SRC deleted.
+
+Retention rules (restic's meaning): --keep-last N keeps the N newest; --keep-hourly,
+-daily, -weekly, -monthly N keep the newest snapshot of each of the last N UTC hours,
+days, ISO weeks or months that have one; --keep-within DURATION keeps every snapshot
+taken less than DURATION before the newest. The newest snapshot and the newest one of
+a successful push are never removed.
+
+--prune-when-full: when the push does not fit above the reserve, snapshots are given
+up (first those the rules remove, then those they keep, oldest first; never the newest)
+until it fits, on the far side for host:DEST; if it cannot fit, nothing is removed and
+the exit code is 11.
+
+Config file (--config, default /etc/fsync-repl.toml then ~/.config/fsync-repl/config.toml)
+lists [[job]] entries; backup --all runs each of them, one after the other, whatever
+the others do, and exits with the worst job's code. See README: Backups.
+
+",
+    exit_codes!()
+);
+
+/// The `--keep-*` retention rules.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RetentionArgs {
+    /// Keep the N newest snapshots.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks that have one.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months that have one (UTC).
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<u32>,
+    /// Keep every snapshot taken less than DURATION before the newest (e.g. 7d, 2w, 1y6m).
+    #[arg(long, value_name = "DURATION")]
+    pub keep_within: Option<String>,
+}
+
+impl RetentionArgs {
+    /// The retention policy these flags describe.
+    pub fn to_policy(&self) -> Result<crate::snapshot::retention::Policy> {
+        let within_secs = match &self.keep_within {
+            Some(d) => Some(
+                crate::snapshot::retention::parse_duration(d)
+                    .map_err(|e| Error::Usage(format!("--keep-within {e}")))?,
+            ),
+            None => None,
+        };
+        Ok(crate::snapshot::retention::Policy {
+            last: self.keep_last.unwrap_or(0),
+            hourly: self.keep_hourly.unwrap_or(0),
+            daily: self.keep_daily.unwrap_or(0),
+            weekly: self.keep_weekly.unwrap_or(0),
+            monthly: self.keep_monthly.unwrap_or(0),
+            within_secs,
+        })
+    }
+}
+
+/// How hard snapshot and prune work may press on the disk.
+#[derive(Debug, Args, Clone)]
+pub struct DiskArgs {
+    /// Limit links, unlinks, mkdirs (metadata operations) per second.
+    #[arg(long, value_name = "N")]
+    pub iops_limit: Option<u32>,
+    /// I/O scheduling class of every thread: idle, best-effort:0-7, or none.
+    #[arg(long, value_name = "CLASS[:LEVEL]", default_value = "idle")]
+    pub ionice: String,
+    /// CPU niceness of every thread.
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 10,
+        allow_negative_numbers = true
+    )]
+    pub nice: i32,
+    /// Worker threads [default: number of cores].
+    #[arg(short = 'j', long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print errors only.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+}
+
+impl DiskArgs {
+    /// The plain settings these flags describe.
+    pub fn to_settings(&self) -> Result<crate::jobs::DiskSettings> {
+        let io = crate::throttle::priority::IoClass::parse(&self.ionice)
+            .map_err(|e| Error::Usage(format!("--ionice {e}")))?;
+        if !(-20..=19).contains(&self.nice) {
+            return Err(Error::Usage(format!(
+                "--nice {}: give a niceness from -20 to 19",
+                self.nice
+            )));
+        }
+        if self.iops_limit == Some(0) || self.jobs == Some(0) {
+            return Err(Error::Usage(
+                "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
+            ));
+        }
+        Ok(crate::jobs::DiskSettings {
+            iops_limit: self.iops_limit,
+            priority: crate::throttle::priority::Priority {
+                io,
+                nice: Some(self.nice),
+            },
+            jobs: self.jobs.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            }),
+            quiet: self.quiet,
+        })
+    }
+
+    /// The same flags for a far-side command.
+    pub fn forward(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec!["--ionice".into(), (&self.ionice).into()];
+        a.push(format!("--nice={}", self.nice).into());
+        if let Some(n) = self.iops_limit {
+            a.push(format!("--iops-limit={n}").into());
+        }
+        if let Some(j) = self.jobs {
+            a.push(format!("--jobs={j}").into());
+        }
+        if self.quiet {
+            a.push("--quiet".into());
+        }
+        a
+    }
+}
+
+impl RetentionArgs {
+    /// The same flags for a far-side command.
+    pub fn forward(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        for (flag, v) in [
+            ("--keep-last", self.keep_last),
+            ("--keep-hourly", self.keep_hourly),
+            ("--keep-daily", self.keep_daily),
+            ("--keep-weekly", self.keep_weekly),
+            ("--keep-monthly", self.keep_monthly),
+        ] {
+            if let Some(n) = v {
+                a.push(format!("{flag}={n}").into());
+            }
+        }
+        if let Some(w) = &self.keep_within {
+            a.push(format!("--keep-within={w}").into());
+        }
+        a
+    }
+}
+
+/// Arguments of `backup`.
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Source directory (its contents are backed up).
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub src: Option<OsString>,
+    /// Backup destination: DEST/current is the replica, DEST/snapshots the snapshots;
+    /// `[user@]host:path` for a remote one.
+    #[arg(required_unless_present = "all", conflicts_with = "all")]
+    pub dest: Option<OsString>,
+    /// Run every job of the config file.
+    #[arg(long)]
+    pub all: bool,
+    /// Config file listing jobs [default: $FSYNC_REPL_CONFIG, /etc/fsync-repl.toml,
+    /// then ~/.config/fsync-repl/config.toml].
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// When the push does not fit, remove the oldest snapshots (in retention order,
+    /// never the newest) until it does.
+    #[arg(long)]
+    pub prune_when_full: bool,
+    /// Append one line per job (time, job, outcome) to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+    /// Write Prometheus textfile-collector metrics per job to FILE (atomically).
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub engine: EngineArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Arguments of `snapshot`.
+#[derive(Debug, Args)]
+pub struct SnapshotArgs {
+    /// Backup destination holding `current` (`[user@]host:path` runs it there).
+    pub dest: OsString,
+    /// Exit status of the push this snapshot captures (recorded in its manifest).
+    #[arg(long, value_name = "CODE", hide = true)]
+    pub push_exit: Option<i32>,
+    /// Source of the push this snapshot captures (recorded in its manifest).
+    #[arg(long, value_name = "SRC", hide = true)]
+    pub source: Option<String>,
+    /// Print the new snapshot's manifest as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Arguments of `snapshots`.
+#[derive(Debug, Args)]
+pub struct SnapshotsArgs {
+    /// Backup destination (`[user@]host:path` lists the far side's).
+    pub dest: OsString,
+    /// Print a JSON array of manifests.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
+}
+
+/// Arguments of `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Backup destination (`[user@]host:path` prunes on the far side).
+    pub dest: OsString,
+    /// Show what would be removed and why each kept snapshot stays; remove nothing.
+    #[arg(short = 'n', long)]
+    pub dry_run: bool,
+    /// Give up snapshots (removed by the rules first, then kept ones, oldest first, never
+    /// the newest) until BYTES more are free; remove none if that cannot be done.
+    #[arg(long, value_name = "BYTES", hide = true)]
+    pub make_room: Option<u64>,
+    #[command(flatten)]
+    pub retention: RetentionArgs,
+    #[command(flatten)]
+    pub disk: DiskArgs,
+    #[command(flatten)]
+    pub remote: RemoteArgs,
 }
 
 /// Renders the man pages from the clap definitions: `fsync-repl.1` for the tool and

@@ -20,6 +20,8 @@ pub enum ExitCode {
     Selection = 3,
     /// Destination I/O error or not enough space on the destination.
     DestIo = 11,
+    /// Another run holds the destination's lock.
+    Busy = 12,
     /// Interrupted by SIGINT or SIGTERM.
     Interrupted = 20,
     /// Some files could not be replicated (the others were).
@@ -64,6 +66,9 @@ pub enum Error {
     Reported(ExitCode),
     #[error("{0}")]
     Usage(String),
+    /// Another run holds the destination's lock (the message names it).
+    #[error("{0}")]
+    Locked(String),
 }
 
 impl Error {
@@ -76,6 +81,7 @@ impl Error {
             Error::Protocol(_) => ExitCode::Protocol,
             Error::Reported(c) => *c,
             Error::Usage(_) => ExitCode::Usage,
+            Error::Locked(_) => ExitCode::Busy,
         }
     }
 

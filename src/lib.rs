@@ -8,18 +8,21 @@
 //! nothing below it sees clap.
 
 pub mod app;
+pub mod backup;
 pub mod cli;
 pub mod config;
 pub mod delta;
 pub mod dest;
 pub mod error;
 pub mod fsutil;
+pub mod jobs;
 pub mod plan;
 pub mod protocol;
 pub mod report;
 pub mod scan;
 pub mod scope;
 pub mod serve;
+pub mod snapshot;
 pub mod source;
 pub mod space;
 pub mod ssh;

@@ -81,16 +81,17 @@ pub struct Counters {
 }
 
 /// How bad an exit code is when several apply: the worst one is reported.
-fn severity(c: ExitCode) -> u8 {
+pub fn severity(c: ExitCode) -> u8 {
     match c {
         ExitCode::Ok => 0,
         ExitCode::Vanished => 1,
         ExitCode::Partial => 2,
         ExitCode::Interrupted => 3,
-        ExitCode::DestIo => 4,
-        ExitCode::Protocol => 5,
-        ExitCode::Selection => 6,
-        ExitCode::Usage => 7,
+        ExitCode::Busy => 4,
+        ExitCode::DestIo => 5,
+        ExitCode::Protocol => 6,
+        ExitCode::Selection => 7,
+        ExitCode::Usage => 8,
     }
 }
 
@@ -135,6 +136,10 @@ pub struct Report {
     /// Peak resident memory of the process (VmHWM), 0 where unknown.
     pub peak_rss_bytes: u64,
     pub dry_run: bool,
+    /// In a dry run: what the run would add to the destination (the space preflight's
+    /// figure), which `backup --prune-when-full` weighs against the space snapshots hold.
+    #[serde(default)]
+    pub bytes_needed: u64,
     pub exit_code: i32,
     pub errors: Vec<String>,
     /// Changed files with hard links the run's scope did not list (watch mode): their
@@ -179,6 +184,7 @@ impl Report {
             rate_changes: 0,
             peak_rss_bytes: peak_rss(),
             dry_run: false,
+            bytes_needed: 0,
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
             links_outside_scope: 0,

@@ -40,6 +40,14 @@ impl Check {
     }
 }
 
+/// The byte count a [`Check::message`] says is missing: how `backup --prune-when-full`
+/// learns, from a run the preflight stopped, how much it must free.
+pub fn missing_in(message: &str) -> Option<u64> {
+    let end = message.find(" bytes) missing")?;
+    let start = message[..end].rfind('(')? + 1;
+    message[start..end].parse().ok()
+}
+
 /// Compares `needed` bytes with the free space above the reserve.
 pub fn check(space: Space, reserve: Option<Reserve>, needed: u64) -> Check {
     let reserve = match reserve {
@@ -69,6 +77,8 @@ mod tests {
         assert_eq!(c.missing(), 100);
         assert!(!c.fits());
         assert!(c.message("/mnt/b").contains("100 bytes"));
+        assert_eq!(missing_in(&c.message("/mnt/(x) b")), Some(100));
+        assert_eq!(missing_in("something else"), None);
         assert!(check(space, Some(Reserve::Bytes(0)), 1000).fits());
         assert!(!check(space, Some(Reserve::Percent(50.0)), 1).fits());
     }

@@ -223,6 +223,7 @@ fn set_meta_of(e: &Entry, opts: &Options) -> SetMeta {
 }
 
 /// Bytes the plan adds to the destination, plus the temporary files held at once.
+/// An updated file whose old version has other links (a snapshot) counts in full.
 pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64) -> u64 {
     let mut add = 0u64;
     let mut temp = 0u64;
@@ -232,9 +233,15 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
         let size = e.alloc().min(e.size);
         match &op.from {
             FileSource::Source { old: Some(j) } => {
-                let old = dst.get(*j as usize).size;
-                add += size.saturating_sub(old);
-                temp += size.min(old);
+                let old = dst.get(*j as usize);
+                if old.nlink > 1 {
+                    // Another name (a snapshot, say) keeps the old content: replacing
+                    // it frees nothing, so the new version needs all its space.
+                    add += size;
+                } else {
+                    add += size.saturating_sub(old.size);
+                    temp += size.min(old.size);
+                }
             }
             _ => add += size,
         }
@@ -860,6 +867,9 @@ fn push_in_pool(
             Duration::ZERO,
         );
         r.dry_run = true;
+        if dest.is_some() {
+            r.bytes_needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
+        }
         r.created = (plan
             .files
             .iter()

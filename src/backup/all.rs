@@ -1,0 +1,161 @@
+//! `backup --all`: every job of the config file, then the log and the metrics.
+//!
+//! Jobs run one after the other (they share the secondary's disk, so running them at
+//! once would only make each slower); a job that fails, or whose entry does not even
+//! parse as a backup, is recorded and the next one starts. The exit code is the worst
+//! job's by the usual severity order.
+
+use std::ffi::OsString;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use super::{backup_one, fail, Done};
+use crate::cli::BackupArgs;
+use crate::error::{Error, ExitCode};
+use crate::jobs::JobResult;
+
+/// Writes the log lines and metrics of a run's jobs; a failure to do so is reported
+/// but does not change the exit code (the backups themselves are done).
+pub(super) fn record(a: &BackupArgs, results: &[JobResult]) {
+    if let Some(p) = &a.log_file {
+        if let Err(e) = crate::jobs::append_log(p, results) {
+            eprintln!("fsync-repl: --log-file {}: {e}", p.display());
+        }
+    }
+    if let Some(p) = &a.metrics_file {
+        if let Err(e) = crate::jobs::write_metrics(p, results) {
+            eprintln!("fsync-repl: --metrics-file {}: {e}", p.display());
+        }
+    }
+}
+
+/// `backup --all`: every job of the config file, one after the other. A job that
+/// fails (or cannot even start) does not stop the next; the exit code is the worst.
+pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
+    let path = crate::jobs::config_path(a.config.as_deref());
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) => {
+            return fail(Error::Selection {
+                path,
+                what: format!("cannot read the config file ({e}); give one with --config"),
+            })
+        }
+    };
+    let cfg = match crate::jobs::parse(&path, &text) {
+        Ok(c) => c,
+        Err(e) => return fail(Error::Usage(e)),
+    };
+    // What the command line says for every job; the rest comes from the job.
+    let mut common: Vec<OsString> = Vec::new();
+    if a.engine.quiet {
+        common.push("--quiet".into());
+    }
+    if a.engine.dry_run {
+        common.push("--dry-run".into());
+    }
+    if a.prune_when_full {
+        common.push("--prune-when-full".into());
+    }
+    if let Some(r) = &a.remote.rsh {
+        common.push(format!("--rsh={r}").into());
+    }
+    if let Some(p) = a.remote.port {
+        common.push(format!("--port={p}").into());
+    }
+    let mut bin = OsString::from("--remote-bin=");
+    bin.push(&a.remote.remote_bin);
+    common.push(bin);
+    common.push(format!("--timeout={}", a.remote.timeout).into());
+    let mut results = Vec::new();
+    for job in &cfg.jobs {
+        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let started = crate::snapshot::now();
+        let clock = std::time::Instant::now();
+        let mut argv: Vec<OsString> = vec!["fsync-repl".into(), "backup".into()];
+        argv.extend(common.iter().cloned());
+        argv.extend(job.to_args());
+        let done = match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
+            Ok(crate::cli::Cli {
+                command: crate::cli::Command::Backup(b),
+            }) => backup_one(&b, interrupted.clone()),
+            Ok(_) => unreachable_job(),
+            Err(e) => Done {
+                code: ExitCode::Usage.code(),
+                bytes: 0,
+                files: 0,
+                failure: Some(format!(
+                    "{}: {}",
+                    path.display(),
+                    e.to_string()
+                        .lines()
+                        .next()
+                        .unwrap_or("bad job")
+                        .trim_start_matches("error: ")
+                )),
+            },
+        };
+        if let Some(f) = &done.failure {
+            eprintln!(
+                "fsync-repl: job {} failed (exit {}): {f}",
+                job.name, done.code
+            );
+        }
+        results.push(JobResult {
+            name: job.name.clone(),
+            exit_code: done.code,
+            started,
+            duration_secs: clock.elapsed().as_secs_f64(),
+            bytes: done.bytes,
+            files: done.files,
+            failure: done.failure,
+        });
+    }
+    record(a, &results);
+    results
+        .iter()
+        .map(|r| r.exit_code)
+        .max_by_key(|&c| crate::report::severity(code_of(c)))
+        .unwrap_or(0)
+}
+
+fn unreachable_job() -> Done {
+    Done {
+        code: ExitCode::Usage.code(),
+        bytes: 0,
+        files: 0,
+        failure: Some("a job must describe a backup".into()),
+    }
+}
+
+pub(super) fn code_of(c: i32) -> ExitCode {
+    match c {
+        0 => ExitCode::Ok,
+        1 => ExitCode::Usage,
+        2 => ExitCode::Protocol,
+        3 => ExitCode::Selection,
+        12 => ExitCode::Busy,
+        20 => ExitCode::Interrupted,
+        23 => ExitCode::Partial,
+        24 => ExitCode::Vanished,
+        _ => ExitCode::DestIo,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_documented_code_maps_back_and_the_worst_wins() {
+        for c in [0, 1, 2, 3, 11, 12, 20, 23, 24] {
+            assert_eq!(code_of(c).code(), c);
+        }
+        let worst = [24, 0, 12, 23]
+            .into_iter()
+            .max_by_key(|&c| crate::report::severity(code_of(c)));
+        assert_eq!(worst, Some(12));
+    }
+}

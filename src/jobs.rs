@@ -1,0 +1,387 @@
+//! Backup jobs: the TOML config file that lists them, and what cron needs around them
+//! (a log line per job, Prometheus textfile metrics written atomically).
+//!
+//! A job is exactly the `backup` command line it stands for: [`Job::to_args`] turns it
+//! into arguments that the command-line parser validates like any other, so a job and
+//! the same flags typed by hand cannot behave differently. Unknown keys are errors that
+//! name the key and its line (`deny_unknown_fields`); nothing runs on a bad file.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// How snapshot and prune work may press on the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskSettings {
+    pub iops_limit: Option<u32>,
+    pub priority: crate::throttle::priority::Priority,
+    pub jobs: usize,
+    pub quiet: bool,
+}
+
+/// The config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<Job>,
+}
+
+/// One `[[job]]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub name: String,
+    pub source: PathBuf,
+    /// A local path or `[user@]host:path`.
+    pub destination: String,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub throttle: JobThrottle,
+    #[serde(default)]
+    pub retention: JobRetention,
+}
+
+/// A job's `[job.throttle]`: the push flags of the same names.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobThrottle {
+    pub bwlimit: Option<String>,
+    pub iops_limit: Option<u32>,
+    pub ionice: Option<String>,
+    pub nice: Option<i32>,
+    pub min_free: Option<String>,
+}
+
+/// A job's `[job.retention]`: the `--keep-*` flags of the same names.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRetention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_within: Option<String>,
+}
+
+impl Job {
+    /// The `backup` arguments (after the subcommand) this job stands for.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut opt = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                a.push(format!("--{flag}={v}").into());
+            }
+        };
+        let t = &self.throttle;
+        opt("bwlimit", t.bwlimit.clone());
+        opt("iops-limit", t.iops_limit.map(|n| n.to_string()));
+        opt("ionice", t.ionice.clone());
+        opt("nice", t.nice.map(|n| n.to_string()));
+        opt("min-free", t.min_free.clone());
+        let r = &self.retention;
+        opt("keep-last", r.keep_last.map(|n| n.to_string()));
+        opt("keep-hourly", r.keep_hourly.map(|n| n.to_string()));
+        opt("keep-daily", r.keep_daily.map(|n| n.to_string()));
+        opt("keep-weekly", r.keep_weekly.map(|n| n.to_string()));
+        opt("keep-monthly", r.keep_monthly.map(|n| n.to_string()));
+        opt("keep-within", r.keep_within.clone());
+        for e in &self.exclude {
+            a.push(format!("--exclude={e}").into());
+        }
+        a.push("--".into());
+        a.push(self.source.clone().into());
+        a.push(self.destination.clone().into());
+        a
+    }
+}
+
+/// Where the config file is: `--config`, else $FSYNC_REPL_CONFIG, else
+/// /etc/fsync-repl.toml when it exists, else ~/.config/fsync-repl/config.toml.
+pub fn config_path(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("FSYNC_REPL_CONFIG").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let etc = PathBuf::from("/etc/fsync-repl.toml");
+    if etc.exists() {
+        return etc;
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    Path::new(&home).join(".config/fsync-repl/config.toml")
+}
+
+/// Parses a config file's text; errors are one line: `PATH:LINE: what`.
+pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, String> {
+    let cfg: ConfigFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        format!(
+            "{}:{line}: {}; fix the config file",
+            path.display(),
+            e.message().trim().replace('\n', " ")
+        )
+    })?;
+    let mut names: Vec<&str> = Vec::new();
+    for j in &cfg.jobs {
+        if j.name.is_empty() || names.contains(&j.name.as_str()) {
+            return Err(format!(
+                "{}: job name '{}' is empty or used twice; give every job its own name",
+                path.display(),
+                j.name
+            ));
+        }
+        names.push(&j.name);
+    }
+    if cfg.jobs.is_empty() {
+        return Err(format!("{}: no [[job]] in the config file", path.display()));
+    }
+    Ok(cfg)
+}
+
+/// The outcome of one job, for the log and the metrics.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub name: String,
+    pub exit_code: i32,
+    pub started: i64,
+    pub duration_secs: f64,
+    pub bytes: u64,
+    pub files: u64,
+    /// One line saying what failed (None: success).
+    pub failure: Option<String>,
+}
+
+/// Appends one line per job to the log file.
+pub fn append_log(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = String::new();
+    for r in results {
+        text.push_str(&format!(
+            "{} job={} exit={} duration={:.1}s bytes={} files={} {}\n",
+            crate::snapshot::retention::format_utc(r.started),
+            r.name,
+            r.exit_code,
+            r.duration_secs,
+            r.bytes,
+            r.files,
+            r.failure.as_deref().unwrap_or("ok")
+        ));
+    }
+    f.write_all(text.as_bytes())
+}
+
+const LAST_SUCCESS: &str = "fsync_repl_last_success_timestamp_seconds";
+
+fn label(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders the metrics of `results`; `previous` is the old file's text, whose last
+/// success times are kept for jobs that failed this time, and whose other jobs' lines
+/// are kept as they were.
+pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
+    let last_ok = |name: &str| -> Option<String> {
+        let prefix = format!("{LAST_SUCCESS}{{job=\"{}\"}} ", label(name));
+        previous
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
+    };
+    type Value<'a> = &'a dyn Fn(&JobResult) -> Option<String>;
+    let metrics: [(&str, &str, Value); 5] = [
+        (
+            LAST_SUCCESS,
+            "Time of the job's last successful backup.",
+            &|r| {
+                if r.failure.is_none() {
+                    Some((r.started as f64 + r.duration_secs).round().to_string())
+                } else {
+                    last_ok(&r.name)
+                }
+            },
+        ),
+        (
+            "fsync_repl_duration_seconds",
+            "Duration of the job's last run.",
+            &|r| Some(format!("{:.3}", r.duration_secs)),
+        ),
+        (
+            "fsync_repl_bytes",
+            "Bytes the job's last run copied.",
+            &|r| Some(r.bytes.to_string()),
+        ),
+        (
+            "fsync_repl_files",
+            "Files in the job's last snapshot (or scanned).",
+            &|r| Some(r.files.to_string()),
+        ),
+        (
+            "fsync_repl_exit_code",
+            "Exit code of the job's last run.",
+            &|r| Some(r.exit_code.to_string()),
+        ),
+    ];
+    let ours: Vec<String> = results
+        .iter()
+        .map(|r| format!("{{job=\"{}\"}} ", label(&r.name)))
+        .collect();
+    let mut out = String::new();
+    for (name, help, value) in metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for r in results {
+            if let Some(v) = value(r) {
+                out.push_str(&format!("{name}{{job=\"{}\"}} {v}\n", label(&r.name)));
+            }
+        }
+        // Other jobs' figures (another backup writing to the same file) stay.
+        for line in previous.lines() {
+            if let Some(rest) = line.strip_prefix(name) {
+                if rest.starts_with("{job=\"") && !ours.iter().any(|o| rest.starts_with(o.as_str()))
+                {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Writes the metrics file atomically: a temporary file beside it, then a rename, so
+/// the collector never reads half a file.
+pub fn write_metrics(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // Runs sharing the file take turns reading, merging and replacing it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{name}.lock")))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let text = render_metrics(results, &previous);
+    let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_the_key_and_line() {
+        let text = "[[job]]\nname = \"a\"\nsource = \"/s\"\ndestination = \"/d\"\nkeep_daily = 3\n";
+        let e = parse(Path::new("/etc/x.toml"), text).unwrap_err();
+        assert!(e.starts_with("/etc/x.toml:5: "), "{e}");
+        assert!(e.contains("keep_daily"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = parse(Path::new("c"), "[[job]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.contains("source"), "{e}");
+        let ok = "[[job]]\nname = \"a\"\nsource = \"/s\"\ndestination = \"h:/d\"\nexclude = [\"*.o\"]\n[job.throttle]\nbwlimit = \"20M\"\n[job.retention]\nkeep_daily = 7\nkeep_within = \"2d\"\n";
+        let c = parse(Path::new("c"), ok).unwrap();
+        let args: Vec<String> = c.jobs[0]
+            .to_args()
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args,
+            [
+                "--bwlimit=20M",
+                "--keep-daily=7",
+                "--keep-within=2d",
+                "--exclude=*.o",
+                "--",
+                "/s",
+                "h:/d"
+            ]
+        );
+        let dup = format!("{ok}{ok}");
+        assert!(parse(Path::new("c"), &dup).unwrap_err().contains("twice"));
+    }
+
+    #[test]
+    fn the_sample_config_parses() {
+        let text = include_str!("../contrib/fsync-repl.toml");
+        let c = parse(Path::new("contrib/fsync-repl.toml"), text).unwrap();
+        assert_eq!(c.jobs.len(), 2);
+        assert_eq!(c.jobs[0].retention.keep_within.as_deref(), Some("2d"));
+    }
+
+    #[test]
+    fn metrics_keep_the_last_success_of_a_failed_job() {
+        let ok = JobResult {
+            name: "a".into(),
+            exit_code: 0,
+            started: 1000,
+            duration_secs: 5.0,
+            bytes: 10,
+            files: 2,
+            failure: None,
+        };
+        let first = render_metrics(std::slice::from_ref(&ok), "");
+        assert!(
+            first.contains("fsync_repl_last_success_timestamp_seconds{job=\"a\"} 1005\n"),
+            "{first}"
+        );
+        let failed = JobResult {
+            exit_code: 11,
+            started: 2000,
+            failure: Some("no space".into()),
+            ..ok
+        };
+        let second = render_metrics(std::slice::from_ref(&failed), &first);
+        assert!(second.contains("{job=\"a\"} 1005\n"), "{second}");
+        assert!(
+            second.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
+            "{second}"
+        );
+        assert_eq!(
+            second.matches("fsync_repl_exit_code{").count(),
+            1,
+            "{second}"
+        );
+        // Another job writing the same file keeps a's lines.
+        let b = JobResult {
+            name: "b".into(),
+            ..failed
+        };
+        let third = render_metrics(&[b], &second);
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"b\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_last_success_timestamp_seconds{job=\"a\"} 1005\n"),
+            "{third}"
+        );
+    }
+}
