@@ -29,6 +29,14 @@ use crate::report::{escape, Report};
 use crate::scope::Scope;
 use crate::transfer::Output;
 
+/// Bytes of directory names past which a batch lists the whole tree instead (well
+/// under the protocol's 16 MiB frame).
+const MAX_SCOPE_BYTES: usize = 1 << 20;
+
+fn scope_bytes(s: &Scope) -> usize {
+    s.pairs().map(|(p, _)| p.len() + 8).sum()
+}
+
 /// How a batch ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -243,7 +251,10 @@ pub fn run(
         let batch_since = deb.oldest().unwrap_or(now);
         let scope = deb.take();
         let mut bopts = opts.clone();
-        bopts.scope = (!scope.is_everything()).then(|| Arc::new(scope.clone()));
+        // A scope too large to be worth listing apart (or to fit a request) is the
+        // whole tree.
+        let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
+        bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
         let cut = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let done = AtomicBool::new(false);
@@ -412,6 +423,12 @@ mod tests {
             classify(&Err(Error::NoSpace("needs 5 MiB more".into()))),
             Outcome::Retry("needs 5 MiB more".into())
         );
+    }
+
+    #[test]
+    fn scope_size_counts_names() {
+        let s = Scope::from_pairs([(&b"ab"[..], false), (&b"cde"[..], true)]).unwrap();
+        assert_eq!(scope_bytes(&s), 2 + 8 + 3 + 8);
     }
 
     #[test]
