@@ -432,7 +432,8 @@ fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
     // rm -rf of the root, files first: still no delete-everything.
     fs::rename(&moved, &src).unwrap();
     let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
-    w.converge(&src, &dst);
+    // DEST already matches: wait for the initial push itself to be done.
+    w.until("the initial push", |w| w_state_batches(w) >= 1);
     let snapshot = t.join("snapshot");
     sh(
         &format!("cp -a {} {}", dst.display(), snapshot.display()),
