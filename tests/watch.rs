@@ -554,6 +554,53 @@ fn status_finds_the_default_state_file_by_dest_or_by_pair() {
 }
 
 #[test]
+fn state_and_log_files_inside_src_do_not_keep_the_watch_busy() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join(".local/state")).unwrap();
+    let state = src.join(".local/state/watch.json");
+    let log = src.join("watch.log");
+    let (state_arg, log_arg) = (
+        state.to_str().unwrap().to_string(),
+        log.to_str().unwrap().to_string(),
+    );
+    // (`start_in` leaves --state-file to the arguments.)
+    let mut w = Watch::start_in(
+        Transport::Local,
+        &src,
+        &dst,
+        &["-v", "--state-file", &state_arg, "--log-file", &log_arg],
+        Some(t.path()),
+    );
+    let read = || State::batches(&state);
+    w.until("the initial push", |_| read() >= 1);
+    fs::write(src.join("f"), b"x").unwrap();
+    w.until("DEST to hold f", |_| dst.join("f").exists());
+    w.until("two batches", |_| read() >= 2);
+    // Every batch rewrites the state file and the log in SRC; were their events taken
+    // for changes, batches would follow each other for ever. Watch for a while.
+    let before = read();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        read() <= before + 1,
+        "batches kept running: {before} -> {}",
+        read()
+    );
+}
+
+struct State;
+
+impl State {
+    fn batches(path: &Path) -> u64 {
+        fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["batches"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
 fn sigterm_exits_0_and_saves_the_state() {
     let _limits = shared_limits();
     let (_t, src, dst) = pair();
