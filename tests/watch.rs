@@ -601,6 +601,21 @@ impl State {
 }
 
 #[test]
+fn the_periodic_reconcile_repairs_what_no_event_reported() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir_all(src.join("deep/er")).unwrap();
+    fs::write(src.join("deep/er/f"), b"original").unwrap();
+    fs::write(src.join("top"), b"original").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--rescan-interval", "1s"]);
+    w.converge(&src, &dst);
+    // DEST changed behind the watch's back: no event in SRC says so.
+    fs::write(dst.join("top"), b"tampered").unwrap();
+    fs::remove_dir_all(dst.join("deep")).unwrap();
+    w.converge(&src, &dst);
+}
+
+#[test]
 fn sigterm_exits_0_and_saves_the_state() {
     let _limits = shared_limits();
     let (_t, src, dst) = pair();
