@@ -199,6 +199,17 @@ fn canonical_dest(dest: &Path) -> std::path::PathBuf {
     }
 }
 
+/// True if the open source root was deleted, or `path` now names another directory.
+fn root_replaced(src: &Source, path: &Path) -> bool {
+    let Ok(open) = rustix::fs::fstat(src.root()) else {
+        return true;
+    };
+    match rustix::fs::stat(path) {
+        Ok(now) => open.st_nlink == 0 || (now.st_dev, now.st_ino) != (open.st_dev, open.st_ino),
+        Err(_) => true,
+    }
+}
+
 /// Whether `path` (or its nearest existing ancestor) lives on a block device; virtual
 /// filesystems such as tmpfs have device major number 0.
 fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
@@ -798,6 +809,16 @@ fn push_in_pool(
         path: dest_path.to_path_buf(),
         what: e,
     })?;
+    if root_replaced(&src, src_path) {
+        // A root deleted or unmounted under the scan lists as empty: never let that
+        // become deleting DEST.
+        return Err(Error::Selection {
+            path: src_path.to_path_buf(),
+            what: "the source root disappeared or was replaced while it was scanned; \
+                   nothing was changed"
+                .into(),
+        });
+    }
     let counters = Counters::default();
     for p in &scanned.problems {
         let code = if p.vanished {
@@ -999,4 +1020,26 @@ fn push_in_pool(
         report.links_outside_scope = crate::scope::links_outside(sl, &plan);
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_root_moved_or_deleted_under_the_run_is_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("src");
+        std::fs::create_dir(&root).unwrap();
+        let src = Source::open(&root).unwrap();
+        assert!(!root_replaced(&src, &root));
+        // Replaced by another directory of the same name (an unmount leaves one).
+        std::fs::rename(&root, dir.path().join("away")).unwrap();
+        std::fs::create_dir(&root).unwrap();
+        assert!(root_replaced(&src, &root));
+        // Deleted while open.
+        let src = Source::open(&root).unwrap();
+        std::fs::remove_dir(&root).unwrap();
+        assert!(root_replaced(&src, &root));
+    }
 }

@@ -432,7 +432,8 @@ fn a_vanished_source_root_stops_with_exit_3_and_dest_untouched() {
     // rm -rf of the root, files first: still no delete-everything.
     fs::rename(&moved, &src).unwrap();
     let mut w = Watch::start(Transport::Local, &src, &dst, &[]);
-    w.converge(&src, &dst);
+    // DEST already matches: wait for the initial push itself to be done.
+    w.until("the initial push", |w| w_state_batches(w) >= 1);
     let snapshot = t.join("snapshot");
     sh(
         &format!("cp -a {} {}", dst.display(), snapshot.display()),
@@ -550,6 +551,68 @@ fn status_finds_the_default_state_file_by_dest_or_by_pair() {
     assert_eq!(unknown.status.code(), Some(3), "{unknown:?}");
     let usage = status(&[]);
     assert_eq!(usage.status.code(), Some(1), "{usage:?}");
+}
+
+#[test]
+fn state_and_log_files_inside_src_do_not_keep_the_watch_busy() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    fs::create_dir_all(src.join(".local/state")).unwrap();
+    let state = src.join(".local/state/watch.json");
+    let log = src.join("watch.log");
+    let (state_arg, log_arg) = (
+        state.to_str().unwrap().to_string(),
+        log.to_str().unwrap().to_string(),
+    );
+    // (`start_in` leaves --state-file to the arguments.)
+    let mut w = Watch::start_in(
+        Transport::Local,
+        &src,
+        &dst,
+        &["-v", "--state-file", &state_arg, "--log-file", &log_arg],
+        Some(t.path()),
+    );
+    let read = || State::batches(&state);
+    w.until("the initial push", |_| read() >= 1);
+    fs::write(src.join("f"), b"x").unwrap();
+    w.until("DEST to hold f", |_| dst.join("f").exists());
+    w.until("two batches", |_| read() >= 2);
+    // Every batch rewrites the state file and the log in SRC; were their events taken
+    // for changes, batches would follow each other for ever. Watch for a while.
+    let before = read();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        read() <= before + 1,
+        "batches kept running: {before} -> {}",
+        read()
+    );
+}
+
+struct State;
+
+impl State {
+    fn batches(path: &Path) -> u64 {
+        fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["batches"].as_u64())
+            .unwrap_or(0)
+    }
+}
+
+#[test]
+fn the_periodic_reconcile_repairs_what_no_event_reported() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir_all(src.join("deep/er")).unwrap();
+    fs::write(src.join("deep/er/f"), b"original").unwrap();
+    fs::write(src.join("top"), b"original").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--rescan-interval", "1s"]);
+    w.converge(&src, &dst);
+    // DEST changed behind the watch's back: no event in SRC says so.
+    fs::write(dst.join("top"), b"tampered").unwrap();
+    fs::remove_dir_all(dst.join("deep")).unwrap();
+    w.converge(&src, &dst);
 }
 
 #[test]

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
+use super::event::Event;
 use super::inotify::{Log, WatchConfig, Watcher};
 use super::session::Dest;
 use super::state::{unix_now, State};
@@ -28,6 +29,14 @@ use crate::error::{Error, ExitCode, Result};
 use crate::report::{escape, Report};
 use crate::scope::Scope;
 use crate::transfer::Output;
+
+/// Bytes of directory names past which a batch lists the whole tree instead (well
+/// under the protocol's 16 MiB frame).
+const MAX_SCOPE_BYTES: usize = 1 << 20;
+
+fn scope_bytes(s: &Scope) -> usize {
+    s.pairs().map(|(p, _)| p.len() + 8).sum()
+}
 
 /// How a batch ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,6 +67,31 @@ fn classify(result: &Result<Report>) -> Outcome {
 
 fn outcome_ok(result: &Result<Report>) -> bool {
     classify(result) == Outcome::Done
+}
+
+/// The relative paths of the state file (and its temporary name) and the log file,
+/// for those that lie inside SRC.
+fn own_files(src: &Path, w: &WatchOptions) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(root) = std::fs::canonicalize(src) else {
+        return Vec::new();
+    };
+    let mut tmp = w.state_file.as_os_str().to_owned();
+    tmp.push(format!(".tmp.{}", std::process::id()));
+    [
+        Some(w.state_file.clone()),
+        Some(tmp.into()),
+        w.log_file.clone(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter_map(|f| {
+        let dir = std::fs::canonicalize(f.parent()?).ok()?;
+        let rel = dir.join(f.file_name()?);
+        let rel = rel.strip_prefix(&root).ok()?;
+        Some(rel.as_os_str().as_bytes().to_vec())
+    })
+    .collect()
 }
 
 /// Identity of the source root: device and inode.
@@ -144,6 +178,7 @@ pub fn run(
     })?;
     let shared = watcher.shared.clone();
     save(&state);
+    let own = own_files(src, w);
 
     let mut deb = Debouncer::new(Debounce::new(w.delay, w.max_batch));
     let mut backoff = Backoff::new(w.retry_min, w.retry_max);
@@ -182,10 +217,14 @@ pub fn run(
         match rx.recv_timeout(until.saturating_duration_since(now)) {
             Ok(ev) => {
                 let now = Instant::now();
-                deb.add(&ev, now);
                 // Bounded, so a steady stream cannot hold off the batches.
-                for ev in rx.try_iter().take(w.queue.max(1024)) {
-                    deb.add(&ev, now);
+                for ev in std::iter::once(ev).chain(rx.try_iter().take(w.queue.max(1024))) {
+                    match &ev {
+                        // The watch's own state and log files, when they lie in SRC:
+                        // writing them must not start another batch.
+                        Event::Change(c) if own.contains(&c.path) => {}
+                        _ => deb.add(&ev, now),
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -243,7 +282,10 @@ pub fn run(
         let batch_since = deb.oldest().unwrap_or(now);
         let scope = deb.take();
         let mut bopts = opts.clone();
-        bopts.scope = (!scope.is_everything()).then(|| Arc::new(scope.clone()));
+        // A scope too large to be worth listing apart (or to fit a request) is the
+        // whole tree.
+        let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
+        bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
         let cut = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let done = AtomicBool::new(false);
@@ -412,6 +454,12 @@ mod tests {
             classify(&Err(Error::NoSpace("needs 5 MiB more".into()))),
             Outcome::Retry("needs 5 MiB more".into())
         );
+    }
+
+    #[test]
+    fn scope_size_counts_names() {
+        let s = Scope::from_pairs([(&b"ab"[..], false), (&b"cde"[..], true)]).unwrap();
+        assert_eq!(scope_bytes(&s), 2 + 8 + 3 + 8);
     }
 
     #[test]
