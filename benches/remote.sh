@@ -110,6 +110,7 @@ fi
 WORK=$(mktemp -d "$SCRATCH/fsync-repl-remote.XXXXXX")
 SSHD_PID=
 RWORK=
+LOCAL_TARGET=1
 cleanup() {
     if [[ -n $SSHD_PID ]]; then
         kill "$SSHD_PID" 2>/dev/null || true
@@ -118,7 +119,7 @@ cleanup() {
     if [[ $KEEP == 1 ]]; then
         echo "scratch kept in $WORK${SSH_HOST:+ and $SSH_HOST:$RWORK}" >&2
     else
-        if [[ -n $SSH_HOST && -n $RWORK ]]; then
+        if [[ $LOCAL_TARGET == 0 && -n $RWORK ]]; then
             "${SSH[@]}" "$SSH_HOST" -- "rm -rf $(printf '%q' "$RWORK")" || true
         fi
         rm -rf "$WORK"
