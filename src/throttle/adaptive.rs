@@ -140,6 +140,12 @@ impl Aimd {
         self.rate
     }
 
+    /// Whether a back-off holds the rate below the ceiling (metadata operations then
+    /// also count against the byte budget: see [`OP_COST`]).
+    pub fn held_down(&self) -> bool {
+        !self.slow_start && self.rate != self.cfg.max_rate
+    }
+
     /// The users' share of the interval spent stalled on I/O, from two samples.
     pub fn users_pressure(prev: &Sample, now: &Sample) -> Option<f64> {
         let dt = now.at.checked_sub(prev.at)?.as_micros() as u64;
@@ -355,7 +361,6 @@ pub fn run(
     aimd.observe(first);
     throttle.set_rate(aimd.rate());
     let mut changes = 0;
-    let held_down = |aimd: &Aimd| !aimd.slow_start;
     while !stop.load(Ordering::Relaxed) {
         // Sleep in short steps so the end of the run is not delayed.
         let until = Instant::now() + PERIOD;
@@ -365,9 +370,10 @@ pub fn run(
         if let Some(change) = aimd.observe(sample()) {
             changes += 1;
             throttle.set_rate(aimd.rate());
-            throttle.set_op_cost(if held_down(&aimd) { OP_COST } else { 0 });
             log(describe(change));
         }
+        // Also when the rate stays: the ceiling reached, or a quiet spell, ends it.
+        throttle.set_op_cost(if aimd.held_down() { OP_COST } else { 0 });
     }
     changes
 }
@@ -555,6 +561,27 @@ mod tests {
         let c = f.run(&[QUIET; 3]);
         assert_eq!(c[0], Some(Change::Up { to: Some(64 * MIB) }), "capped");
         assert_eq!(&c[1..], &[None, None]);
+    }
+
+    #[test]
+    fn held_down_only_between_a_back_off_and_the_ceiling_or_a_quiet_spell() {
+        let mut f = Feed::new(Config {
+            max_rate: Some(20 * MIB),
+            ..Config::default()
+        });
+        assert!(!f.aimd.held_down(), "slow start");
+        f.run(&[SYNC_READER; 3]);
+        assert!(f.aimd.held_down());
+        // Back up to the ceiling within the quiet second's additive steps: not held.
+        f.run(&[QUIET; 5]);
+        assert_eq!(f.rate(), Some(20 * MIB));
+        assert!(!f.aimd.held_down());
+        // Unlimited runs: a quiet spell ends it too.
+        let mut f = Feed::new(Config::default());
+        f.run(&[SYNC_READER; 3]);
+        assert!(f.aimd.held_down());
+        f.run(&[QUIET; GONE_SAMPLES as usize]);
+        assert!(!f.aimd.held_down());
     }
 
     #[test]
