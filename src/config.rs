@@ -125,17 +125,21 @@ impl Default for Options {
     }
 }
 
-/// Parses a size with optional binary unit: `512`, `64K`, `20M`, `1.5G`, `2T` (also `KiB`, `MB`…;
-/// every unit is a power of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+/// Splits `12.5M` into its number and the unit after it (`None`: no number first).
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a size; write e.g. 512K, 20M or 1.5G"))?;
+    Some((num.parse().ok()?, unit))
+}
+
+/// Parses a size with optional binary unit: `512`, `64K`, `20M`, `1.5G`, `2T` (also `KiB`, `MB`…;
+/// every unit is a power of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a size; write e.g. 512K, 20M or 1.5G"))?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
@@ -182,14 +186,8 @@ pub fn parse_reserve(s: &str) -> Result<Reserve, String> {
 /// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`250ms`, `1.5s`,
 /// `5m`, `1h`); a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration; write e.g. 250ms, 5s, 10m or 1h"))?;
+    let (n, unit) = number_and_unit(s)
+        .ok_or_else(|| format!("'{s}' is not a duration; write e.g. 250ms, 5s, 10m or 1h"))?;
     let secs = match unit.trim() {
         "ms" => n / 1000.0,
         "" | "s" => n,
