@@ -289,6 +289,7 @@ impl<'a> Receiver<'a> {
                 return self.reply(Reply::ListEnd {
                     id,
                     root: None,
+                    owners: self.dest.sets_owners(),
                     problems: vec![(serde_bytes::ByteBuf::new(), e, false)],
                 })
             }
@@ -347,7 +348,12 @@ impl<'a> Receiver<'a> {
                 _ => 0,
             },
         });
-        self.reply(Reply::ListEnd { id, root, problems })
+        self.reply(Reply::ListEnd {
+            id,
+            root,
+            owners: self.dest.sets_owners(),
+            problems,
+        })
     }
 
     fn op(&mut self, op: FsOp) -> Result<(), WireError> {

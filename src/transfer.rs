@@ -809,6 +809,18 @@ fn push_in_pool(
         path: dest_path.to_path_buf(),
         what: e,
     })?;
+    // Owners only where the writing side can set them: a receiver that is not root
+    // cannot, so they are neither compared nor sent (rsync does the same).
+    let without_owners;
+    let opts = if opts.owners && dest.is_some_and(|d| !d.sets_owners()) {
+        without_owners = Options {
+            owners: false,
+            ..opts.clone()
+        };
+        &without_owners
+    } else {
+        opts
+    };
     if root_replaced(&src, src_path) {
         // A root deleted or unmounted under the scan lists as empty: never let that
         // become deleting DEST.

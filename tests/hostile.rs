@@ -2093,6 +2093,7 @@ fn push_refuses_absurd_counts_and_lengths_in_replies() {
                 &Reply::ListEnd {
                     id,
                     root: None,
+                    owners: false,
                     problems,
                 },
                 1 << 62,

@@ -325,3 +325,64 @@ fn a_wholly_changed_large_file_travels_as_delta_parts() {
     assert!(json(&out)["bytes_literal"].as_u64().unwrap() >= 70 << 20);
     assert_same_tree(src.path(), &dst.join("r"));
 }
+
+/// A far side that is not root cannot set owners: the root client neither sends nor
+/// compares them (rsync's behaviour), so the push succeeds and a re-run changes nothing.
+#[test]
+fn a_receiver_that_is_not_root_gets_no_owners_and_no_endless_metadata_updates() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("note: skipped: needs root to start the far side as another user");
+        return;
+    }
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("note: skipped: setpriv (util-linux) is not installed");
+        return;
+    }
+    let src = Tree::new();
+    src.file("a/f", b"one");
+    src.file("g", b"two");
+    std::os::unix::fs::chown(src.path().join("g"), Some(1234), Some(1234)).unwrap();
+    let far = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        far.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::chown(far.path(), Some(65534), Some(65534)).unwrap();
+    let dst = far.path().join("r");
+    // A remote shell that runs the far side as nobody.
+    let rsh = far.path().join("rsh-as-nobody");
+    std::fs::write(
+        &rsh,
+        "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\n\
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"$*\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&rsh, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let run = |extra: &str| {
+        let mut c = bin();
+        c.args(["push", "--json"])
+            .arg("--rsh")
+            .arg(&rsh)
+            .arg("--remote-bin")
+            .arg(env!("CARGO_BIN_EXE_fsync-repl"));
+        if !extra.is_empty() {
+            c.arg(extra);
+        }
+        c.arg(src.path()).arg(remote(&dst)).output().unwrap()
+    };
+    let first = run("");
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert_eq!(std::fs::read(dst.join("g")).unwrap(), b"two");
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(dst.join("g")).unwrap().uid(), 65534);
+    let again = run("");
+    assert!(again.status.success(), "{}", stderr(&again));
+    let v: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(v["metadata_only"], 0, "{v}");
+    assert_eq!(v["updated"], 0, "{v}");
+}

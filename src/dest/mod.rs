@@ -175,6 +175,11 @@ pub trait Destination: Sync {
     fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()>;
     /// Discards a staged file that will not be committed.
     fn discard(&self, staged: &Staged);
+    /// Whether this destination can set owners (its writer runs as root); known for a
+    /// remote one once it has been listed.
+    fn sets_owners(&self) -> bool {
+        rustix::process::geteuid().is_root()
+    }
     /// Whether requests travel to another process (listing then overlaps local work).
     fn is_remote(&self) -> bool {
         false

@@ -299,6 +299,8 @@ pub struct RemoteDest {
     throttle: Arc<Throttle>,
     /// zstd-compress file data and deltas (`--compress`).
     compress: bool,
+    /// Whether the far side can set owners (from its listing).
+    far_owners: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteDest {
@@ -307,6 +309,7 @@ impl RemoteDest {
             conn,
             throttle,
             compress,
+            far_owners: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -569,6 +572,10 @@ impl Destination for RemoteDest {
         true
     }
 
+    fn sets_owners(&self) -> bool {
+        self.far_owners.load(Ordering::Relaxed)
+    }
+
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
@@ -604,8 +611,12 @@ impl Destination for RemoteDest {
                     }
                 }
                 Reply::ListEnd {
-                    problems: p, root, ..
+                    problems: p,
+                    root,
+                    owners,
+                    ..
                 } => {
+                    self.far_owners.store(owners, Ordering::Relaxed);
                     let p: Vec<Problem> = p
                         .into_iter()
                         .map(|(path, what, vanished)| Problem {

@@ -21,7 +21,7 @@ use crate::dest::{SetMeta, Staged};
 use crate::tree::{Kind, Meta};
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -358,6 +358,9 @@ pub enum Reply {
         id: u64,
         /// The root directory's own metadata (its path is empty).
         root: Option<WireEntry>,
+        /// Whether this side can set owners (it runs as root); when not, the sender
+        /// neither compares nor sends them, like rsync with a non-root receiver.
+        owners: bool,
         problems: Vec<(serde_bytes::ByteBuf, String, bool)>,
     },
     Space {
