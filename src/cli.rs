@@ -136,7 +136,13 @@ once per incident); --rescan-interval runs a full reconcile periodically anyway.
 
 State: --state-file (default $XDG_STATE_HOME/fsync-repl/watch-<key>.json, or under
 ~/.local/state) records the last successful batch, pending directories, the lag and
-the last error; `fsync-repl status` prints it. A restart always begins with a full push.
+the last error; `fsync-repl status` prints it. SIGTERM or SIGINT lets the running batch
+finish (up to 5 s; a file cut short stays as it was in DEST), saves the dirty set and exits
+0. The next start of the same SRC, DEST and selection then resumes without a full push:
+the saved directories plus those that changed while stopped, found by a walk of SRC alone
+(by ctime, which no tool can set back). A watch that was killed, a replaced SRC or local
+DEST, changed excludes, or --full-start begin with a full push. Changes made in DEST itself
+are repaired by the periodic reconcile.
 
 ",
     exit_codes!()
@@ -174,6 +180,9 @@ pub struct WatchArgs {
     /// can be rotated).
     #[arg(long, value_name = "FILE")]
     pub log_file: Option<PathBuf>,
+    /// Begin with a full push even when the last watch of this pair stopped cleanly.
+    #[arg(long)]
+    pub full_start: bool,
     /// Events buffered between the watcher thread and the batches; past it, the
     /// directories concerned are rescanned instead.
     #[arg(long, value_name = "N", default_value_t = 65_536, hide = true)]
@@ -242,6 +251,7 @@ impl WatchArgs {
             grace: std::time::Duration::from_secs(5),
             log_file: self.log_file.clone(),
             reopen: Default::default(),
+            full_start: self.full_start,
         })
     }
 }

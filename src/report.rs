@@ -36,6 +36,32 @@ pub fn escape(name: &[u8]) -> String {
     out
 }
 
+/// The bytes [`escape`] wrote `s` for; `None` for text it cannot have written.
+pub fn unescape(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match rest {
+            [b'\\', tail @ ..] => {
+                out.push(b'\\');
+                rest = tail;
+            }
+            [b'x', h, l, tail @ ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                let hex = [*h, *l];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+                rest = tail;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 /// Formats a byte count with binary units.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -314,6 +340,20 @@ pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn unescape_inverts_escape(name in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            proptest::prop_assert_eq!(unescape(&escape(&name)), Some(name));
+        }
+    }
+
+    #[test]
+    fn unescape_refuses_what_escape_never_writes() {
+        for bad in ["\\", "a\\x4", "\\q", "\\x+f", "\\xg0"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn escape_control_and_invalid_bytes() {

@@ -48,10 +48,17 @@ impl Watch {
         state_home: Option<&Path>,
     ) -> Watch {
         let logs = tempfile::tempdir().unwrap();
+        // A test that restarts a watch names the state file itself.
+        let given = args
+            .iter()
+            .position(|&a| a == "--state-file")
+            .map(|i| PathBuf::from(args[i + 1]));
         let (out, err, state) = (
             logs.path().join("out"),
             logs.path().join("err"),
-            logs.path().join("state.json"),
+            given
+                .clone()
+                .unwrap_or_else(|| logs.path().join("state.json")),
         );
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
         c.arg("watch")
@@ -59,7 +66,8 @@ impl Watch {
             .args(args);
         match state_home {
             Some(h) => c.env("XDG_STATE_HOME", h),
-            None => c.arg("--state-file").arg(&state),
+            None if given.is_none() => c.arg("--state-file").arg(&state),
+            None => &mut c,
         };
         match t {
             Transport::Local => c.arg(src).arg(dst),
@@ -990,4 +998,134 @@ fn a_full_destination_is_retried_until_space_is_freed() {
         wait_for_far_side(&dst);
         fs::remove_dir_all(&dst).unwrap();
     }
+}
+
+/// The batch reports a `--json` watch printed, one per line.
+fn batch_reports(w: &Watch) -> Vec<serde_json::Value> {
+    w.stdout()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn a_clean_stop_resumes_without_a_full_push_and_loses_nothing() {
+    let _limits = shared_limits();
+    for &t in TRANSPORTS {
+        let (tree, src, dst) = pair();
+        sh(
+            "mkdir -p docs/old deep/er quiet && echo alpha > docs/a.txt && echo bye > docs/old/gone \
+             && echo top > top.txt && echo f > deep/er/f && echo m > deep/mode \
+             && for i in $(seq 1 40); do echo $i > quiet/q$i; done",
+            &src,
+        );
+        let state = tree.join("state.json");
+        let args = ["--json", "--state-file", state.to_str().unwrap()];
+        let mut w = Watch::start(t, &src, &dst, &args);
+        w.converge(&src, &dst);
+        // Past the slack a restart allows for events in flight at the stop, so that
+        // what the resumed batch looks at is what changed after it.
+        std::thread::sleep(Duration::from_millis(1200));
+        w.signal(libc::SIGTERM);
+        assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+        let top = ino(&dst.join("top.txt"));
+
+        // While nothing watches: every kind of change, and a tree moved in from outside
+        // whose inner files keep their old ctimes.
+        sh(
+            "echo 'alpha, longer' > src/docs/a.txt && echo new > src/docs/new.txt \
+             && rm -r src/docs/old && mv src/top.txt src/renamed.txt && chmod 600 src/deep/mode \
+             && mkdir -p outside/tree/sub && echo x > outside/tree/sub/x && echo y > outside/tree/y",
+            tree.path(),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        sh("mv outside/tree src/deep/er/tree", tree.path());
+
+        let mut w = Watch::start(t, &src, &dst, &args);
+        w.converge(&src, &dst);
+        w.until("the first batch's report", |w| !batch_reports(w).is_empty());
+        assert!(
+            w.stderr().contains("resuming after a clean stop"),
+            "{t:?}: {}",
+            w.stderr()
+        );
+        let first = &batch_reports(&w)[0];
+        let total = 40 + 9; // entries in SRC now, directories included
+        assert!(
+            first["files_scanned"].as_u64().unwrap() < total / 2,
+            "{t:?}: the resumed batch listed the whole tree: {first}"
+        );
+        assert_eq!(
+            first["moved"], 1,
+            "{t:?}: the rename is sent as one: {first}"
+        );
+        assert_eq!(ino(&dst.join("renamed.txt")), top, "{t:?}");
+        assert_eq!(w.state()["start"], "resumed");
+    }
+}
+
+#[test]
+fn a_killed_watch_or_full_start_begins_with_a_full_push() {
+    let _limits = shared_limits();
+    let (tree, src, dst) = pair();
+    sh("mkdir d && echo 1 > d/f && echo 2 > g", &src);
+    let state = tree.join("state.json");
+    let args = ["-v", "--state-file", state.to_str().unwrap()];
+    let mut w = Watch::start(Transport::Local, &src, &dst, &args);
+    w.converge(&src, &dst);
+    w.signal(libc::SIGKILL);
+    w.wait_exit();
+    // DEST changed behind the watch's back: only a full push repairs it.
+    fs::write(dst.join("d/f"), b"tampered").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &args);
+    w.converge(&src, &dst);
+    assert!(
+        w.stderr().contains("full push: the last watch (pid"),
+        "{}",
+        w.stderr()
+    );
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+
+    fs::write(dst.join("d/f"), b"tampered again").unwrap();
+    let mut more = args.to_vec();
+    more.push("--full-start");
+    let mut w = Watch::start(Transport::Local, &src, &dst, &more);
+    w.converge(&src, &dst);
+    assert_eq!(w.state()["start"], "full push");
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+
+    // Changed excludes change what is replicated: a full push again.
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &[&args[..], &["--exclude", "g"]].concat(),
+    );
+    w.until("the reason for a full push", |w| {
+        w.stderr().contains("full push: the selection options")
+    });
+}
+
+#[test]
+fn a_batch_cut_short_by_sigterm_is_finished_by_the_next_start() {
+    let _limits = shared_limits();
+    let (tree, src, dst) = pair();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i:02}")), vec![i as u8; 1 << 20]).unwrap();
+    }
+    let state = tree.join("state.json");
+    let args = ["--bwlimit", "4M", "--state-file", state.to_str().unwrap()];
+    let mut w = Watch::start(Transport::Local, &src, &dst, &args);
+    w.until("temporary files in DEST", |_| {
+        dst.exists() && !temp_files(&dst).is_empty()
+    });
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+    assert!(w.state()["pending_dirs"].as_u64() > Some(0));
+    let w2_args = ["--state-file", state.to_str().unwrap()];
+    let mut w = Watch::start(Transport::Local, &src, &dst, &w2_args);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("resuming"), "{}", w.stderr());
 }

@@ -6,7 +6,8 @@
 //! over a bounded channel (a full channel or a kernel
 //! queue overflow marks directories for a rescan, never drops); [`debounce`] turns
 //! changes into a dirty set and cuts batches (a pure function of events and an injected
-//! clock); [`backoff`] times retries; [`run`] is the loop that feeds every batch to the
+//! clock); [`backoff`] times retries; [`resume`] picks up after a clean stop; [`run`]
+//! is the loop that feeds every batch to the
 //! ordinary scan → plan → transfer pipeline limited to the dirty [`crate::scope::Scope`]
 //! — there is no second copy engine — through one long-lived destination session
 //! ([`session`]); [`state`] is the state file `fsync-repl status` reads.
@@ -20,6 +21,7 @@ pub mod backoff;
 pub mod debounce;
 pub mod event;
 pub mod inotify;
+pub mod resume;
 pub mod run;
 pub mod session;
 pub mod state;
@@ -56,4 +58,6 @@ pub struct WatchOptions {
     /// Where stderr goes (`--log-file`); reopened when `reopen` is set (SIGHUP).
     pub log_file: Option<PathBuf>,
     pub reopen: Arc<AtomicBool>,
+    /// Begin with a full push even after a clean stop (`--full-start`).
+    pub full_start: bool,
 }

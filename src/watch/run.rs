@@ -21,6 +21,7 @@ use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
 use super::event::Event;
 use super::inotify::{Log, WatchConfig, Watcher};
+use super::resume;
 use super::session::Dest;
 use super::state::{unix_now, State};
 use super::WatchOptions;
@@ -140,12 +141,17 @@ pub fn run(
         open_log(f)?;
     }
     let root_id = identity(src);
+    // Read before this run's first save replaces it.
+    let prev = State::load(&w.state_file).ok();
     let mut state = State {
         src: src.display().to_string(),
         dest: w.dest_name.clone(),
         pid: std::process::id(),
         running: true,
         started: unix_now(),
+        src_id: root_id,
+        dest_id: dest.identity(),
+        selection: resume::selection_key(opts),
         ..State::default()
     };
     let save = |st: &State| {
@@ -177,17 +183,25 @@ pub fn run(
         what: format!("cannot watch the source: {e}"),
     })?;
     let shared = watcher.shared.clone();
+    // With the watch in place, whatever changes from here on is seen: now the saved
+    // dirty set and the changes made while stopped can be collected.
+    let initial = first_scope(prev.as_ref(), &state, src, opts, w, out);
+    state.start = if initial.is_everything() {
+        "full push"
+    } else {
+        "resumed"
+    }
+    .into();
     save(&state);
     let own = own_files(src, w);
 
     let mut deb = Debouncer::new(Debounce::new(w.delay, w.max_batch));
     let mut backoff = Backoff::new(w.retry_min, w.retry_max);
     let start = Instant::now();
-    // The initial full push.
-    deb.mark(
-        &Scope::everything(),
-        start.checked_sub(w.delay).unwrap_or(start),
-    );
+    // The initial full push, or what a clean stop left to do.
+    if !initial.is_empty() {
+        deb.mark(&initial, start.checked_sub(w.delay).unwrap_or(start));
+    }
     let seed = u64::from(std::process::id()) ^ unix_now();
     let mut next_rescan = start + jittered(w.rescan_interval, seed);
     let mut failed_since: Option<Instant> = None;
@@ -384,7 +398,24 @@ pub fn run(
         save(&state);
         last_save = Instant::now();
     };
-    watcher.stop();
+    if result.is_ok() {
+        // A clean stop: keep every change seen so far, and the time from which a restart
+        // must look for changes itself.
+        state.stopped_ns = Some(now_ns());
+        watcher.stop();
+        let now = Instant::now();
+        for ev in rx.try_iter() {
+            match &ev {
+                Event::Change(c) if own.contains(&c.path) => {}
+                _ => deb.add(&ev, now),
+            }
+        }
+        let lost = std::mem::take(&mut *shared.lost.lock().unwrap_or_else(|p| p.into_inner()));
+        deb.add_scope(&lost, now);
+    } else {
+        watcher.stop();
+    }
+    state.dest_id = dest.identity();
     dest.close();
     state.running = false;
     state.pending_dirs = deb.pending();
@@ -397,6 +428,65 @@ pub fn run(
     }
     save(&state);
     result
+}
+
+fn now_ns() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// What the first batch covers: the saved dirty set and what changed since the last
+/// clean stop, or everything (see [`resume`]).
+fn first_scope(
+    prev: Option<&State>,
+    now: &State,
+    src: &Path,
+    opts: &Options,
+    w: &WatchOptions,
+    out: &dyn Output,
+) -> Scope {
+    let Some(prev) = prev else {
+        return Scope::everything();
+    };
+    if w.full_start {
+        if opts.verbose > 0 {
+            out.warn("starting with a full push (--full-start)");
+        }
+        return Scope::everything();
+    }
+    let want = resume::Expect {
+        src: &now.src,
+        dest: &now.dest,
+        src_id: now.src_id,
+        dest_id: now.dest_id,
+        selection: &now.selection,
+    };
+    let resumed = resume::saved_scope(prev, &want).and_then(|mut scope| {
+        let since = prev.stopped_ns.unwrap_or(0) - resume::SLACK_NS;
+        let changed = resume::changed_since(src, since, opts.one_file_system)
+            .map_err(|e| format!("cannot walk the source: {e}"))?;
+        let saved = scope.len();
+        scope.merge(&changed);
+        Ok((scope, saved))
+    });
+    match resumed {
+        Ok((scope, saved)) => {
+            if !opts.quiet {
+                out.warn(&format!(
+                    "resuming after a clean stop: {saved} directories were pending, {} to                      replicate with what changed meanwhile (--full-start for a full push)",
+                    scope.len()
+                ));
+            }
+            scope
+        }
+        Err(why) => {
+            if opts.verbose > 0 {
+                out.warn(&format!("starting with a full push: {why}"));
+            }
+            Scope::everything()
+        }
+    }
 }
 
 /// Points stderr at the end of `path` (created if missing), so every line the watch

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 /// What the state file holds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct State {
     pub src: String,
     pub dest: String,
@@ -43,6 +44,16 @@ pub struct State {
     pub sessions: u64,
     /// Directories left without an inotify watch (the watch limit); scanned periodically.
     pub unwatched_dirs: usize,
+    /// When a clean stop stopped reading events (Unix nanoseconds): a restart resumes
+    /// from here (see [`super::resume`]).
+    pub stopped_ns: Option<i128>,
+    /// Device and inode of the source root and of a local DEST.
+    pub src_id: Option<(u64, u64)>,
+    pub dest_id: Option<(u64, u64)>,
+    /// Key of the options that decide what is replicated.
+    pub selection: String,
+    /// How this run began: "full push" or "resumed".
+    pub start: String,
 }
 
 /// Seconds since the Unix epoch.
@@ -159,6 +170,9 @@ impl State {
             self.pending_dirs,
             self.lag_secs,
         );
+        if !self.start.is_empty() {
+            s.push_str(&format!("  began with: {}\n", self.start));
+        }
         if let Some(e) = &self.last_error {
             s.push_str(&format!(
                 "  last error ({}): {e}\n",
