@@ -101,8 +101,8 @@ pub enum Command {
     /// misbehaves (full, unreachable, refusing writes) the changes are kept and retried
     /// with back-off from --retry-min to --retry-max until it recovers. If SRC's root
     /// disappears or is unmounted, watch stops with exit 3 and DEST is left untouched.
-    /// SIGINT/SIGTERM let the running batch finish (a few seconds at most), save the
-    /// state file and exit 0.
+    /// SIGINT/SIGTERM start nothing new, let the files in flight finish (30 s at most),
+    /// save the state file and exit 0.
     #[command(after_help = EXIT_CODES, after_long_help = WATCH_DETAILS)]
     Watch(WatchArgs),
     /// Print the state of a watch: last successful batch, pending changes, lag, last
@@ -136,9 +136,9 @@ once per incident); --rescan-interval runs a full reconcile periodically anyway.
 
 State: --state-file (default $XDG_STATE_HOME/fsync-repl/watch-<key>.json, or under
 ~/.local/state) records the last successful batch, pending directories, the lag and
-the last error; `fsync-repl status` prints it. SIGTERM or SIGINT lets the running batch
-finish (up to 5 s; a file cut short stays as it was in DEST), saves the dirty set and exits
-0. The next start of the same SRC, DEST and selection then resumes without a full push:
+the last error; `fsync-repl status` prints it. SIGTERM or SIGINT starts nothing new, lets the
+files in flight finish and puts them in place (up to 30 s; a file cut short stays as it
+was in DEST), saves the dirty set and exits 0. The next start of the same SRC, DEST and selection then resumes without a full push:
 the saved directories plus those that changed while stopped, found by a walk of SRC alone
 (by ctime, which no tool can set back). A watch that was killed, a replaced SRC or local
 DEST, changed excludes, or --full-start begin with a full push. Changes made in DEST itself
@@ -248,7 +248,7 @@ impl WatchArgs {
                 .unwrap_or_else(|| crate::watch::state::default_path(src, &self.dest)),
             dest_name: self.dest.to_string_lossy().into_owned(),
             queue: self.queue,
-            grace: std::time::Duration::from_secs(5),
+            grace: std::time::Duration::from_secs(30),
             log_file: self.log_file.clone(),
             reopen: Default::default(),
             full_start: self.full_start,

@@ -90,6 +90,9 @@ pub struct Options {
     pub batch_bytes: u64,
     /// Only this part of both trees (set by watch mode for each batch; no flag).
     pub scope: Option<std::sync::Arc<crate::scope::Scope>>,
+    /// Once set, nothing new starts: the files being copied finish and are put in
+    /// place, and the run ends as interrupted (watch mode's SIGTERM; no flag).
+    pub drain: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Options {
@@ -121,6 +124,7 @@ impl Default for Options {
             batch_files: 2048,
             batch_bytes: 256 << 20,
             scope: None,
+            drain: None,
         }
     }
 }

@@ -260,6 +260,12 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     add + temp.min(batch_bytes)
 }
 
+fn draining(opts: &Options) -> bool {
+    opts.drain
+        .as_ref()
+        .is_some_and(|d| d.load(Ordering::Relaxed))
+}
+
 struct Run<'a> {
     opts: &'a Options,
     src: &'a Source,
@@ -297,10 +303,21 @@ impl<'a> Run<'a> {
         }
     }
 
-    fn halted(&self) -> bool {
+    /// True when the run must end now, dropping work in progress.
+    fn cut(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
             || self.interrupted.load(Ordering::Relaxed)
             || self.dest.broken().is_some()
+    }
+
+    /// True when the run is asked to wind down: finish what is in flight, start nothing.
+    fn draining(&self) -> bool {
+        draining(self.opts)
+    }
+
+    /// True when nothing new may start.
+    fn halted(&self) -> bool {
+        self.cut() || self.draining()
     }
 
     fn dest_error(&self, op: &str, path: &[u8], e: std::io::Error) {
@@ -448,7 +465,8 @@ impl<'a> Run<'a> {
                 .into_iter()
                 .filter_map(|(op, r)| self.settle(op, r.and_then(Started::finish)))
                 .collect();
-            if self.halted() {
+            // Draining, the files already copied are still put in place.
+            if self.cut() {
                 for s in &staged {
                     self.dest.discard(s);
                 }
@@ -1019,6 +1037,11 @@ fn push_in_pool(
             ExitCode::Interrupted,
             "interrupted: files already renamed into place are complete, the rest are unchanged"
                 .into(),
+        );
+    } else if draining(opts) {
+        run.counters.problem(
+            ExitCode::Interrupted,
+            "stopped: the files in flight were completed, the rest are unchanged".into(),
         );
     }
     let mut report = Report::from_counters(

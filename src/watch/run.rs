@@ -8,7 +8,8 @@
 //! every batch the source root is checked: if it vanished or was replaced (unmounted),
 //! the loop stops with a selection error (exit 3) without touching the destination —
 //! an empty mount point must never turn into a delete-everything. SIGINT/SIGTERM let
-//! the current batch finish (for up to `grace`), save the state, and end with Ok.
+//! the files in flight finish (for up to `grace`; nothing new starts), save the state,
+//! and end with Ok.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -300,12 +301,14 @@ pub fn run(
         // whole tree.
         let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
         bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
+        // A signal first drains the batch: the files in flight are finished.
+        bopts.drain = Some(interrupted.clone());
         let cut = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|s| {
             let (cut2, done2, intr) = (cut.clone(), &done, &interrupted);
-            // A signal lets the batch finish for `grace`, then cuts it short.
+            // A signal lets the files in flight finish for `grace`, then cuts them short.
             s.spawn(move || {
                 while !done2.load(Ordering::Relaxed) {
                     if intr.load(Ordering::Relaxed) {
