@@ -490,7 +490,7 @@ fn a_snapshot_restores_with_push_and_pull() {
 }
 
 #[test]
-fn a_snapshot_taken_while_a_push_writes_holds_each_file_old_or_new() {
+fn a_snapshot_taken_while_watch_writes_holds_each_file_old_or_new() {
     let (old, new, dst) = (Tree::new(), Tree::new(), Tree::new());
     for i in 0..40 {
         old.file(format!("d{}/f{i}", i % 4), &vec![b'o'; 64 << 10]);
@@ -498,16 +498,38 @@ fn a_snapshot_taken_while_a_push_writes_holds_each_file_old_or_new() {
             .mtime(format!("d{}/f{i}", i % 4), 1_700_000_000, 0);
     }
     ok(backup(old.path(), dst.path(), &[]));
-    // A slow push (as watch would do) rewrites current while snapshots are taken.
-    let mut push = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
-        .args(["push", "--bwlimit", "512K", "--fsync", "file"])
+    // The intended continual setup: watch keeps current (slowly here), snapshots are
+    // taken on the secondary meanwhile.
+    let side = Tree::new();
+    let state = side.join("watch-state.json");
+    let mut watch = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args([
+            "watch",
+            "--bwlimit",
+            "512K",
+            "--fsync",
+            "file",
+            "--state-file",
+        ])
+        .arg(&state)
         .arg(new.path())
         .arg(dst.join("current"))
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let caught_up = || {
+        fs::read(&state)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["last_success"].is_u64())
+    };
     let mut taken = 0;
-    while push.try_wait().unwrap().is_none() || taken < 2 {
+    while !caught_up() || taken < 2 {
+        assert!(
+            watch.try_wait().unwrap().is_none(),
+            "the watch stopped early"
+        );
         ok(bin()
             .args(["snapshot", "-q"])
             .arg(dst.path())
@@ -515,7 +537,12 @@ fn a_snapshot_taken_while_a_push_writes_holds_each_file_old_or_new() {
             .unwrap());
         taken += 1;
     }
-    assert!(push.wait().unwrap().success());
+    watch.kill().unwrap();
+    watch.wait().unwrap();
+    assert!(
+        tree_diff(new.path(), &dst.join("current")).is_empty(),
+        "the watch did not catch up"
+    );
     for name in snapshots(dst.path()) {
         let snap = dst.join("snapshots").join(&name);
         for i in 0..40 {
