@@ -591,8 +591,9 @@ until it fits, on the far side for host:DEST; if it cannot fit, nothing is remov
 the exit code is 11.
 
 Config file (--config, default /etc/fsync-repl.toml then ~/.config/fsync-repl/config.toml)
-lists [[job]] entries; backup --all runs each of them, one after the other, whatever
-the others do, and exits with the worst job's code. See README: Backups.
+lists [[job]] entries; backup --all runs each of them, --parallel at a time (so a slow
+job holds up none of the others), whatever the others do, and exits with the worst
+job's code. See README: Backups.
 
 ",
     exit_codes!()
@@ -750,6 +751,10 @@ pub struct BackupArgs {
     /// Run every job of the config file.
     #[arg(long)]
     pub all: bool,
+    /// With --all, how many jobs run at once, so one slow job does not hold up the
+    /// rest (each keeps its own throttle and idle priority) [default: 2].
+    #[arg(long, value_name = "N")]
+    pub parallel: Option<usize>,
     /// Config file listing jobs [default: $FSYNC_REPL_CONFIG, /etc/fsync-repl.toml,
     /// then ~/.config/fsync-repl/config.toml].
     #[arg(long, value_name = "PATH")]

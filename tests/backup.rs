@@ -415,6 +415,42 @@ fn backup_all_runs_every_job_whatever_one_does() {
 }
 
 #[test]
+fn backup_all_does_not_let_a_slow_job_hold_up_the_others() {
+    let (home, dst, t) = (Tree::new(), Tree::new(), Tree::new());
+    for i in 0..200 {
+        home.file(format!("slow/f{i}"), b"s");
+    }
+    home.file("fast/a", b"a").file("quick/b", b"b");
+    let job = |name: &str, iops: u32| {
+        format!(
+            "[[job]]\nname = \"{name}\"\nsource = \"{}\"\ndestination = \"{}\"\n[job.throttle]\niops_limit = {iops}\n\n",
+            home.join(name).display(),
+            dst.join(name).display()
+        )
+    };
+    // First in the file, and at 5 operations a second it needs well over 40 s.
+    let p = config(
+        &t,
+        &(job("slow", 5) + &job("fast", 100_000) + &job("quick", 100_000)),
+    );
+    let mut all = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["backup", "--all", "-q", "--config"])
+        .arg(&p)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the jobs after the slow one", || {
+        snapshots(&dst.join("fast")).len() == 1 && snapshots(&dst.join("quick")).len() == 1
+    });
+    let slow_running = all.try_wait().unwrap().is_none();
+    all.kill().unwrap();
+    all.wait().unwrap();
+    assert!(slow_running, "--all finished: the slow job was not slow");
+    assert!(snapshots(&dst.join("slow")).is_empty());
+}
+
+#[test]
 fn remote_backup_snapshots_and_prune_run_on_the_far_side() {
     let (src, dst) = (Tree::new(), Tree::new());
     sample(&src);

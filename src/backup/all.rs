@@ -1,9 +1,10 @@
 //! `backup --all`: every job of the config file, then the log and the metrics.
 //!
-//! Jobs run one after the other (they share the secondary's disk, so running them at
-//! once would only make each slower); a job that fails, or whose entry does not even
-//! parse as a backup, is recorded and the next one starts. The exit code is the worst
-//! job's by the usual severity order.
+//! Jobs run `--parallel` at a time (default 2), taken in config order: a slow job
+//! holds one worker while the rest go on through the others, and more at once would
+//! only make each slower on the shared disks. A job that fails, or whose entry does
+//! not even parse as a backup, is recorded and the next one starts. The exit code is
+//! the worst job's by the usual severity order.
 
 use std::ffi::OsString;
 use std::sync::atomic::AtomicBool;
@@ -29,8 +30,8 @@ pub(super) fn record(a: &BackupArgs, results: &[JobResult]) {
     }
 }
 
-/// `backup --all`: every job of the config file, one after the other. A job that
-/// fails (or cannot even start) does not stop the next; the exit code is the worst.
+/// `backup --all`: every job of the config file, `--parallel` at a time. A job that
+/// fails (or cannot even start) does not stop the others; the exit code is the worst.
 pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
     let path = crate::jobs::config_path(a.config.as_deref());
     let text = match std::fs::read_to_string(&path) {
@@ -67,58 +68,89 @@ pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
     bin.push(&a.remote.remote_bin);
     common.push(bin);
     common.push(format!("--timeout={}", a.remote.timeout).into());
-    let mut results = Vec::new();
-    for job in &cfg.jobs {
-        if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-            break;
-        }
-        let started = crate::snapshot::now();
-        let clock = std::time::Instant::now();
-        let mut argv: Vec<OsString> = vec!["fsync-repl".into(), "backup".into()];
-        argv.extend(common.iter().cloned());
-        argv.extend(job.to_args());
-        let done = match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
-            Ok(crate::cli::Cli {
-                command: crate::cli::Command::Backup(b),
-            }) => backup_one(&b, interrupted.clone()),
-            Ok(_) => unreachable_job(),
-            Err(e) => Done {
-                code: ExitCode::Usage.code(),
-                bytes: 0,
-                files: 0,
-                failure: Some(format!(
-                    "{}: {}",
-                    path.display(),
-                    e.to_string()
-                        .lines()
-                        .next()
-                        .unwrap_or("bad job")
-                        .trim_start_matches("error: ")
-                )),
-            },
-        };
-        if let Some(f) = &done.failure {
-            eprintln!(
-                "fsync-repl: job {} failed (exit {}): {f}",
-                job.name, done.code
-            );
-        }
-        results.push(JobResult {
-            name: job.name.clone(),
-            exit_code: done.code,
-            started,
-            duration_secs: clock.elapsed().as_secs_f64(),
-            bytes: done.bytes,
-            files: done.files,
-            failure: done.failure,
-        });
+    let parallel = a.parallel.unwrap_or(2);
+    if parallel == 0 {
+        return fail(Error::Usage("--parallel 0: give at least 1".into()));
     }
+    // Jobs are handed out in config order to `--parallel` workers: a slow job holds
+    // one worker while the others go on. Results stay in config order.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let slots: Vec<std::sync::Mutex<Option<JobResult>>> =
+        cfg.jobs.iter().map(|_| Default::default()).collect();
+    std::thread::scope(|s| {
+        for _ in 0..parallel.min(cfg.jobs.len()) {
+            s.spawn(|| loop {
+                if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(job) = cfg.jobs.get(i) else {
+                    return;
+                };
+                let r = run_job(job, &common, &path, interrupted.clone());
+                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+            });
+        }
+    });
+    let results: Vec<JobResult> = slots
+        .into_iter()
+        .filter_map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
     record(a, &results);
     results
         .iter()
         .map(|r| r.exit_code)
         .max_by_key(|&c| crate::report::severity(code_of(c)))
         .unwrap_or(0)
+}
+
+/// Runs one job of the config file as its own `backup` command line.
+fn run_job(
+    job: &crate::jobs::Job,
+    common: &[OsString],
+    path: &std::path::Path,
+    interrupted: Arc<AtomicBool>,
+) -> JobResult {
+    let started = crate::snapshot::now();
+    let clock = std::time::Instant::now();
+    let mut argv: Vec<OsString> = vec!["fsync-repl".into(), "backup".into()];
+    argv.extend(common.iter().cloned());
+    argv.extend(job.to_args());
+    let done = match <crate::cli::Cli as clap::Parser>::try_parse_from(&argv) {
+        Ok(crate::cli::Cli {
+            command: crate::cli::Command::Backup(b),
+        }) => backup_one(&b, interrupted),
+        Ok(_) => unreachable_job(),
+        Err(e) => Done {
+            code: ExitCode::Usage.code(),
+            bytes: 0,
+            files: 0,
+            failure: Some(format!(
+                "{}: {}",
+                path.display(),
+                e.to_string()
+                    .lines()
+                    .next()
+                    .unwrap_or("bad job")
+                    .trim_start_matches("error: ")
+            )),
+        },
+    };
+    if let Some(f) = &done.failure {
+        eprintln!(
+            "fsync-repl: job {} failed (exit {}): {f}",
+            job.name, done.code
+        );
+    }
+    JobResult {
+        name: job.name.clone(),
+        exit_code: done.code,
+        started,
+        duration_secs: clock.elapsed().as_secs_f64(),
+        bytes: done.bytes,
+        files: done.files,
+        failure: done.failure,
+    }
 }
 
 fn unreachable_job() -> Done {

@@ -328,6 +328,11 @@ pub fn backup(a: BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
     if a.all {
         return all::run_all(&a, interrupted);
     }
+    if a.parallel.is_some() {
+        return fail(Error::Usage(
+            "--parallel applies to backup --all; a single backup runs one job".into(),
+        ));
+    }
     let name = a
         .dest
         .as_ref()
