@@ -142,15 +142,7 @@ fn run_job(
             job.name, done.code
         );
     }
-    JobResult {
-        name: job.name.clone(),
-        exit_code: done.code,
-        started,
-        duration_secs: clock.elapsed().as_secs_f64(),
-        bytes: done.bytes,
-        files: done.files,
-        failure: done.failure,
-    }
+    done.record(job.name.clone(), started, clock)
 }
 
 fn unreachable_job() -> Done {

@@ -314,6 +314,21 @@ pub(super) struct Done {
     pub(super) failure: Option<String>,
 }
 
+impl Done {
+    /// The job's record for the log and the metrics; `clock` started with the job.
+    pub(super) fn record(self, name: String, started: i64, clock: std::time::Instant) -> JobResult {
+        JobResult {
+            name,
+            exit_code: self.code,
+            started,
+            duration_secs: clock.elapsed().as_secs_f64(),
+            bytes: self.bytes,
+            files: self.files,
+            failure: self.failure,
+        }
+    }
+}
+
 fn disk_of(opts: &crate::config::Options, quiet: bool) -> DiskSettings {
     DiskSettings {
         iops_limit: opts.iops_limit,
@@ -340,16 +355,7 @@ pub fn backup(a: BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
         .unwrap_or_default();
     let started = crate::snapshot::now();
     let clock = std::time::Instant::now();
-    let done = backup_one(&a, interrupted);
-    let result = JobResult {
-        name,
-        exit_code: done.code,
-        started,
-        duration_secs: clock.elapsed().as_secs_f64(),
-        bytes: done.bytes,
-        files: done.files,
-        failure: done.failure,
-    };
+    let result = backup_one(&a, interrupted).record(name, started, clock);
     if let Some(f) = &result.failure {
         eprintln!(
             "fsync-repl: backup {} failed (exit {}): {f}",
