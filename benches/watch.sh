@@ -2,7 +2,7 @@
 # Watch-mode benchmark: latency of single changes, a burst against a one-off push, and
 # the idle cost of watching the shared corpus.
 #
-#   benches/watch.sh [latency] [burst] [idle]          (default: all three)
+#   benches/watch.sh [latency] [burst] [idle] [restart]  (default: all four)
 #
 # Scenarios (every tree on $SCRATCH, /dev/shm by default)
 #   latency  `fsync-repl watch SRC DEST` with default settings runs on a small tree; 100
@@ -19,6 +19,15 @@
 #   idle     the shared corpus (homes.py make: ~16k files) watched; after the initial
 #            push, CPU time (utime+stime from /proc) over IDLE_SECS of no changes, and
 #            the resident memory (VmRSS, VmHWM).      target: CPU <= 1% of one core
+#   restart  the shared corpus watched, then stopped with SIGTERM; 10 files rewritten
+#            while stopped; the watch started again. The time from the start until the
+#            first batch is done (state file), resuming after the clean stop against
+#            --full-start (a full push), alternating, RESTARTS times each (medians).
+#            With COLD=1 (root) the page cache is dropped before every start, as after
+#            a reboot; use SCRATCH on a disk for that. With REMOTE=1, DEST is
+#            `host:path` through tests/support/fake-rsh (pipes to a local `serve`, no
+#            ssh), so the full push pulls DEST's listing through the protocol.
+#                                                     no target (for the README's claim)
 #
 # Environment (all optional)
 #   CORPUS_DIR   directory holding homes.py and treecmp.py    [REPO/../shared/corpus]
@@ -28,6 +37,11 @@
 #   CHANGES      single-file changes in the latency scenario   [100]
 #   BURST_RUNS   burst repetitions (the median is reported)    [3]
 #   IDLE_SECS    idle measurement window                       [60]
+#   RESTARTS     restarts of each kind                          [7]
+#   COLD=1       restart: drop the page cache before each start
+#   REMOTE=1     restart: DEST through the protocol (see above)
+#   CORPUS_ARGS  restart: options of `homes.py make` for a bigger tree, e.g.
+#                "--users 40 --small 5000 --medium 0 --large-mib 0" (200k files)
 #   KEEP=1       keep the scratch directory
 #
 # Tools: bash, python3, hyperfine.
@@ -40,14 +54,15 @@ SCRATCH=${SCRATCH:-/dev/shm}
 CHANGES=${CHANGES:-100}
 BURST_RUNS=${BURST_RUNS:-3}
 IDLE_SECS=${IDLE_SECS:-60}
+RESTARTS=${RESTARTS:-7}
 KEEP=${KEEP:-0}
 
 die() { echo "watch.sh: $*" >&2; exit 1; }
 
 scenarios=("$@")
-[[ ${#scenarios[@]} -eq 0 ]] && scenarios=(latency burst idle)
+[[ ${#scenarios[@]} -eq 0 ]] && scenarios=(latency burst idle restart)
 for s in "${scenarios[@]}"; do
-    case $s in latency|burst|idle) ;; *) die "unknown scenario '$s' (latency, burst, idle)";; esac
+    case $s in latency|burst|idle|restart) ;; *) die "unknown scenario '$s' (latency, burst, idle, restart)";; esac
 done
 command -v hyperfine >/dev/null || die "hyperfine is needed"
 command -v python3 >/dev/null || die "python3 is needed"
@@ -135,6 +150,38 @@ elif cmd == 'wait-count':
         if time.monotonic() - t0 > 900:
             raise SystemExit("initial push did not converge")
         time.sleep(0.2)
+elif cmd == 'first-batch':
+    # Starts a watch and times it until the state file records a successful batch.
+    import json, subprocess
+    binary, src, dst, state, extra = sys.argv[2:7]
+    t0 = time.monotonic()
+    p = subprocess.Popen([binary, 'watch', '--state-file', state] + extra.split() + [src, dst],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            st = json.load(open(state))
+            if st.get('pid') == p.pid and st.get('last_success'):
+                break
+        except (OSError, ValueError):
+            pass
+        if p.poll() is not None or time.monotonic() - t0 > 600:
+            raise SystemExit("the watch did not finish its first batch")
+        time.sleep(0.002)
+    t1 = time.monotonic()
+    p.terminate()
+    if p.wait() != 0:
+        raise SystemExit("the watch did not stop cleanly")
+    print(f"{t1 - t0:.4f}")
+elif cmd == 'rewrite':
+    src, n, tag = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    done = 0
+    for d, _, files in sorted(os.walk(src)):
+        for f in sorted(files):
+            if done == n:
+                break
+            with open(os.path.join(d, f), 'ab') as fh:
+                fh.write(tag.encode())
+            done += 1
 elif cmd == 'idle':
     pid, secs = int(sys.argv[2]), float(sys.argv[3])
     tck = os.sysconf('SC_CLK_TCK')
@@ -213,6 +260,36 @@ idle)
     stop_watch
     check "$src" "$dst" idle
     SUMMARY+=("idle, corpus watched ($files files, $dirs directories): CPU ${cpu}% of one core over ${IDLE_SECS} s [$(verdict "$cpu" 1)], VmRSS ${rss}, VmHWM ${hwm} (includes the initial push)")
+    ;;
+restart)
+    src=$W/restart-src dst=$W/restart-dst
+    # shellcheck disable=SC2086  # CORPUS_ARGS is a list of options
+    python3 "$CORPUS_DIR/homes.py" make ${CORPUS_ARGS:-} "$src" >/dev/null
+    files=$(find "$src" -type f | wc -l)
+    # The first watch does the initial push; each run below ends with a clean stop, so
+    # the next start may resume.
+    target=$dst via=""
+    if [[ ${REMOTE:-0} == 1 ]]; then
+        target=testhost:$dst via="--rsh $REPO/tests/support/fake-rsh --remote-bin $BIN"
+    fi
+    $H first-batch "$BIN" "$src" "$target" "$W/restart.json" "$via" >/dev/null
+    resumed=() full=()
+    for r in $(seq 1 "$RESTARTS"); do
+        for kind in resume full; do
+            $H rewrite "$src" 10 "$kind$r"
+            extra=$via; [[ $kind == full ]] && extra="$via --full-start"
+            if [[ ${COLD:-0} == 1 ]]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
+            t=$($H first-batch "$BIN" "$src" "$target" "$W/restart.json" "$extra")
+            if [[ $kind == resume ]]; then resumed+=("$t"); else full+=("$t"); fi
+        done
+    done
+    check "$src" "$dst" restart
+    med() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
+    rm_=$(med "${resumed[@]}") fm=$(med "${full[@]}")
+    ratio=$(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.2f}')" "$rm_" "$fm")
+    cache="warm cache"; [[ ${COLD:-0} == 1 ]] && cache="cold cache"
+    [[ ${REMOTE:-0} == 1 ]] && cache="$cache, DEST through the protocol"
+    SUMMARY+=("restart after a clean stop, corpus ($files files) on $(df --output=fstype "$W" | tail -1), $cache, 10 files changed meanwhile: first batch done ${rm_} s after the start when resuming (${resumed[*]}), ${fm} s with --full-start (${full[*]}); ratio ${ratio}")
     ;;
 esac
 done

@@ -20,10 +20,10 @@
 //! Changes made to DEST behind the watch's back are repaired by the periodic reconcile
 //! (`--rescan-interval`), as they are while the watch runs.
 
-use std::collections::HashSet;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use super::state::State;
 use crate::config::Options;
@@ -96,62 +96,106 @@ pub fn saved_scope(prev: &State, want: &Expect<'_>) -> Result<Scope, String> {
     Ok(scope)
 }
 
-/// Directories of `src` with changes at or after `since_ns` (Unix nanoseconds, ctime).
-pub fn changed_since(src: &Path, since_ns: i128, one_file_system: bool) -> std::io::Result<Scope> {
-    let mut scope = Scope::new();
-    // Changed directories seen so far (their children come after them in the walk).
-    let mut changed: HashSet<Vec<u8>> = HashSet::new();
-    let walk = walkdir::WalkDir::new(src)
-        .follow_links(false)
-        .same_file_system(one_file_system)
-        .sort_by_file_name();
-    let mut it = walk.into_iter();
-    while let Some(entry) = it.next() {
-        let entry = match entry {
-            Ok(e) => e,
-            // A directory that vanished or cannot be read: let the batch see to it.
-            Err(e) => {
-                if let Some(p) = e.path().and_then(|p| p.strip_prefix(src).ok()) {
-                    let rel = p.as_os_str().as_bytes();
-                    scope.add(crate::tree::parent(rel), false);
+/// How the walk of [`changed_since`] runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Walk {
+    /// Stay on SRC's filesystem (`-x`).
+    pub one_file_system: bool,
+    /// Worker threads, at the run's CPU and I/O priority.
+    pub jobs: usize,
+    pub priority: crate::throttle::priority::Priority,
+}
+
+struct Ctx {
+    since: i128,
+    dev: u64,
+    one_file_system: bool,
+    out: Mutex<Scope>,
+}
+
+fn ctime_ns(m: &std::fs::Metadata) -> i128 {
+    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+}
+
+/// Directories of `src` with changes at or after `since_ns` (Unix nanoseconds, ctime),
+/// walked in parallel (one task per directory), entries stat'ed without following
+/// symlinks.
+pub fn changed_since(src: &Path, since_ns: i128, walk: Walk) -> std::io::Result<Scope> {
+    let root = std::fs::symlink_metadata(src)?;
+    let ctx = Ctx {
+        since: since_ns,
+        dev: root.dev(),
+        one_file_system: walk.one_file_system,
+        out: Mutex::new(Scope::new()),
+    };
+    let root_changed = ctime_ns(&root) >= since_ns;
+    if root_changed {
+        ctx.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(b"", false);
+    }
+    let priority = walk.priority;
+    let _ = priority.apply_to_current_thread();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(walk.jobs.max(1))
+        .thread_name(|i| format!("fsync-repl-resume-{i}"))
+        .start_handler(move |_| {
+            let _ = priority.apply_to_current_thread();
+        })
+        .build()
+        .map_err(std::io::Error::other)?;
+    let ctx = &ctx;
+    pool.install(|| {
+        rayon::scope(|s| visit(s, src.to_path_buf(), Vec::new(), root_changed, ctx));
+    });
+    let scope = ctx.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    Ok(scope)
+}
+
+fn visit<'s>(s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, changed: bool, ctx: &'s Ctx) {
+    let mut marks: Vec<(Vec<u8>, bool)> = Vec::new();
+    match std::fs::read_dir(&abs) {
+        // Unreadable (or gone): the batch lists it and reports what it finds.
+        Err(_) => marks.push((rel.clone(), false)),
+        Ok(entries) => {
+            for e in entries.flatten() {
+                let Ok(m) = e.metadata() else {
+                    // Vanished since it was listed: its directory changed.
+                    marks.push((rel.clone(), false));
+                    continue;
+                };
+                let name = e.file_name();
+                let child = crate::tree::join(&rel, name.as_bytes());
+                let c = ctime_ns(&m) >= ctx.since;
+                if c {
+                    marks.push((rel.clone(), false));
                 }
-                if e.depth() == 0 {
-                    return Err(e.into());
+                if !m.is_dir() {
+                    continue;
                 }
-                continue;
-            }
-        };
-        let Ok(meta) = entry.metadata() else {
-            continue;
-        };
-        let ctime = i128::from(meta.ctime()) * 1_000_000_000 + i128::from(meta.ctime_nsec());
-        if ctime < since_ns {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(src)
-            .map(|p| p.as_os_str().as_bytes().to_vec())
-            .unwrap_or_default();
-        if entry.depth() == 0 {
-            scope.add(b"", false);
-            changed.insert(Vec::new());
-            continue;
-        }
-        let parent = crate::tree::parent(&rel).to_vec();
-        scope.add(&parent, false);
-        if entry.file_type().is_dir() {
-            if changed.contains(&parent) {
-                // New here (created, copied or moved in): all of it.
-                scope.add(&rel, true);
-                it.skip_current_dir();
-            } else {
-                scope.add(&rel, false);
-                changed.insert(rel);
+                if c && changed {
+                    // New here (created, copied or moved in): all of it.
+                    marks.push((child, true));
+                    continue;
+                }
+                if c {
+                    marks.push((child.clone(), false));
+                }
+                if ctx.one_file_system && m.dev() != ctx.dev {
+                    continue;
+                }
+                let sub = abs.join(&name);
+                s.spawn(move |s| visit(s, sub, child, c, ctx));
             }
         }
     }
-    Ok(scope)
+    if !marks.is_empty() {
+        let mut out = ctx.out.lock().unwrap_or_else(|p| p.into_inner());
+        for (p, r) in marks {
+            out.add(&p, r);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -185,11 +229,16 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(50));
         let stop = now_ns();
         std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(changed_since(&src, stop, false).unwrap().is_empty());
+        let walk = Walk {
+            one_file_system: false,
+            jobs: 2,
+            priority: Default::default(),
+        };
+        assert!(changed_since(&src, stop, walk).unwrap().is_empty());
 
         std::fs::write(src.join("old/deep/f"), b"2").unwrap();
         std::fs::rename(t.path().join("outside/tree"), src.join("quiet/tree")).unwrap();
-        let s = changed_since(&src, stop, false).unwrap();
+        let s = changed_since(&src, stop, walk).unwrap();
         assert_eq!(
             pairs(&s),
             vec![

@@ -467,7 +467,12 @@ fn first_scope(
     };
     let resumed = resume::saved_scope(prev, &want).and_then(|mut scope| {
         let since = prev.stopped_ns.unwrap_or(0) - resume::SLACK_NS;
-        let changed = resume::changed_since(src, since, opts.one_file_system)
+        let walk = resume::Walk {
+            one_file_system: opts.one_file_system,
+            jobs: opts.jobs,
+            priority: opts.priority,
+        };
+        let changed = resume::changed_since(src, since, walk)
             .map_err(|e| format!("cannot walk the source: {e}"))?;
         let saved = scope.len();
         scope.merge(&changed);
