@@ -172,6 +172,10 @@ pub struct Report {
     /// other names are stale until the whole tree is reconciled.
     #[serde(default)]
     pub links_outside_scope: u64,
+    /// Directories to delete whose contents the run's scope did not list (watch mode):
+    /// left in place; a run that lists them whole deletes them.
+    #[serde(skip)]
+    pub unlisted_dirs: Vec<Vec<u8>>,
 }
 
 impl Report {
@@ -214,6 +218,7 @@ impl Report {
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
             links_outside_scope: 0,
+            unlisted_dirs: Vec::new(),
         }
     }
 

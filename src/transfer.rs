@@ -283,6 +283,8 @@ struct Run<'a> {
     /// Its threads only wait on answers; source files are read on the main pool.
     wide: Option<rayon::ThreadPool>,
     throttle: &'a Throttle,
+    /// Directory deletes left for a run that lists them whole.
+    unlisted: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl<'a> Run<'a> {
@@ -515,6 +517,9 @@ impl<'a> Run<'a> {
 
     fn execute(&self, plan: &Plan) {
         let (sl, dl, dest, opts) = (self.sl, self.dl, self.dest, self.opts);
+        if self.halted() {
+            return;
+        }
         for &j in &plan.temps {
             let p = dl.path(j as usize);
             if let Err(e) = dest.remove(p, dl.get(j as usize).kind) {
@@ -540,6 +545,10 @@ impl<'a> Run<'a> {
                 }
             },
         );
+        if self.halted() {
+            // Moves need the directories just made.
+            return;
+        }
         self.each(&plan.moves, |&(i, j)| {
             let (to, from) = (sl.path(i as usize), dl.path(j as usize));
             let e = sl.get(i as usize);
@@ -610,6 +619,17 @@ impl<'a> Run<'a> {
                 Err(e) => self.dest_error("delete", p, e),
             }
         });
+        // A directory whose contents this run's scope did not list is not deleted
+        // blind: the caller lists it whole next (see `Report::unlisted_dirs`).
+        let (dirs, unlisted): (Vec<u32>, Vec<u32>) = dirs.into_iter().partition(|&j| {
+            opts.scope
+                .as_ref()
+                .is_none_or(|s| s.lists(dl.path(j as usize)))
+        });
+        if !unlisted.is_empty() {
+            let mut u = self.unlisted.lock().unwrap_or_else(|p| p.into_inner());
+            u.extend(unlisted.iter().map(|&j| dl.path(j as usize).to_vec()));
+        }
         self.by_depth(
             &dirs,
             |&j| depth(dl.path(j as usize)),
@@ -986,6 +1006,7 @@ fn push_in_pool(
         files_done: Default::default(),
         wide: wide_pool(dest, opts),
         throttle: &throttle,
+        unlisted: Default::default(),
     };
     run.execute(&plan);
     if !run.halted() {
@@ -1053,6 +1074,8 @@ fn push_in_pool(
     );
     if opts.scope.is_some() {
         report.links_outside_scope = crate::scope::links_outside(sl, &plan);
+        report.unlisted_dirs =
+            std::mem::take(&mut *run.unlisted.lock().unwrap_or_else(|p| p.into_inner()));
     }
     Ok(report)
 }
