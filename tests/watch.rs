@@ -1018,7 +1018,8 @@ fn a_clean_stop_resumes_without_a_full_push_and_loses_nothing() {
         sh(
             "mkdir -p docs/old deep/er quiet && echo alpha > docs/a.txt && echo bye > docs/old/gone \
              && echo top > top.txt && echo f > deep/er/f && echo m > deep/mode \
-             && for i in $(seq 1 40); do echo $i > quiet/q$i; done",
+             && for i in $(seq 1 40); do echo $i > quiet/q$i; done \
+             && mkdir -p deep/er/gone/deeper && echo g > deep/er/gone/deeper/f",
             &src,
         );
         let state = tree.join("state.json");
@@ -1036,7 +1037,8 @@ fn a_clean_stop_resumes_without_a_full_push_and_loses_nothing() {
         // whose inner files keep their old ctimes.
         sh(
             "echo 'alpha, longer' > src/docs/a.txt && echo new > src/docs/new.txt \
-             && rm -r src/docs/old && mv src/top.txt src/renamed.txt && chmod 600 src/deep/mode \
+             && rm -r src/docs/old src/deep/er/gone && mv src/top.txt src/renamed.txt \
+             && chmod 600 src/deep/mode \
              && mkdir -p outside/tree/sub && echo x > outside/tree/sub/x && echo y > outside/tree/y",
             tree.path(),
         );
@@ -1128,6 +1130,33 @@ fn a_batch_cut_short_by_sigterm_is_finished_by_the_next_start() {
     assert!(w.state()["pending_dirs"].as_u64() > Some(0));
     let w2_args = ["--state-file", state.to_str().unwrap()];
     let mut w = Watch::start(Transport::Local, &src, &dst, &w2_args);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("resuming"), "{}", w.stderr());
+}
+
+#[test]
+fn an_ignore_file_changed_while_stopped_applies_to_its_whole_directory() {
+    let _limits = shared_limits();
+    let (tree, src, dst) = pair();
+    sh(
+        "mkdir -p a/b && printf '*.log\\n' > a/.fsyncignore && echo y > a/b/y.log && echo k > a/b/keep",
+        &src,
+    );
+    let state = tree.join("state.json");
+    let args = ["--state-file", state.to_str().unwrap()];
+    let mut w = Watch::start(Transport::Local, &src, &dst, &args);
+    w.until("the first batch", |w| {
+        w.try_state()["last_success"].is_u64()
+    });
+    assert!(dst.join("a/b/keep").exists());
+    assert!(!dst.join("a/b/y.log").exists(), "excluded at first");
+    std::thread::sleep(Duration::from_millis(1200));
+    w.signal(libc::SIGTERM);
+    assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
+
+    // Rewritten in place: only the ignore file's own ctime changes.
+    fs::write(src.join("a/.fsyncignore"), b"# nothing excluded now\n").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &args);
     w.converge(&src, &dst);
     assert!(w.stderr().contains("resuming"), "{}", w.stderr());
 }

@@ -386,37 +386,8 @@ impl Tree {
         let mut buf = vec![MaybeUninit::<u8>::uninit(); 64 << 10];
         let mut last_poll = Instant::now();
         while !self.shared.stop.load(Ordering::Relaxed) {
-            let (slots, mut pfds): (Vec<usize>, Vec<libc::pollfd>) = self
-                .insts
-                .iter()
-                .enumerate()
-                .filter_map(|(i, inst)| {
-                    inst.as_ref().map(|inst| {
-                        (
-                            i,
-                            libc::pollfd {
-                                fd: inst.fd.as_raw_fd(),
-                                events: libc::POLLIN,
-                                revents: 0,
-                            },
-                        )
-                    })
-                })
-                .unzip();
-            // SAFETY: `pfds` is a valid array of its length for the duration of the call.
-            let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
-            if n > 0 {
-                for (slot, pfd) in slots.into_iter().zip(&pfds) {
-                    if pfd.revents == 0 {
-                        continue;
-                    }
-                    let raw = self.read_events(slot, &mut buf);
-                    for (wd, mask, name) in raw {
-                        if !self.handle((slot, wd), mask, name.as_deref()) {
-                            return;
-                        }
-                    }
-                }
+            if self.pump(&mut buf, 200).is_none() {
+                return;
             }
             if last_poll.elapsed() >= self.cfg.poll && !lock(&self.shared.unwatched).is_empty() {
                 last_poll = Instant::now();
@@ -434,6 +405,56 @@ impl Tree {
                 }
             }
         }
+        // Stopped: what the kernel still holds happened before the stop, and a clean
+        // stop promises the next start every change up to it. Empty the queues; a
+        // stream that does not let up is a rescan of everything instead.
+        for _ in 0..256 {
+            match self.pump(&mut buf, 0) {
+                Some(true) => {}
+                Some(false) | None => return,
+            }
+        }
+        lock(&self.shared.lost).add(b"", true);
+    }
+
+    /// Waits up to `timeout_ms` for events on every instance and handles what one read
+    /// of each ready instance returns. Some(any were ready), or None once the consumer
+    /// is gone.
+    fn pump(&mut self, buf: &mut [MaybeUninit<u8>], timeout_ms: i32) -> Option<bool> {
+        let (slots, mut pfds): (Vec<usize>, Vec<libc::pollfd>) = self
+            .insts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, inst)| {
+                inst.as_ref().map(|inst| {
+                    (
+                        i,
+                        libc::pollfd {
+                            fd: inst.fd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        },
+                    )
+                })
+            })
+            .unzip();
+        // SAFETY: `pfds` is a valid array of its length for the duration of the call.
+        let n = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
+        if n <= 0 {
+            return Some(false);
+        }
+        for (slot, pfd) in slots.into_iter().zip(&pfds) {
+            if pfd.revents == 0 {
+                continue;
+            }
+            let raw = self.read_events(slot, buf);
+            for (wd, mask, name) in raw {
+                if !self.handle((slot, wd), mask, name.as_deref()) {
+                    return None;
+                }
+            }
+        }
+        Some(true)
     }
 
     fn read_events(

@@ -53,11 +53,15 @@ pub fn selection_key(opts: &Options) -> String {
 
 /// What the previous watch must have left for this one to resume.
 pub struct Expect<'a> {
+    /// The current time (Unix nanoseconds).
+    pub now_ns: i128,
     pub src: &'a str,
     pub dest: &'a str,
     pub src_id: Option<(u64, u64)>,
     pub dest_id: Option<(u64, u64)>,
     pub selection: &'a str,
+    /// A local DEST that is missing or empty (recreated: its inode number may be reused).
+    pub dest_empty: bool,
 }
 
 /// The saved dirty set of `prev`, or why a resume is not possible.
@@ -68,8 +72,11 @@ pub fn saved_scope(prev: &State, want: &Expect<'_>) -> Result<Scope, String> {
             prev.pid
         ));
     }
-    if prev.stopped_ns.is_none() {
+    let Some(stopped) = prev.stopped_ns else {
         return Err("the state file records no clean stop".into());
+    };
+    if stopped > want.now_ns {
+        return Err("the clock is behind the recorded stop".into());
     }
     if prev.src != want.src || prev.dest != want.dest {
         return Err("the state file belongs to another SRC or DEST".into());
@@ -80,7 +87,7 @@ pub fn saved_scope(prev: &State, want: &Expect<'_>) -> Result<Scope, String> {
     if prev.src_id.is_none() || prev.src_id != want.src_id {
         return Err("the source root was replaced".into());
     }
-    if prev.dest_id != want.dest_id {
+    if prev.dest_id != want.dest_id || want.dest_empty {
         return Err("the destination was replaced".into());
     }
     let mut scope = Scope::new();
@@ -121,7 +128,8 @@ fn ctime_ns(m: &std::fs::Metadata) -> i128 {
 /// walked in parallel (one task per directory), entries stat'ed without following
 /// symlinks.
 pub fn changed_since(src: &Path, since_ns: i128, walk: Walk) -> std::io::Result<Scope> {
-    let root = std::fs::symlink_metadata(src)?;
+    // SRC itself may be a symlink to the tree (the watch follows it too).
+    let root = std::fs::metadata(src)?;
     let ctx = Ctx {
         since: since_ns,
         dev: root.dev(),
@@ -159,7 +167,12 @@ fn visit<'s>(s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, changed: bool, ct
         // Unreadable (or gone): the batch lists it and reports what it finds.
         Err(_) => marks.push((rel.clone(), false)),
         Ok(entries) => {
-            for e in entries.flatten() {
+            for e in entries {
+                let Ok(e) = e else {
+                    // The listing failed partway: the batch lists it again.
+                    marks.push((rel.clone(), false));
+                    break;
+                };
                 let Ok(m) = e.metadata() else {
                     // Vanished since it was listed: its directory changed.
                     marks.push((rel.clone(), false));
@@ -169,7 +182,9 @@ fn visit<'s>(s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, changed: bool, ct
                 let child = crate::tree::join(&rel, name.as_bytes());
                 let c = ctime_ns(&m) >= ctx.since;
                 if c {
-                    marks.push((rel.clone(), false));
+                    // A changed ignore file changes what its whole directory holds.
+                    let rules = name.as_bytes() == crate::scan::IGNORE_FILE && !m.is_dir();
+                    marks.push((rel.clone(), rules));
                 }
                 if !m.is_dir() {
                     continue;
@@ -250,6 +265,29 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_symlinked_root_and_a_changed_ignore_file() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir_all(real.join("a/b")).unwrap();
+        std::fs::write(real.join("top"), b"1").unwrap();
+        std::fs::write(real.join("a/.fsyncignore"), b"*.log").unwrap();
+        let src = t.path().join("src");
+        std::os::unix::fs::symlink(&real, &src).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let stop = now_ns();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::remove_file(real.join("top")).unwrap();
+        std::fs::write(real.join("a/.fsyncignore"), b"").unwrap();
+        let walk = Walk {
+            one_file_system: true,
+            jobs: 1,
+            priority: Default::default(),
+        };
+        let s = changed_since(&src, stop, walk).unwrap();
+        assert_eq!(pairs(&s), vec![("".into(), false), ("a".into(), true)]);
+    }
+
     fn state() -> State {
         State {
             src: "/s".into(),
@@ -265,11 +303,13 @@ mod tests {
 
     fn expect() -> Expect<'static> {
         Expect {
+            now_ns: 10,
             src: "/s",
             dest: "/d",
             src_id: Some((1, 2)),
             dest_id: Some((3, 4)),
             selection: "k",
+            dest_empty: false,
         }
     }
 
@@ -282,9 +322,10 @@ mod tests {
     #[test]
     fn anything_else_starts_with_a_full_push() {
         type Change = fn(&mut State);
-        let cases: [(&str, Change); 8] = [
+        let cases: [(&str, Change); 9] = [
             ("did not stop cleanly", |s| s.running = true),
             ("no clean stop", |s| s.stopped_ns = None),
+            ("clock is behind", |s| s.stopped_ns = Some(11)),
             ("another SRC", |s| s.dest = "/e".into()),
             ("selection", |s| s.selection = "j".into()),
             ("source root", |s| s.src_id = Some((1, 3))),
@@ -298,5 +339,9 @@ mod tests {
             let e = saved_scope(&st, &expect()).unwrap_err();
             assert!(e.contains(why), "{why}: {e}");
         }
+        let mut emptied = expect();
+        emptied.dest_empty = true;
+        let e = saved_scope(&state(), &emptied).unwrap_err();
+        assert!(e.contains("replaced"), "{e}");
     }
 }

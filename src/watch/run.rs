@@ -186,7 +186,11 @@ pub fn run(
     let shared = watcher.shared.clone();
     // With the watch in place, whatever changes from here on is seen: now the saved
     // dirty set and the changes made while stopped can be collected.
-    let initial = first_scope(prev.as_ref(), &state, src, opts, w, out);
+    let dest_empty = match dest {
+        Dest::Local(d) => std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none()),
+        Dest::Remote { .. } => false,
+    };
+    let initial = first_scope(prev.as_ref(), &state, dest_empty, src, opts, w, out);
     state.start = if initial.is_everything() {
         "full push"
     } else {
@@ -340,6 +344,15 @@ pub fn run(
                 out.warn(e);
             }
             on_batch(r);
+            if !r.unlisted_dirs.is_empty() {
+                // Directories gone from SRC whose contents this batch did not list
+                // (a resumed start saw only their parent change): list them whole.
+                let mut whole = Scope::new();
+                for d in &r.unlisted_dirs {
+                    whole.add(d, true);
+                }
+                deb.mark(&whole, Instant::now());
+            }
             if r.links_outside_scope > 0 {
                 // Other names of a changed hard-linked file lie outside this batch.
                 deb.mark(&Scope::everything(), Instant::now());
@@ -415,6 +428,15 @@ pub fn run(
         }
         let lost = std::mem::take(&mut *shared.lost.lock().unwrap_or_else(|p| p.into_inner()));
         deb.add_scope(&lost, now);
+        // Directories without a watch are only polled: whatever they hold is pending.
+        let unwatched = shared
+            .unwatched
+            .lock()
+            .map(|u| u.clone())
+            .unwrap_or_default();
+        for (d, _) in unwatched.pairs() {
+            deb.mark(&Scope::from_pairs([(d, true)]).unwrap_or_default(), now);
+        }
     } else {
         watcher.stop();
     }
@@ -444,6 +466,7 @@ fn now_ns() -> i128 {
 fn first_scope(
     prev: Option<&State>,
     now: &State,
+    dest_empty: bool,
     src: &Path,
     opts: &Options,
     w: &WatchOptions,
@@ -459,11 +482,13 @@ fn first_scope(
         return Scope::everything();
     }
     let want = resume::Expect {
+        now_ns: now_ns(),
         src: &now.src,
         dest: &now.dest,
         src_id: now.src_id,
         dest_id: now.dest_id,
         selection: &now.selection,
+        dest_empty,
     };
     let resumed = resume::saved_scope(prev, &want).and_then(|mut scope| {
         let since = prev.stopped_ns.unwrap_or(0) - resume::SLACK_NS;
@@ -482,7 +507,8 @@ fn first_scope(
         Ok((scope, saved)) => {
             if !opts.quiet {
                 out.warn(&format!(
-                    "resuming after a clean stop: {saved} directories were pending, {} to                      replicate with what changed meanwhile (--full-start for a full push)",
+                    "resuming after a clean stop: {saved} directories were pending, {} to replicate \
+                     with what changed meanwhile (--full-start for a full push)",
                     scope.len()
                 ));
             }
