@@ -73,22 +73,26 @@ pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
         return fail(Error::Usage("--parallel 0: give at least 1".into()));
     }
     // Jobs are handed out in config order to `--parallel` workers: a slow job holds
-    // one worker while the others go on. Results stay in config order.
+    // one worker while the others go on. Jobs into the same destination share its lock,
+    // so they go to one worker, one after the other. Results stay in config order.
+    let groups = by_destination(&cfg.jobs);
     let next = std::sync::atomic::AtomicUsize::new(0);
     let slots: Vec<std::sync::Mutex<Option<JobResult>>> =
         cfg.jobs.iter().map(|_| Default::default()).collect();
     std::thread::scope(|s| {
-        for _ in 0..parallel.min(cfg.jobs.len()) {
+        for _ in 0..parallel.min(groups.len()) {
             s.spawn(|| loop {
-                if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
-                    return;
-                }
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(job) = cfg.jobs.get(i) else {
+                let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(group) = groups.get(g) else {
                     return;
                 };
-                let r = run_job(job, &common, &path, interrupted.clone());
-                *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                for &i in group {
+                    if interrupted.load(std::sync::atomic::Ordering::Relaxed) {
+                        return;
+                    }
+                    let r = run_job(&cfg.jobs[i], &common, &path, interrupted.clone());
+                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                }
             });
         }
     });
@@ -102,6 +106,19 @@ pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
         .map(|r| r.exit_code)
         .max_by_key(|&c| crate::report::severity(code_of(c)))
         .unwrap_or(0)
+}
+
+/// The jobs' indexes grouped by destination, groups in order of their first job.
+fn by_destination(jobs: &[crate::jobs::Job]) -> Vec<Vec<usize>> {
+    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        let dest = job.destination.trim_end_matches('/');
+        match groups.iter_mut().find(|(d, _)| *d == dest) {
+            Some((_, g)) => g.push(i),
+            None => groups.push((dest, vec![i])),
+        }
+    }
+    groups.into_iter().map(|(_, g)| g).collect()
 }
 
 /// Runs one job of the config file as its own `backup` command line.
@@ -171,6 +188,25 @@ pub(super) fn code_of(c: i32) -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jobs_into_one_destination_run_one_after_the_other() {
+        let job = |name: &str, dest: &str| crate::jobs::Job {
+            name: name.into(),
+            source: "/home/x".into(),
+            destination: dest.into(),
+            exclude: Vec::new(),
+            throttle: Default::default(),
+            retention: Default::default(),
+        };
+        let jobs = [
+            job("a", "/b/one"),
+            job("b", "host:/b"),
+            job("c", "/b/one/"),
+            job("d", "/b/two"),
+        ];
+        assert_eq!(by_destination(&jobs), vec![vec![0, 2], vec![1], vec![3]]);
+    }
 
     #[test]
     fn every_documented_code_maps_back_and_the_worst_wins() {

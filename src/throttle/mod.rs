@@ -15,6 +15,9 @@ pub mod priority;
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// See [`Throttle::process_io_time`].
+static PROCESS_IO_NS: AtomicU64 = AtomicU64::new(0);
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -168,14 +171,22 @@ impl Throttle {
     pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
         let t = Instant::now();
         let r = f();
-        self.io_ns
-            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let ns = t.elapsed().as_nanos() as u64;
+        self.io_ns.fetch_add(ns, Ordering::Relaxed);
+        PROCESS_IO_NS.fetch_add(ns, Ordering::Relaxed);
         r
     }
 
     /// Time spent inside disk reads and writes so far.
     pub fn io_time(&self) -> Duration {
         Duration::from_nanos(self.io_ns.load(Ordering::Relaxed))
+    }
+
+    /// Time every throttle of this process spent inside disk reads and writes: the
+    /// process's own share of the system-wide I/O stall, whichever run caused it (the
+    /// jobs of `backup --all` run side by side).
+    pub fn process_io_time() -> Duration {
+        Duration::from_nanos(PROCESS_IO_NS.load(Ordering::Relaxed))
     }
 
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
