@@ -175,7 +175,7 @@ pub struct Report {
     /// Directories to delete whose contents the run's scope did not list (watch mode):
     /// left in place; a run that lists them whole deletes them.
     #[serde(skip)]
-    pub unlisted_dirs: Vec<Vec<u8>>,
+    pub relist_dirs: Vec<Vec<u8>>,
 }
 
 impl Report {
@@ -218,7 +218,7 @@ impl Report {
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
             links_outside_scope: 0,
-            unlisted_dirs: Vec::new(),
+            relist_dirs: Vec::new(),
         }
     }
 

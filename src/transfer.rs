@@ -260,6 +260,39 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     add + temp.min(batch_bytes)
 }
 
+/// Splits doomed directories into those a scoped run may delete and those it must
+/// not: directories whose own entries it did not list, and every doomed ancestor of
+/// one (its rmdir would fail). The second list keeps only the topmost.
+fn unlisted_deletes<'p>(
+    dirs: Vec<u32>,
+    path: impl Fn(u32) -> &'p [u8],
+    scope: &crate::scope::Scope,
+) -> (Vec<u32>, Vec<u32>) {
+    let blocked: Vec<&[u8]> = dirs
+        .iter()
+        .map(|&j| path(j))
+        .filter(|p| !scope.lists(p))
+        .collect();
+    if blocked.is_empty() {
+        return (dirs, Vec::new());
+    }
+    let (keep, held): (Vec<u32>, Vec<u32>) = dirs.into_iter().partition(|&j| {
+        let p = path(j);
+        !blocked.iter().any(|b| crate::tree::is_within(b, p))
+    });
+    let held_paths: Vec<&[u8]> = held.iter().map(|&j| path(j)).collect();
+    let top = held
+        .into_iter()
+        .filter(|&j| {
+            let p = path(j);
+            !held_paths
+                .iter()
+                .any(|&q| q != p && crate::tree::is_within(p, q))
+        })
+        .collect();
+    (keep, top)
+}
+
 fn draining(opts: &Options) -> bool {
     opts.drain
         .as_ref()
@@ -284,7 +317,7 @@ struct Run<'a> {
     wide: Option<rayon::ThreadPool>,
     throttle: &'a Throttle,
     /// Directory deletes left for a run that lists them whole.
-    unlisted: std::sync::Mutex<Vec<Vec<u8>>>,
+    relist: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
 impl<'a> Run<'a> {
@@ -486,6 +519,12 @@ impl<'a> Run<'a> {
         }
     }
 
+    /// Hands directories back for a run that lists them whole.
+    fn relist<'p>(&self, dirs: impl Iterator<Item = &'p [u8]>) {
+        let mut r = self.relist.lock().unwrap_or_else(|p| p.into_inner());
+        r.extend(dirs.map(<[u8]>::to_vec));
+    }
+
     /// Runs `f` over `items` level by level of path depth, in parallel within a level.
     fn by_depth<T: Sync>(
         &self,
@@ -612,6 +651,19 @@ impl<'a> Run<'a> {
             .deletes
             .iter()
             .partition(|&&j| dl.get(j as usize).kind == Kind::Dir);
+        if let Some(scope) = &opts.scope {
+            // An ignore file that goes (or moves away) lets through what it excluded
+            // beneath its directory: list that whole.
+            let gone = others
+                .iter()
+                .map(|&j| dl.path(j as usize))
+                .chain(plan.moves.iter().map(|&(_, j)| dl.path(j as usize)));
+            self.relist(gone.filter_map(|p| {
+                let dir = crate::tree::parent(p);
+                (crate::tree::file_name(p) == crate::scan::IGNORE_FILE && !scope.covers_all(dir))
+                    .then_some(dir)
+            }));
+        }
         self.each(&others, |&j| {
             let p = dl.path(j as usize);
             match dest.remove(p, dl.get(j as usize).kind) {
@@ -620,16 +672,16 @@ impl<'a> Run<'a> {
             }
         });
         // A directory whose contents this run's scope did not list is not deleted
-        // blind: the caller lists it whole next (see `Report::unlisted_dirs`).
-        let (dirs, unlisted): (Vec<u32>, Vec<u32>) = dirs.into_iter().partition(|&j| {
-            opts.scope
-                .as_ref()
-                .is_none_or(|s| s.lists(dl.path(j as usize)))
-        });
-        if !unlisted.is_empty() {
-            let mut u = self.unlisted.lock().unwrap_or_else(|p| p.into_inner());
-            u.extend(unlisted.iter().map(|&j| dl.path(j as usize).to_vec()));
-        }
+        // blind, nor any doomed directory above it: the caller lists the topmost
+        // whole next (see `Report::relist_dirs`).
+        let dirs = match &opts.scope {
+            None => dirs,
+            Some(scope) => {
+                let (keep, unlisted) = unlisted_deletes(dirs, |j| dl.path(j as usize), scope);
+                self.relist(unlisted.iter().map(|&j| dl.path(j as usize)));
+                keep
+            }
+        };
         self.by_depth(
             &dirs,
             |&j| depth(dl.path(j as usize)),
@@ -1006,7 +1058,7 @@ fn push_in_pool(
         files_done: Default::default(),
         wide: wide_pool(dest, opts),
         throttle: &throttle,
-        unlisted: Default::default(),
+        relist: Default::default(),
     };
     run.execute(&plan);
     if !run.halted() {
@@ -1074,8 +1126,8 @@ fn push_in_pool(
     );
     if opts.scope.is_some() {
         report.links_outside_scope = crate::scope::links_outside(sl, &plan);
-        report.unlisted_dirs =
-            std::mem::take(&mut *run.unlisted.lock().unwrap_or_else(|p| p.into_inner()));
+        report.relist_dirs =
+            std::mem::take(&mut *run.relist.lock().unwrap_or_else(|p| p.into_inner()));
     }
     Ok(report)
 }
@@ -1083,6 +1135,21 @@ fn push_in_pool(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unlisted_directories_and_their_doomed_ancestors_are_held_back() {
+        let paths: [&[u8]; 5] = [b"x", b"x/y", b"x/y/z", b"w", b"v/u"];
+        let scope =
+            crate::scope::Scope::from_pairs([(&b"x"[..], false), (b"w", true), (b"v", false)])
+                .unwrap();
+        // x/y and v/u were listed as entries only; x/y/z, below x/y, not at all.
+        let (keep, held) = unlisted_deletes(vec![0, 1, 2, 3, 4], |j| paths[j as usize], &scope);
+        assert_eq!(keep, vec![3]);
+        assert_eq!(held, vec![0, 4]);
+        let everything = crate::scope::Scope::everything();
+        let (keep, held) = unlisted_deletes(vec![0, 1, 2], |j| paths[j as usize], &everything);
+        assert_eq!((keep, held), (vec![0, 1, 2], vec![]));
+    }
 
     #[test]
     fn a_source_root_moved_or_deleted_under_the_run_is_noticed() {

@@ -344,11 +344,11 @@ pub fn run(
                 out.warn(e);
             }
             on_batch(r);
-            if !r.unlisted_dirs.is_empty() {
+            if !r.relist_dirs.is_empty() {
                 // Directories gone from SRC whose contents this batch did not list
                 // (a resumed start saw only their parent change): list them whole.
                 let mut whole = Scope::new();
-                for d in &r.unlisted_dirs {
+                for d in &r.relist_dirs {
                     whole.add(d, true);
                 }
                 deb.mark(&whole, Instant::now());
