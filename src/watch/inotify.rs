@@ -131,6 +131,7 @@ impl Watcher {
             path_wd: BTreeMap::new(),
             root_wd: (0, -1),
             warned: false,
+            stopping: false,
             shared: shared.clone(),
             tx,
             log,
@@ -187,6 +188,8 @@ struct Tree {
     path_wd: BTreeMap<Vec<u8>, Wd>,
     root_wd: Wd,
     warned: bool,
+    /// Draining the queues after a stop: new directories are reported, not watched.
+    stopping: bool,
     shared: Arc<Shared>,
     tx: SyncSender<Event>,
     log: Log,
@@ -405,16 +408,43 @@ impl Tree {
                 }
             }
         }
-        // Stopped: what the kernel still holds happened before the stop, and a clean
-        // stop promises the next start every change up to it. Empty the queues; a
-        // stream that does not let up is a rescan of everything instead.
-        for _ in 0..256 {
-            match self.pump(&mut buf, 0) {
-                Some(true) => {}
-                Some(false) | None => return,
+        self.drain(&mut buf);
+    }
+
+    /// After a stop: handles what each kernel queue held at that moment, so that a
+    /// clean stop hands the next start every change up to it (later ones are found by
+    /// the restart's own walk). New directories are reported whole, not watched.
+    fn drain(&mut self, buf: &mut [MaybeUninit<u8>]) {
+        self.stopping = true;
+        for slot in 0..self.insts.len() {
+            let Some(fd) = self.insts[slot].as_ref().map(|i| i.fd.as_raw_fd()) else {
+                continue;
+            };
+            let mut queued: libc::c_int = 0;
+            // SAFETY: FIONREAD stores one int through the valid pointer.
+            if unsafe { libc::ioctl(fd, libc::FIONREAD, &mut queued) } < 0 {
+                continue;
+            }
+            // One read takes whole events up to the buffer's size (at least half of it
+            // when more are queued): this many reads cover what was queued.
+            let reads = usize::try_from(queued).unwrap_or(0) / (buf.len() / 2) + 1;
+            for _ in 0..reads {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pfd, 1, 0) } <= 0 || pfd.revents & libc::POLLIN == 0 {
+                    break;
+                }
+                for (wd, mask, name) in self.read_events(slot, buf) {
+                    if !self.handle((slot, wd), mask, name.as_deref()) {
+                        return;
+                    }
+                }
             }
         }
-        lock(&self.shared.lost).add(b"", true);
     }
 
     /// Waits up to `timeout_ms` for events on every instance and handles what one read
@@ -520,7 +550,7 @@ impl Tree {
         };
         if change.is_dir {
             match change.kind {
-                ChangeKind::Created | ChangeKind::MovedTo => {
+                ChangeKind::Created | ChangeKind::MovedTo if !self.stopping => {
                     // Watch first, report after: the batch then scans what the new
                     // directory already holds.
                     self.add_new_tree(&change.path);
