@@ -109,10 +109,20 @@ pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
 }
 
 /// The jobs' indexes grouped by destination, groups in order of their first job.
+/// A local destination is compared by its resolved path (symlinks, `.`, `//`); a
+/// remote one by its text (an ssh alias cannot be resolved here).
 fn by_destination(jobs: &[crate::jobs::Job]) -> Vec<Vec<usize>> {
-    let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+    let key = |dest: &str| -> OsString {
+        match crate::ssh::parse_location(std::ffi::OsStr::new(dest)) {
+            Ok(crate::ssh::Location::Local(p)) => std::fs::canonicalize(&p)
+                .unwrap_or_else(|_| p.components().collect())
+                .into_os_string(),
+            _ => dest.trim_end_matches('/').into(),
+        }
+    };
+    let mut groups: Vec<(OsString, Vec<usize>)> = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        let dest = job.destination.trim_end_matches('/');
+        let dest = key(&job.destination);
         match groups.iter_mut().find(|(d, _)| *d == dest) {
             Some((_, g)) => g.push(i),
             None => groups.push((dest, vec![i])),
@@ -204,8 +214,13 @@ mod tests {
             job("b", "host:/b"),
             job("c", "/b/one/"),
             job("d", "/b/two"),
+            job("e", "/b/./one"),
+            job("f", "host:/b/"),
         ];
-        assert_eq!(by_destination(&jobs), vec![vec![0, 2], vec![1], vec![3]]);
+        assert_eq!(
+            by_destination(&jobs),
+            vec![vec![0, 2, 4], vec![1, 5], vec![3]]
+        );
     }
 
     #[test]
