@@ -16,8 +16,53 @@ pub mod priority;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// See [`Throttle::process_io_time`].
-static PROCESS_IO_NS: AtomicU64 = AtomicU64::new(0);
+/// Wall-clock time with at least one operation in flight (overlaps counted once).
+#[derive(Debug)]
+struct Busy {
+    in_flight: u32,
+    since: Option<Instant>,
+    before: Duration,
+}
+
+impl Busy {
+    const fn new() -> Busy {
+        Busy {
+            in_flight: 0,
+            since: None,
+            before: Duration::ZERO,
+        }
+    }
+
+    fn enter(&mut self, now: Instant) {
+        if self.in_flight == 0 {
+            self.since = Some(now);
+        }
+        self.in_flight += 1;
+    }
+
+    fn leave(&mut self, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if self.in_flight == 0 {
+            if let Some(t) = self.since.take() {
+                self.before += now.saturating_duration_since(t);
+            }
+        }
+    }
+
+    fn total(&self, now: Instant) -> Duration {
+        self.before
+            + self
+                .since
+                .map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+}
+
+/// This process's disk reads and writes (see [`Throttle::process_io_time`]).
+static PROCESS_IO: std::sync::Mutex<Busy> = std::sync::Mutex::new(Busy::new());
+
+fn process_io() -> std::sync::MutexGuard<'static, Busy> {
+    PROCESS_IO.lock().unwrap_or_else(|p| p.into_inner())
+}
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -65,9 +110,6 @@ pub struct Throttle {
     bytes: AtomicU64,
     ops: AtomicU64,
     waited_ns: AtomicU64,
-    /// Time the workers spent inside disk reads and writes (the controller's estimate of
-    /// the tool's own share of the kernel's I/O stall time).
-    io_ns: AtomicU64,
 }
 
 impl std::fmt::Debug for Throttle {
@@ -96,7 +138,6 @@ impl Throttle {
             bytes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
-            io_ns: AtomicU64::new(0),
         }
     }
 
@@ -167,26 +208,22 @@ impl Throttle {
         }
     }
 
-    /// Runs a disk read or write, accounting the time it took.
+    /// Runs a disk read or write, accounting the time it was in flight (see
+    /// [`Throttle::process_io_time`]).
     pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
-        let t = Instant::now();
+        process_io().enter(Instant::now());
         let r = f();
-        let ns = t.elapsed().as_nanos() as u64;
-        self.io_ns.fetch_add(ns, Ordering::Relaxed);
-        PROCESS_IO_NS.fetch_add(ns, Ordering::Relaxed);
+        process_io().leave(Instant::now());
         r
     }
 
-    /// Time spent inside disk reads and writes so far.
-    pub fn io_time(&self) -> Duration {
-        Duration::from_nanos(self.io_ns.load(Ordering::Relaxed))
-    }
-
-    /// Time every throttle of this process spent inside disk reads and writes: the
-    /// process's own share of the system-wide I/O stall, whichever run caused it (the
-    /// jobs of `backup --all` run side by side).
+    /// Wall-clock time during which any thread of this process was inside a disk read
+    /// or write: the most this process adds to the system-wide "some" I/O stall, which
+    /// is itself wall-clock time with at least one task stalled. Summed per thread
+    /// instead, two busy workers (or two jobs of `backup --all`) would account for the
+    /// whole interval and hide the users' stalls.
     pub fn process_io_time() -> Duration {
-        Duration::from_nanos(PROCESS_IO_NS.load(Ordering::Relaxed))
+        process_io().total(Instant::now())
     }
 
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
@@ -224,6 +261,23 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlapping_io_counts_its_wall_clock_time_once() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let mut b = Busy::new();
+        b.enter(at(0));
+        b.enter(at(10)); // a second worker, overlapping
+        b.leave(at(30));
+        assert_eq!(b.total(at(35)), Duration::from_millis(35));
+        b.leave(at(40));
+        b.enter(at(100)); // idle from 40 to 100
+        b.leave(at(110));
+        assert_eq!(b.total(at(500)), Duration::from_millis(50));
+        b.leave(at(600)); // an unmatched leave changes nothing
+        assert_eq!(b.total(at(700)), Duration::from_millis(50));
+    }
 
     #[test]
     fn metadata_operations_take_the_byte_budget_only_while_held_down() {
