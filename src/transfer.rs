@@ -769,13 +769,8 @@ fn wide_pool(dest: &dyn Destination, opts: &Options) -> Option<rayon::ThreadPool
     if !dest.is_remote() {
         return None;
     }
-    let priority = opts.priority;
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1) * REMOTE_FANOUT)
-        .thread_name(|i| format!("fsync-repl-wait-{i}"))
-        .start_handler(move |_| {
-            let _ = priority.apply_to_current_thread();
-        })
+    opts.priority
+        .pool_builder(opts.jobs.max(1) * REMOTE_FANOUT, "fsync-repl-wait")
         .build()
         .ok()
 }
@@ -793,12 +788,8 @@ pub fn push_to(
     // raising priority needs privileges, lowering never fails).
     let priority = opts.priority;
     let _ = priority.apply_to_current_thread();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(opts.jobs.max(1))
-        .thread_name(|i| format!("fsync-repl-{i}"))
-        .start_handler(move |_| {
-            let _ = priority.apply_to_current_thread();
-        })
+    let pool = priority
+        .pool_builder(opts.jobs, "fsync-repl")
         .build()
         .map_err(|e| Error::Usage(format!("cannot start {} worker threads: {e}", opts.jobs)))?;
     let throttle = target.throttle.clone();

@@ -200,13 +200,9 @@ impl Dest {
         jobs: usize,
         priority: crate::throttle::priority::Priority,
     ) -> Result<rayon::ThreadPool> {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs.max(1))
+        priority
+            .pool_builder(jobs, "fsync-repl-snap")
             .stack_size(16 << 20)
-            .thread_name(|i| format!("fsync-repl-snap-{i}"))
-            .start_handler(move |_| {
-                let _ = priority.apply_to_current_thread();
-            })
             .build()
             .map_err(|e| SnapshotError::Io {
                 op: "start workers for",

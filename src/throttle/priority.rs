@@ -74,6 +74,17 @@ impl Default for Priority {
 const IOPRIO_WHO_PROCESS: libc::c_int = 1;
 
 impl Priority {
+    /// A rayon pool of `threads` workers named `name-N`, each running at this priority
+    /// from its start.
+    pub fn pool_builder(self, threads: usize, name: &'static str) -> rayon::ThreadPoolBuilder {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(move |i| format!("{name}-{i}"))
+            .start_handler(move |_| {
+                let _ = self.apply_to_current_thread();
+            })
+    }
+
     /// Applies the priorities to the calling thread.
     pub fn apply_to_current_thread(self) -> io::Result<()> {
         if let Some(prio) = self.io.ioprio() {

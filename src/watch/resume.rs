@@ -145,12 +145,8 @@ pub fn changed_since(src: &Path, since_ns: i128, walk: Walk) -> std::io::Result<
     }
     let priority = walk.priority;
     let _ = priority.apply_to_current_thread();
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(walk.jobs.max(1))
-        .thread_name(|i| format!("fsync-repl-resume-{i}"))
-        .start_handler(move |_| {
-            let _ = priority.apply_to_current_thread();
-        })
+    let pool = priority
+        .pool_builder(walk.jobs, "fsync-repl-resume")
         .build()
         .map_err(std::io::Error::other)?;
     let ctx = &ctx;
