@@ -268,26 +268,34 @@ fn unlisted_deletes<'p>(
     path: impl Fn(u32) -> &'p [u8],
     scope: &crate::scope::Scope,
 ) -> (Vec<u32>, Vec<u32>) {
-    let blocked: Vec<&[u8]> = dirs
-        .iter()
-        .map(|&j| path(j))
-        .filter(|p| !scope.lists(p))
-        .collect();
-    if blocked.is_empty() {
+    // Every blocked directory and all its ancestors.
+    let mut above: std::collections::HashSet<&[u8]> = Default::default();
+    for &j in &dirs {
+        let mut p = path(j);
+        if scope.lists(p) {
+            continue;
+        }
+        while !p.is_empty() && above.insert(p) {
+            p = crate::tree::parent(p);
+        }
+    }
+    if above.is_empty() {
         return (dirs, Vec::new());
     }
-    let (keep, held): (Vec<u32>, Vec<u32>) = dirs.into_iter().partition(|&j| {
-        let p = path(j);
-        !blocked.iter().any(|b| crate::tree::is_within(b, p))
-    });
-    let held_paths: Vec<&[u8]> = held.iter().map(|&j| path(j)).collect();
+    let (keep, held): (Vec<u32>, Vec<u32>) =
+        dirs.into_iter().partition(|&j| !above.contains(path(j)));
+    let held_set: std::collections::HashSet<&[u8]> = held.iter().map(|&j| path(j)).collect();
     let top = held
         .into_iter()
         .filter(|&j| {
-            let p = path(j);
-            !held_paths
-                .iter()
-                .any(|&q| q != p && crate::tree::is_within(p, q))
+            let mut p = crate::tree::parent(path(j));
+            while !p.is_empty() {
+                if held_set.contains(p) {
+                    return false;
+                }
+                p = crate::tree::parent(p);
+            }
+            true
         })
         .collect();
     (keep, top)

@@ -114,9 +114,7 @@ pub(super) fn run_all(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> i32 {
 fn by_destination(jobs: &[crate::jobs::Job]) -> Vec<Vec<usize>> {
     let key = |dest: &str| -> OsString {
         match crate::ssh::parse_location(std::ffi::OsStr::new(dest)) {
-            Ok(crate::ssh::Location::Local(p)) => std::fs::canonicalize(&p)
-                .unwrap_or_else(|_| p.components().collect())
-                .into_os_string(),
+            Ok(crate::ssh::Location::Local(p)) => resolved(&p).into_os_string(),
             _ => dest.trim_end_matches('/').into(),
         }
     };
@@ -129,6 +127,26 @@ fn by_destination(jobs: &[crate::jobs::Job]) -> Vec<Vec<usize>> {
         }
     }
     groups.into_iter().map(|(_, g)| g).collect()
+}
+
+/// `p` made absolute with its deepest existing ancestor resolved (a destination may
+/// not exist yet: two spellings of it must still compare equal).
+fn resolved(p: &std::path::Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut base = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(base) {
+            return rest.iter().rev().fold(real, |acc, c| acc.join(c));
+        }
+        match (base.parent(), base.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                base = parent;
+            }
+            _ => return abs.components().collect(),
+        }
+    }
 }
 
 /// Runs one job of the config file as its own `backup` command line.
@@ -221,6 +239,17 @@ mod tests {
             by_destination(&jobs),
             vec![vec![0, 2, 4], vec![1, 5], vec![3]]
         );
+    }
+
+    #[test]
+    fn destinations_not_made_yet_resolve_through_existing_links() {
+        let t = tempfile::tempdir().unwrap();
+        let real = t.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::os::unix::fs::symlink(&real, t.path().join("link")).unwrap();
+        let a = resolved(&t.path().join("link/new/one"));
+        assert_eq!(a, resolved(&t.path().join("real/./new//one")));
+        assert_eq!(a, std::fs::canonicalize(&real).unwrap().join("new/one"));
     }
 
     #[test]

@@ -211,10 +211,17 @@ impl Throttle {
     /// Runs a disk read or write, accounting the time it was in flight (see
     /// [`Throttle::process_io_time`]).
     pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
+        struct InFlight;
+        impl Drop for InFlight {
+            // On unwinding too: a count left behind would make every stall look like
+            // the tool's own.
+            fn drop(&mut self) {
+                process_io().leave(Instant::now());
+            }
+        }
         process_io().enter(Instant::now());
-        let r = f();
-        process_io().leave(Instant::now());
-        r
+        let _in_flight = InFlight;
+        f()
     }
 
     /// Wall-clock time during which any thread of this process was inside a disk read
