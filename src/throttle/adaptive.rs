@@ -348,8 +348,7 @@ pub fn run(
     let sample = || Sample {
         at: start.elapsed(),
         stall_us: read_psi(),
-        // The process's, like `own_read`: other runs in it are not "the users".
-        own_io_us: Throttle::process_io_time().as_micros() as u64,
+        own_io_us: throttle.io_time().as_micros() as u64,
         bytes: throttle.total_bytes(),
         disk_read: read_disk_reads(devs),
         own_read: read_own_reads(),

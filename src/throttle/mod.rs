@@ -57,12 +57,7 @@ impl Busy {
     }
 }
 
-/// This process's disk reads and writes (see [`Throttle::process_io_time`]).
-static PROCESS_IO: std::sync::Mutex<Busy> = std::sync::Mutex::new(Busy::new());
 
-fn process_io() -> std::sync::MutexGuard<'static, Busy> {
-    PROCESS_IO.lock().unwrap_or_else(|p| p.into_inner())
-}
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -110,6 +105,8 @@ pub struct Throttle {
     bytes: AtomicU64,
     ops: AtomicU64,
     waited_ns: AtomicU64,
+    /// The run's disk reads and writes in flight (see [`Throttle::io_time`]).
+    busy: std::sync::Mutex<Busy>,
 }
 
 impl std::fmt::Debug for Throttle {
@@ -138,7 +135,12 @@ impl Throttle {
             bytes: AtomicU64::new(0),
             ops: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
+            busy: std::sync::Mutex::new(Busy::new()),
         }
+    }
+
+    fn busy(&self) -> std::sync::MutexGuard<'_, Busy> {
+        self.busy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn current(&self) -> Option<Arc<Bucket>> {
@@ -209,28 +211,29 @@ impl Throttle {
     }
 
     /// Runs a disk read or write, accounting the time it was in flight (see
-    /// [`Throttle::process_io_time`]).
+    /// [`Throttle::io_time`]).
     pub fn io<T>(&self, f: impl FnOnce() -> T) -> T {
-        struct InFlight;
-        impl Drop for InFlight {
+        struct InFlight<'t>(&'t Throttle);
+        impl Drop for InFlight<'_> {
             // On unwinding too: a count left behind would make every stall look like
             // the tool's own.
             fn drop(&mut self) {
-                process_io().leave(Instant::now());
+                self.0.busy().leave(Instant::now());
             }
         }
-        process_io().enter(Instant::now());
-        let _in_flight = InFlight;
+        self.busy().enter(Instant::now());
+        let _in_flight = InFlight(self);
         f()
     }
 
-    /// Wall-clock time during which any thread of this process was inside a disk read
-    /// or write: the most this process adds to the system-wide "some" I/O stall, which
-    /// is itself wall-clock time with at least one task stalled. Summed per thread
-    /// instead, two busy workers (or two jobs of `backup --all`) would account for the
-    /// whole interval and hide the users' stalls.
-    pub fn process_io_time() -> Duration {
-        process_io().total(Instant::now())
+    /// Wall-clock time during which any worker of this run was inside a disk read or
+    /// write: the most the run adds to the system-wide "some" I/O stall, which is
+    /// itself wall-clock time with at least one task stalled. Summed per thread
+    /// instead, two busy workers would account for the whole interval and hide the
+    /// users' stalls. (Jobs of `backup --all` side by side each count the other's
+    /// stalls as the users': they back off more, never less.)
+    pub fn io_time(&self) -> Duration {
+        self.busy().total(Instant::now())
     }
 
     /// Accounts for one metadata operation (create, rename, link, unlink, fsync).
