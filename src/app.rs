@@ -304,9 +304,7 @@ fn connect(
         args.push("--iops-limit".into());
         args.push(n.to_string().into());
     }
-    args.push("--ionice".into());
-    args.push((&engine.ionice).into());
-    args.push(format!("--nice={}", engine.nice).into());
+    args.extend(engine.priority.forward());
     if opts.dry_run {
         args.push("--dry-run".into());
     }

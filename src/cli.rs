@@ -364,18 +364,8 @@ pub struct EngineArgs {
     /// Limit metadata operations (creates, renames, links, unlinks, fsyncs) per second.
     #[arg(long, value_name = "N")]
     pub iops_limit: Option<u32>,
-    /// I/O scheduling class of every thread: idle, best-effort:0-7, or none (leave it).
-    /// Honoured by the BFQ scheduler and by mq-deadline since Linux 5.14.
-    #[arg(long, value_name = "CLASS[:LEVEL]", default_value = "idle")]
-    pub ionice: String,
-    /// CPU niceness of every thread.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 10,
-        allow_negative_numbers = true
-    )]
-    pub nice: i32,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
     /// Back off when other processes wait on the disk more than PCT% of the time
     /// (the kernel's I/O pressure minus the tool's own waits) or read more than 2 MiB/s
     /// from the disks under SRC and DEST.
@@ -439,14 +429,7 @@ impl EngineArgs {
             }
             None => None,
         };
-        let io = crate::throttle::priority::IoClass::parse(&self.ionice)
-            .map_err(|e| Error::Usage(format!("--ionice {e}")))?;
-        if !(-20..=19).contains(&self.nice) {
-            return Err(Error::Usage(format!(
-                "--nice {}: give a niceness from -20 to 19",
-                self.nice
-            )));
-        }
+        let priority = self.priority.to_priority()?;
         if !(0.0..=100.0).contains(&self.max_io_pressure) {
             return Err(Error::Usage(format!(
                 "--max-io-pressure {}: give a percentage from 0 to 100",
@@ -491,10 +474,7 @@ impl EngineArgs {
             bwlimit,
             iops_limit: self.iops_limit,
             adaptive,
-            priority: crate::throttle::priority::Priority {
-                io,
-                nice: Some(self.nice),
-            },
+            priority,
             dry_run: self.dry_run,
             itemize: self.itemize,
             progress: self.progress,
@@ -547,13 +527,10 @@ impl EngineArgs {
             a.push("--iops-limit".into());
             a.push(n.to_string().into());
         }
-        a.push("--ionice".into());
-        a.push((&self.ionice).into());
+        a.extend(self.priority.forward());
         a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
         a.push("--min-rate".into());
         a.push((&self.min_rate).into());
-
-        a.push(format!("--nice={}", self.nice).into());
         a
     }
 }
@@ -643,13 +620,11 @@ impl RetentionArgs {
     }
 }
 
-/// How hard snapshot and prune work may press on the disk.
+/// CPU and I/O priority of every thread (`--ionice`, `--nice`).
 #[derive(Debug, Args, Clone)]
-pub struct DiskArgs {
-    /// Limit links, unlinks, mkdirs (metadata operations) per second.
-    #[arg(long, value_name = "N")]
-    pub iops_limit: Option<u32>,
-    /// I/O scheduling class of every thread: idle, best-effort:0-7, or none.
+pub struct PriorityArgs {
+    /// I/O scheduling class of every thread: idle, best-effort:0-7, or none (leave it).
+    /// Honoured by the BFQ scheduler and by mq-deadline since Linux 5.14.
     #[arg(long, value_name = "CLASS[:LEVEL]", default_value = "idle")]
     pub ionice: String,
     /// CPU niceness of every thread.
@@ -660,6 +635,43 @@ pub struct DiskArgs {
         allow_negative_numbers = true
     )]
     pub nice: i32,
+}
+
+impl PriorityArgs {
+    /// The priorities these flags describe.
+    pub fn to_priority(&self) -> Result<crate::throttle::priority::Priority> {
+        let io = crate::throttle::priority::IoClass::parse(&self.ionice)
+            .map_err(|e| Error::Usage(format!("--ionice {e}")))?;
+        if !(-20..=19).contains(&self.nice) {
+            return Err(Error::Usage(format!(
+                "--nice {}: give a niceness from -20 to 19",
+                self.nice
+            )));
+        }
+        Ok(crate::throttle::priority::Priority {
+            io,
+            nice: Some(self.nice),
+        })
+    }
+
+    /// The same flags for a far-side command.
+    pub fn forward(&self) -> Vec<OsString> {
+        vec![
+            "--ionice".into(),
+            (&self.ionice).into(),
+            format!("--nice={}", self.nice).into(),
+        ]
+    }
+}
+
+/// How hard snapshot and prune work may press on the disk.
+#[derive(Debug, Args, Clone)]
+pub struct DiskArgs {
+    /// Limit links, unlinks, mkdirs (metadata operations) per second.
+    #[arg(long, value_name = "N")]
+    pub iops_limit: Option<u32>,
+    #[command(flatten)]
+    pub priority: PriorityArgs,
     /// Worker threads [default: number of cores].
     #[arg(short = 'j', long, value_name = "N")]
     pub jobs: Option<usize>,
@@ -671,14 +683,7 @@ pub struct DiskArgs {
 impl DiskArgs {
     /// The plain settings these flags describe.
     pub fn to_settings(&self) -> Result<crate::jobs::DiskSettings> {
-        let io = crate::throttle::priority::IoClass::parse(&self.ionice)
-            .map_err(|e| Error::Usage(format!("--ionice {e}")))?;
-        if !(-20..=19).contains(&self.nice) {
-            return Err(Error::Usage(format!(
-                "--nice {}: give a niceness from -20 to 19",
-                self.nice
-            )));
-        }
+        let priority = self.priority.to_priority()?;
         if self.iops_limit == Some(0) || self.jobs == Some(0) {
             return Err(Error::Usage(
                 "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
@@ -686,10 +691,7 @@ impl DiskArgs {
         }
         Ok(crate::jobs::DiskSettings {
             iops_limit: self.iops_limit,
-            priority: crate::throttle::priority::Priority {
-                io,
-                nice: Some(self.nice),
-            },
+            priority,
             jobs: self.jobs.unwrap_or_else(|| {
                 std::thread::available_parallelism()
                     .map(|n| n.get())
@@ -701,8 +703,7 @@ impl DiskArgs {
 
     /// The same flags for a far-side command.
     pub fn forward(&self) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec!["--ionice".into(), (&self.ionice).into()];
-        a.push(format!("--nice={}", self.nice).into());
+        let mut a = self.priority.forward();
         if let Some(n) = self.iops_limit {
             a.push(format!("--iops-limit={n}").into());
         }

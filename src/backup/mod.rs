@@ -546,8 +546,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
 
 /// The disk flags of a far-side snapshot or prune, from the backup's engine flags.
 fn far_disk_args(a: &BackupArgs, quiet: bool) -> Vec<OsString> {
-    let mut args: Vec<OsString> = vec!["--ionice".into(), (&a.engine.ionice).into()];
-    args.push(format!("--nice={}", a.engine.nice).into());
+    let mut args = a.engine.priority.forward();
     if let Some(n) = a.engine.iops_limit {
         args.push(format!("--iops-limit={n}").into());
     }

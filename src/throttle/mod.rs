@@ -57,7 +57,6 @@ impl Busy {
     }
 }
 
-
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
