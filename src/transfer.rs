@@ -210,8 +210,7 @@ fn root_replaced(src: &Source, path: &Path) -> bool {
     }
 }
 
-/// Whether `path` (or its nearest existing ancestor) lives on a block device; virtual
-/// filesystems such as tmpfs have device major number 0.
+/// The digest of an entry's extended attributes (0: none).
 fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
     match m.and_then(|m| m.extra.as_ref()) {
         Some(tree::Extra::Xattrs(d)) => *d,

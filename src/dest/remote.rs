@@ -369,9 +369,9 @@ impl RemoteDest {
             let mut off = start;
             while off < end {
                 let want = ((end - off) as usize).min(buf.len());
-                let n = src
-                    .file
-                    .read_at(&mut buf[..want], off)
+                let n = self
+                    .throttle
+                    .io(|| src.file.read_at(&mut buf[..want], off))
                     .map_err(PutError::Source)?;
                 if n == 0 {
                     return Err(PutError::SourceChanged);
@@ -493,21 +493,44 @@ impl RemoteDest {
                 want_delta,
             )
             .map_err(send_err)?;
+        // From here on, a failure of ours must tell the far side, or its temporary
+        // file and slot stay open until the session ends.
+        match self.send_body(id, &rx, src, meta, xattrs, want_delta) {
+            Ok(stats) => Ok((id, rx, stats)),
+            Err(e) => {
+                if !matches!(e, PutError::Dest { .. }) {
+                    let _ = self.conn.send_req(Request::Abort { id }, true);
+                }
+                lock(&self.conn.waiters).remove(&id);
+                Err(e)
+            }
+        }
+    }
+
+    /// The data and the end of a file whose `Begin` went out.
+    fn send_body(
+        &self,
+        id: u64,
+        rx: &Receiver<Reply>,
+        src: &SourceFile,
+        meta: &SetMeta,
+        xattrs: bool,
+        want_delta: bool,
+    ) -> Result<DataStats, PutError> {
+        let send_err = |e| PutError::Dest { op: "send", err: e };
         let mut stats = DataStats::default();
         let mut hash = [0u8; 32];
         let mut whole = !want_delta;
         if want_delta {
-            match self.conn.wait(id, &rx).map_err(send_err)? {
+            match self.conn.wait(id, rx).map_err(send_err)? {
                 Reply::Signature { windows, .. } => {
                     let (s, h) = self.send_deltas(id, src, &windows)?;
                     stats = s;
                     hash = h;
                 }
                 Reply::NoBase { .. } => whole = true,
-                Reply::Staged { result: Err(e), .. } => {
-                    lock(&self.conn.waiters).remove(&id);
-                    return Err(put_from_wire(e));
-                }
+                // The far side gave the file up (the abort that follows is a no-op).
+                Reply::Staged { result: Err(e), .. } => return Err(put_from_wire(e)),
                 other => {
                     return Err(PutError::Dest {
                         op: "remote",
@@ -522,8 +545,6 @@ impl RemoteDest {
             stats.literal = self.send_whole(id, src)?;
         }
         if !src.unchanged().map_err(PutError::Source)? {
-            let _ = self.conn.send_req(Request::Abort { id }, true);
-            lock(&self.conn.waiters).remove(&id);
             return Err(PutError::SourceChanged);
         }
         let xattrs = if xattrs {
@@ -546,7 +567,7 @@ impl RemoteDest {
                 true,
             )
             .map_err(send_err)?;
-        Ok((id, rx, stats))
+        Ok(stats)
     }
 
     /// Whether `stage_once` would send the file whole (no signature round trip).
