@@ -116,7 +116,7 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let w = a.to_watch_options(&src)?;
     let _ = signal_hook::flag::register(signal_hook::consts::SIGHUP, w.reopen.clone());
     let mut dest = match parse_location(&a.dest)? {
-        Location::Local(d) => crate::watch::session::Dest::Local(d),
+        Location::Local(d) => crate::watch::session::Dest::Local(d, None),
         Location::Remote { host, path } => {
             opts.delta = !a.engine.whole_file;
             if a.engine.jobs.is_none() {

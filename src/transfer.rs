@@ -736,8 +736,21 @@ pub fn push_local(
     out: &dyn Output,
     interrupted: Arc<AtomicBool>,
 ) -> Result<Report> {
-    check_selection(src, dest)?;
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
+    push_local_with(opts, src, dest, out, interrupted, throttle)
+}
+
+/// [`push_local`] with a throttle that outlives the run (watch mode's batches share
+/// one, so the limits hold across batches).
+pub fn push_local_with(
+    opts: &Options,
+    src: &Path,
+    dest: &Path,
+    out: &dyn Output,
+    interrupted: Arc<AtomicBool>,
+    throttle: Arc<Throttle>,
+) -> Result<Report> {
+    check_selection(src, dest)?;
     let local = if opts.dry_run && !dest.exists() {
         None
     } else {

@@ -687,32 +687,6 @@ fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
 }
 
 /// (niceness, ionice class) of every thread of `pid`.
-fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for t in tasks.filter_map(|e| e.ok()) {
-        let tid = t.file_name().to_string_lossy().into_owned();
-        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        let rest = &stat[stat.rfind(") ").map_or(0, |i| i + 2)..];
-        let nice = rest
-            .split(' ')
-            .nth(16)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(99);
-        let io = Proc::new("ionice")
-            .args(["-p", &tid])
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .unwrap_or_default();
-        out.push((nice, io));
-    }
-    out
-}
-
 #[test]
 fn snapshot_workers_run_idle_and_niced() {
     if Proc::new("ionice").arg("-h").output().is_err() {

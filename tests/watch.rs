@@ -1160,3 +1160,27 @@ fn an_ignore_file_changed_while_stopped_applies_to_its_whole_directory() {
     w.converge(&src, &dst);
     assert!(w.stderr().contains("resuming"), "{}", w.stderr());
 }
+
+#[test]
+fn every_thread_of_a_watch_runs_idle_and_niced() {
+    let _limits = shared_limits();
+    if !have_ionice() {
+        eprintln!("SKIPPED every_thread_of_a_watch_runs_idle_and_niced: ionice is not installed");
+        return;
+    }
+    let (_t, src, dst) = pair();
+    for i in 0..40 {
+        fs::write(src.join(format!("f{i:02}")), vec![i as u8; 256 << 10]).unwrap();
+    }
+    // Slow enough that the batch's workers are alive while the threads are read.
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--bwlimit", "1M"]);
+    let mut seen = Vec::new();
+    w.until("the watcher, the loop and two workers", |w| {
+        seen = thread_priorities(w.child.id());
+        seen.len() >= 4
+    });
+    for (nice, io) in &seen {
+        assert_eq!(*nice, 10, "{seen:?}");
+        assert_eq!(io, "idle", "{seen:?}");
+    }
+}

@@ -135,12 +135,15 @@ pub fn run(
 ) -> Result<()> {
     match dest {
         // A wrong pair fails at once rather than being retried forever.
-        Dest::Local(d) => crate::transfer::check_selection(src, d)?,
+        Dest::Local(d, _) => crate::transfer::check_selection(src, d)?,
         Dest::Remote { .. } => crate::transfer::check_source(src)?,
     }
     if let Some(f) = &w.log_file {
         open_log(f)?;
     }
+    // Before any thread starts: the inotify thread reads every directory, and threads
+    // inherit the priority they are started with.
+    let _ = opts.priority.apply_to_current_thread();
     let root_id = identity(src);
     // Read before this run's first save replaces it.
     let prev = State::load(&w.state_file).ok();
@@ -187,7 +190,7 @@ pub fn run(
     // With the watch in place, whatever changes from here on is seen: now the saved
     // dirty set and the changes made while stopped can be collected.
     let dest_empty = match dest {
-        Dest::Local(d) => std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none()),
+        Dest::Local(d, _) => std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none()),
         Dest::Remote { .. } => false,
     };
     let initial = first_scope(prev.as_ref(), &state, dest_empty, src, opts, w, out);

@@ -18,14 +18,15 @@ use crate::dest::Destination;
 use crate::error::{Error, Result};
 use crate::report::Report;
 use crate::throttle::Throttle;
-use crate::transfer::{push_local, push_to, Output, Target};
+use crate::transfer::{push_local_with, push_to, Output, Target};
 
 /// Starts a remote session (spawns ssh, handshakes).
 pub type Connect = Box<dyn FnMut() -> Result<Arc<Conn>> + Send>;
 
 /// Where batches go.
 pub enum Dest {
-    Local(PathBuf),
+    /// A local directory, and the throttle all its batches share (made by the first).
+    Local(PathBuf, Option<Arc<Throttle>>),
     Remote {
         /// DEST as given, for messages.
         name: PathBuf,
@@ -94,7 +95,7 @@ impl Dest {
     pub fn identity(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         match self {
-            Dest::Local(d) => std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino())),
+            Dest::Local(d, _) => std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino())),
             Dest::Remote { .. } => None,
         }
     }
@@ -102,7 +103,7 @@ impl Dest {
     /// Remote sessions started so far (0 for a local destination).
     pub fn sessions(&self) -> u64 {
         match self {
-            Dest::Local(_) => 0,
+            Dest::Local(..) => 0,
             Dest::Remote { sessions, .. } => *sessions,
         }
     }
@@ -116,7 +117,12 @@ impl Dest {
         interrupted: Arc<AtomicBool>,
     ) -> Result<Report> {
         match self {
-            Dest::Local(dest) => push_local(opts, src, dest, out, interrupted),
+            Dest::Local(dest, throttle) => {
+                let throttle = throttle
+                    .get_or_insert_with(|| Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit)))
+                    .clone();
+                push_local_with(opts, src, dest, out, interrupted, throttle)
+            }
             Dest::Remote {
                 name,
                 connect,

@@ -345,3 +345,39 @@ pub fn wait_for_far_side(dst: &Path) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// (niceness, ioprio class as `ionice -p` prints it) of every thread of `pid`.
+pub fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for t in tasks.filter_map(|e| e.ok()) {
+        let tid = t.file_name().to_string_lossy().into_owned();
+        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        // Fields after the command name (which may hold spaces) start after ") ".
+        let rest = &stat[stat.rfind(") ").map_or(0, |i| i + 2)..];
+        let nice: i64 = rest
+            .split(' ')
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(99);
+        let io = std::process::Command::new("ionice")
+            .args(["-p", &tid])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        out.push((nice, io));
+    }
+    out
+}
+
+/// Whether `ionice` (util-linux) is there to read I/O classes with.
+pub fn have_ionice() -> bool {
+    std::process::Command::new("ionice")
+        .arg("-h")
+        .output()
+        .is_ok()
+}
