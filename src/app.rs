@@ -24,7 +24,7 @@ use crate::protocol::frame::ProtoError;
 use crate::protocol::Notice;
 use crate::report::Report;
 use crate::serve::Receiver;
-use crate::ssh::{parse_location, Location, RemoteShell};
+use crate::ssh::{parse_location, Location};
 use crate::throttle::Throttle;
 use crate::transfer::{push_local, push_to, Output, ProgressMode, Target};
 
@@ -93,7 +93,7 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
 }
 
 /// The exit code of a command without a closing report, printing its error.
-fn finish(result: Result<()>) -> i32 {
+pub(crate) fn finish(result: Result<()>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
@@ -198,14 +198,6 @@ fn print_report(opts: &Options, report: &Report) -> i32 {
     report.exit_code
 }
 
-fn shell(r: &RemoteArgs) -> RemoteShell {
-    RemoteShell {
-        rsh: r.rsh.clone(),
-        port: r.port,
-        remote_bin: r.remote_bin.clone(),
-    }
-}
-
 fn idle_timeout(secs: u64) -> Duration {
     if secs == 0 {
         Duration::from_secs(u64::MAX / 4)
@@ -292,24 +284,15 @@ fn connect(
         }
         .into(),
     );
-    if let Some(b) = &engine.bwlimit {
-        args.push("--bwlimit".into());
-        args.push(b.into());
+    args.extend(engine.forward_disk());
+    if opts.no_follow_dest {
+        args.push("--no-follow-dest".into());
     }
-    if let Some(m) = &engine.min_free {
-        args.push("--min-free".into());
-        args.push(m.into());
-    }
-    if let Some(n) = engine.iops_limit {
-        args.push("--iops-limit".into());
-        args.push(n.to_string().into());
-    }
-    args.extend(engine.priority.forward());
     if opts.dry_run {
         args.push("--dry-run".into());
     }
     args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
-    let mut child = shell(remote).spawn(host, &args)?;
+    let mut child = remote.shell().spawn(host, &args)?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(Error::Protocol("the remote shell has no pipes".into()));
     };
@@ -379,7 +362,7 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     // This thread does all of pull's writing.
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
-    let local = LocalDest::open(&dest, opts.fsync, throttle, interrupted.clone()).map_err(|e| {
+    let local = LocalDest::open(&dest, &opts, throttle, interrupted.clone()).map_err(|e| {
         Error::Selection {
             path: dest.clone(),
             what: format!("cannot open or create the destination: {e}"),
@@ -393,7 +376,7 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     ];
     args.extend(a.engine.forward(&opts));
     args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
-    let mut child = shell(&a.remote).spawn(&host, &args)?;
+    let mut child = a.remote.shell().spawn(&host, &args)?;
     let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(Error::Protocol("the remote shell has no pipes".into()));
     };
@@ -530,7 +513,7 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let root = root.as_path();
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
-    let dest = LocalDest::open(root, opts.fsync, throttle.clone(), interrupted).map_err(|e| {
+    let dest = LocalDest::open(root, &opts, throttle.clone(), interrupted).map_err(|e| {
         Error::Selection {
             path: root.to_path_buf(),
             what: format!("cannot open or create the destination: {e}"),

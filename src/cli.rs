@@ -297,6 +297,17 @@ pub struct RemoteArgs {
     pub timeout: u64,
 }
 
+impl RemoteArgs {
+    /// The remote shell these flags describe.
+    pub fn shell(&self) -> crate::ssh::RemoteShell {
+        crate::ssh::RemoteShell {
+            rsh: self.rsh.clone(),
+            port: self.port,
+            remote_bin: self.remote_bin.clone(),
+        }
+    }
+}
+
 /// Arguments of `serve`, the far side of a remote push or pull.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -377,6 +388,9 @@ pub struct EngineArgs {
     /// Do not adapt the rate to the disk's load (only --bwlimit applies).
     #[arg(long)]
     pub no_adaptive: bool,
+    /// Refuse a DEST whose last component is a symlink (backup's DEST/current).
+    #[arg(long, hide = true)]
+    pub no_follow_dest: bool,
     /// Show what would change and stop without writing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -474,6 +488,7 @@ impl EngineArgs {
             bwlimit,
             iops_limit: self.iops_limit,
             adaptive,
+            no_follow_dest: self.no_follow_dest,
             priority,
             dry_run: self.dry_run,
             itemize: self.itemize,
@@ -515,6 +530,16 @@ impl EngineArgs {
             a.push("--jobs".into());
             a.push(j.to_string().into());
         }
+        a.extend(self.forward_disk());
+        a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
+        a.push("--min-rate".into());
+        a.push((&self.min_rate).into());
+        a
+    }
+
+    /// The far side's own limits on its disk: reserve, rate, operations, priority.
+    pub fn forward_disk(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
         if let Some(m) = &self.min_free {
             a.push("--min-free".into());
             a.push(m.into());
@@ -528,9 +553,6 @@ impl EngineArgs {
             a.push(n.to_string().into());
         }
         a.extend(self.priority.forward());
-        a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
-        a.push("--min-rate".into());
-        a.push((&self.min_rate).into());
         a
     }
 }

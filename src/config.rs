@@ -93,6 +93,9 @@ pub struct Options {
     /// Once set, nothing new starts: the files being copied finish and are put in
     /// place, and the run ends as interrupted (watch mode's SIGTERM; no flag).
     pub drain: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Refuse a destination root that is a symlink (backup's `DEST/current`, which a
+    /// planted link must not lead outside DEST).
+    pub no_follow_dest: bool,
 }
 
 impl Default for Options {
@@ -125,6 +128,7 @@ impl Default for Options {
             batch_bytes: 256 << 20,
             scope: None,
             drain: None,
+            no_follow_dest: false,
         }
     }
 }

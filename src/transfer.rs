@@ -755,12 +755,12 @@ pub fn push_local_with(
         None
     } else {
         Some(
-            LocalDest::open(dest, opts.fsync, throttle.clone(), interrupted.clone()).map_err(
-                |e| Error::Selection {
+            LocalDest::open(dest, opts, throttle.clone(), interrupted.clone()).map_err(|e| {
+                Error::Selection {
                     path: dest.to_path_buf(),
                     what: format!("cannot open or create the destination: {e}"),
-                },
-            )?,
+                }
+            })?,
         )
     };
     let target = Target {

@@ -263,25 +263,18 @@ fn kill_during_a_snapshot_leaves_no_partial_snapshot() {
     assert_same_tree(src.path(), &dst.join("snapshots").join(&names[1]));
 }
 
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs(PathBuf, #[allow(dead_code)] Tree);
+/// A small tmpfs in a directory of its own (unmounted, then removed, when dropped).
+struct Tmpfs(Mounted, #[allow(dead_code)] Tree);
 
 impl Tmpfs {
     fn mount(size: &str) -> Tmpfs {
         let t = Tree::new();
-        let st = Proc::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(t.path())
-            .status()
-            .unwrap();
-        assert!(st.success(), "mount tmpfs");
-        Tmpfs(t.path().to_path_buf(), t)
+        let m = mount_tmpfs(t.path(), &format!("size={size}")).expect("mount tmpfs");
+        Tmpfs(m, t)
     }
-}
 
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Proc::new("umount").arg(&self.0).status();
+    fn path(&self) -> &Path {
+        &self.0 .0
     }
 }
 
@@ -292,7 +285,7 @@ fn prune_when_full_gives_up_old_snapshots_or_changes_nothing() {
         return;
     }
     let fsys = Tmpfs::mount("8M");
-    let dst = fsys.0.join("backup");
+    let dst = fsys.path().join("backup");
     let src = Tree::new();
     let mib3 = |b: u8| vec![b; 3 << 20];
     src.file("a.bin", &mib3(1));
@@ -339,6 +332,49 @@ fn prune_when_full_gives_up_old_snapshots_or_changes_nothing() {
     assert_eq!(now.len(), 2);
     assert_eq!(now[0], two[1]);
     assert_same_tree(src.path(), &dst.join("current"));
+}
+
+#[test]
+fn a_snapshot_that_would_cross_the_reserve_is_not_taken() {
+    if !is_root() {
+        eprintln!("SKIPPED a_snapshot_that_would_cross_the_reserve_is_not_taken: needs root to mount a tmpfs");
+        return;
+    }
+    let fsys = Tmpfs::mount("8M");
+    let dst = fsys.path().join("backup");
+    let src = Tree::new();
+    for i in 0..60 {
+        src.file(format!("d{i}/f"), b"x");
+    }
+    ok(backup(src.path(), &dst, &["--min-free", "0"]));
+    let one = snapshots(&dst);
+    // Leave about 100 KiB free: each directory of a snapshot takes a 4 KiB block.
+    let avail = || -> u64 {
+        let out = Proc::new("df")
+            .args(["-B1", "--output=avail"])
+            .arg(fsys.path())
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap()
+    };
+    fs::write(
+        fsys.path().join("filler"),
+        vec![0u8; (avail() - (100 << 10)) as usize],
+    )
+    .unwrap();
+    let out = bin().arg("snapshot").arg(&dst).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert!(err.contains("not enough space"), "{err}");
+    let out = backup(src.path(), &dst, &["--min-free", "0"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    assert_eq!(snapshots(&dst), one, "no snapshot was added");
+    assert!(leftovers(&dst).is_empty(), "{:?}", leftovers(&dst));
 }
 
 fn config(dir: &Tree, text: &str) -> PathBuf {
@@ -684,12 +720,27 @@ fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    // Nor through the far side of a remote backup.
+    let out = bin()
+        .arg("backup")
+        .args(rsh_args())
+        .arg(src.path())
+        .arg(remote(dst.path()))
+        .output()
+        .unwrap();
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
 }
 
 /// (niceness, ionice class) of every thread of `pid`.
 #[test]
 fn snapshot_workers_run_idle_and_niced() {
-    if Proc::new("ionice").arg("-h").output().is_err() {
+    if !have_ionice() {
         eprintln!(
             "SKIPPED snapshot_workers_run_idle_and_niced: ionice (util-linux) is not installed"
         );
@@ -706,11 +757,8 @@ fn snapshot_workers_run_idle_and_niced() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let mut seen = Vec::new();
-    wait_until("the main thread and two workers", || {
-        seen = thread_priorities(snap.id());
-        seen.len() >= 3
-    });
+    let seen = settled_priorities(snap.id(), 3);
+    assert!(seen.len() >= 3, "the main thread and two workers: {seen:?}");
     snap.kill().unwrap();
     snap.wait().unwrap();
     for (nice, io) in &seen {
@@ -753,6 +801,48 @@ fn kill_during_a_prune_leaves_no_half_snapshot_under_its_name() {
 }
 
 #[test]
+fn sigint_stops_a_prune_between_snapshots() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..20 {
+        src.file(format!("d{}/f{i}", i % 4), b"x");
+    }
+    for _ in 0..4 {
+        ok(backup(src.path(), dst.path(), &[]));
+    }
+    let names = snapshots(dst.path());
+    let prune = Proc::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["prune", "--keep-last", "1", "--iops-limit", "10"])
+        .arg(dst.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the first snapshot to go", || {
+        snapshots(dst.path()).len() < 4
+    });
+    // SAFETY: a plain kill(2) on our own child's pid.
+    unsafe { libc::kill(prune.id() as i32, libc::SIGINT) };
+    let out = prune.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(20),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The one under way when the signal came may finish; the next never starts.
+    let left = snapshots(dst.path());
+    assert!(left.len() >= 2, "{left:?}");
+    assert!(left.contains(&names[3]));
+    // The next run finishes the job.
+    ok(bin()
+        .args(["prune", "--keep-last", "1"])
+        .arg(dst.path())
+        .output()
+        .unwrap());
+    assert_eq!(snapshots(dst.path()), vec![names[3].clone()]);
+}
+
+#[test]
 fn prune_when_full_works_on_a_remote_destination() {
     if !is_root() {
         eprintln!(
@@ -761,7 +851,7 @@ fn prune_when_full_works_on_a_remote_destination() {
         return;
     }
     let fsys = Tmpfs::mount("8M");
-    let dst = fsys.0.join("backup");
+    let dst = fsys.path().join("backup");
     let src = Tree::new();
     let run = |args: &[&str]| {
         bin()

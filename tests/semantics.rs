@@ -1540,18 +1540,6 @@ fn new_copy_of_an_unchanged_file_is_copied_inside_dest() {
 // 14. -x / --one-file-system
 // ---------------------------------------------------------------------------------------
 
-/// Unmounts on drop, whatever happens in the test.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn one_file_system_keeps_mount_points_empty() {
     for &t in TRANSPORTS {
@@ -1562,16 +1550,10 @@ fn one_file_system_keeps_mount_points_empty() {
         let src = Tree::new();
         src.file("outer.txt", b"o").dir("mnt");
         let mnt = src.join("mnt");
-        let ok = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=1m,mode=0750", "tmpfs"])
-            .arg(&mnt)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        let Some(_guard) = mount_tmpfs(&mnt, "size=1m,mode=0750") else {
             skip("mount -t tmpfs failed");
             return;
-        }
-        let _guard = Mount(mnt.clone());
+        };
         src.file("mnt/inner.txt", b"on another filesystem");
         let dst = Tree::new();
 

@@ -3,15 +3,9 @@
 mod common;
 use common::*;
 
-use std::time::{Duration, Instant};
-
 #[test]
 fn every_thread_runs_idle_and_niced_by_default() {
-    if std::process::Command::new("ionice")
-        .arg("-h")
-        .output()
-        .is_err()
-    {
+    if !have_ionice() {
         eprintln!("SKIPPED: ionice (util-linux) is not installed");
         return;
     }
@@ -26,17 +20,8 @@ fn every_thread_runs_idle_and_niced_by_default() {
         .arg(dst.join("r"))
         .spawn()
         .unwrap();
-    let pid = child.id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        seen = thread_priorities(pid);
-        // The main thread and both workers.
-        if seen.len() >= 3 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // The main thread and both workers.
+    let seen = settled_priorities(child.id(), 3);
     let mut child = child;
     let _ = child.kill();
     let _ = child.wait();

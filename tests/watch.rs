@@ -937,18 +937,6 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
     );
 }
 
-/// A small tmpfs mounted for one test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
-}
-
 #[test]
 fn a_full_destination_is_retried_until_space_is_freed() {
     if !is_root() {
@@ -960,16 +948,10 @@ fn a_full_destination_is_retried_until_space_is_freed() {
     let mnt = t.join("mnt");
     // Both transports share the mount, one after the other.
     fs::create_dir(&mnt).unwrap();
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
-        .arg(&mnt)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
+    let Some(_m) = mount_tmpfs(&mnt, "size=4m") else {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
-    }
-    let _m = Mount(mnt.clone());
+    };
     for &tr in TRANSPORTS {
         let dst = mnt.join(format!("dst-{tr:?}"));
         let _ = fs::remove_file(src.join("big"));
@@ -1173,12 +1155,12 @@ fn every_thread_of_a_watch_runs_idle_and_niced() {
         fs::write(src.join(format!("f{i:02}")), vec![i as u8; 256 << 10]).unwrap();
     }
     // Slow enough that the batch's workers are alive while the threads are read.
-    let mut w = Watch::start(Transport::Local, &src, &dst, &["--bwlimit", "1M"]);
-    let mut seen = Vec::new();
-    w.until("the watcher, the loop and two workers", |w| {
-        seen = thread_priorities(w.child.id());
-        seen.len() >= 4
-    });
+    let w = Watch::start(Transport::Local, &src, &dst, &["--bwlimit", "1M"]);
+    let seen = settled_priorities(w.child.id(), 4);
+    assert!(
+        seen.len() >= 4,
+        "the watcher, the loop and two workers: {seen:?}"
+    );
     for (nice, io) in &seen {
         assert_eq!(*nice, 10, "{seen:?}");
         assert_eq!(io, "idle", "{seen:?}");

@@ -22,7 +22,7 @@ use crate::jobs::{DiskSettings, JobResult};
 use crate::report::{human_bytes, Report};
 use crate::snapshot::retention::{self, Candidate, Policy};
 use crate::snapshot::{Dest, Manifest, TakeOptions};
-use crate::ssh::{parse_location, Location, RemoteShell};
+use crate::ssh::{parse_location, Location};
 use crate::throttle::Throttle;
 use crate::transfer::{Output, ProgressMode};
 
@@ -46,18 +46,10 @@ impl Output for Out {
     }
 }
 
-fn shell(r: &RemoteArgs) -> RemoteShell {
-    RemoteShell {
-        rsh: r.rsh.clone(),
-        port: r.port,
-        remote_bin: r.remote_bin.clone(),
-    }
-}
-
 /// Runs `fsync-repl ARGS` on `host` with this process's stdout and stderr; returns its
 /// exit code.
 fn remote_run(r: &RemoteArgs, host: &std::ffi::OsStr, args: &[OsString]) -> Result<i32> {
-    let mut c = shell(r).command(host, args)?;
+    let mut c = r.shell().command(host, args)?;
     c.stdin(std::process::Stdio::null());
     let status = c.status().map_err(|e| Error::Selection {
         path: PathBuf::from(host),
@@ -73,11 +65,7 @@ fn remote_run(r: &RemoteArgs, host: &std::ffi::OsStr, args: &[OsString]) -> Resu
 }
 
 pub(super) fn fail(e: Error) -> i32 {
-    let msg = e.to_string();
-    if !msg.is_empty() {
-        eprintln!("fsync-repl: {msg}");
-    }
-    e.exit_code().code()
+    crate::app::finish(Err(e))
 }
 
 fn remote_path(path: &[u8]) -> OsString {
@@ -100,6 +88,7 @@ fn take_options<'a>(
         source,
         push_exit,
         now: crate::snapshot::now(),
+        reserve: None,
     }
 }
 
@@ -157,7 +146,7 @@ pub fn snapshot(a: SnapshotArgs, interrupted: Arc<AtomicBool>) -> i32 {
                     print_manifest(&m);
                 }
                 if !policy.is_empty() {
-                    prune_with(&dest, &policy, false, &throttle, &disk)?;
+                    prune_with(&dest, &policy, false, &throttle, &disk, &interrupted)?;
                 }
                 Ok(0)
             }
@@ -233,6 +222,16 @@ fn decide(dest: &Dest, policy: &Policy) -> Result<Vec<retention::Decision>> {
     Ok(retention::apply(policy, &cands))
 }
 
+/// A signal stops a prune between snapshots (each one goes whole or, killed, is
+/// left out of sight for the next run to finish).
+fn stop_if(cancel: &AtomicBool) -> Result<()> {
+    if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
 /// Applies `policy` to DEST (the lock held); prints one line per snapshot.
 fn prune_with(
     dest: &Dest,
@@ -240,6 +239,7 @@ fn prune_with(
     dry_run: bool,
     throttle: &Throttle,
     disk: &DiskSettings,
+    cancel: &AtomicBool,
 ) -> Result<()> {
     for d in decide(dest, policy)? {
         if d.keep() {
@@ -252,6 +252,7 @@ fn prune_with(
                 println!("remove {} (no rule keeps it)", d.name);
                 continue;
             }
+            stop_if(cancel)?;
             dest.remove(&d.name, throttle, disk.jobs, disk.priority)?;
             if !disk.quiet {
                 println!("remove {} (no rule keeps it): removed", d.name);
@@ -262,7 +263,7 @@ fn prune_with(
 }
 
 /// `fsync-repl prune DEST`.
-pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
+pub fn prune(a: PruneArgs, interrupted: Arc<AtomicBool>) -> i32 {
     let run = || -> Result<i32> {
         let disk = a.disk.to_settings()?;
         let policy = a.retention.to_policy()?;
@@ -295,10 +296,10 @@ pub fn prune(a: PruneArgs, _interrupted: Arc<AtomicBool>) -> i32 {
                     dest.clean_up(&throttle)?;
                 }
                 if let Some(n) = a.make_room {
-                    give_up(&dest, &policy, n, &throttle, &disk)?;
+                    give_up(&dest, &policy, n, &throttle, &disk, &interrupted)?;
                     return Ok(0);
                 }
-                prune_with(&dest, &policy, a.dry_run, &throttle, &disk)?;
+                prune_with(&dest, &policy, a.dry_run, &throttle, &disk, &interrupted)?;
                 Ok(0)
             }
         }
@@ -402,6 +403,9 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
     };
     let mut engine = a.engine.clone();
     engine.delete = true;
+    // DEST/current is ours: a symlink planted there must not lead the push outside
+    // DEST, here or on the far side.
+    engine.no_follow_dest = true;
     let opts = engine.to_options()?;
     let policy = a.retention.to_policy()?;
     let quiet = opts.quiet;
@@ -424,12 +428,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 src: src.clone(),
                 dest: OsString::from_vec(dest_arg.clone()),
                 engine: engine.clone(),
-                remote: RemoteArgs {
-                    rsh: a.remote.rsh.clone(),
-                    port: a.remote.port,
-                    remote_bin: a.remote.remote_bin.clone(),
-                    timeout: a.remote.timeout,
-                },
+                remote: a.remote.clone(),
             };
             let report = match crate::app::push(push(), interrupted.clone()) {
                 Err(e @ Error::NoSpace(_)) if a.prune_when_full && !opts.dry_run => {
@@ -515,7 +514,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
             let report = match push() {
                 Err(e @ Error::NoSpace(_)) if a.prune_when_full && !opts.dry_run => {
                     let (n, msg) = missing(e)?;
-                    give_up(&dest, &policy, n, &throttle, &disk)
+                    give_up(&dest, &policy, n, &throttle, &disk, &interrupted)
                         .map_err(|e| Error::NoSpace(format!("{msg} {e}")))?;
                     push()?
                 }
@@ -526,13 +525,17 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
             if opts.dry_run || !matches!(code, 0 | 24) {
                 return Ok(no_snapshot(&report, quiet));
             }
-            let o = take_options(&disk, &throttle, &interrupted, Some(src_name), Some(code));
+            let o = TakeOptions {
+                // The push's reserve holds for the snapshot that follows it.
+                reserve: opts.min_free,
+                ..take_options(&disk, &throttle, &interrupted, Some(src_name), Some(code))
+            };
             let m = dest.take(&o)?;
             if !quiet && !opts.json {
                 print_manifest(&m);
             }
             if !policy.is_empty() {
-                prune_with(&dest, &policy, false, &throttle, &disk)?;
+                prune_with(&dest, &policy, false, &throttle, &disk, &interrupted)?;
             }
             Ok(Done {
                 code,
@@ -549,6 +552,9 @@ fn far_disk_args(a: &BackupArgs, quiet: bool) -> Vec<OsString> {
     let mut args = a.engine.priority.forward();
     if let Some(n) = a.engine.iops_limit {
         args.push(format!("--iops-limit={n}").into());
+    }
+    if let Some(j) = a.engine.jobs {
+        args.push(format!("--jobs={j}").into());
     }
     if quiet {
         args.push("--quiet".into());
@@ -588,6 +594,7 @@ fn give_up(
     missing: u64,
     throttle: &Throttle,
     disk: &DiskSettings,
+    cancel: &AtomicBool,
 ) -> Result<()> {
     let order = retention::give_up_order(&decide(dest, policy)?);
     let freed = dest.freed_by(&order, throttle)?;
@@ -601,6 +608,7 @@ fn give_up(
         )));
     };
     for name in &order[..=k] {
+        stop_if(cancel)?;
         dest.remove(name, throttle, disk.jobs, disk.priority)?;
         if !disk.quiet {
             println!("remove {name} (--prune-when-full: to make room)");

@@ -75,21 +75,27 @@ fn times(meta: &SetMeta) -> Timestamps {
 }
 
 impl LocalDest {
-    /// Opens (creating if missing) the destination directory.
-    /// `cancel` is polled between chunks of large copies, so an interrupt does not wait
-    /// for a big file to finish.
+    /// Opens (creating if missing) the destination directory; with `opts.no_follow_dest`
+    /// a symlink in its place is refused. `cancel` is polled between chunks of large
+    /// copies, so an interrupt does not wait for a big file to finish.
     pub fn open(
         path: &Path,
-        fsync: FsyncMode,
+        opts: &crate::config::Options,
         throttle: Arc<Throttle>,
         cancel: Arc<AtomicBool>,
     ) -> io::Result<LocalDest> {
         std::fs::create_dir_all(path)?;
+        let follow = if opts.no_follow_dest {
+            OFlags::NOFOLLOW
+        } else {
+            OFlags::empty()
+        };
         let root = rfs::open(
             path,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | follow,
             Mode::empty(),
         )?;
+        let fsync = opts.fsync;
         let dev = rfs::fstat(&root)?.st_dev;
         Ok(LocalDest {
             root,

@@ -65,6 +65,8 @@ pub enum SnapshotError {
     Locked(String),
     #[error("interrupted")]
     Interrupted,
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl From<SnapshotError> for crate::Error {
@@ -85,6 +87,7 @@ impl From<SnapshotError> for crate::Error {
             },
             SnapshotError::Locked(m) => crate::Error::Locked(m),
             SnapshotError::Interrupted => crate::Error::Interrupted,
+            SnapshotError::NoSpace(m) => crate::Error::NoSpace(m),
         }
     }
 }
@@ -110,7 +113,12 @@ pub struct TakeOptions<'a> {
     pub push_exit: Option<i32>,
     /// The snapshot's time (UTC seconds); the caller's clock.
     pub now: i64,
+    /// The free-space reserve to keep (None: the default, as for a push).
+    pub reserve: Option<crate::config::Reserve>,
 }
+
+/// What a directory or symlink of a snapshot is reckoned to take on disk.
+const BLOCK: u64 = 4096;
 
 /// An open DEST.
 #[derive(Debug)]
@@ -317,6 +325,7 @@ impl Dest {
             Some(c) => c,
             None => return Err(SnapshotError::NoCurrent(self.path.clone())),
         };
+        self.check_space(o.reserve)?;
         let snaps = self
             .dir(SNAPSHOTS, true)?
             .ok_or(SnapshotError::Interrupted)?;
@@ -405,7 +414,11 @@ impl Dest {
         })?;
         // Durable before it gets its final name; the rename durable before we report.
         o.throttle.op();
-        io_at("sync", &temp_path, errno(rfs::syncfs(&tmp_dir)))?;
+        io_at(
+            "sync",
+            &temp_path,
+            errno(o.throttle.io(|| rfs::syncfs(&tmp_dir))),
+        )?;
         o.throttle.op();
         io_at(
             "rename",
@@ -512,6 +525,25 @@ impl Dest {
     }
 
     /// Free space of DEST's filesystem.
+    /// The free-space preflight of a snapshot: its files are links, but each of its
+    /// directories and symlinks takes a block. The newest snapshot's counts estimate
+    /// them (the first snapshot has none to go by and is not checked).
+    fn check_space(&self, reserve: Option<crate::config::Reserve>) -> Result<()> {
+        let Some(m) = self.list()?.into_iter().rev().find_map(|s| s.manifest) else {
+            return Ok(());
+        };
+        let space = self.space()?;
+        let needed = (m.dirs + m.symlinks + 1).saturating_mul(BLOCK);
+        let check = crate::space::check(space, reserve, needed);
+        if check.fits() {
+            Ok(())
+        } else {
+            Err(SnapshotError::NoSpace(
+                check.message(&self.path.display().to_string()),
+            ))
+        }
+    }
+
     pub fn space(&self) -> Result<crate::dest::Space> {
         let s = io_at("statvfs", &self.path, errno(rfs::fstatvfs(&self.root)))?;
         Ok(crate::dest::Space {
@@ -536,6 +568,7 @@ mod tests {
             source: Some("/src".into()),
             push_exit: Some(0),
             now,
+            reserve: None,
         })
     }
 

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -92,8 +92,6 @@ pub struct Shared {
     pub stop: AtomicBool,
     /// Directories (with their subtrees) that have no watch: the watch limit.
     pub unwatched: Mutex<Scope>,
-    /// Watches in place.
-    pub watches: AtomicUsize,
 }
 
 /// What to watch.
@@ -283,9 +281,6 @@ impl Tree {
                 stack.push(join(&rel, e.file_name().as_bytes()));
             }
         }
-        self.shared
-            .watches
-            .store(self.path_wd.len(), Ordering::Relaxed);
         refused
     }
 
@@ -324,9 +319,6 @@ impl Tree {
                 }
             }
         }
-        self.shared
-            .watches
-            .store(self.path_wd.len(), Ordering::Relaxed);
     }
 
     /// One loud warning when the watch limit left directories unwatched.

@@ -20,9 +20,8 @@
 //! Changes made to DEST behind the watch's back are repaired by the periodic reconcile
 //! (`--rescan-interval`), as they are while the watch runs.
 
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::os::fd::AsFd;
+use std::path::Path;
 use std::sync::Mutex;
 
 use super::state::State;
@@ -114,29 +113,38 @@ pub struct Walk {
 }
 
 struct Ctx {
+    /// SRC's root, which every directory is opened beneath (no symlink followed).
+    root: crate::source::Source,
     since: i128,
     dev: u64,
     one_file_system: bool,
     out: Mutex<Scope>,
 }
 
-fn ctime_ns(m: &std::fs::Metadata) -> i128 {
-    i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec())
+fn ctime_ns(st: &rustix::fs::Stat) -> i128 {
+    i128::from(st.st_ctime) * 1_000_000_000 + i128::from(st.st_ctime_nsec)
+}
+
+fn is_dir(st: &rustix::fs::Stat) -> bool {
+    st.st_mode & 0o170000 == 0o040000
 }
 
 /// Directories of `src` with changes at or after `since_ns` (Unix nanoseconds, ctime),
 /// walked in parallel (one task per directory), entries stat'ed without following
 /// symlinks.
 pub fn changed_since(src: &Path, since_ns: i128, walk: Walk) -> std::io::Result<Scope> {
-    // SRC itself may be a symlink to the tree (the watch follows it too).
-    let root = std::fs::metadata(src)?;
+    // SRC itself may be a symlink to the tree (the watch follows it too); nothing
+    // beneath it is followed.
+    let root = crate::source::Source::open(src)?;
+    let st = rustix::fs::fstat(root.root())?;
     let ctx = Ctx {
+        root,
         since: since_ns,
-        dev: root.dev(),
+        dev: st.st_dev,
         one_file_system: walk.one_file_system,
         out: Mutex::new(Scope::new()),
     };
-    let root_changed = ctime_ns(&root) >= since_ns;
+    let root_changed = ctime_ns(&st) >= since_ns;
     if root_changed {
         ctx.out
             .lock()
@@ -151,38 +159,35 @@ pub fn changed_since(src: &Path, since_ns: i128, walk: Walk) -> std::io::Result<
         .map_err(std::io::Error::other)?;
     let ctx = &ctx;
     pool.install(|| {
-        rayon::scope(|s| visit(s, src.to_path_buf(), Vec::new(), root_changed, ctx));
+        rayon::scope(|s| visit(s, Vec::new(), root_changed, ctx));
     });
     let scope = ctx.out.lock().unwrap_or_else(|p| p.into_inner()).clone();
     Ok(scope)
 }
 
-fn visit<'s>(s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, changed: bool, ctx: &'s Ctx) {
+fn visit<'s>(s: &rayon::Scope<'s>, rel: Vec<u8>, changed: bool, ctx: &'s Ctx) {
     let mut marks: Vec<(Vec<u8>, bool)> = Vec::new();
-    match std::fs::read_dir(&abs) {
-        // Unreadable (or gone): the batch lists it and reports what it finds.
+    let listed = crate::fsutil::open_dir(ctx.root.root(), &rel)
+        .and_then(|dir| Ok((crate::fsutil::read_dir_names(dir.as_fd())?, dir)));
+    match listed {
+        // Unreadable, gone or replaced by a symlink: the batch lists it and reports
+        // what it finds.
         Err(_) => marks.push((rel.clone(), false)),
-        Ok(entries) => {
-            for e in entries {
-                let Ok(e) = e else {
-                    // The listing failed partway: the batch lists it again.
-                    marks.push((rel.clone(), false));
-                    break;
-                };
-                let Ok(m) = e.metadata() else {
+        Ok((names, dir)) => {
+            for name in names {
+                let Ok(st) = crate::fsutil::stat_at(dir.as_fd(), &name) else {
                     // Vanished since it was listed: its directory changed.
                     marks.push((rel.clone(), false));
                     continue;
                 };
-                let name = e.file_name();
-                let child = crate::tree::join(&rel, name.as_bytes());
-                let c = ctime_ns(&m) >= ctx.since;
+                let child = crate::tree::join(&rel, &name);
+                let c = ctime_ns(&st) >= ctx.since;
                 if c {
                     // A changed ignore file changes what its whole directory holds.
-                    let rules = name.as_bytes() == crate::scan::IGNORE_FILE && !m.is_dir();
+                    let rules = name == crate::scan::IGNORE_FILE && !is_dir(&st);
                     marks.push((rel.clone(), rules));
                 }
-                if !m.is_dir() {
+                if !is_dir(&st) {
                     continue;
                 }
                 if c && changed {
@@ -193,11 +198,10 @@ fn visit<'s>(s: &rayon::Scope<'s>, abs: PathBuf, rel: Vec<u8>, changed: bool, ct
                 if c {
                     marks.push((child.clone(), false));
                 }
-                if ctx.one_file_system && m.dev() != ctx.dev {
+                if ctx.one_file_system && st.st_dev != ctx.dev {
                     continue;
                 }
-                let sub = abs.join(&name);
-                s.spawn(move |s| visit(s, sub, child, c, ctx));
+                s.spawn(move |s| visit(s, child, c, ctx));
             }
         }
     }

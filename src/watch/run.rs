@@ -54,8 +54,13 @@ enum Outcome {
 fn classify(result: &Result<Report>) -> Outcome {
     match result {
         Ok(r) => match r.exit_code {
-            0 | 23 | 24 => Outcome::Done,
-            20 => Outcome::Interrupted,
+            c if [ExitCode::Ok, ExitCode::Partial, ExitCode::Vanished]
+                .iter()
+                .any(|k| k.code() == c) =>
+            {
+                Outcome::Done
+            }
+            c if c == ExitCode::Interrupted.code() => Outcome::Interrupted,
             _ => Outcome::Retry(
                 r.errors
                     .first()
@@ -65,10 +70,6 @@ fn classify(result: &Result<Report>) -> Outcome {
         },
         Err(e) => Outcome::Retry(e.to_string()),
     }
-}
-
-fn outcome_ok(result: &Result<Report>) -> bool {
-    classify(result) == Outcome::Done
 }
 
 /// The relative paths of the state file (and its temporary name) and the log file,
@@ -367,12 +368,12 @@ pub fn run(
         }
         sessions_seen = dest.sessions();
         match dest.identity() {
-            id if id != dest_id && dest_id.is_some() && outcome_ok(&result) => {
+            id if id != dest_id && dest_id.is_some() && outcome == Outcome::Done => {
                 // DEST was replaced (remounted, restored): reconcile all of it.
                 deb.mark(&Scope::everything(), Instant::now());
                 dest_id = id;
             }
-            id if outcome_ok(&result) => dest_id = id,
+            id if outcome == Outcome::Done => dest_id = id,
             _ => {}
         }
         state.batches += 1;
@@ -544,14 +545,6 @@ fn open_log(path: &Path) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// The exit code of a watch that ended with `result`.
-pub fn exit_code(result: &Result<()>) -> ExitCode {
-    match result {
-        Ok(()) => ExitCode::Ok,
-        Err(e) => e.exit_code(),
-    }
 }
 
 #[cfg(test)]

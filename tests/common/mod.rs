@@ -374,10 +374,48 @@ pub fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
     out
 }
 
+/// The priorities of `pid`'s threads once at least `threads` of them show and all run
+/// niced 10 at the idle class, or the last seen at the deadline (a thread read in the
+/// instant between its start and its start handler has not got its priority yet).
+pub fn settled_priorities(pid: u32, threads: usize) -> Vec<(i64, String)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let seen = thread_priorities(pid);
+        let settled = seen.len() >= threads && seen.iter().all(|(n, io)| *n == 10 && io == "idle");
+        if settled || std::time::Instant::now() >= deadline {
+            return seen;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Whether `ionice` (util-linux) is there to read I/O classes with.
 pub fn have_ionice() -> bool {
     std::process::Command::new("ionice")
         .arg("-h")
         .output()
         .is_ok()
+}
+
+/// A tmpfs mounted for one test, lazily unmounted when dropped (whatever happens).
+pub struct Mounted(pub PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Mounts a tmpfs with mount options `opts` (`size=4m`, ...) on the existing directory
+/// `dir`; None where that cannot be done (not root, no mount).
+pub fn mount_tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
+    let ok = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", opts, "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mounted(dir.to_path_buf()))
 }
