@@ -216,6 +216,7 @@ fn proto(e: ProtoError) -> Error {
         ProtoError::RemoteExit(1) => Error::Reported(ExitCode::Usage),
         ProtoError::RemoteExit(3) => Error::Reported(ExitCode::Selection),
         ProtoError::RemoteExit(11) => Error::Reported(ExitCode::DestIo),
+        ProtoError::RemoteExit(25) => Error::Reported(ExitCode::MaxDelete),
         e => Error::Protocol(e.to_string()),
     }
 }

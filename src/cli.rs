@@ -21,12 +21,14 @@ Exit codes:
   0   everything replicated
   1   usage error (bad option or argument)
   2   protocol error with a remote peer, or it stayed silent past --timeout
-  3   selection error: SRC or DEST missing or unusable
+  3   selection error: SRC or DEST missing or unusable, or SRC is not the source
+      the replica was made from (see --accept-new-source)
   11  destination I/O error or not enough space on the destination
   12  destination busy: another run holds its lock (backup, snapshot, prune)
   20  interrupted by SIGINT or SIGTERM
   23  partial transfer: some files failed, the rest were replicated
-  24  some source files vanished before they could be copied"
+  24  some source files vanished before they could be copied
+  25  refused before deleting anything: more deletes than --max-delete allows"
     };
 }
 
@@ -332,6 +334,16 @@ pub struct EngineArgs {
     /// With --delete, also delete excluded files from the destination.
     #[arg(long)]
     pub delete_excluded: bool,
+    /// Refuse a run that would delete more than N entries, or more than PCT% of
+    /// DEST's entries. Default: refuse deleting more than half of DEST (when that is
+    /// over 100 entries), and any delete when SRC is empty. 100% turns the guard off.
+    #[arg(long, value_name = "N|PCT%")]
+    pub max_delete: Option<String>,
+    /// Accept a SRC that is not the one this replica was made from (another
+    /// filesystem or root directory, e.g. the homes moved to a new disk) and record it.
+    /// Without it such a run stops with exit 3 before deleting anything.
+    #[arg(long)]
+    pub accept_new_source: bool,
     /// Compare file contents (BLAKE3) instead of size and mtime.
     #[arg(short = 'c', long)]
     pub checksum: bool,
@@ -466,6 +478,13 @@ impl EngineArgs {
         if self.jobs == Some(0) {
             return Err(Error::Usage("--jobs 0: give at least 1 worker".into()));
         }
+        let max_delete = match &self.max_delete {
+            Some(s) => Some(
+                crate::guard::parse_limit(s)
+                    .map_err(|e| Error::Usage(format!("--max-delete {s}: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(Options {
             delete: self.delete || self.delete_excluded,
             delete_excluded: self.delete_excluded,
@@ -496,6 +515,8 @@ impl EngineArgs {
             json: self.json,
             quiet: self.quiet,
             verbose: self.verbose,
+            max_delete,
+            accept_new_source: self.accept_new_source,
             ..Options::default()
         })
     }
@@ -520,11 +541,16 @@ impl EngineArgs {
         flag(self.whole_file, "--whole-file");
         flag(self.compress, "--compress");
         flag(self.no_adaptive, "--no-adaptive");
+        flag(self.accept_new_source, "--accept-new-source");
         flag(self.dry_run, "--dry-run");
         flag(self.itemize || self.dry_run, "--itemize");
         for p in &opts.excludes {
             a.push("--exclude".into());
             a.push(p.into());
+        }
+        if let Some(m) = &self.max_delete {
+            a.push("--max-delete".into());
+            a.push(m.into());
         }
         if let Some(j) = self.jobs {
             a.push("--jobs".into());

@@ -88,6 +88,13 @@ pub struct Options {
     pub batch_files: usize,
     /// Bytes per durability batch.
     pub batch_bytes: u64,
+    /// The most a run may delete (`None`: the default rule of [`crate::guard`]).
+    pub max_delete: Option<crate::guard::DeleteLimit>,
+    /// Take a source that is not the one the replica was made from, and record it.
+    pub accept_new_source: bool,
+    /// Entries the whole DEST holds, for a run that lists only a part of it (watch
+    /// batches): the mass-delete guard weighs deletes against all of DEST.
+    pub dest_entries: Option<u64>,
     /// Only this part of both trees (set by watch mode for each batch; no flag).
     pub scope: Option<std::sync::Arc<crate::scope::Scope>>,
     /// Once set, nothing new starts: the files being copied finish and are put in
@@ -128,6 +135,9 @@ impl Default for Options {
             batch_bytes: 256 << 20,
             scope: None,
             drain: None,
+            max_delete: None,
+            accept_new_source: false,
+            dest_entries: None,
             no_follow_dest: false,
         }
     }

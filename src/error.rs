@@ -28,6 +28,9 @@ pub enum ExitCode {
     Partial = 23,
     /// Some source files vanished between the scan and their copy.
     Vanished = 24,
+    /// Refused before deleting anything: the run would delete more than
+    /// `--max-delete` allows (rsync's code for the same).
+    MaxDelete = 25,
 }
 
 impl ExitCode {
@@ -69,6 +72,14 @@ pub enum Error {
     /// Another run holds the destination's lock (the message names it).
     #[error("{0}")]
     Locked(String),
+    /// The run would delete more of DEST than `--max-delete` allows (the message gives
+    /// the counts and the flag); nothing was changed.
+    #[error("{0}")]
+    TooManyDeletes(String),
+    /// SRC is not the source the replica was made from (another filesystem or root);
+    /// nothing was changed.
+    #[error("{0}")]
+    NewSource(String),
 }
 
 impl Error {
@@ -82,6 +93,8 @@ impl Error {
             Error::Reported(c) => *c,
             Error::Usage(_) => ExitCode::Usage,
             Error::Locked(_) => ExitCode::Busy,
+            Error::TooManyDeletes(_) => ExitCode::MaxDelete,
+            Error::NewSource(_) => ExitCode::Selection,
         }
     }
 

@@ -256,6 +256,39 @@ pub fn is_not_found(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound
 }
 
+/// Free space of the filesystem that `path` is on, or would be made on: that of its
+/// nearest existing ancestor.
+pub fn space_near(path: &std::path::Path) -> io::Result<crate::dest::Space> {
+    let mut p = path;
+    loop {
+        match rfs::statvfs(p) {
+            Ok(s) => return Ok(crate::dest::Space::of(&s)),
+            Err(rustix::io::Errno::NOENT) => match p.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => p = parent,
+                _ => {
+                    return rfs::statvfs(".")
+                        .map(|s| crate::dest::Space::of(&s))
+                        .map_err(Into::into)
+                }
+            },
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// True when an error is a fault of the whole destination rather than of one file:
+/// full (bytes or inodes), over quota, read-only, or failing hardware. Every other
+/// error concerns the one entry it was met on.
+pub fn is_dest_wide(e: &io::Error) -> bool {
+    use rustix::io::Errno;
+    matches!(
+        e.raw_os_error(),
+        Some(c) if [Errno::NOSPC, Errno::DQUOT, Errno::ROFS, Errno::IO]
+            .iter()
+            .any(|x| x.raw_os_error() == c)
+    )
+}
+
 /// True when an error means the filesystem is full.
 pub fn is_no_space(e: &io::Error) -> bool {
     matches!(

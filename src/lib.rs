@@ -7,6 +7,26 @@
 //! The command-line layer (`cli`) converts its arguments into [`config::Options`];
 //! nothing below it sees clap.
 
+// Printing never panics. A reader that went away (`fsync-repl push … | head -1`) closes
+// the pipe; the run goes on quietly and ends with its own exit code. These shadow the
+// standard macros for every module below (declared after them).
+
+/// `println!` that ignores a closed or failing stdout.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed or failing stderr.
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr().lock(), $($arg)*);
+    }};
+}
+
 pub mod app;
 pub mod backup;
 pub mod cli;
@@ -15,6 +35,8 @@ pub mod delta;
 pub mod dest;
 pub mod error;
 pub mod fsutil;
+pub mod guard;
+pub mod identity;
 pub mod jobs;
 pub mod plan;
 pub mod protocol;

@@ -1,5 +1,6 @@
 //! The `fsync-repl` binary: parse, run, exit with the documented code.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -23,7 +24,9 @@ fn main() -> ExitCode {
                 .take_while(|l| !l.is_empty() && !l.starts_with("Usage:"))
                 .collect();
             let what = what.join(" ");
-            eprintln!(
+            // A closed stderr is no reason to panic.
+            let _ = writeln!(
+                std::io::stderr(),
                 "fsync-repl: {}; see fsync-repl --help",
                 what.trim_start_matches("error: ")
             );

@@ -148,6 +148,8 @@ pub fn build(
     let mut new_files: Vec<u32> = Vec::new();
     // Destination files that stay as they are (twins for local copies).
     let mut staying: Vec<u32> = Vec::new();
+    // Hard-link members already sharing their leader's inode: (member, leader).
+    let mut linked_ok: Vec<(u32, u32)> = Vec::new();
     // Destination-only entries that are candidates for deletion, and kept ones.
     let mut doomed: Vec<u32> = Vec::new();
     let mut kept: Vec<u32> = Vec::new();
@@ -221,6 +223,7 @@ pub fn build(
                         &mut plan,
                         &mut checksum_pairs,
                         &mut staying,
+                        &mut linked_ok,
                     );
                     if changed {
                         dirty_dirs.insert(tree::parent(path).to_vec());
@@ -341,6 +344,17 @@ pub fn build(
     let moved: HashSet<u32> = plan.moves.iter().map(|m| m.0).collect();
     plan.files.retain(|op| !moved.contains(&op.src));
 
+    // A leader written anew gets a new inode: its members follow it, so the group stays
+    // one group.
+    let rewritten: HashSet<u32> = plan.files.iter().map(|op| op.src).collect();
+    for (m, l) in linked_ok {
+        if rewritten.contains(&l) {
+            plan.unchanged -= 1;
+            plan.links.push((m, l));
+            dirty_dirs.insert(tree::parent(src.path(m as usize)).to_vec());
+        }
+    }
+
     // Deletes: children before parents; never a directory that keeps excluded content.
     let mut keep_dirs: HashSet<&[u8]> = HashSet::new();
     for &k in &kept {
@@ -441,6 +455,7 @@ fn same_kind(
     plan: &mut Plan,
     checksum_pairs: &mut Vec<(u32, u32)>,
     staying: &mut Vec<u32>,
+    linked_ok: &mut Vec<(u32, u32)>,
 ) -> bool {
     let (iu, ju) = (i as u32, j as u32);
     match s.kind {
@@ -456,7 +471,10 @@ fn same_kind(
                     le.size == ld.size && same_mtime(le, ld) && !meta_differs(le, ld, opts, true)
                 });
                 if ok && leader_unchanged {
+                    // Unless the leader's copy is rewritten after all (`--checksum`
+                    // finds new content, a rewrite for a snapshot): see `build`.
                     plan.unchanged += 1;
+                    linked_ok.push((iu, l));
                     return false;
                 }
                 plan.links.push((iu, l));
@@ -739,6 +757,36 @@ mod tests {
             .collect();
         assert_eq!(links.len(), 2);
         assert!(links.iter().all(|(_, l)| l == &vec!["a".to_string()]));
+    }
+
+    #[test]
+    fn a_rewritten_leader_takes_its_members_along() {
+        // a and b share an inode on both sides; under --checksum a's content differs at
+        // equal size and mtime, so a is rewritten: b must be linked to the new a.
+        let group = |ino| {
+            let mut l = Listing::new();
+            for p in ["a", "b"] {
+                let mut m = meta(F, 5, 5, ino);
+                m.nlink = 2;
+                l.push(p.as_bytes(), m);
+            }
+            l.sort();
+            l
+        };
+        let (src, dst) = (group(7), group(9));
+        let opts = PlanOptions {
+            checksum: true,
+            ..Default::default()
+        };
+        let p = plan_of(&src, &dst, opts, vec![(Side::Src, "a", 1)]);
+        assert_eq!(paths(&src, p.files.iter().map(|f| f.src)), vec!["a"]);
+        let links: Vec<_> = p.links.iter().map(|&(m, _)| m).collect();
+        assert_eq!(paths(&src, links), vec!["b"]);
+        assert_eq!(p.unchanged, 0);
+        // Same content: nothing to do for either name.
+        let p = plan_of(&src, &dst, opts, vec![]);
+        assert!(p.files.is_empty() && p.links.is_empty(), "{p:?}");
+        assert_eq!(p.unchanged, 2);
     }
 
     #[test]

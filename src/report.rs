@@ -103,6 +103,8 @@ pub struct Counters {
     pub matched: AtomicU64,
     pub moved_bytes: AtomicU64,
     pub cloned: AtomicU64,
+    /// Entries the run meant to create, update or delete and could not.
+    pub failed: AtomicU64,
     worst: Mutex<Vec<(ExitCode, String)>>,
 }
 
@@ -116,8 +118,9 @@ pub fn severity(c: ExitCode) -> u8 {
         ExitCode::Busy => 4,
         ExitCode::DestIo => 5,
         ExitCode::Protocol => 6,
-        ExitCode::Selection => 7,
-        ExitCode::Usage => 8,
+        ExitCode::MaxDelete => 7,
+        ExitCode::Selection => 8,
+        ExitCode::Usage => 9,
     }
 }
 
@@ -149,6 +152,9 @@ pub struct Report {
     pub moved: u64,
     pub linked: u64,
     pub metadata_only: u64,
+    /// Entries the run meant to change and could not (each named in `errors`).
+    #[serde(default)]
+    pub failed: u64,
     pub bytes_literal: u64,
     pub bytes_matched: u64,
     pub bytes_moved: u64,
@@ -204,6 +210,7 @@ impl Report {
             moved: g(&c.moved),
             linked: g(&c.linked),
             metadata_only: g(&c.meta),
+            failed: g(&c.failed),
             bytes_literal: g(&c.literal),
             bytes_matched: g(&c.matched),
             bytes_moved: g(&c.moved_bytes),
@@ -225,7 +232,7 @@ impl Report {
     /// The human summary (a few lines).
     pub fn human(&self) -> String {
         format!(
-            "{}{} scanned, {} created, {} updated, {} deleted, {} unchanged, {} moved, {} linked\n\
+            "{}{} scanned, {} created, {} updated, {} deleted, {} unchanged, {} moved, {} linked{}\n\
              bytes: {} literal, {} matched, {} moved, {} cloned; {:.2} s, {}/s",
             if self.dry_run { "dry run: " } else { "" },
             self.files_scanned,
@@ -235,6 +242,11 @@ impl Report {
             self.unchanged,
             self.moved,
             self.linked,
+            if self.failed > 0 {
+                format!(", {} failed", self.failed)
+            } else {
+                String::new()
+            },
             human_bytes(self.bytes_literal),
             human_bytes(self.bytes_matched),
             human_bytes(self.bytes_moved),

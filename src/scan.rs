@@ -256,6 +256,10 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
     for name in names {
+        if rel.is_empty() && name == crate::identity::SIDECAR {
+            // The replica's own records, at the root of either side.
+            continue;
+        }
         let path = tree::join(&rel, &name);
         if !listed && !scope.is_some_and(|s| s.leads_to(&path)) {
             continue;

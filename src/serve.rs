@@ -175,6 +175,7 @@ impl<'a> Receiver<'a> {
                 | Request::Space { .. }
                 | Request::Hash { .. }
                 | Request::Finish { .. }
+                | Request::SourceRecord { .. }
         );
         if self.read_only && !harmless {
             return Err(bad("the peer asked to write during a dry run"));
@@ -182,7 +183,11 @@ impl<'a> Receiver<'a> {
         match req {
             Request::List { id, xattrs, scope } => self.list(id, xattrs, scope),
             Request::Space { id } => {
-                let space = self.dest.space().ok().map(|s| (s.avail, s.total));
+                let space = self
+                    .dest
+                    .space()
+                    .ok()
+                    .map(|s| (s.avail, s.total, s.inodes_avail, s.inodes_total));
                 self.reply(Reply::Space { id, space })
             }
             Request::Hash { id, path } => {
@@ -249,8 +254,14 @@ impl<'a> Receiver<'a> {
                 let result = self
                     .dest
                     .commit(&staged)
+                    .map(|failed| {
+                        failed
+                            .into_iter()
+                            .map(|(k, e)| (k as u32, wire_error("rename into place", &e)))
+                            .collect()
+                    })
                     .map_err(|e| wire_error("commit", &e));
-                self.reply(Reply::Done { id, result })
+                self.reply(Reply::Committed { id, result })
             }
             Request::Discard { staged } => {
                 for s in staged {
@@ -260,6 +271,21 @@ impl<'a> Receiver<'a> {
             }
             Request::Finish { id } => {
                 let result = self.dest.finish().map_err(|e| wire_error("syncfs", &e));
+                self.reply(Reply::Done { id, result })
+            }
+            Request::SourceRecord { id } => {
+                let result = self
+                    .dest
+                    .source_record()
+                    .map(|r| r.map(serde_bytes::ByteBuf::from))
+                    .map_err(|e| wire_error("read the source record", &e));
+                self.reply(Reply::Record { id, result })
+            }
+            Request::SetSourceRecord { id, record } => {
+                let result = self
+                    .dest
+                    .set_source_record(&record)
+                    .map_err(|e| wire_error("write the source record", &e));
                 self.reply(Reply::Done { id, result })
             }
         }

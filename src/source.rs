@@ -31,6 +31,11 @@ pub struct SourceFile {
     /// Fewer blocks allocated than the size needs: has holes.
     pub sparse: bool,
     pub dev: u64,
+    /// Permission bits, owner and mtime when opened: the metadata that belongs with
+    /// the bytes read from it (not an earlier scan's).
+    pub perm: u32,
+    pub owner: (u32, u32),
+    pub mtime: (i64, u32),
     before: (i64, i64, i64, i64, u64),
 }
 
@@ -52,6 +57,9 @@ impl SourceFile {
             size: st.st_size as u64,
             sparse: (st.st_blocks as u64) * 512 < st.st_size as u64,
             dev: st.st_dev,
+            perm: st.st_mode & 0o7777,
+            owner: (st.st_uid, st.st_gid),
+            mtime: (st.st_mtime, st.st_mtime_nsec as u32),
             before: fingerprint(st),
         }
     }

@@ -19,6 +19,7 @@ use crate::config::Options;
 use crate::dest::local::LocalDest;
 use crate::dest::{DataMode, DataStats, Destination, PutError, SetMeta, Staged, Started};
 use crate::error::{Error, ExitCode, Result};
+use crate::identity::SourceId;
 use crate::plan::{self, ContentHasher, FileOp, FileSource, Hash, Plan, PlanOptions, Side};
 use crate::report::{escape, itemize, Counters, Report};
 use crate::scan::{ScanOptions, Scanned};
@@ -259,6 +260,77 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     add + temp.min(batch_bytes)
 }
 
+/// Checks SRC against the source DEST records (invariant 7) before DEST is listed: a
+/// run that may delete refuses another filesystem or root unless told
+/// `--accept-new-source`. Returns the record to write once the run is cleared to
+/// change DEST (none when DEST already records this source).
+fn source_identity(
+    opts: &Options,
+    src: &Source,
+    dest: &dyn Destination,
+    src_path: &Path,
+    dest_path: &Path,
+) -> Result<Option<String>> {
+    let now = SourceId::of(src.root()).map_err(|e| Error::Selection {
+        path: src_path.to_path_buf(),
+        what: format!("cannot read the source's identity: {e}"),
+    })?;
+    let was = match dest.source_record() {
+        Ok(r) => r.as_deref().and_then(SourceId::parse),
+        // Only a run that may delete depends on it.
+        Err(e) if opts.delete => {
+            return Err(Error::dest("read the source record of", dest_path, e))
+        }
+        Err(_) => return Ok(None),
+    };
+    match was {
+        Some(was) if was.same_source(&now) => Ok(None),
+        Some(was) if opts.delete && !opts.accept_new_source => {
+            Err(Error::NewSource(crate::identity::mismatch(
+                &src_path.display().to_string(),
+                &dest_path.display().to_string(),
+                &was,
+                &now,
+            )))
+        }
+        // A run that deletes nothing cannot empty the replica, and does not speak for
+        // its source either.
+        Some(_) if !opts.accept_new_source => Ok(None),
+        _ => Ok(Some(now.to_record())),
+    }
+}
+
+/// Destination entries the plan removes: deletes, and whole subtrees cleared to make
+/// way for another kind of entry.
+fn doomed_entries(plan: &Plan, dl: &Listing) -> u64 {
+    let cleared: u64 = plan
+        .clear
+        .iter()
+        .map(|&j| {
+            // A sorted listing holds a directory's subtree right after it.
+            let p = dl.path(j as usize);
+            (j as usize..dl.len())
+                .take_while(|&k| tree::is_within(dl.path(k), p))
+                .count() as u64
+        })
+        .sum();
+    plan.deletes.len() as u64 + cleared
+}
+
+/// Inodes the plan takes on the destination at its peak: every new file, directory,
+/// symlink and special file, plus the temporary files of one batch of rewrites (each
+/// frees its old inode only once renamed into place).
+pub fn inodes_needed(plan: &Plan, batch_files: usize) -> u64 {
+    let rewrites = plan
+        .files
+        .iter()
+        .filter(|f| matches!(f.from, FileSource::Source { old: Some(_) }))
+        .count();
+    let fresh = plan.files.len() - rewrites;
+    (fresh + plan.mkdirs.len() + plan.symlinks.len() + plan.specials.len()) as u64
+        + rewrites.min(batch_files) as u64
+}
+
 /// Splits doomed directories into those a scoped run may delete and those it must
 /// not: directories whose own entries it did not list, and every doomed ancestor of
 /// one (its rmdir would fail). The second list keeps only the topmost.
@@ -308,6 +380,8 @@ fn draining(opts: &Options) -> bool {
 
 struct Run<'a> {
     opts: &'a Options,
+    /// DEST as the user named it, for messages.
+    dest_name: &'a Path,
     src: &'a Source,
     dest: &'a dyn Destination,
     sl: &'a Listing,
@@ -362,29 +436,48 @@ impl<'a> Run<'a> {
         self.cut() || self.draining()
     }
 
+    /// Records a destination error met on `path`: a fault of the whole destination
+    /// stops the run with one message; any other fails that entry alone (exit 23).
     fn dest_error(&self, op: &str, path: &[u8], e: std::io::Error) {
         if self.dest.broken().is_some() {
             // One protocol error is reported for the whole run, not one per file.
-        } else if crate::fsutil::is_no_space(&e) {
-            self.no_space(path);
+        } else if crate::fsutil::is_dest_wide(&e) {
+            self.dest_wide(op, path, &e);
         } else {
-            self.counters
-                .problem(ExitCode::DestIo, format!("{op} {}: {e}", escape(path)));
+            self.counters.add(&self.counters.failed, 1);
+            self.counters.problem(
+                ExitCode::Partial,
+                format!("{}: {op} on the destination: {e}", self.shown(path)),
+            );
         }
     }
 
-    fn no_space(&self, path: &[u8]) {
-        if !self.stop.swap(true, Ordering::Relaxed) {
-            let avail = self.dest.space().map(|s| s.avail).unwrap_or(0);
-            self.counters.problem(
-                ExitCode::DestIo,
-                format!(
-                    "destination full while writing {}: {} free; the run stopped and every file is old or new. Free space on the destination or raise --min-free to keep a larger reserve.",
-                    escape(path),
-                    crate::report::human_bytes(avail)
-                ),
-            );
+    /// `path` for a message: the destination itself when empty (a batch-level error).
+    fn shown(&self, path: &[u8]) -> String {
+        if path.is_empty() {
+            self.dest_name.display().to_string()
+        } else {
+            escape(path)
         }
+    }
+
+    /// Stops the run once, with one message, for a fault of the whole destination.
+    fn dest_wide(&self, op: &str, path: &[u8], e: &std::io::Error) {
+        if self.stop.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let space = self.dest.space().ok();
+        let dest = self.dest_name.display();
+        let what = crate::space::fault(e, space, &dest.to_string());
+        let msg = if path.is_empty() {
+            format!("{what} ({op}); the run stopped and every file is old or new.")
+        } else {
+            format!(
+                "{what} ({op} {}); the run stopped and every file is old or new.",
+                escape(path)
+            )
+        };
+        self.counters.problem(ExitCode::DestIo, msg);
     }
 
     /// Starts one file's temporary copy, retrying once if the source changed; `None`
@@ -419,6 +512,15 @@ impl<'a> Run<'a> {
                     if self.throttle.rate().is_some_and(|r| r < READAHEAD_RATE) {
                         f.no_readahead();
                     }
+                    // The file may have changed since the scan: its bytes and its
+                    // metadata both come from this open (the copy checks it stays so).
+                    let meta = SetMeta {
+                        perm: f.perm,
+                        owner: meta.owner.map(|_| f.owner),
+                        mtime: f.mtime.0,
+                        mtime_nsec: f.mtime.1,
+                        ..meta
+                    };
                     match self
                         .dest
                         .start_file(path, &f, &meta, mode, self.opts.xattrs)
@@ -431,58 +533,74 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Counts a started file once its temporary copy is written (or failed).
-    fn settle(&self, op: &FileOp, result: Result<(Staged, DataStats), PutError>) -> Option<Staged> {
+    /// A started file once its temporary copy is written: what to count when it lands,
+    /// or the failure recorded (`None`).
+    fn settle(
+        &self,
+        op: &FileOp,
+        result: Result<(Staged, DataStats), PutError>,
+    ) -> Option<(Staged, DataStats)> {
         let path = self.sl.path(op.src as usize);
-        let e = self.sl.get(op.src as usize);
         match result {
-            Ok((staged, stats)) => {
-                let c = &self.counters;
-                match &op.from {
-                    FileSource::Local(_) => {
-                        c.add(&c.moved_bytes, e.size);
-                        c.add(&c.created, 1);
-                    }
-                    FileSource::Source { old } => {
-                        c.add(
-                            if old.is_some() {
-                                &c.updated
-                            } else {
-                                &c.created
-                            },
-                            1,
-                        );
-                        c.add(&c.literal, stats.literal);
-                        c.add(&c.matched, stats.matched);
-                        c.add(&c.cloned, stats.cloned);
-                    }
-                }
-                self.advance(e.size);
-                Some(staged)
-            }
+            Ok(done) => Some(done),
             Err(_) if self.dest.broken().is_some() => None,
             Err(err) => {
                 let name = escape(path);
+                let c = &self.counters;
                 match err {
-                    PutError::NoSpace => self.no_space(path),
+                    PutError::NoSpace => {
+                        self.dest_wide("write", path, &rustix::io::Errno::NOSPC.into())
+                    }
                     PutError::Interrupted => {}
-                    PutError::SourceVanished => self
-                        .counters
-                        .problem(ExitCode::Vanished, format!("{name}: vanished from the source before it was copied")),
-                    PutError::SourceChanged => self.counters.problem(
-                        ExitCode::Partial,
-                        format!("{name}: changed while it was read (twice); the old copy was kept, the next run will copy it"),
+                    PutError::SourceVanished => c.problem(
+                        ExitCode::Vanished,
+                        format!("{name}: vanished from the source before it was copied"),
                     ),
-                    PutError::Source(e) => self
-                        .counters
-                        .problem(ExitCode::Partial, format!("{name}: cannot read the source: {e}")),
-                    PutError::Dest { op, err } => self
-                        .counters
-                        .problem(ExitCode::DestIo, format!("{name}: {op} on the destination: {err}")),
+                    PutError::SourceChanged => {
+                        c.add(&c.failed, 1);
+                        c.problem(
+                            ExitCode::Partial,
+                            format!("{name}: changed while it was read (twice); the old copy was kept, the next run will copy it"),
+                        )
+                    }
+                    PutError::Source(e) => {
+                        c.add(&c.failed, 1);
+                        c.problem(
+                            ExitCode::Partial,
+                            format!("{name}: cannot read the source: {e}"),
+                        )
+                    }
+                    PutError::Dest { op, err } => self.dest_error(op, path, err),
                 }
                 None
             }
         }
+    }
+
+    /// Counts a file that landed under its final name.
+    fn landed(&self, op: &FileOp, stats: &DataStats) {
+        let e = self.sl.get(op.src as usize);
+        let c = &self.counters;
+        match &op.from {
+            FileSource::Local(_) => {
+                c.add(&c.moved_bytes, e.size);
+                c.add(&c.created, 1);
+            }
+            FileSource::Source { old } => {
+                c.add(
+                    if old.is_some() {
+                        &c.updated
+                    } else {
+                        &c.created
+                    },
+                    1,
+                );
+                c.add(&c.literal, stats.literal);
+                c.add(&c.matched, stats.matched);
+                c.add(&c.cloned, stats.cloned);
+            }
+        }
+        self.advance(e.size);
     }
 
     fn files(&self, ops: &[FileOp]) {
@@ -503,10 +621,14 @@ impl<'a> Run<'a> {
                 .par_iter()
                 .filter_map(|op| Some((op, self.start(op)?)))
                 .collect();
-            let staged: Vec<Staged> = started
+            let done: Vec<(&FileOp, Staged, DataStats)> = started
                 .into_iter()
-                .filter_map(|(op, r)| self.settle(op, r.and_then(Started::finish)))
+                .filter_map(|(op, r)| {
+                    let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
+                    Some((op, s, stats))
+                })
                 .collect();
+            let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();
             // Draining, the files already copied are still put in place.
             if self.cut() {
                 for s in &staged {
@@ -514,13 +636,29 @@ impl<'a> Run<'a> {
                 }
                 return;
             }
-            if let Err(e) = self.dest.commit(&staged) {
-                for s in &staged {
-                    self.dest.discard(s);
+            match self.dest.commit(&staged) {
+                Ok(refused) => {
+                    let refused: std::collections::HashMap<usize, std::io::Error> =
+                        refused.into_iter().collect();
+                    for (k, (op, _, stats)) in done.iter().enumerate() {
+                        match refused.get(&k) {
+                            None => self.landed(op, stats),
+                            Some(e) => self.dest_error(
+                                "rename into place",
+                                self.sl.path(op.src as usize),
+                                std::io::Error::new(e.kind(), e.to_string()),
+                            ),
+                        }
+                    }
                 }
-                self.dest_error("commit", b"", e);
-                self.stop.store(true, Ordering::Relaxed);
-                return;
+                Err(e) => {
+                    for s in &staged {
+                        self.dest.discard(s);
+                    }
+                    self.dest_error("commit", b"", e);
+                    self.stop.store(true, Ordering::Relaxed);
+                    return;
+                }
             }
             start = end;
         }
@@ -751,7 +889,9 @@ pub fn push_local_with(
     throttle: Arc<Throttle>,
 ) -> Result<Report> {
     check_selection(src, dest)?;
-    let local = if opts.dry_run && !dest.exists() {
+    // A missing DEST is made only once the run is cleared to write (a refused run
+    // creates nothing).
+    let local = if !dest.exists() {
         None
     } else {
         Some(
@@ -868,6 +1008,12 @@ fn push_in_pool(
         path: src_path.to_path_buf(),
         what: format!("cannot open the source: {e}"),
     })?;
+
+    let record = match dest {
+        Some(d) => source_identity(opts, &src, d, src_path, dest_path)?,
+        // A new DEST records its source from the start.
+        None => SourceId::of(src.root()).ok().map(|id| id.to_record()),
+    };
 
     let src_opts = ScanOptions {
         excludes: opts.excludes.clone(),
@@ -991,6 +1137,18 @@ fn push_in_pool(
             out.item(&line);
         }
     }
+    // Invariant 7: nothing is written when the plan would empty the replica.
+    crate::guard::check(
+        crate::guard::Deletes {
+            doomed: doomed_entries(&plan, dl),
+            dest_entries: (dl.len() as u64).max(opts.dest_entries.unwrap_or(0)),
+            source_empty: opts.scope.is_none() && sl.is_empty(),
+        },
+        opts.max_delete,
+        &src_path.display().to_string(),
+        &dest_path.display().to_string(),
+    )
+    .map_err(Error::TooManyDeletes)?;
     let unchanged = plan.unchanged;
     if opts.dry_run {
         let mut r = Report::from_counters(
@@ -1022,25 +1180,46 @@ fn push_in_pool(
         r.linked = plan.links.len() as u64;
         return Ok(r);
     }
-    let Some(dest) = dest else {
-        return Err(Error::Selection {
-            path: dest_path.to_path_buf(),
-            what: "destination missing".into(),
-        });
-    };
-
-    // Space preflight (invariant 5).
+    // Space preflight (invariant 5); a DEST still to be made is on the filesystem of
+    // its nearest existing ancestor.
     let needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
-    if needed > 0 {
-        let space = dest
-            .space()
-            .map_err(|e| Error::dest("statvfs", dest_path, e))?;
-        let check = space::check(space, opts.min_free, needed);
+    let inodes = inodes_needed(&plan, opts.batch_files);
+    if needed > 0 || inodes > 0 {
+        let space = match dest {
+            Some(d) => d.space(),
+            None => crate::fsutil::space_near(dest_path),
+        }
+        .map_err(|e| Error::dest("statvfs", dest_path, e))?;
+        let check = space::check_with_inodes(space, opts.min_free, needed, inodes);
         if !check.fits() {
             return Err(Error::NoSpace(
                 check.message(&dest_path.display().to_string()),
             ));
         }
+    }
+
+    let made;
+    let dest: &dyn Destination = match dest {
+        Some(d) => d,
+        None => {
+            made = LocalDest::open(dest_path, opts, throttle.clone(), interrupted.clone())
+                .map_err(|e| Error::Selection {
+                    path: dest_path.to_path_buf(),
+                    what: format!("cannot create the destination: {e}"),
+                })?;
+            &made
+        }
+    };
+    if let Some(record) = record {
+        // The first run, or a new source accepted: recorded before anything changes.
+        dest.set_source_record(record.as_bytes()).map_err(|e| {
+            if crate::fsutil::is_dest_wide(&e) {
+                let space = dest.space().ok();
+                Error::NoSpace(space::fault(&e, space, &dest_path.display().to_string()))
+            } else {
+                Error::dest("write the source record in", dest_path, e)
+            }
+        })?;
     }
 
     let total: u64 = plan
@@ -1057,6 +1236,7 @@ fn push_in_pool(
     let bar = progress_bar(out.progress(), total, files_total);
     let run = Run {
         opts,
+        dest_name: dest_path,
         src: &src,
         dest,
         sl,

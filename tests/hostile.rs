@@ -732,6 +732,11 @@ impl Serve {
         let what = format!("{r:?}");
         match self.call(r) {
             Reply::Done { result, .. } => result,
+            // A commit refuses the files it cannot put in place, one by one.
+            Reply::Committed { result, .. } => result.and_then(|failed| match failed.first() {
+                None => Ok(()),
+                Some((_, e)) => Err(e.clone()),
+            }),
             other => self.fail(&format!("{what}: unexpected answer {other:?}")),
         }
     }
@@ -1757,6 +1762,11 @@ impl Peer<Reply> {
         match self.call(r) {
             Reply::Done { result: Err(_), .. } | Reply::Staged { result: Err(_), .. } => {}
             Reply::Hash { hash: None, .. } => {}
+            // A commit refuses the files it cannot put in place, one by one.
+            Reply::Committed { result: Err(_), .. } => {}
+            Reply::Committed {
+                result: Ok(failed), ..
+            } if !failed.is_empty() => {}
             other => panic!("the pull client accepted {what}: {other:?}"),
         }
     }

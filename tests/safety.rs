@@ -218,6 +218,7 @@ fn regular_files(root: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
+        .filter_entry(|e| !is_sidecar(e))
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
         .map(|e| e.path().strip_prefix(root).expect("prefix").to_path_buf())

@@ -20,6 +20,7 @@ use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
 use crate::config::FsyncMode;
 use crate::delta;
 use crate::fsutil;
+use crate::identity::{MAX_RECORD, RECORD, SIDECAR};
 use crate::plan::Hash;
 use crate::scan::{self, ScanOptions, Scanned};
 use crate::source::{hash_file, SourceFile};
@@ -618,11 +619,7 @@ impl Destination for LocalDest {
     }
 
     fn space(&self) -> io::Result<Space> {
-        let s = rfs::fstatvfs(&self.root)?;
-        Ok(Space {
-            avail: s.f_bavail * s.f_frsize,
-            total: s.f_blocks * s.f_frsize,
-        })
+        Ok(Space::of(&rfs::fstatvfs(&self.root)?))
     }
 
     fn hash(&self, rel: &[u8]) -> Option<Hash> {
@@ -736,9 +733,62 @@ impl Destination for LocalDest {
             .map(|(s, _)| s)
     }
 
-    fn commit(&self, staged: &[Staged]) -> io::Result<()> {
+    fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let path = [SIDECAR, RECORD].join(&b'/');
+        let fd = match fsutil::open_beneath(
+            self.root.as_fd(),
+            &path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
+            Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) if fsutil::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(invalid("the source record is not a regular file"));
+        }
+        self.throttle.op();
+        let mut buf = Vec::new();
+        file.take(MAX_RECORD as u64 + 1).read_to_end(&mut buf)?;
+        if buf.len() > MAX_RECORD {
+            return Err(invalid("the source record is too large"));
+        }
+        Ok(Some(buf))
+    }
+
+    fn set_source_record(&self, record: &[u8]) -> io::Result<()> {
+        if record.len() > MAX_RECORD {
+            return Err(invalid("the source record is too large"));
+        }
+        self.throttle.op();
+        match rfs::mkdirat(&self.root, SIDECAR, Mode::from_raw_mode(0o700)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let dir = self.dir(SIDECAR)?;
+        let (tmp, file) = self.create_temp(dir.as_fd(), RECORD).map_err(|e| match e {
+            PutError::Dest { err, .. } => err,
+            PutError::NoSpace => rustix::io::Errno::NOSPC.into(),
+            other => io::Error::other(other.to_string()),
+        })?;
+        let written = std::os::unix::fs::FileExt::write_all_at(&file, record, 0)
+            .and_then(|()| file.sync_all())
+            .and_then(|()| self.rename_into_place(dir.as_fd(), &tmp, RECORD));
+        if let Err(e) = written {
+            let _ = rfs::unlinkat(&dir, tmp.as_slice(), AtFlags::empty());
+            return Err(e);
+        }
+        self.throttle.op();
+        rfs::fsync(&dir)?;
+        Ok(())
+    }
+
+    fn commit(&self, staged: &[Staged]) -> io::Result<Vec<(usize, io::Error)>> {
         if staged.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         // Names may come from the wire: each must be one plain component, the temporary
         // one of this tool's making.
@@ -749,17 +799,29 @@ impl Destination for LocalDest {
             self.throttle.op();
             self.throttle.io(|| rfs::syncfs(&self.root))?;
         }
+        let mut failed = Vec::new();
         // Staged files come in path order: consecutive ones share their directory.
-        let mut cur: Option<(&[u8], OwnedFd)> = None;
-        for s in staged {
+        let mut cur: Option<(&[u8], io::Result<OwnedFd>)> = None;
+        for (k, s) in staged.iter().enumerate() {
             if cur.as_ref().is_none_or(|(d, _)| *d != s.dir.as_slice()) {
-                cur = Some((s.dir.as_slice(), self.dir(&s.dir)?));
+                cur = Some((s.dir.as_slice(), self.dir(&s.dir)));
             }
-            if let Some((_, fd)) = &cur {
-                self.rename_into_place(fd.as_fd(), &s.tmp, &s.name)?;
+            let Some((_, dir)) = &cur else { continue };
+            let result = match dir {
+                Ok(fd) => self
+                    .rename_into_place(fd.as_fd(), &s.tmp, &s.name)
+                    .inspect_err(|_| {
+                        let _ = rfs::unlinkat(fd, s.tmp.as_slice(), AtFlags::empty());
+                    }),
+                Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+            };
+            match result {
+                Ok(()) => {}
+                Err(e) if fsutil::is_dest_wide(&e) => return Err(e),
+                Err(e) => failed.push((k, e)),
             }
         }
-        Ok(())
+        Ok(failed)
     }
 
     fn discard(&self, staged: &Staged) {

@@ -26,11 +26,27 @@ pub struct SetMeta {
     pub mtime_nsec: u32,
 }
 
-/// Free and total bytes of the destination's filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Free and total bytes and inodes of the destination's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Space {
     pub avail: u64,
     pub total: u64,
+    /// Inodes an unprivileged writer can still take; with `inodes_total` 0 the
+    /// filesystem has no fixed inode count (btrfs, some network filesystems).
+    pub inodes_avail: u64,
+    pub inodes_total: u64,
+}
+
+impl Space {
+    /// The figures of a `statvfs`.
+    pub fn of(s: &rustix::fs::StatVfs) -> Space {
+        Space {
+            avail: s.f_bavail * s.f_frsize,
+            total: s.f_blocks * s.f_frsize,
+            inodes_avail: s.f_favail,
+            inodes_total: s.f_files,
+        }
+    }
 }
 
 /// How file data is produced.
@@ -160,7 +176,12 @@ pub trait Destination: Sync {
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)
         -> Result<Staged, PutError>;
     /// Makes staged files durable (per the fsync mode) and renames them into place.
-    fn commit(&self, staged: &[Staged]) -> io::Result<()>;
+    /// A file the destination refuses on its own (EPERM, EACCES, ENAMETOOLONG, ...)
+    /// is left out, its temporary file removed, and returned with its index in
+    /// `staged` and the error; the rest are committed. A destination-wide fault
+    /// ([`crate::fsutil::is_dest_wide`]) or a failed sync ends the batch with `Err`
+    /// (each file then old or new).
+    fn commit(&self, staged: &[Staged]) -> io::Result<Vec<(usize, io::Error)>>;
     /// Makes `rel` a hard link to `leader` (atomically replacing `rel`).
     fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()>;
     /// Creates or atomically replaces a symlink.
@@ -190,4 +211,9 @@ pub trait Destination: Sync {
     }
     /// Final durability barrier for directory entries (renames, links, deletes).
     fn finish(&self) -> io::Result<()>;
+    /// The record of the source this replica was made from
+    /// (`.fsync-repl/source`, see [`crate::identity`]); `None` when there is none.
+    fn source_record(&self) -> io::Result<Option<Vec<u8>>>;
+    /// Records the source this replica is made from, atomically and durably.
+    fn set_source_record(&self, record: &[u8]) -> io::Result<()>;
 }

@@ -97,7 +97,7 @@ impl Conn {
                 // Did our own binary start and refuse (bad root, say)? It said why.
                 let code = child.and_then(|mut c| c.wait().ok()).and_then(|s| s.code());
                 return Err(match code {
-                    Some(c @ (1 | 3 | 11)) => ProtoError::RemoteExit(c),
+                    Some(c @ (1 | 3 | 11 | 25)) => ProtoError::RemoteExit(c),
                     _ => ProtoError::Closed,
                 });
             }
@@ -679,9 +679,14 @@ impl Destination for RemoteDest {
         let id = self.conn.id();
         match self.conn.call(id, Request::Space { id })? {
             Reply::Space {
-                space: Some((avail, total)),
+                space: Some((avail, total, inodes_avail, inodes_total)),
                 ..
-            } => Ok(Space { avail, total }),
+            } => Ok(Space {
+                avail,
+                total,
+                inodes_avail,
+                inodes_total,
+            }),
             Reply::Space { space: None, .. } => Err(io::Error::other(
                 "the remote side cannot tell its free space",
             )),
@@ -797,10 +802,34 @@ impl Destination for RemoteDest {
         self.wait_staged(id, &rx)
     }
 
-    fn commit(&self, staged: &[Staged]) -> io::Result<()> {
+    fn commit(&self, staged: &[Staged]) -> io::Result<Vec<(usize, io::Error)>> {
         let id = self.conn.id();
+        let n = staged.len();
         let staged = staged.iter().map(WireStaged::from).collect();
-        self.call_done(id, Request::Commit { id, staged })
+        match self.conn.call(id, Request::Commit { id, staged })? {
+            Reply::Committed { result, .. } => {
+                let failed = result.map_err(from_wire)?;
+                // Indices name files of this batch, each once.
+                let mut seen = std::collections::HashSet::new();
+                failed
+                    .into_iter()
+                    .map(|(k, e)| {
+                        let k = k as usize;
+                        if k < n && seen.insert(k) {
+                            Ok((k, from_wire(e)))
+                        } else {
+                            Err(self.conn.fail(
+                                "protocol error: a commit failure names no file of the batch"
+                                    .into(),
+                            ))
+                        }
+                    })
+                    .collect()
+            }
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
     }
 
     fn discard(&self, staged: &Staged) {
@@ -863,6 +892,32 @@ impl Destination for RemoteDest {
     fn finish(&self) -> io::Result<()> {
         let id = self.conn.id();
         self.call_done(id, Request::Finish { id })
+    }
+
+    fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
+        let id = self.conn.id();
+        match self.conn.call(id, Request::SourceRecord { id })? {
+            Reply::Record { result, .. } => match result.map_err(from_wire)? {
+                Some(r) if r.len() > crate::identity::MAX_RECORD => Err(self
+                    .conn
+                    .fail("protocol error: the source record is too large".into())),
+                r => Ok(r.map(serde_bytes::ByteBuf::into_vec)),
+            },
+            other => Err(self
+                .conn
+                .fail(format!("protocol error: unexpected answer {other:?}"))),
+        }
+    }
+
+    fn set_source_record(&self, record: &[u8]) -> io::Result<()> {
+        let id = self.conn.id();
+        self.call_done(
+            id,
+            Request::SetSourceRecord {
+                id,
+                record: record.to_vec(),
+            },
+        )
     }
 }
 

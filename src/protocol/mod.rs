@@ -21,7 +21,7 @@ use crate::dest::{SetMeta, Staged};
 use crate::tree::{Kind, Meta};
 
 /// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +271,15 @@ pub enum Request {
     Discard { staged: Vec<WireStaged> },
     /// Final durability barrier, then the session ends.
     Finish { id: u64 },
+    /// The receiver's record of the source its tree was made from: answered by
+    /// `Record`.
+    SourceRecord { id: u64 },
+    /// Replace that record (at most [`crate::identity::MAX_RECORD`] bytes): `Done`.
+    SetSourceRecord {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        record: Vec<u8>,
+    },
 }
 
 /// Filesystem operations (see [`crate::dest::Destination`] for their meaning).
@@ -363,9 +372,10 @@ pub enum Reply {
         owners: bool,
         problems: Vec<(serde_bytes::ByteBuf, String, bool)>,
     },
+    /// Free and total bytes, free and total inodes.
     Space {
         id: u64,
-        space: Option<(u64, u64)>,
+        space: Option<(u64, u64, u64, u64)>,
     },
     Hash {
         id: u64,
@@ -389,6 +399,17 @@ pub enum Reply {
         id: u64,
         result: Result<(), WireError>,
     },
+    /// The receiver's source record (`None`: it has none), or why it cannot be read.
+    Record {
+        id: u64,
+        result: Result<Option<serde_bytes::ByteBuf>, WireError>,
+    },
+    /// A batch committed: the files refused one by one (index in the batch, why), or
+    /// the fault that stopped the whole batch.
+    Committed {
+        id: u64,
+        result: Result<Vec<(u32, WireError)>, WireError>,
+    },
 }
 
 impl Reply {
@@ -402,7 +423,9 @@ impl Reply {
             | Reply::Signature { id, .. }
             | Reply::NoBase { id }
             | Reply::Staged { id, .. }
-            | Reply::Done { id, .. } => *id,
+            | Reply::Done { id, .. }
+            | Reply::Committed { id, .. }
+            | Reply::Record { id, .. } => *id,
         }
     }
 }

@@ -172,6 +172,10 @@ impl Ctx<'_> {
         let mut subdirs = Vec::new();
         let mut shared = Vec::new();
         for (name, ty) in list {
+            if rel.is_empty() && name == crate::identity::SIDECAR {
+                // `current`'s own records are not part of the tree.
+                continue;
+            }
             let path = || tree::join(rel, &name);
             match ty {
                 FileType::Directory => {

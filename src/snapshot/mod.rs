@@ -546,10 +546,7 @@ impl Dest {
 
     pub fn space(&self) -> Result<crate::dest::Space> {
         let s = io_at("statvfs", &self.path, errno(rfs::fstatvfs(&self.root)))?;
-        Ok(crate::dest::Space {
-            avail: s.f_bavail * s.f_frsize,
-            total: s.f_blocks * s.f_frsize,
-        })
+        Ok(crate::dest::Space::of(&s))
     }
 }
 

@@ -157,6 +157,8 @@ pub fn run(
         src_id: root_id,
         dest_id: dest.identity(),
         selection: resume::selection_key(opts),
+        // Kept from the last run until this one's full push counts again.
+        tree_entries: prev.as_ref().and_then(|p| p.tree_entries),
         ..State::default()
     };
     let save = |st: &State| {
@@ -309,6 +311,8 @@ pub fn run(
         // whole tree.
         let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
         bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
+        // A batch weighs its deletes against the whole replica, not its part.
+        bopts.dest_entries = state.tree_entries;
         // A signal first drains the batch: the files in flight are finished.
         bopts.drain = Some(interrupted.clone());
         let cut = Arc::new(AtomicBool::new(false));
@@ -339,10 +343,16 @@ pub fn run(
                 break Err(root_gone(src));
             }
         }
-        if let Err(e @ Error::Usage(_)) = result {
+        // A refusal to touch the replica (another source, a mass delete) stands until
+        // someone looks: retrying cannot change it, and a restart meets it again.
+        if let Err(e @ (Error::Usage(_) | Error::NewSource(_) | Error::TooManyDeletes(_))) = result
+        {
             break Err(e);
         }
         let outcome = classify(&result);
+        if let (Ok(r), true) = (&result, whole) {
+            state.tree_entries = Some(r.files_scanned);
+        }
         if let Ok(r) = &result {
             for e in &r.errors {
                 out.warn(e);

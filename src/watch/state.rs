@@ -54,6 +54,9 @@ pub struct State {
     pub selection: String,
     /// How this run began: "full push" or "resumed".
     pub start: String,
+    /// Entries of SRC at the last full push: what a batch's deletes are weighed against.
+    #[serde(default)]
+    pub tree_entries: Option<u64>,
 }
 
 /// Seconds since the Unix epoch.

@@ -193,7 +193,13 @@ type Snapshot = (BTreeMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>);
 fn snapshot(root: &Path, mtimes: bool) -> Snapshot {
     let mut map = BTreeMap::new();
     let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
+    // The replica's own records at its root are not part of the tree.
+    let walk = walkdir::WalkDir::new(root)
+        .follow_links(false)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !is_sidecar(e));
+    for e in walk {
         let e = e.expect("walk");
         let rel = e
             .path()
@@ -256,6 +262,11 @@ fn snapshot(root: &Path, mtimes: bool) -> Snapshot {
     }
     groups.sort();
     (map, groups)
+}
+
+/// True for the replica's own records at the root of a walked tree (`.fsync-repl`).
+pub fn is_sidecar(e: &walkdir::DirEntry) -> bool {
+    e.depth() == 1 && e.file_name() == ".fsync-repl"
 }
 
 /// Differences between two trees (names, kinds, modes, sizes, contents, symlink
