@@ -1,0 +1,517 @@
+//! Never lose the replica: real failure sequences of the primary and the secondary.
+//!
+//! A source filesystem that is unmounted (a tmpfs on SRC, then `umount`), a watch
+//! restarted on the empty mount point the way systemd restarts it, SRC swapped for an
+//! empty directory, a DEST file that refuses its rename (`chattr +i`), a DEST out of
+//! inodes (a tmpfs with `nr_inodes=`), a source rewritten while it is read, a hard-link
+//! group under `--checksum`, a closed stdout. Each test checks what the disk shows.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Root-only tests: under CI a missing privilege fails the test; elsewhere the skip
+/// is printed where the run's output shows it.
+fn root_or_skip(what: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none_or(|v| v != "true"),
+        "{what} needs root, and CI must not skip it"
+    );
+    let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {what}");
+    false
+}
+
+/// `fsync-repl push` as a process to start and watch.
+fn spawnable(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+    c.env_remove("FSYNC_REPL_CONFIG").arg("push").args(args);
+    match t {
+        Transport::Local => c.arg(src).arg(dst),
+        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+    };
+    c
+}
+
+fn code(out: &std::process::Output) -> Option<i32> {
+    out.status.code()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Regular files under `root` (relative paths), the replica's own records left out.
+fn files(root: &Path) -> Vec<String> {
+    let mut v: Vec<String> = walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .into_iter()
+        .filter_entry(|e| !is_sidecar(e))
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_file())
+        .map(|e| {
+            e.path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn fill(t: &Path, n: usize) {
+    for i in 0..n {
+        let p = t.join(format!("home{}/f{i}", i % 5));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, format!("file {i}\n")).unwrap();
+    }
+}
+
+#[test]
+fn an_unmounted_source_is_refused_before_anything_is_deleted() {
+    if !root_or_skip("mounting a tmpfs on SRC") {
+        return;
+    }
+    for &t in TRANSPORTS {
+        let (base, dst) = (Tree::new(), Tree::new());
+        let src = base.join("homes");
+        fs::create_dir(&src).unwrap();
+        let mnt = mount_tmpfs(&src, "size=16m").expect("mount tmpfs on SRC");
+        fill(&src, 300);
+        push_ok(t, &src, dst.path(), &["--delete"]);
+        assert_eq!(files(dst.path()).len(), 300);
+
+        // The disk is gone: SRC is the empty mount point on its parent's filesystem.
+        drop(mnt);
+        assert_eq!(fs::read_dir(&src).unwrap().count(), 0);
+        let out = push(t, &src, dst.path(), &["--delete"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), Some(3), "{t:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{t:?}: one line: {err}");
+        assert!(
+            err.contains("not the source") && err.contains("is its filesystem mounted"),
+            "{t:?}: {err}"
+        );
+        assert!(err.contains("--accept-new-source"), "{t:?}: {err}");
+        assert_eq!(
+            files(dst.path()).len(),
+            300,
+            "{t:?}: the replica lost files"
+        );
+
+        // Accepting the new source does not let an empty one empty the replica.
+        let out = push(t, &src, dst.path(), &["--delete", "--accept-new-source"]);
+        assert_eq!(code(&out), Some(25), "{t:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("is empty"), "{}", stderr(&out));
+        assert_eq!(files(dst.path()).len(), 300, "{t:?}");
+
+        // Both, said on purpose: the replica follows.
+        push_ok(
+            t,
+            &src,
+            dst.path(),
+            &["--delete", "--accept-new-source", "--max-delete", "100%"],
+        );
+        assert!(files(dst.path()).is_empty(), "{t:?}");
+    }
+}
+
+#[test]
+fn a_source_replaced_by_an_empty_directory_is_refused() {
+    for &t in TRANSPORTS {
+        let (base, dst) = (Tree::new(), Tree::new());
+        let src = base.join("homes");
+        fill(&src, 20);
+        push_ok(t, &src, dst.path(), &["--delete"]);
+        fs::rename(&src, base.join("homes.old")).unwrap();
+        fs::create_dir(&src).unwrap();
+        fs::write(src.join("new"), b"n").unwrap();
+        let out = push(t, &src, dst.path(), &["--delete"]);
+        assert_eq!(code(&out), Some(3), "{t:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("root inode"), "{}", stderr(&out));
+        assert_eq!(files(dst.path()).len(), 20, "{t:?}");
+        assert!(!dst.join("new").exists(), "{t:?}: a refused run wrote");
+        // Without --delete nothing can be lost: the run adds what is new.
+        push_ok(t, &src, dst.path(), &[]);
+        assert_eq!(files(dst.path()).len(), 21, "{t:?}");
+        // The user moved the homes on purpose.
+        push_ok(t, &src, dst.path(), &["--delete", "--accept-new-source"]);
+        assert_eq!(files(dst.path()), ["new"], "{t:?}");
+        // Accepted once: from now on this is the source.
+        push_ok(t, &src, dst.path(), &["--delete"]);
+    }
+}
+
+#[test]
+fn a_mass_delete_is_refused_whole_and_allowed_when_asked() {
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        fill(src.path(), 300);
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        // Two thirds go, and one file is new.
+        for i in 0..200 {
+            fs::remove_file(src.join(format!("home{}/f{i}", i % 5))).unwrap();
+        }
+        src.file("home0/new", b"n");
+        for extra in [
+            &[][..],
+            &["--max-delete", "199"][..],
+            &["--max-delete", "50%"],
+        ] {
+            let args: Vec<&str> = ["--delete"].iter().chain(extra).copied().collect();
+            let out = push(t, src.path(), dst.path(), &args);
+            let err = stderr(&out);
+            assert_eq!(code(&out), Some(25), "{t:?} {extra:?}: {err}");
+            assert!(err.contains("refusing to delete 200 of its"), "{err}");
+            assert!(err.contains("--max-delete 200"), "{err}");
+            // Nothing deleted, nothing else written either.
+            assert_eq!(files(dst.path()).len(), 300, "{t:?} {extra:?}");
+            assert!(!dst.join("home0/new").exists(), "{t:?} {extra:?}");
+        }
+        // A dry run shows the plan and the same refusal.
+        let out = push(t, src.path(), dst.path(), &["--delete", "-n"]);
+        assert_eq!(code(&out), Some(25), "{t:?}");
+        push_ok(
+            t,
+            src.path(),
+            dst.path(),
+            &["--delete", "--max-delete", "200"],
+        );
+        assert_eq!(files(dst.path()).len(), 101, "{t:?}");
+    }
+}
+
+#[test]
+fn an_emptied_source_never_empties_a_small_replica() {
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        src.file("a", b"a").file("d/b", b"b");
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        fs::remove_file(src.join("a")).unwrap();
+        fs::remove_dir_all(src.join("d")).unwrap();
+        let out = push(t, src.path(), dst.path(), &["--delete"]);
+        assert_eq!(code(&out), Some(25), "{t:?}: {}", stderr(&out));
+        assert_eq!(files(dst.path()), ["a", "d/b"], "{t:?}");
+    }
+}
+
+#[test]
+fn a_restarted_watch_on_an_unmounted_source_keeps_refusing() {
+    if !root_or_skip("mounting a tmpfs on SRC") {
+        return;
+    }
+    let (base, dst, side) = (Tree::new(), Tree::new(), Tree::new());
+    let src = base.join("homes");
+    fs::create_dir(&src).unwrap();
+    let mnt = mount_tmpfs(&src, "size=16m").expect("mount tmpfs on SRC");
+    fill(&src, 300);
+    let state = side.join("state.json");
+    let watch = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+            .args(["watch", "--delay", "100ms", "--state-file"])
+            .arg(&state)
+            .arg(&src)
+            .arg(dst.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut w = watch();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files(dst.path()).len() < 300 {
+        assert!(Instant::now() < deadline, "the watch never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The disk fails: the watch stops (the source root went away under it).
+    drop(mnt);
+    let status = wait_exit(&mut w, Duration::from_secs(60));
+    assert_ne!(status, Some(0), "the watch went on without its source");
+    // Restarted the way systemd restarts it, on the now-empty mount point, twice.
+    for _ in 0..2 {
+        let mut w = watch();
+        let status = wait_exit(&mut w, Duration::from_secs(60));
+        let mut err = String::new();
+        std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut err).unwrap();
+        assert_eq!(status, Some(3), "{err}");
+        assert!(err.contains("is its filesystem mounted"), "{err}");
+        assert_eq!(
+            files(dst.path()).len(),
+            300,
+            "the replica lost files: {err}"
+        );
+    }
+    // `status` says why.
+    let out = bin()
+        .arg("status")
+        .arg("--state-file")
+        .arg(&state)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("not the source"), "{text}");
+}
+
+/// Waits for `child` to exit, killing it at the deadline (then `None`).
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Sets or clears the immutable flag (ext4 on the root disk supports it).
+fn chattr(flag: &str, p: &Path) -> bool {
+    std::process::Command::new("chattr")
+        .arg(flag)
+        .arg(p)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Clears `chattr +i` when dropped, so the temp tree can be removed.
+struct Immutable(Vec<std::path::PathBuf>);
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            chattr("-i", p);
+        }
+    }
+}
+
+#[test]
+fn a_file_the_destination_refuses_fails_alone() {
+    if !root_or_skip("chattr +i") {
+        return;
+    }
+    for &t in TRANSPORTS {
+        // On the root ext4 (the temp dir), which has the immutable flag.
+        let (src, dst) = (
+            Tree::new_in(Path::new("/var/tmp")),
+            Tree::new_in(Path::new("/var/tmp")),
+        );
+        for i in 0..14 {
+            src.file(format!("d/f{i}"), b"old");
+        }
+        src.file("locked/x", b"old");
+        push_ok(t, src.path(), dst.path(), &[]);
+        let guard = Immutable(vec![dst.join("d/f3"), dst.join("locked")]);
+        assert!(
+            chattr("+i", &guard.0[0]) && chattr("+i", &guard.0[1]),
+            "chattr +i"
+        );
+        for i in 0..14 {
+            src.file(format!("d/f{i}"), b"new!");
+        }
+        src.file("locked/x", b"new!").file("locked/y", b"new!");
+        let out = push(t, src.path(), dst.path(), &["--json"]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), Some(23), "{t:?}: {err}");
+        assert!(err.contains("d/f3: rename into place"), "{t:?}: {err}");
+        assert!(err.contains("locked/"), "{t:?}: {err}");
+        assert!(!err.contains("commit :"), "{t:?}: {err}");
+        for i in 0..14 {
+            let want: &[u8] = if i == 3 { b"old" } else { b"new!" };
+            assert_eq!(
+                fs::read(dst.join(format!("d/f{i}"))).unwrap(),
+                want,
+                "{t:?} f{i}"
+            );
+        }
+        let v = json(&out);
+        assert_eq!(v["updated"], 13, "{t:?}: {v}");
+        assert_eq!(v["created"], 0, "{t:?}: {v}");
+        // d/f3, locked/x, locked/y, and the locked directory's own metadata.
+        assert_eq!(v["failed"], 4, "{t:?}: {v}");
+        assert!(temp_files(dst.path()).is_empty(), "{t:?}");
+        drop(guard);
+        push_ok(t, src.path(), dst.path(), &[]);
+        assert_same_tree(src.path(), dst.path());
+    }
+}
+
+#[test]
+fn a_destination_out_of_inodes_says_so() {
+    if !root_or_skip("a tmpfs with nr_inodes") {
+        return;
+    }
+    for &t in TRANSPORTS {
+        let (src, mnt) = (Tree::new(), Tree::new());
+        let _m = mount_tmpfs(mnt.path(), "size=64m,nr_inodes=64").expect("mount");
+        for i in 0..200 {
+            src.file(format!("f{i}"), b"x");
+        }
+        let d = mnt.join("replica");
+        let out = push(t, src.path(), &d, &[]);
+        let err = stderr(&out);
+        assert_eq!(code(&out), Some(11), "{t:?}: {err}");
+        assert!(err.contains("out of inodes"), "{t:?}: {err}");
+        assert!(
+            !err.contains("--min-free"),
+            "{t:?}: raising the reserve cannot help: {err}"
+        );
+        if t == Transport::Local {
+            // A refused run creates nothing, DEST included.
+            assert!(!d.exists(), "the refused run created DEST");
+        }
+        assert!(files(mnt.path()).is_empty(), "{t:?}");
+    }
+}
+
+#[test]
+fn a_refused_run_creates_no_destination() {
+    if !root_or_skip("a small tmpfs") {
+        return;
+    }
+    let (src, mnt) = (Tree::new(), Tree::new());
+    let _m = mount_tmpfs(mnt.path(), "size=1m").expect("mount");
+    src.file("big", &vec![7u8; 4 << 20]);
+    let d = mnt.join("a/b/replica");
+    let out = push(Transport::Local, src.path(), &d, &[]);
+    assert_eq!(code(&out), Some(11), "{}", stderr(&out));
+    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+    assert!(
+        !mnt.join("a").exists(),
+        "the refused run created DEST's parents"
+    );
+}
+
+#[test]
+fn a_read_only_destination_stops_with_one_message() {
+    if !root_or_skip("remounting a tmpfs read-only") {
+        return;
+    }
+    let (src, mnt) = (Tree::new(), Tree::new());
+    let _m = mount_tmpfs(mnt.path(), "size=16m").expect("mount");
+    let d = mnt.join("replica");
+    fs::create_dir(&d).unwrap();
+    for i in 0..300 {
+        src.file(format!("d{}/f{i}", i % 7), b"data");
+    }
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,ro"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let out = push(Transport::Local, src.path(), &d, &[]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), Some(11), "{err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "one message, not one per file: {err}"
+    );
+    assert!(err.contains("read-only"), "{err}");
+}
+
+#[test]
+fn the_metadata_given_is_that_of_the_bytes_copied() {
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        // `a` is copied first and slowly; `z` changes after the scan listed it and
+        // before it is read.
+        src.file("a", &vec![b'a'; 8 << 20]).file("z", b"original");
+        set_mtime(&src.join("z"), 1_600_000_000, 0);
+        let mut child = spawnable(t, src.path(), dst.path(), &["--bwlimit", "4M", "-j", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while temp_files(dst.path()).is_empty() {
+            assert!(Instant::now() < deadline, "the copy never started");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(!dst.join("z").exists(), "{t:?}: z was copied before a");
+        fs::write(src.join("z"), b"rewrite!").unwrap();
+        set_mtime(&src.join("z"), 1_700_000_000, 0);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "{t:?}");
+        let d = fs::metadata(dst.join("z")).unwrap();
+        assert_eq!(fs::read(dst.join("z")).unwrap(), b"rewrite!", "{t:?}");
+        assert_eq!(
+            d.mtime(),
+            1_700_000_000,
+            "{t:?}: the new bytes carry the scan's mtime"
+        );
+        // `cp -p` of the original: its content and its old mtime come back.
+        fs::write(src.join("z"), b"original").unwrap();
+        set_mtime(&src.join("z"), 1_600_000_000, 0);
+        push_ok(t, src.path(), dst.path(), &[]);
+        assert_eq!(
+            fs::read(dst.join("z")).unwrap(),
+            b"original",
+            "{t:?}: stale content kept"
+        );
+    }
+}
+
+#[test]
+fn a_hard_link_group_stays_one_group_under_checksum() {
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        src.file("a", b"same size 1");
+        fs::hard_link(src.join("a"), src.join("b")).unwrap();
+        set_mtime(&src.join("a"), 1_600_000_000, 0);
+        push_ok(t, src.path(), dst.path(), &[]);
+        // New content at equal size and mtime: only --checksum sees it.
+        fs::write(src.join("a"), b"same size 2").unwrap();
+        set_mtime(&src.join("a"), 1_600_000_000, 0);
+        push_ok(t, src.path(), dst.path(), &["-c"]);
+        let (a, b) = (
+            fs::metadata(dst.join("a")).unwrap(),
+            fs::metadata(dst.join("b")).unwrap(),
+        );
+        assert_eq!(a.ino(), b.ino(), "{t:?}: the link group was split");
+        assert_eq!(fs::read(dst.join("b")).unwrap(), b"same size 2", "{t:?}");
+        assert_same_tree(src.path(), dst.path());
+    }
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_the_normal_exit_code() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..500 {
+        src.file(format!("f{i}"), b"x");
+    }
+    let mut child = spawnable(Transport::Local, src.path(), dst.path(), &["-i"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // `| head -1`: one line read, then the pipe is closed.
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("+f "), "{line}");
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    assert_same_tree(src.path(), dst.path());
+}
