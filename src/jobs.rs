@@ -154,6 +154,8 @@ pub struct JobResult {
     pub duration_secs: f64,
     pub bytes: u64,
     pub files: u64,
+    /// Entries the run meant to change and could not.
+    pub failed: u64,
     /// One line saying what failed (None: success).
     pub failure: Option<String>,
 }
@@ -167,13 +169,14 @@ pub fn append_log(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
     let mut text = String::new();
     for r in results {
         text.push_str(&format!(
-            "{} job={} exit={} duration={:.1}s bytes={} files={} {}\n",
+            "{} job={} exit={} duration={:.1}s bytes={} files={} failed={} {}\n",
             crate::snapshot::retention::format_utc(r.started),
             r.name,
             r.exit_code,
             r.duration_secs,
             r.bytes,
             r.files,
+            r.failed,
             r.failure.as_deref().unwrap_or("ok")
         ));
     }
@@ -199,7 +202,7 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
             .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
     };
     type Value<'a> = &'a dyn Fn(&JobResult) -> Option<String>;
-    let metrics: [(&str, &str, Value); 5] = [
+    let metrics: [(&str, &str, Value); 6] = [
         (
             LAST_SUCCESS,
             "Time of the job's last successful backup.",
@@ -225,6 +228,11 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
             "fsync_repl_files",
             "Files in the job's last snapshot (or scanned).",
             &|r| Some(r.files.to_string()),
+        ),
+        (
+            "fsync_repl_failed_files",
+            "Entries the job's last run could not replicate (each named in its log).",
+            &|r| Some(r.failed.to_string()),
         ),
         (
             "fsync_repl_exit_code",
@@ -341,6 +349,7 @@ mod tests {
             duration_secs: 5.0,
             bytes: 10,
             files: 2,
+            failed: 0,
             failure: None,
         };
         let first = render_metrics(std::slice::from_ref(&ok), "");
@@ -351,10 +360,15 @@ mod tests {
         let failed = JobResult {
             exit_code: 11,
             started: 2000,
+            failed: 3,
             failure: Some("no space".into()),
             ..ok
         };
         let second = render_metrics(std::slice::from_ref(&failed), &first);
+        assert!(
+            second.contains("fsync_repl_failed_files{job=\"a\"} 3\n"),
+            "{second}"
+        );
         assert!(second.contains("{job=\"a\"} 1005\n"), "{second}");
         assert!(
             second.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),

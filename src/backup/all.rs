@@ -170,6 +170,7 @@ fn run_job(
             code: ExitCode::Usage.code(),
             bytes: 0,
             files: 0,
+            failed: 0,
             failure: Some(format!(
                 "{}: {}",
                 path.display(),
@@ -195,6 +196,7 @@ fn unreachable_job() -> Done {
         code: ExitCode::Usage.code(),
         bytes: 0,
         files: 0,
+        failed: 0,
         failure: Some("a job must describe a backup".into()),
     }
 }

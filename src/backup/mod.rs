@@ -312,6 +312,8 @@ pub(super) struct Done {
     pub(super) code: i32,
     pub(super) bytes: u64,
     pub(super) files: u64,
+    /// Entries the push meant to change and could not.
+    pub(super) failed: u64,
     pub(super) failure: Option<String>,
 }
 
@@ -325,6 +327,7 @@ impl Done {
             duration_secs: clock.elapsed().as_secs_f64(),
             bytes: self.bytes,
             files: self.files,
+            failed: self.failed,
             failure: self.failure,
         }
     }
@@ -375,6 +378,7 @@ pub(super) fn backup_one(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Done {
             code: e.exit_code().code(),
             bytes: 0,
             files: 0,
+            failed: 0,
             failure: Some(match e.to_string() {
                 m if m.is_empty() => "the far side said why, above".into(),
                 m => m,
@@ -471,6 +475,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 code: if far == 0 { code } else { far },
                 bytes: report.bytes_literal,
                 files: report.files_scanned,
+                failed: report.failed,
                 failure: (far != 0).then(|| {
                     format!(
                         "the snapshot on {} failed (exit {far})",
@@ -541,6 +546,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 code,
                 bytes: report.bytes_literal,
                 files: m.files,
+                failed: report.failed,
                 failure: None,
             })
         }
@@ -582,6 +588,7 @@ fn no_snapshot(report: &Report, quiet: bool) -> Done {
         code,
         bytes: report.bytes_literal,
         files: report.files_scanned,
+        failed: report.failed,
         failure: summarize(code, &report.errors),
     }
 }
