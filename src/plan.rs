@@ -126,6 +126,10 @@ fn meta_differs(s: &tree::Entry, d: &tree::Entry, opts: &PlanOptions, times: boo
         || (times && !same_mtime(s, d))
 }
 
+/// Move detection hashes a size class only when its destination candidates are at most
+/// this many times its new files.
+pub const MOVE_HASH_RATIO: u64 = 4;
+
 /// Builds the plan that turns `dst` into a replica of `src`.
 pub fn build(
     src: &Listing,
@@ -241,20 +245,28 @@ pub fn build(
         want.insert((Side::Src, s));
         want.insert((Side::Dst, d));
     }
-    // Move detection: index candidate destination files by size.
+    // Move detection: new files and candidate destination files, grouped by size. A
+    // size class is hashed only when its candidates' bytes are at most
+    // `MOVE_HASH_RATIO` times the new files' bytes: hashing more than that costs more
+    // reads than the copies it could save (a renamed folder is 1:1). Each file is
+    // hashed at most once, and the work is linear in new files plus candidates.
+    let mut new_by_size: HashMap<u64, u64> = HashMap::new();
+    for &i in &new_files {
+        let size = src.get(i as usize).size;
+        if size >= opts.move_min_size.max(1) {
+            *new_by_size.entry(size).or_default() += 1;
+        }
+    }
     let mut by_size: HashMap<u64, Vec<u32>> = HashMap::new();
-    // Only worth indexing when something new could be found in it.
-    let (doomed_c, staying_c) = if new_files.is_empty() {
-        (&[][..], &[][..])
-    } else {
-        (&doomed[..], &staying[..])
-    };
-    for &j in doomed_c.iter().chain(staying_c.iter()) {
+    for &j in doomed.iter().chain(staying.iter()) {
         let d = dst.get(j as usize);
-        if d.kind == Kind::File && d.size >= opts.move_min_size.max(1) {
+        if d.kind == Kind::File && new_by_size.contains_key(&d.size) {
             by_size.entry(d.size).or_default().push(j);
         }
     }
+    by_size.retain(|size, cands| {
+        cands.len() as u64 <= MOVE_HASH_RATIO.saturating_mul(new_by_size[size])
+    });
     let movable: Vec<u32> = new_files
         .iter()
         .copied()
@@ -262,7 +274,9 @@ pub fn build(
         .collect();
     for &i in &movable {
         want.insert((Side::Src, i));
-        for &j in &by_size[&src.get(i as usize).size] {
+    }
+    for cands in by_size.values() {
+        for &j in cands {
             want.insert((Side::Dst, j));
         }
     }
@@ -292,14 +306,37 @@ pub fn build(
         }
     }
 
-    // Resolve new files against destination content.
-    let mut by_hash: HashMap<Hash, Vec<u32>> = HashMap::new();
-    for (&(side, idx), h) in &hashes {
-        if side == Side::Dst {
-            by_hash.entry(*h).or_default().push(idx);
+    // Resolve new files against destination content. Per content hash: the first
+    // candidate (a copy's source), and the renamable ones (doomed, one link), queued in
+    // path order per metadata, so each new file takes the next in O(1).
+    let doomed_set: HashSet<u32> = doomed.iter().copied().collect();
+    let mut first_of: HashMap<Hash, u32> = HashMap::new();
+    let mut renamable: HashMap<(Hash, u32, u32, u32), std::collections::VecDeque<u32>> =
+        HashMap::new();
+    let mut dst_hashed: Vec<(Hash, u32)> = hashes
+        .iter()
+        .filter(|((side, _), _)| *side == Side::Dst)
+        .map(|(&(_, j), h)| (*h, j))
+        .collect();
+    dst_hashed.sort_unstable_by_key(|&(_, j)| j);
+    let meta_key = |e: &tree::Entry| {
+        if opts.owners {
+            (e.perm, e.uid, e.gid)
+        } else {
+            (e.perm, 0, 0)
+        }
+    };
+    for &(h, j) in &dst_hashed {
+        first_of.entry(h).or_insert(j);
+        let d = dst.get(j as usize);
+        if doomed_set.contains(&j) && d.nlink == 1 {
+            let (perm, uid, gid) = meta_key(d);
+            renamable
+                .entry((h, perm, uid, gid))
+                .or_default()
+                .push_back(j);
         }
     }
-    let doomed_set: HashSet<u32> = doomed.iter().copied().collect();
     let mut consumed: HashMap<u32, u32> = HashMap::new(); // dst idx → src idx it moved to
     let movable_set: HashSet<u32> = movable.iter().copied().collect();
     for op in plan.files.iter_mut() {
@@ -310,35 +347,28 @@ pub fn build(
         let Some(h) = hashes.get(&(Side::Src, op.src)) else {
             continue;
         };
-        let Some(cands) = by_hash.get(h) else {
+        let Some(&first) = first_of.get(h) else {
             continue;
         };
-        let mut cands: Vec<u32> = cands
-            .iter()
-            .copied()
-            .filter(|&j| dst.get(j as usize).size == s.size)
-            .collect();
-        cands.sort_unstable();
+        if dst.get(first as usize).size != s.size {
+            continue;
+        }
         // Prefer renaming a doomed file; a doomed file shared with a snapshot or another
         // link, or whose metadata would change in place, is copied instead.
-        if let Some(&j) = cands.iter().find(|&&j| {
-            let d = dst.get(j as usize);
-            doomed_set.contains(&j)
-                && !consumed.contains_key(&j)
-                && d.nlink == 1
-                && !meta_differs(s, d, opts, false)
-        }) {
+        let (perm, uid, gid) = meta_key(s);
+        if let Some(j) = renamable
+            .get_mut(&(*h, perm, uid, gid))
+            .and_then(|q| q.pop_front())
+        {
             consumed.insert(j, op.src);
             plan.moves.push((op.src, j));
             continue;
         }
-        if let Some(&j) = cands.first() {
-            let from = match consumed.get(&j) {
-                Some(&moved_to) => src.path(moved_to as usize).to_vec(),
-                None => dst.path(j as usize).to_vec(),
-            };
-            op.from = FileSource::Local(from);
-        }
+        let from = match consumed.get(&first) {
+            Some(&moved_to) => src.path(moved_to as usize).to_vec(),
+            None => dst.path(first as usize).to_vec(),
+        };
+        op.from = FileSource::Local(from);
     }
     // A moved file gets the source's mtime set in place afterwards (it has no other link).
     let moved: HashSet<u32> = plan.moves.iter().map(|m| m.0).collect();
@@ -757,6 +787,102 @@ mod tests {
             .collect();
         assert_eq!(links.len(), 2);
         assert!(links.iter().all(|(_, l)| l == &vec!["a".to_string()]));
+    }
+
+    /// Counts hash requests; every file's content is its own name (so none match) unless
+    /// `same` says all content is equal.
+    struct Counting {
+        calls: std::sync::atomic::AtomicU64,
+        same: bool,
+        src: Listing,
+        dst: Listing,
+    }
+
+    impl ContentHasher for Counting {
+        fn hash(&self, side: Side, idx: usize) -> Option<Hash> {
+            self.calls
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if self.same {
+                return Some([7; 32]);
+            }
+            let l = if side == Side::Src {
+                &self.src
+            } else {
+                &self.dst
+            };
+            Some(*blake3::hash(tree::file_name(l.path(idx))).as_bytes())
+        }
+    }
+
+    fn counted(src: &Listing, dst: &Listing, same: bool) -> (Plan, u64) {
+        let h = Counting {
+            calls: Default::default(),
+            same,
+            src: src.clone(),
+            dst: dst.clone(),
+        };
+        let opts = PlanOptions {
+            delete: true,
+            ..Default::default()
+        };
+        let p = build(src, dst, &Filter::default(), &opts, &h);
+        (p, h.calls.into_inner())
+    }
+
+    fn files_named(prefix: &str, n: usize, size: u64) -> Vec<(String, Kind, u64, i64)> {
+        (0..n)
+            .map(|i| (format!("{prefix}{i:06}"), F, size, 5))
+            .collect()
+    }
+
+    fn listing_of(rows: &[(String, Kind, u64, i64)]) -> Listing {
+        let rows: Vec<(&str, Kind, u64, i64)> = rows
+            .iter()
+            .map(|(p, k, s, m)| (p.as_str(), *k, *s, *m))
+            .collect();
+        listing(&rows)
+    }
+
+    #[test]
+    fn many_same_size_candidates_are_not_hashed_for_a_few_new_files() {
+        // 20,000 files of one size stay, 200 new ones of that size arrive: hashing the
+        // stayers would read 100 times what the copies cost.
+        let mut s = files_named("keep/f", 20_000, 100);
+        s.extend(files_named("new/f", 200, 100));
+        let d = files_named("keep/f", 20_000, 100);
+        let (p, calls) = counted(&listing_of(&s), &listing_of(&d), false);
+        assert_eq!(calls, 0);
+        assert_eq!(p.files.len(), 200);
+        assert!(p.moves.is_empty());
+    }
+
+    #[test]
+    fn a_renamed_folder_of_equal_content_files_costs_linear_work_and_renames() {
+        // 3,000 files, all one size and one content, moved from a/ to b/: each new
+        // file is hashed once, each candidate once, and every one is a rename.
+        let (s, d) = (files_named("b/f", 3000, 100), files_named("a/f", 3000, 100));
+        let (p, calls) = counted(&listing_of(&s), &listing_of(&d), true);
+        assert_eq!(calls, 6000);
+        assert_eq!(p.moves.len(), 3000);
+        assert!(
+            p.files.is_empty() && p.deletes.is_empty(),
+            "{:?}",
+            p.deletes.len()
+        );
+        // Renamed in path order, pairwise.
+        assert!(p.moves.iter().all(|&(i, j)| i == j));
+    }
+
+    #[test]
+    fn hashing_stays_linear_when_candidates_outnumber_new_files_a_little() {
+        // 4 candidates per new file: still worth it, and each file hashed once.
+        let mut s = files_named("keep/f", 4000, 100);
+        s.extend(files_named("new/f", 1000, 100));
+        let d = files_named("keep/f", 4000, 100);
+        let (p, calls) = counted(&listing_of(&s), &listing_of(&d), false);
+        assert_eq!(calls, 5000);
+        // No content matched (names differ): all copied from SRC.
+        assert_eq!(p.files.len(), 1000);
     }
 
     #[test]
