@@ -47,6 +47,8 @@ pub struct ScanOptions {
     pub throttle: Option<std::sync::Arc<crate::throttle::Throttle>>,
     /// Walk only this part of the tree (watch mode); `None`: all of it.
     pub scope: Option<Arc<Scope>>,
+    /// Once set, no further directory is read (a signal): the caller drops the listing.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -225,6 +227,14 @@ fn problem(ctx: &Ctx<'_>, path: &[u8], e: &std::io::Error) {
 }
 
 fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<Arc<Chain>>) {
+    if ctx
+        .opts
+        .cancel
+        .as_ref()
+        .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    {
+        return;
+    }
     let dir = match fsutil::open_dir(ctx.root, &rel) {
         Ok(d) => d,
         Err(e) => return problem(ctx, &rel, &e),

@@ -118,10 +118,15 @@ struct Hasher<'a> {
     sl: &'a Listing,
     dl: &'a Listing,
     throttle: &'a Throttle,
+    /// A signal: no more hashing (the plan is dropped).
+    stop: &'a AtomicBool,
 }
 
 impl ContentHasher for Hasher<'_> {
     fn hash(&self, side: Side, idx: usize) -> Option<Hash> {
+        if self.stop.load(Ordering::Relaxed) {
+            return None;
+        }
         match side {
             Side::Src => self.src.hash(self.sl.path(idx), self.throttle),
             Side::Dst => self.dst.hash(self.dl.path(idx)),
@@ -411,8 +416,14 @@ impl<'a> Run<'a> {
         self.bar.inc(bytes);
     }
 
-    /// Runs `f` on every item, in parallel (on the wide pool when there is one).
+    /// Runs `f` on every item, in parallel (on the wide pool when there is one); once
+    /// the run is halted, the items not yet started are left for the next run.
     fn each<T: Sync>(&self, items: &[T], f: impl Fn(&T) + Sync + Send) {
+        let f = |t: &T| {
+            if !self.halted() {
+                f(t)
+            }
+        };
         match &self.wide {
             Some(pool) => pool.install(|| items.par_iter().for_each(f)),
             None => items.par_iter().for_each(f),
@@ -1009,6 +1020,16 @@ fn push_in_pool(
         what: format!("cannot open the source: {e}"),
     })?;
 
+    // A signal stops the listing and planning too (a watch's stop: nothing is in
+    // flight yet, so nothing needs draining).
+    let stop = opts.drain.clone().unwrap_or_else(|| interrupted.clone());
+    let stopped = || -> Result<()> {
+        if stop.load(Ordering::Relaxed) || interrupted.load(Ordering::Relaxed) {
+            Err(Error::Interrupted)
+        } else {
+            Ok(())
+        }
+    };
     let record = match dest {
         Some(d) => source_identity(opts, &src, d, src_path, dest_path)?,
         // A new DEST records its source from the start.
@@ -1022,6 +1043,7 @@ fn push_in_pool(
         xattrs: opts.xattrs,
         throttle: Some(throttle.clone()),
         scope: opts.scope.clone(),
+        cancel: Some(stop.clone()),
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -1034,6 +1056,7 @@ fn push_in_pool(
         throttle: None,
         // Both sides cover exactly the same part, so deletes stay inside it.
         scope: opts.scope.clone(),
+        cancel: Some(stop.clone()),
     };
     let list_dest = || match dest {
         Some(d) => d.list(&dst_opts),
@@ -1056,6 +1079,7 @@ fn push_in_pool(
         path: dest_path.to_path_buf(),
         what: e,
     })?;
+    stopped()?;
     // Owners only where the writing side can set them: a receiver that is not root
     // cannot, so they are neither compared nor sent (rsync does the same).
     let without_owners;
@@ -1113,6 +1137,7 @@ fn push_in_pool(
                 sl,
                 dl,
                 throttle: &throttle,
+                stop: &stop,
             };
             plan::build(sl, dl, &scanned.filter, &plan_opts, &hasher)
         }
@@ -1126,6 +1151,7 @@ fn push_in_pool(
             plan::build(sl, &empty, &scanned.filter, &plan_opts, &NoHash)
         }
     };
+    stopped()?;
     for &(i, why) in &plan.skipped {
         if opts.verbose > 0 || !opts.quiet {
             out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));

@@ -515,3 +515,32 @@ fn a_closed_stdout_ends_quietly_with_the_normal_exit_code() {
     );
     assert_same_tree(src.path(), dst.path());
 }
+
+#[test]
+fn a_signal_during_the_scan_stops_the_run() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..600 {
+        src.file(format!("d{i}/f"), b"x");
+    }
+    // One directory read per operation at 20 a second: the scan alone takes 30 s.
+    let mut child = spawnable(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--iops-limit", "20", "--delete"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    // A generous bound, far below the scan's own length.
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert_eq!(status, Some(20), "the scan did not stop on SIGINT");
+    assert!(files(dst.path()).is_empty(), "an interrupted scan wrote");
+}

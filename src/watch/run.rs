@@ -68,6 +68,7 @@ fn classify(result: &Result<Report>) -> Outcome {
                     .unwrap_or_else(|| format!("the batch failed with exit code {}", r.exit_code)),
             ),
         },
+        Err(Error::Interrupted) => Outcome::Interrupted,
         Err(e) => Outcome::Retry(e.to_string()),
     }
 }
