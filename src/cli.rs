@@ -400,6 +400,11 @@ pub struct EngineArgs {
     /// Do not adapt the rate to the disk's load (only --bwlimit applies).
     #[arg(long)]
     pub no_adaptive: bool,
+    /// Leave what the run reads and writes in the page cache. By default the pages a
+    /// run brings in are dropped once used (and written data once durable), so the
+    /// users' cached files are not evicted; pages cached before the run stay.
+    #[arg(long)]
+    pub keep_cache: bool,
     /// Refuse a DEST whose last component is a symlink (backup's DEST/current).
     #[arg(long, hide = true)]
     pub no_follow_dest: bool,
@@ -517,6 +522,7 @@ impl EngineArgs {
             verbose: self.verbose,
             max_delete,
             accept_new_source: self.accept_new_source,
+            keep_cache: self.keep_cache,
             ..Options::default()
         })
     }
@@ -579,6 +585,9 @@ impl EngineArgs {
             a.push(n.to_string().into());
         }
         a.extend(self.priority.forward());
+        if self.keep_cache {
+            a.push("--keep-cache".into());
+        }
         a
     }
 }

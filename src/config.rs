@@ -88,6 +88,8 @@ pub struct Options {
     pub batch_files: usize,
     /// Bytes per durability batch.
     pub batch_bytes: u64,
+    /// Leave what the run reads and writes in the page cache (`--keep-cache`).
+    pub keep_cache: bool,
     /// The most a run may delete (`None`: the default rule of [`crate::guard`]).
     pub max_delete: Option<crate::guard::DeleteLimit>,
     /// Take a source that is not the one the replica was made from, and record it.
@@ -136,6 +138,7 @@ impl Default for Options {
             scope: None,
             drain: None,
             max_delete: None,
+            keep_cache: false,
             accept_new_source: false,
             dest_entries: None,
             no_follow_dest: false,

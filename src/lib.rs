@@ -29,6 +29,7 @@ macro_rules! eprintln {
 
 pub mod app;
 pub mod backup;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod delta;

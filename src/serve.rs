@@ -8,7 +8,6 @@
 //! session with a protocol error; temporary files of unfinished transfers are removed.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 
 use crate::delta;
@@ -66,7 +65,7 @@ struct Incoming {
     size: u64,
     mode: WireMode,
     /// Delta basis: the current file and its length.
-    old: Option<(File, u64)>,
+    old: Option<(crate::cache::Tracked, u64)>,
     next_window: u32,
     /// Next part of the current window, and where the window's output starts.
     next_part: u32,

@@ -21,6 +21,8 @@ use crate::throttle::Throttle;
 pub struct Source {
     root: OwnedFd,
     path: PathBuf,
+    /// Leave in the cache what reading brought in (`--keep-cache`).
+    keep_cache: bool,
 }
 
 /// An open source file and its state when opened.
@@ -37,6 +39,14 @@ pub struct SourceFile {
     pub owner: (u32, u32),
     pub mtime: (i64, u32),
     before: (i64, i64, i64, i64, u64),
+    /// What was cached before this file was read: the rest is dropped with it.
+    resident: crate::cache::Resident,
+}
+
+impl Drop for SourceFile {
+    fn drop(&mut self) {
+        self.resident.release(&self.file, self.size);
+    }
 }
 
 fn fingerprint(st: &rustix::fs::Stat) -> (i64, i64, i64, i64, u64) {
@@ -61,7 +71,15 @@ impl SourceFile {
             owner: (st.st_uid, st.st_gid),
             mtime: (st.st_mtime, st.st_mtime_nsec as u32),
             before: fingerprint(st),
+            resident: crate::cache::Resident::Keep,
         }
+    }
+
+    /// Notes what of the file is cached now, so that dropping it drops only the pages
+    /// its reads brought in.
+    pub fn tracking_cache(mut self) -> SourceFile {
+        self.resident = crate::cache::Resident::of(&self.file, self.size);
+        self
     }
 
     /// Turns off the kernel's read-ahead for this file, so the disk reads only what the
@@ -89,7 +107,14 @@ impl Source {
         Ok(Source {
             root,
             path: path.to_path_buf(),
+            keep_cache: false,
         })
+    }
+
+    /// With `keep` the page cache keeps what reading brought in (`--keep-cache`).
+    pub fn keep_cache(mut self, keep: bool) -> Source {
+        self.keep_cache = keep;
+        self
     }
 
     pub fn root(&self) -> BorrowedFd<'_> {
@@ -103,7 +128,12 @@ impl Source {
     /// Opens a regular file for reading.
     pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
         let (fd, st) = fsutil::open_source_file(self.root.as_fd(), rel)?;
-        Ok(SourceFile::from_parts(File::from(fd), &st))
+        let f = SourceFile::from_parts(File::from(fd), &st);
+        Ok(if self.keep_cache {
+            f
+        } else {
+            f.tracking_cache()
+        })
     }
 
     /// Extended attributes of a source directory (`rel` empty: the root).

@@ -1015,10 +1015,12 @@ fn push_in_pool(
         name: dest_path,
         throttle,
     } = target;
-    let src = Source::open(src_path).map_err(|e| Error::Selection {
-        path: src_path.to_path_buf(),
-        what: format!("cannot open the source: {e}"),
-    })?;
+    let src = Source::open(src_path)
+        .map(|s| s.keep_cache(opts.keep_cache))
+        .map_err(|e| Error::Selection {
+            path: src_path.to_path_buf(),
+            what: format!("cannot open the source: {e}"),
+        })?;
 
     // A signal stops the listing and planning too (a watch's stop: nothing is in
     // flight yet, so nothing needs draining).

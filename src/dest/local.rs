@@ -17,6 +17,7 @@ use std::sync::Arc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
+use crate::cache::Tracked;
 use crate::config::FsyncMode;
 use crate::delta;
 use crate::fsutil;
@@ -47,6 +48,8 @@ pub struct LocalDest {
     seq: AtomicU64,
     salt: u32,
     cancel: Arc<AtomicBool>,
+    /// Leave what is read and written in the page cache (`--keep-cache`).
+    keep_cache: bool,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -108,6 +111,7 @@ impl LocalDest {
             seq: AtomicU64::new(0),
             salt: temp_salt(),
             cancel,
+            keep_cache: opts.keep_cache,
         })
     }
 
@@ -336,7 +340,8 @@ impl LocalDest {
                         .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile)
                         .unwrap_or(false) =>
                 {
-                    File::from(fd)
+                    let len = rfs::fstat(&fd).map_or(0, |s| s.st_size as u64);
+                    Tracked::new(File::from(fd), len, self.keep_cache)
                 }
                 _ => return self.copy_whole(src, out),
             };
@@ -452,6 +457,9 @@ impl LocalDest {
                 FsyncMode::File => {
                     self.throttle.op();
                     t.file.sync_all().map_err(PutError::dest("fsync"))?;
+                    if !self.keep_cache {
+                        crate::cache::drop_written(&t.file);
+                    }
                 }
                 FsyncMode::Batch => self.throttle.io(|| fsutil::start_writeback(t.file.as_fd())),
                 FsyncMode::None => {}
@@ -475,7 +483,7 @@ impl LocalDest {
     }
 
     /// The regular file the destination holds at `rel`, with its length (a delta basis).
-    pub fn open_old(&self, rel: &[u8]) -> Option<(File, u64)> {
+    pub fn open_old(&self, rel: &[u8]) -> Option<(Tracked, u64)> {
         if !fsutil::valid_rel_path(rel) {
             return None;
         }
@@ -487,8 +495,9 @@ impl LocalDest {
         )
         .ok()?;
         let st = rfs::fstat(&fd).ok()?;
+        let len = st.st_size as u64;
         (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-            .then(|| (File::from(fd), st.st_size as u64))
+            .then(|| (Tracked::new(File::from(fd), len, self.keep_cache), len))
     }
 
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
@@ -799,6 +808,7 @@ impl Destination for LocalDest {
             self.throttle.op();
             self.throttle.io(|| rfs::syncfs(&self.root))?;
         }
+        let drop_pages = self.fsync == FsyncMode::Batch && !self.keep_cache;
         let mut failed = Vec::new();
         // Staged files come in path order: consecutive ones share their directory.
         let mut cur: Option<(&[u8], io::Result<OwnedFd>)> = None;
@@ -807,6 +817,17 @@ impl Destination for LocalDest {
                 cur = Some((s.dir.as_slice(), self.dir(&s.dir)));
             }
             let Some((_, dir)) = &cur else { continue };
+            if let (true, Ok(fd)) = (drop_pages, dir) {
+                // Durable now: its pages need not stay in the secondary's cache.
+                if let Ok(f) = rfs::openat(
+                    fd,
+                    s.tmp.as_slice(),
+                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
+                    Mode::empty(),
+                ) {
+                    crate::cache::drop_written(&File::from(f));
+                }
+            }
             let result = match dir {
                 Ok(fd) => self
                     .rename_into_place(fd.as_fd(), &s.tmp, &s.name)
