@@ -172,9 +172,19 @@ mod tests {
         f.sync_all().unwrap();
         Resident::Nothing.release(&f, len);
         if cached_pages(&f, len) != 0 {
-            // A filesystem that keeps pages regardless (tmpfs): nothing to check.
+            // A filesystem that keeps its pages regardless (/var/tmp on tmpfs).
+            assert!(
+                std::env::var_os("CI").is_none_or(|v| v != "true"),
+                "/var/tmp cannot drop cached pages here"
+            );
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                b"SKIPPED cache test: /var/tmp keeps its pages (tmpfs?)\n",
+            );
             return;
         }
+        // Without read-ahead, so that exactly the half read is cached.
+        rustix::fs::fadvise(f.as_fd(), 0, None, rustix::fs::Advice::Random).unwrap();
         let mut half = vec![0u8; (len / 2) as usize];
         (&f).read_exact(&mut half).unwrap();
         assert_eq!(cached_pages(&f, len), 32);
