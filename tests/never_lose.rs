@@ -544,3 +544,35 @@ fn a_signal_during_the_scan_stops_the_run() {
     assert_eq!(status, Some(20), "the scan did not stop on SIGINT");
     assert!(files(dst.path()).is_empty(), "an interrupted scan wrote");
 }
+
+#[test]
+fn a_backup_of_an_unmounted_source_takes_no_snapshot_and_keeps_current() {
+    if !root_or_skip("mounting a tmpfs on SRC") {
+        return;
+    }
+    let (base, dst) = (Tree::new(), Tree::new());
+    let src = base.join("homes");
+    fs::create_dir(&src).unwrap();
+    let mnt = mount_tmpfs(&src, "size=16m").expect("mount tmpfs on SRC");
+    fill(&src, 300);
+    let backup = || {
+        bin()
+            .args(["backup", "-q"])
+            .arg(&src)
+            .arg(dst.path())
+            .output()
+            .unwrap()
+    };
+    let out = backup();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let snaps = || fs::read_dir(dst.join("snapshots")).unwrap().count();
+    assert_eq!(snaps(), 1);
+    drop(mnt);
+    // The cron job runs again on the empty mount point.
+    let out = backup();
+    let err = stderr(&out);
+    assert_eq!(code(&out), Some(3), "{err}");
+    assert!(err.contains("is its filesystem mounted"), "{err}");
+    assert_eq!(files(&dst.join("current")).len(), 300, "current lost files");
+    assert_eq!(snaps(), 1, "a snapshot of a refused run");
+}
