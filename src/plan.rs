@@ -130,6 +130,10 @@ fn meta_differs(s: &tree::Entry, d: &tree::Entry, opts: &PlanOptions, times: boo
 /// this many times its new files.
 pub const MOVE_HASH_RATIO: u64 = 4;
 
+/// Files that stay in DEST are hashed as twins of new files only from this size up;
+/// below it a copy costs about what the hashing would.
+pub const TWIN_MIN_SIZE: u64 = 64 << 10;
+
 /// Builds the plan that turns `dst` into a replica of `src`.
 pub fn build(
     src: &Listing,
@@ -245,11 +249,13 @@ pub fn build(
         want.insert((Side::Src, s));
         want.insert((Side::Dst, d));
     }
-    // Move detection: new files and candidate destination files, grouped by size. A
-    // size class is hashed only when its candidates' bytes are at most
-    // `MOVE_HASH_RATIO` times the new files' bytes: hashing more than that costs more
-    // reads than the copies it could save (a renamed folder is 1:1). Each file is
-    // hashed at most once, and the work is linear in new files plus candidates.
+    // Move detection: new files and candidate destination files, grouped by size.
+    // Doomed candidates (a rename saves a copy and a delete) are hashed when they are
+    // at most `MOVE_HASH_RATIO` times the new files of their size: a renamed folder is
+    // 1:1, while hashing many more reads more than the copies it could save. Staying
+    // files (twins to copy inside DEST) are hashed only from `TWIN_MIN_SIZE` up, where
+    // their bytes, not the opens, dominate. Each file is hashed at most once, and the
+    // work is linear in new files plus candidates.
     let mut new_by_size: HashMap<u64, u64> = HashMap::new();
     for &i in &new_files {
         let size = src.get(i as usize).size;
@@ -258,15 +264,22 @@ pub fn build(
         }
     }
     let mut by_size: HashMap<u64, Vec<u32>> = HashMap::new();
-    for &j in doomed.iter().chain(staying.iter()) {
-        let d = dst.get(j as usize);
-        if d.kind == Kind::File && new_by_size.contains_key(&d.size) {
-            by_size.entry(d.size).or_default().push(j);
+    let mut classes = |cands: &[u32], min_size: u64| {
+        let mut class: HashMap<u64, Vec<u32>> = HashMap::new();
+        for &j in cands {
+            let d = dst.get(j as usize);
+            if d.kind == Kind::File && d.size >= min_size && new_by_size.contains_key(&d.size) {
+                class.entry(d.size).or_default().push(j);
+            }
         }
-    }
-    by_size.retain(|size, cands| {
-        cands.len() as u64 <= MOVE_HASH_RATIO.saturating_mul(new_by_size[size])
-    });
+        for (size, js) in class {
+            if js.len() as u64 <= MOVE_HASH_RATIO.saturating_mul(new_by_size[&size]) {
+                by_size.entry(size).or_default().extend(js);
+            }
+        }
+    };
+    classes(&doomed, 0);
+    classes(&staying, TWIN_MIN_SIZE);
     let movable: Vec<u32> = new_files
         .iter()
         .copied()
@@ -713,13 +726,15 @@ mod tests {
 
     #[test]
     fn renamed_file_becomes_a_move_and_a_staying_twin_a_local_copy() {
+        // (Twins are looked for among files of at least TWIN_MIN_SIZE.)
+        let big = TWIN_MIN_SIZE;
         let src = listing(&[
-            ("keep", F, 50, 5),
+            ("keep", F, big, 5),
             ("new/moved", F, 40, 5),
-            ("twin", F, 50, 9),
+            ("twin", F, big, 9),
         ]);
         let dst = listing(&[
-            ("keep", F, 50, 5),
+            ("keep", F, big, 5),
             ("old", D, 0, 5),
             ("old/moved", F, 40, 5),
         ]);
@@ -875,14 +890,38 @@ mod tests {
 
     #[test]
     fn hashing_stays_linear_when_candidates_outnumber_new_files_a_little() {
-        // 4 candidates per new file: still worth it, and each file hashed once.
-        let mut s = files_named("keep/f", 4000, 100);
-        s.extend(files_named("new/f", 1000, 100));
-        let d = files_named("keep/f", 4000, 100);
+        // 4 doomed candidates per new file: still worth it, and each file hashed once.
+        let s = files_named("new/n", 1000, 100);
+        let d = files_named("old/f", 4000, 100);
         let (p, calls) = counted(&listing_of(&s), &listing_of(&d), false);
         assert_eq!(calls, 5000);
         // No content matched (names differ): all copied from SRC.
         assert_eq!(p.files.len(), 1000);
+        // 5 per new file: not hashed at all.
+        let d = files_named("old/f", 5000, 100);
+        let (_, calls) = counted(&listing_of(&s), &listing_of(&d), false);
+        assert_eq!(calls, 0);
+    }
+
+    #[test]
+    fn staying_files_are_twins_only_when_large() {
+        // Small stayers of the new files' size are not hashed; large ones are.
+        let mut s = files_named("keep/f", 100, 100);
+        s.extend(files_named("new/f", 100, 100));
+        let d = files_named("keep/f", 100, 100);
+        let (_, calls) = counted(&listing_of(&s), &listing_of(&d), true);
+        assert_eq!(calls, 0);
+        let big = TWIN_MIN_SIZE;
+        let mut s = files_named("keep/f", 100, big);
+        s.extend(files_named("new/f", 100, big));
+        let d = files_named("keep/f", 100, big);
+        let (p, calls) = counted(&listing_of(&s), &listing_of(&d), true);
+        assert_eq!(calls, 200);
+        // Equal content: every new file is copied inside DEST from its twin.
+        assert!(p
+            .files
+            .iter()
+            .all(|f| matches!(f.from, FileSource::Local(_))));
     }
 
     #[test]
