@@ -404,7 +404,9 @@ fn a_read_only_destination_stops_with_one_message() {
     let (src, mnt) = (Tree::new(), Tree::new());
     let _m = mount_tmpfs(mnt.path(), "size=16m").expect("mount");
     let d = mnt.join("replica");
-    fs::create_dir(&d).unwrap();
+    src.file("first", b"1");
+    // A replica that already records its source: the run gets as far as the files.
+    push_ok(Transport::Local, src.path(), &d, &[]);
     for i in 0..300 {
         src.file(format!("d{}/f{i}", i % 7), b"data");
     }
