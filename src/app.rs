@@ -465,7 +465,7 @@ fn remote_failure(code: i32, msg: String) -> Error {
             path: PathBuf::from("remote"),
             what: msg,
         },
-        11 => Error::NoSpace(msg),
+        11 => Error::NoSpace(msg.into()),
         _ => Error::Protocol(msg),
     }
 }

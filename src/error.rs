@@ -59,7 +59,7 @@ pub enum Error {
         source: io::Error,
     },
     #[error("{0}")]
-    NoSpace(String),
+    NoSpace(Shortfall),
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
@@ -116,3 +116,28 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A destination that cannot take a run: the one-line message, and how many bytes
+/// are missing when bytes are what is missing (what `backup --prune-when-full` must
+/// free).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shortfall {
+    pub message: String,
+    pub bytes: Option<u64>,
+}
+
+impl std::fmt::Display for Shortfall {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Shortfall {
+    /// A shortfall described in words only (a far side's message, a fault mid-run).
+    fn from(message: String) -> Shortfall {
+        Shortfall {
+            message,
+            bytes: None,
+        }
+    }
+}

@@ -43,6 +43,14 @@ impl Check {
         self.missing() == 0 && self.missing_inodes() == 0
     }
 
+    /// The error value of a run that does not fit.
+    pub fn shortfall(&self, dest: &str) -> crate::error::Shortfall {
+        crate::error::Shortfall {
+            message: self.message(dest),
+            bytes: (self.missing() > 0).then(|| self.missing()),
+        }
+    }
+
     /// The one-line explanation for a run that does not fit.
     pub fn message(&self, dest: &str) -> String {
         if self.missing() == 0 && self.missing_inodes() > 0 {
@@ -62,14 +70,6 @@ impl Check {
             self.missing()
         )
     }
-}
-
-/// The byte count a [`Check::message`] says is missing: how `backup --prune-when-full`
-/// learns, from a run the preflight stopped, how much it must free.
-pub fn missing_in(message: &str) -> Option<u64> {
-    let end = message.find(" bytes) missing")?;
-    let start = message[..end].rfind('(')? + 1;
-    message[start..end].parse().ok()
 }
 
 /// Compares `needed` bytes with the free space above the reserve.
@@ -148,8 +148,7 @@ mod tests {
         assert_eq!(c.missing(), 100);
         assert!(!c.fits());
         assert!(c.message("/mnt/b").contains("100 bytes"));
-        assert_eq!(missing_in(&c.message("/mnt/(x) b")), Some(100));
-        assert_eq!(missing_in("something else"), None);
+        assert_eq!(c.shortfall("/mnt/b").bytes, Some(100));
         assert!(check(space, Some(Reserve::Bytes(0)), 1000).fits());
         assert!(!check(space, Some(Reserve::Percent(50.0)), 1).fits());
     }

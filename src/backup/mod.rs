@@ -445,12 +445,13 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                     args.push(remote_path(&path));
                     match remote_run(&a.remote, &host, &args)? {
                         0 => crate::app::push(push(), interrupted.clone())?.1,
-                        11 => {
-                            return Err(Error::NoSpace(format!(
+                        11 => return Err(Error::NoSpace(
+                            format!(
                                 "{msg} Not enough could be freed on {}; no snapshot was removed.",
                                 host.to_string_lossy()
-                            )))
-                        }
+                            )
+                            .into(),
+                        )),
                         c => return Err(Error::Reported(all::code_of(c))),
                     }
                 }
@@ -520,7 +521,7 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                 Err(e @ Error::NoSpace(_)) if a.prune_when_full && !opts.dry_run => {
                     let (n, msg) = missing(e)?;
                     give_up(&dest, &policy, n, &throttle, &disk, &interrupted)
-                        .map_err(|e| Error::NoSpace(format!("{msg} {e}")))?;
+                        .map_err(|e| Error::NoSpace(format!("{msg} {e}").into()))?;
                     push()?
                 }
                 r => r?,
@@ -607,12 +608,15 @@ fn give_up(
     let freed = dest.freed_by(&order, throttle)?;
     let Some(k) = freed.iter().position(|&f| f >= missing) else {
         let all = freed.last().copied().unwrap_or(0);
-        return Err(Error::NoSpace(format!(
-            "{}: removing every snapshot but the newest would free only {} of the {} missing; none was removed.",
-            dest.path().display(),
-            human_bytes(all),
-            human_bytes(missing)
-        )));
+        return Err(Error::NoSpace(
+            format!(
+                "{}: removing every snapshot but the newest would free only {} of the {} missing; none was removed.",
+                dest.path().display(),
+                human_bytes(all),
+                human_bytes(missing)
+            )
+            .into(),
+        ));
     };
     for name in &order[..=k] {
         stop_if(cancel)?;
@@ -627,10 +631,10 @@ fn give_up(
 /// The bytes a push that the preflight stopped was missing, or the error as it was.
 fn missing(e: Error) -> std::result::Result<(u64, String), Error> {
     match e {
-        Error::NoSpace(msg) => match crate::space::missing_in(&msg) {
-            Some(n) => Ok((n, msg)),
-            None => Err(Error::NoSpace(msg)),
-        },
+        Error::NoSpace(crate::error::Shortfall {
+            message,
+            bytes: Some(n),
+        }) => Ok((n, message)),
         e => Err(e),
     }
 }

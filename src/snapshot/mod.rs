@@ -66,7 +66,7 @@ pub enum SnapshotError {
     #[error("interrupted")]
     Interrupted,
     #[error("{0}")]
-    NoSpace(String),
+    NoSpace(crate::error::Shortfall),
 }
 
 impl From<SnapshotError> for crate::Error {
@@ -539,7 +539,7 @@ impl Dest {
             Ok(())
         } else {
             Err(SnapshotError::NoSpace(
-                check.message(&self.path.display().to_string()),
+                check.shortfall(&self.path.display().to_string()),
             ))
         }
     }

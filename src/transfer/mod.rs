@@ -398,7 +398,7 @@ fn push_in_pool(
         let check = space::check_with_inodes(space, opts.min_free, needed, inodes);
         if !check.fits() {
             return Err(Error::NoSpace(
-                check.message(&dest_path.display().to_string()),
+                check.shortfall(&dest_path.display().to_string()),
             ));
         }
     }
@@ -420,7 +420,7 @@ fn push_in_pool(
         dest.set_source_record(record.as_bytes()).map_err(|e| {
             if crate::fsutil::is_dest_wide(&e) {
                 let space = dest.space().ok();
-                Error::NoSpace(space::fault(&e, space, &dest_path.display().to_string()))
+                Error::NoSpace(space::fault(&e, space, &dest_path.display().to_string()).into())
             } else {
                 Error::dest("write the source record in", dest_path, e)
             }

@@ -582,7 +582,7 @@ mod tests {
         );
         assert!(matches!(classify(&report(2, &[])), Outcome::Retry(_)));
         assert_eq!(
-            classify(&Err(Error::NoSpace("needs 5 MiB more".into()))),
+            classify(&Err(Error::NoSpace("needs 5 MiB more".to_string().into()))),
             Outcome::Retry("needs 5 MiB more".into())
         );
     }
