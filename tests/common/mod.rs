@@ -2,26 +2,25 @@
 //! every difference between two trees on failure.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 pub use assert_cmd::Command;
+
+pub mod compare;
+pub mod corpus;
+#[allow(unused_imports)]
+pub use compare::{tree_diff, tree_diff_opts};
 
 /// The binary under test.
 pub fn bin() -> Command {
     let mut c = Command::cargo_bin("fsync-repl").expect("binary built");
     c.env_remove("FSYNC_REPL_CONFIG");
     c
-}
-
-/// The shared corpus tools (`../shared` beside the repository).
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
 /// How a test reaches the destination. Every transfer test runs through each.
@@ -176,117 +175,6 @@ pub fn set_mtime(p: &Path, sec: i64, nsec: u32) {
     .expect("utimensat");
 }
 
-#[derive(Debug, PartialEq, Eq, Clone)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    size: u64,
-    mtime: (i64, i64),
-    content: Option<[u8; 32]>,
-    target: Option<Vec<u8>>,
-    rdev: u64,
-}
-
-/// Relative path → node, and the hard-link groups (each a sorted list of paths).
-type Snapshot = (BTreeMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>);
-
-fn snapshot(root: &Path, mtimes: bool) -> Snapshot {
-    let mut map = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).follow_links(false).min_depth(1) {
-        let e = e.expect("walk");
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .expect("prefix")
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let m = e.path().symlink_metadata().expect("lstat");
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_file() {
-            "file"
-        } else {
-            "special"
-        };
-        let content = ft
-            .is_file()
-            .then(|| *blake3::hash(&fs::read(e.path()).expect("read")).as_bytes());
-        let target = ft.is_symlink().then(|| {
-            fs::read_link(e.path())
-                .expect("readlink")
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        });
-        if ft.is_file() && m.nlink() > 1 {
-            inodes
-                .entry((m.dev(), m.ino()))
-                .or_default()
-                .push(rel.clone());
-        }
-        map.insert(
-            rel,
-            Node {
-                kind,
-                mode: if ft.is_symlink() {
-                    0
-                } else {
-                    m.mode() & 0o7777
-                },
-                size: if ft.is_dir() { 0 } else { m.size() },
-                mtime: if mtimes && !ft.is_dir() {
-                    (m.mtime(), m.mtime_nsec())
-                } else {
-                    (0, 0)
-                },
-                content,
-                target,
-                rdev: m.rdev(),
-            },
-        );
-    }
-    let mut groups: Vec<Vec<Vec<u8>>> = inodes.into_values().filter(|g| g.len() > 1).collect();
-    for g in &mut groups {
-        g.sort();
-    }
-    groups.sort();
-    (map, groups)
-}
-
-/// Differences between two trees (names, kinds, modes, sizes, contents, symlink
-/// targets, file mtimes to the nanosecond, hard-link groups), one line each.
-pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
-    tree_diff_opts(a, b, true)
-}
-
-pub fn tree_diff_opts(a: &Path, b: &Path, mtimes: bool) -> Vec<String> {
-    let (ma, ga) = snapshot(a, mtimes);
-    let (mb, gb) = snapshot(b, mtimes);
-    let mut out = Vec::new();
-    let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-    for (p, na) in &ma {
-        match mb.get(p) {
-            None => out.push(format!("only in source: {}", show(p))),
-            Some(nb) if nb != na => out.push(format!("differs: {}: {:?} vs {:?}", show(p), na, nb)),
-            _ => {}
-        }
-    }
-    for p in mb.keys() {
-        if !ma.contains_key(p) {
-            out.push(format!("only in destination: {}", show(p)));
-        }
-    }
-    if ga != gb {
-        out.push(format!("hard-link groups differ: {ga:?} vs {gb:?}"));
-    }
-    out
-}
-
 /// Asserts two trees are identical, listing every difference.
 #[track_caller]
 pub fn assert_same_tree(a: &Path, b: &Path) {
@@ -418,4 +306,55 @@ pub fn mount_tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
         .status()
         .is_ok_and(|s| s.success());
     ok.then(|| Mounted(dir.to_path_buf()))
+}
+
+/// Whether this run is CI's (`CI=true`), where every prerequisite must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test's prerequisite (root, a tool, sshd, a kernel feature): `ok` says whether it is
+/// there. Returns `ok`. When it is missing, under `CI=true` the test fails here; elsewhere
+/// one line `SKIPPED <test>: <what>` goes straight to the process's stderr, past libtest's
+/// capture, so a skip shows in the run's output even when the test "passes".
+#[track_caller]
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .rsplit("::")
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    let at = std::panic::Location::caller();
+    if in_ci() {
+        panic!("{test}: prerequisite missing under CI=true: {what}");
+    }
+    use std::io::Write;
+    let line = format!("SKIPPED {test} ({at}): {what} (under CI=true this fails)\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    false
+}
+
+/// Skips the rest of a test unless `cond` holds: `require!(is_root(), "needs root");`.
+#[macro_export]
+macro_rules! require {
+    ($ok:expr, $($what:tt)+) => {
+        if !$crate::common::require($ok, &format!($($what)+)) {
+            return;
+        }
+    };
+}
+
+/// Whether `tool` is an executable on PATH.
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
 }
