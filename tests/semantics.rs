@@ -48,6 +48,29 @@ fn push_json(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> (Output, se
     (out, v)
 }
 
+/// `push_json`, and for the remote transport the bytes that crossed the wire to the far
+/// side, as counted outside the tool (`WireCount`).
+fn push_json_wire(
+    t: Transport,
+    src: &Path,
+    dst: &Path,
+    args: &[&str],
+) -> (Output, serde_json::Value, Option<u64>) {
+    match t {
+        Transport::Local => {
+            let (out, v) = push_json(t, src, dst, args);
+            (out, v, None)
+        }
+        Transport::Rsh => {
+            let mut a = args.to_vec();
+            a.push("--json");
+            let (out, wire) = push_counted(src, dst, &a);
+            let v = json(&out);
+            (out, v, Some(wire))
+        }
+    }
+}
+
 /// The itemized lines of a run made with `--json` (they go to stderr then); warnings
 /// and errors (prefixed `fsync-repl:`) are left out.
 fn items(out: &Output) -> Vec<String> {
@@ -1426,17 +1449,35 @@ fn delta_sends_only_the_changed_region() {
         let d = dst.join("r");
         push_ok(t, src.path(), &d, &[]);
 
+        // A hard link to DEST's file from outside it, as a snapshot holds: a delta
+        // must build a new file, never patch the old one in place.
+        let snap = dst.join("snapshot-of-big.bin");
+        fs::hard_link(d.join("big.bin"), &snap).expect("link");
+        let old = data.clone();
+
         let mid = size / 2;
         for b in &mut data[mid..mid + 100] {
             *b ^= 0xa5;
         }
         src.file("big.bin", &data)
             .mtime("big.bin", 1_500_000_100, 0);
-        let (_, v) = push_json(t, src.path(), &d, &["--delta"]);
+        let (_, v, wire) = push_json_wire(t, src.path(), &d, &["--delta"]);
         assert_eq!(n(&v, "updated"), 1);
         assert!(n(&v, "bytes_matched") > 2 * MIB, "{v}");
         assert!(n(&v, "bytes_literal") < MIB, "{v}");
         assert!(fs::read(d.join("big.bin")).expect("read") == data);
+        assert!(
+            fs::read(&snap).expect("read") == old,
+            "the old version was patched"
+        );
+        assert_ne!(lstat(&snap).ino(), lstat(&d.join("big.bin")).ino());
+        // What crossed the wire, counted outside the tool: far less than the file.
+        if let Some(w) = wire {
+            assert!(
+                w < MIB,
+                "{w} bytes sent for 100 changed bytes of 3 MiB; {v}"
+            );
+        }
         assert_replica(src.path(), &d);
 
         // Bytes inserted near the start shift everything after them.
@@ -1444,10 +1485,13 @@ fn delta_sends_only_the_changed_region() {
         data.splice(MIB as usize..MIB as usize, ins);
         src.file("big.bin", &data)
             .mtime("big.bin", 1_500_000_150, 0);
-        let (_, v) = push_json(t, src.path(), &d, &["--delta"]);
+        let (_, v, wire) = push_json_wire(t, src.path(), &d, &["--delta"]);
         assert!(n(&v, "bytes_matched") > 2 * MIB, "{v}");
         assert!(n(&v, "bytes_literal") < MIB, "{v}");
         assert!(fs::read(d.join("big.bin")).expect("read") == data);
+        if let Some(w) = wire {
+            assert!(w < MIB, "{w} bytes sent for 1000 inserted bytes; {v}");
+        }
         let size = data.len();
 
         // Whole files: the local default (DEST on ext4: no reflink), and -W remotely,
@@ -1462,11 +1506,17 @@ fn delta_sends_only_the_changed_region() {
         } else {
             &["--whole-file"]
         };
-        let (_, v) = push_json(t, src.path(), &d, whole);
+        let (_, v, wire) = push_json_wire(t, src.path(), &d, whole);
         let lit = n(&v, "bytes_literal");
         assert!(lit >= size as u64 * 99 / 100 && lit <= size as u64, "{v}");
         assert_eq!(n(&v, "bytes_matched"), 0, "{v}");
         assert!(fs::read(d.join("big.bin")).expect("read") == data);
+        if let Some(w) = wire {
+            assert!(
+                w >= size as u64,
+                "{w} bytes sent for a whole {size}-byte file"
+            );
+        }
     }
 }
 
@@ -1488,13 +1538,37 @@ fn renamed_directory_is_moved_not_resent() {
         let dst = Tree::new();
         let d = dst.join("r");
         push_ok(t, src.path(), &d, &[]);
+        let before = inodes(&d);
         fs::rename(src.join("photos"), src.join("pictures")).expect("rename");
         // A second new copy of one moved file: copied from the moved one, not re-sent.
         fs::create_dir(src.join("backup")).expect("mkdir");
         fs::copy(src.join("pictures/img03.jpg"), src.join("backup/img03.jpg")).expect("cp");
-        let (out, v) = push_json(t, src.path(), &d, &["--delete", "-i"]);
+        let (out, v, wire) = push_json_wire(t, src.path(), &d, &["--delete", "-i"]);
         assert_eq!(n(&v, "moved"), 10, "{v}");
         assert!(n(&v, "bytes_literal") < total / 100, "{v}");
+        // What the disk shows: each photo is DEST's old inode under its new name (img03
+        // under one of its two new names, the other a copy).
+        let after = inodes(&d);
+        for i in 0..10 {
+            let old = before.get(format!("photos/img{i:02}.jpg").as_bytes());
+            let new = after.get(format!("pictures/img{i:02}.jpg").as_bytes());
+            let twin = (i == 3)
+                .then(|| after.get(&b"backup/img03.jpg"[..]))
+                .flatten();
+            assert!(
+                old.is_some() && (old == new || old == twin),
+                "photos/img{i:02}.jpg was not renamed: {old:?} -> {new:?} / {twin:?}"
+            );
+        }
+        assert_ne!(
+            after.get(&b"backup/img03.jpg"[..]),
+            after.get(&b"pictures/img03.jpg"[..]),
+            "the copy is the same inode"
+        );
+        // What crossed the wire, counted outside the tool.
+        if let Some(w) = wire {
+            assert!(w < total / 100, "{w} bytes sent for a rename; {v}");
+        }
         let lines = items(&out);
         let count = |p: &str| lines.iter().filter(|l| l.starts_with(p)).count();
         assert_eq!(count("~f "), 10, "{lines:?}");
@@ -1514,7 +1588,10 @@ fn new_copy_of_an_unchanged_file_is_copied_inside_dest() {
         push_ok(t, src.path(), &d, &[]);
         fs::copy(src.join("orig.bin"), src.join("twin.bin")).expect("copy");
         src.mtime("twin.bin", 1_700_000_000, 17);
-        let (out, v) = push_json(t, src.path(), &d, &["-i"]);
+        let (out, v, wire) = push_json_wire(t, src.path(), &d, &["-i"]);
+        if let Some(w) = wire {
+            assert!(w < 50_000, "{w} bytes sent for a copy inside DEST; {v}");
+        }
         let lines = items(&out);
         assert!(
             lines.iter().any(|l| l.starts_with("cf twin.bin")),

@@ -266,10 +266,17 @@ pub fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
 /// niced 10 at the idle class, or the last seen at the deadline (a thread read in the
 /// instant between its start and its start handler has not got its priority yet).
 pub fn settled_priorities(pid: u32, threads: usize) -> Vec<(i64, String)> {
+    priorities_once(pid, threads, 10, "idle")
+}
+
+/// The priorities of `pid`'s threads once at least `threads` of them show and all run
+/// at niceness `nice` and I/O class `io` (as `ionice -p` prints it), or the last seen
+/// after 20 s.
+pub fn priorities_once(pid: u32, threads: usize, nice: i64, io: &str) -> Vec<(i64, String)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let seen = thread_priorities(pid);
-        let settled = seen.len() >= threads && seen.iter().all(|(n, io)| *n == 10 && io == "idle");
+        let settled = seen.len() >= threads && seen.iter().all(|(n, c)| *n == nice && c == io);
         if settled || std::time::Instant::now() >= deadline {
             return seen;
         }
@@ -357,4 +364,219 @@ pub fn have(tool: &str) -> bool {
                 .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         })
     })
+}
+
+/// The kernel's I/O counters of a process (/proc/PID/io).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcIo {
+    /// Bytes passed to read-like calls (read, pread, copy_file_range, sendfile...),
+    /// page cache or not.
+    pub rchar: u64,
+    /// Bytes passed to write-like calls.
+    pub wchar: u64,
+    /// Bytes the process caused to be fetched from a block device.
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl ProcIo {
+    /// Reads /proc/PID/io; for a zombie, the totals of all its threads and of the
+    /// children it reaped.
+    pub fn of(pid: u32) -> ProcIo {
+        let text = fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/io: {e}"));
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(": ")?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/io: {text}"))
+        };
+        ProcIo {
+            rchar: get("rchar"),
+            wchar: get("wchar"),
+            read_bytes: get("read_bytes"),
+            write_bytes: get("write_bytes"),
+        }
+    }
+}
+
+/// A finished run with what the kernel saw of it.
+pub struct Measured {
+    pub out: Output,
+    /// /proc/PID/io read at exit, before the process was reaped.
+    pub io: ProcIo,
+    /// Peak resident set size in bytes (wait4's ru_maxrss: the process, or the largest
+    /// of the descendants it waited for).
+    pub max_rss: u64,
+}
+
+impl Measured {
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to completion (stdin null, stdout and stderr captured) and reads the
+/// kernel's counters of it: its I/O from /proc/PID/io while it is a zombie (waitid
+/// with WNOWAIT), then its peak RSS from wait4 as it is reaped.
+pub fn run_measured(mut cmd: std::process::Command) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    // SAFETY: waitid on our own child, into a zeroed siginfo; WNOWAIT leaves it a zombie.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
+    let io = ProcIo::of(pid);
+    let mut status = 0;
+    // SAFETY: reaps our own child (std's Child is never waited on after this).
+    let (r, ru) = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru);
+        (r, ru)
+    };
+    assert_eq!(
+        r,
+        pid as libc::pid_t,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(child);
+    Measured {
+        out: Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: t_out.join().expect("stdout reader"),
+            stderr: t_err.join().expect("stderr reader"),
+        },
+        io,
+        max_rss: ru.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// The `std::process::Command` of `fsync-repl push [args] SRC DEST` through `t`.
+pub fn push_std(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+    c.env_remove("FSYNC_REPL_CONFIG").arg("push").args(args);
+    match t {
+        Transport::Local => c.arg(src).arg(dst),
+        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+    };
+    c
+}
+
+/// Runs `fsync-repl push` through `t` with the kernel's counters; asserts exit 0.
+#[track_caller]
+pub fn push_measured(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Measured {
+    let m = run_measured(push_std(t, src, dst, args));
+    assert_eq!(m.code(), Some(0), "push failed:\n{}", m.stderr());
+    m
+}
+
+/// A remote shell like `fake-rsh` that also counts the bytes the client sends to the
+/// far side: the far side's stdin comes through `dd`, whose closing line says how many
+/// bytes it copied. A count taken by the kernel's pipe and a public tool, not by the
+/// code under test.
+pub struct WireCount {
+    dir: tempfile::TempDir,
+}
+
+impl WireCount {
+    pub fn new() -> WireCount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\n\
+             dd bs=65536 2>>'{}' | sh -c \"$*\"\n",
+            dir.path().join("counts").display()
+        );
+        let rsh = dir.path().join("counting-rsh");
+        fs::write(&rsh, script).expect("write counting-rsh");
+        fs::set_permissions(&rsh, fs::Permissions::from_mode(0o755)).expect("chmod");
+        WireCount { dir }
+    }
+
+    /// `--rsh` (this counting shell) and `--remote-bin` (this build).
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--rsh".into(),
+            self.dir.path().join("counting-rsh").display().to_string(),
+            "--remote-bin".into(),
+            env!("CARGO_BIN_EXE_fsync-repl").into(),
+        ]
+    }
+
+    /// Bytes sent to the far side by every session so far, and forgets them.
+    pub fn take(&self) -> u64 {
+        let p = self.dir.path().join("counts");
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        let _ = fs::remove_file(&p);
+        let sessions: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains(" bytes"))
+            .map(|l| {
+                l.split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("dd said {l:?}"))
+            })
+            .collect();
+        assert!(!sessions.is_empty(), "no session was counted: {text:?}");
+        sessions.iter().sum()
+    }
+}
+
+impl Default for WireCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `fsync-repl push [args] SRC host:DEST` through a counting remote shell: the output
+/// (exit 0 asserted) and the bytes that crossed the wire to the far side.
+#[track_caller]
+pub fn push_counted(src: &Path, dst: &Path, args: &[&str]) -> (Output, u64) {
+    let wire = WireCount::new();
+    let out = bin()
+        .arg("push")
+        .args(args)
+        .args(wire.args())
+        .arg(src)
+        .arg(remote(dst))
+        .output()
+        .expect("run fsync-repl");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "push failed\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, wire.take())
 }
