@@ -673,7 +673,11 @@ fn sigterm_exits_0_and_saves_the_state() {
         .arg(&w.state)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+    assert_eq!(human.status.code(), Some(0), "{human:?}");
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("stopped"),
+        "{human:?}"
+    );
 }
 
 #[test]

@@ -580,3 +580,89 @@ pub fn push_counted(src: &Path, dst: &Path, args: &[&str]) -> (Output, u64) {
     );
     (out, wire.take())
 }
+
+/// A filesystem image of its own, mounted through a loop device (`mount -o loop`,
+/// which detaches the device at unmount); unmounted and removed when dropped.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// Makes a `size`-byte sparse image in the temp dir, runs `mkfs` (the program and its
+    /// options; the image path is appended) and mounts it. None (a skip, or a failure
+    /// under CI=true) when not root, `mkfs` is missing, or it cannot be mounted.
+    #[track_caller]
+    pub fn new(size: u64, mkfs: &[&str]) -> Option<LoopFs> {
+        if !require(is_root(), "mounting a loop device needs root")
+            || !require(have(mkfs[0]), &format!("{} is not installed", mkfs[0]))
+        {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = dir.path().join("fs.img");
+        fs::File::create(&img)
+            .and_then(|f| f.set_len(size))
+            .expect("image");
+        let out = std::process::Command::new(mkfs[0])
+            .args(&mkfs[1..])
+            .arg(&img)
+            .output()
+            .expect("run mkfs");
+        if !require(
+            out.status.success(),
+            &format!(
+                "{mkfs:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ) {
+            return None;
+        }
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .expect("run mount");
+        if !require(
+            out.status.success(),
+            &format!(
+                "mount -o loop failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ) {
+            return None;
+        }
+        Some(LoopFs { dir })
+    }
+
+    /// The mounted filesystem's root.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Blocks in use, as statvfs reports them after a syncfs, in bytes.
+    pub fn used(&self) -> u64 {
+        let f = fs::File::open(self.path()).expect("open mount");
+        rustix::fs::syncfs(&f).expect("syncfs");
+        let s = rustix::fs::fstatvfs(&f).expect("statvfs");
+        (s.f_blocks - s.f_bfree) * s.f_frsize
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        let ok = std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+        }
+    }
+}
