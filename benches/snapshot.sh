@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Snapshot and prune benchmark on the project's corpus (examples/corpus.rs) (tmpfs, so CPU-side work is timed).
+# Snapshot and prune benchmark on the project's corpus (examples/corpus.rs), on tmpfs so
+# CPU-side work is timed.
 #
 #   benches/snapshot.sh
 #
 # 1. `fsync-repl snapshot DEST` against `cp -al DEST/current X` in ONE hyperfine run
 #    (target: snapshot <= 1.0x cp -al). --prepare removes the previous copies, so each
-#    run copies the full corpus. The snapshot is checked against current with treecmp.
+#    run copies the full corpus. The snapshot is checked against current with corpus compare.
 # 2. `fsync-repl prune --keep-last 1` (removing one snapshot of the corpus) against
 #    `rm -rf` of a `cp -al` copy, unthrottled and with --iops-limit 20000.
 #
