@@ -6,7 +6,7 @@
 #
 # A foreground workload -- fio, 4k random read/write 70/30, O_DIRECT, psync, iodepth 1,
 # time-based (FIO_RUNTIME s) on a file on the root filesystem -- is started at the same
-# moment as a replicator that copies the shared corpus (homes.py make: ~16k files,
+# moment as a replicator that copies the corpus (examples/corpus.rs make: ~16.6k files,
 # 437 MB) from the root filesystem to the root filesystem. Before every run the
 # destination is removed, everything is synced and the page cache dropped
 # (`echo 3 > /proc/sys/vm/drop_caches`), so the copy reads a cold source.
@@ -34,7 +34,7 @@
 # wrote during the fio run beyond fio's own (the replicator's share, writeback included;
 # also anything else running on the machine: see the idle row); and for fsync-repl its
 # --json rate_changes/throttled_secs and its -v log (timestamped), kept with the
-# pressure samples (every 250 ms) under WORK/logs/. Every fsync-repl replica is checked with treecmp.py.
+# pressure samples (every 250 ms) under WORK/logs/. Every fsync-repl replica is checked with corpus compare.
 # Each configuration runs RUNS times, in rounds (idle, rsync, ..., idle, rsync, ...);
 # the summary shows medians, and medians of per-round ratios to the idle run of the same
 # round (the disk's speed drifts between rounds on a shared virtual disk).
@@ -45,7 +45,7 @@
 # Environment (all optional)
 #   WORK          scratch directory on the disk under test  [/var/tmp/fsync-io-impact]
 #                 (must not be tmpfs: the corpus, the replicas and fio's file live here)
-#   CORPUS_DIR    directory holding homes.py and treecmp.py [REPO/../shared/corpus]
+#   CORPUS       the corpus tool [built from examples/corpus.rs]
 #   FSYNC_REPL    binary to measure [REPO/target/release/fsync-repl after cargo build --release]
 #   RUNS          runs per configuration                    [3]
 #   FIO_RUNTIME   fio runtime, seconds (>= 6)               [8]
@@ -60,7 +60,6 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CORPUS_DIR=${CORPUS_DIR:-$REPO/../shared/corpus}
 WORK=${WORK:-/var/tmp/fsync-io-impact}
 RUNS=${RUNS:-3}
 FIO_RUNTIME=${FIO_RUNTIME:-8}
@@ -87,6 +86,7 @@ if [[ $BUILD -eq 1 ]]; then
     (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
 fi
 [[ -x $FSYNC_REPL ]] || die "no binary at $FSYNC_REPL"
+. "$REPO/benches/corpus.sh"
 
 mkdir -p "$WORK"
 fstype=$(stat -f -c %T "$WORK")
@@ -114,7 +114,7 @@ echo "io-impact: fsync-repl $FSYNC_REPL, RUNS=$RUNS, FIO_RUNTIME=${FIO_RUNTIME}s
 if [[ ! -f $WORK/.src-complete ]]; then
     rm -rf "$SRC"
     echo "io-impact: creating the corpus in $SRC"
-    python3 "$CORPUS_DIR/homes.py" make "$SRC" >/dev/null
+    "$CORPUS" make "$SRC" >/dev/null
     : > "$WORK/.src-complete"
 fi
 if [[ ! -f $FIOFILE ]]; then
@@ -195,7 +195,7 @@ run_one() {   # config run-number
     kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
     local verified=null
     if [[ $c == fsync* ]]; then
-        if python3 "$CORPUS_DIR/treecmp.py" "$SRC" "$DST" > "$d/treecmp" 2>&1; then
+        if "$CORPUS" compare "$SRC" "$DST" > "$d/treecmp" 2>&1; then
             verified=true
         else
             verified=false; bad=1

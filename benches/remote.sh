@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Remote benchmark: `fsync-repl push` to host:path over ssh against `rsync -a -H -e ssh`
-# on the shared corpus.
+# on the project's corpus (examples/corpus.rs).
 #
 #   benches/remote.sh [initial] [nochange] [mutate]      (default: all three)
 #
@@ -15,14 +15,14 @@
 # and `ssh ... true` (the ssh start-up alone, reported as a share of each tool's run), so
 # the ratio fsync-repl/rsync comes from the same run on the same (noisy) machine.
 # `--prepare` resets the destinations, so only the replication itself is timed. After
-# every scenario both replicas are checked (treecmp.py; with SSH_HOST, an rsync -n -c
+# every scenario both replicas are checked (corpus compare; with SSH_HOST, an rsync -n -c
 # dry run): a fast-but-wrong run fails.
 #
 # Scenarios
-#   initial   copy of the default corpus (homes.py make: ~16k files, 437 MB) into an
+#   initial   copy of the default corpus (examples/corpus.rs make: ~16.6k files, 0.5 GB) into an
 #             empty remote destination                                target ratio <= 0.8
 #   nochange  re-run with both destinations already complete          target ratio <= 0.7
-#   mutate    after `homes.py mutate` on a copy of the source, with --delete, each
+#   mutate    after `corpus mutate (a day of use)` on a copy of the source, with --delete, each
 #             destination restored to a replica of the un-mutated source before each run
 #                                                                     target ratio <= 0.6
 #             + bytes over the wire (one untimed run each): rsync --stats "Total bytes
@@ -32,7 +32,7 @@
 #             Both counts are of each tool's own protocol stream (before ssh's encryption).
 #
 # Environment (all optional)
-#   CORPUS_DIR   directory holding homes.py and treecmp.py    [REPO/../shared/corpus]
+#   CORPUS       the corpus tool [built from examples/corpus.rs]
 #   SCRATCH      parent of the scratch directory (use tmpfs)   [/dev/shm]
 #   CACHE_DIR    if set, generated source trees are kept here and reused
 #   FSYNC_REPL   binary to measure [REPO/target/release/fsync-repl after
@@ -56,7 +56,6 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CORPUS_DIR=${CORPUS_DIR:-$REPO/../shared/corpus}
 SCRATCH=${SCRATCH:-/dev/shm}
 CACHE_DIR=${CACHE_DIR:-}
 BUILD=0
@@ -71,8 +70,6 @@ SSH_OPTS=${SSH_OPTS:-}
 REMOTE_DIR=${REMOTE_DIR:-/dev/shm}
 FR_OPTS=${FR_OPTS:-}
 
-HOMES=$CORPUS_DIR/homes.py
-TREECMP=$CORPUS_DIR/treecmp.py
 
 die() { echo "remote.sh: $*" >&2; exit 1; }
 
@@ -95,8 +92,7 @@ if [[ -z $SSH_HOST ]]; then
     command -v ssh-keygen >/dev/null || die "ssh-keygen not found (apt-get install openssh-client)"
     [[ $(id -u) == 0 ]] || die "the throw-away sshd needs root; or set SSH_HOST to an existing target"
 fi
-[[ -f $HOMES && -f $TREECMP ]] || die "corpus tools not found in $CORPUS_DIR (set CORPUS_DIR)"
-CORPUS_DIR=$(cd "$CORPUS_DIR" && pwd)
+. "$REPO/benches/corpus.sh"
 if [[ $BUILD == 1 ]]; then
     echo "cargo build --release" >&2
     (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
@@ -250,12 +246,12 @@ make_tree() {
         mkdir -p "$CACHE_DIR"
         if [[ ! -f $dir.done ]]; then
             rm -rf "$dir"
-            python3 "$HOMES" make "$dir" "$@" >&2
+            "$CORPUS" make "$dir" "$@" >&2
             touch "$dir.done"
         fi
     else
         dir=$WORK/$name
-        [[ -d $dir ]] || python3 "$HOMES" make "$dir" "$@" >&2
+        [[ -d $dir ]] || "$CORPUS" make "$dir" "$@" >&2
     fi
     echo "$dir"
 }
@@ -264,7 +260,7 @@ make_tree() {
 verify() {
     local out
     if [[ $LOCAL_TARGET == 1 ]]; then
-        out=$(python3 "$TREECMP" "$2" "$3" 2>&1) && { echo "   verify $1: ok (${out##*$'\n'})" >&2; return; }
+        out=$("$CORPUS" compare "$2" "$3" 2>&1) && { echo "   verify $1: ok (${out##*$'\n'})" >&2; return; }
     else
         # An itemized checksum dry run lists every difference (content, mode, mtime, links).
         out=$(rsync -a -H -n -c -i --delete -e "$SSHP" "$2/" "$SSH_HOST:$3/" 2>&1) && [[ -z $out ]] &&
@@ -338,9 +334,9 @@ EOF
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ---------------------------------------------------------------- default corpus
-log "corpus: homes.py make (default: 8 users, ~16k files, 437 MB)"
+log "corpus: corpus make (default: 8 users, ~16k files, 437 MB)"
 SRC=$(make_tree homes)
-python3 "$HOMES" describe "$SRC" >&2
+"$CORPUS" describe "$SRC" >&2
 D1=$RWORK/d1 D2=$RWORK/d2
 
 if want initial; then
@@ -362,13 +358,13 @@ if want nochange; then
 fi
 
 if want mutate; then
-    log "mutate: homes.py mutate on a copy of the source, then push --delete"
+    log "mutate: corpus mutate (a day of use) on a copy of the source, then push --delete"
     SRCM=$WORK/homes-mutated
     PRISTINE=$RWORK/pristine
     rm -rf "$SRCM"
     cp -a "$SRC" "$SRCM"
-    python3 "$HOMES" mutate "$SRCM" >&2
-    python3 "$HOMES" describe "$SRCM" >&2
+    "$CORPUS" mutate "$SRCM" >&2
+    "$CORPUS" describe "$SRCM" >&2
     # The un-mutated replica both destinations are restored to before every run.
     if [[ $LOCAL_TARGET == 1 ]]; then
         rm -rf "$PRISTINE" && cp -a "$SRC" "$PRISTINE"
@@ -404,11 +400,12 @@ def stat(name):
     return int(re.sub(r"[,.]", "", m.group(1)))
 rs_sent, rs_recv = stat("Total bytes sent"), stat("Total bytes received")
 fr_up, fr_down, rs_up, rs_down = map(int, sys.argv[3:7])
-ratio = fr_up / rs_sent
-print(f"mutate\twire bytes sent (client -> server)\t{fr_up} B\t{rs_sent} B (--stats; wrapper: {rs_up} B)\t"
+# Both figures from the same counting wrapper, outside either tool.
+ratio = fr_up / rs_up
+print(f"mutate\twire bytes sent (client -> server)\t{fr_up} B\t{rs_up} B (--stats says {rs_sent} B)\t"
       f"{ratio:.3f}\t<= 0.05\t" + ("pass" if ratio <= 0.05 else "FAIL"))
-print(f"mutate\twire bytes received (server -> client)\t{fr_down} B\t{rs_recv} B (--stats; wrapper: {rs_down} B)\t"
-      f"{fr_down / max(rs_recv, 1):.3f}\t-\t-")
+print(f"mutate\twire bytes received (server -> client)\t{fr_down} B\t{rs_down} B (--stats says {rs_recv} B)\t"
+      f"{fr_down / max(rs_down, 1):.3f}\t-\t-")
 print(f"mutate\twire bytes both ways (wrapper)\t{fr_up + fr_down} B\t{rs_up + rs_down} B\t"
       f"{(fr_up + fr_down) / (rs_up + rs_down):.3f}\t-\t-")
 print(f"mutate\tfsync-repl report\tliteral {fr['bytes_literal']} B, matched {fr['bytes_matched']} B, "

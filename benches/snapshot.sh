@@ -1,28 +1,29 @@
 #!/usr/bin/env bash
-# Snapshot and prune benchmark on the shared corpus (tmpfs, so CPU-side work is timed).
+# Snapshot and prune benchmark on the project's corpus (examples/corpus.rs), on tmpfs so
+# CPU-side work is timed.
 #
 #   benches/snapshot.sh
 #
 # 1. `fsync-repl snapshot DEST` against `cp -al DEST/current X` in ONE hyperfine run
 #    (target: snapshot <= 1.0x cp -al). --prepare removes the previous copies, so each
-#    run copies the full corpus. The snapshot is checked against current with treecmp.
+#    run copies the full corpus. The snapshot is checked against current with corpus compare.
 # 2. `fsync-repl prune --keep-last 1` (removing one snapshot of the corpus) against
 #    `rm -rf` of a `cp -al` copy, unthrottled and with --iops-limit 20000.
 #
 # Environment (all optional)
-#   CORPUS_DIR   directory holding homes.py and treecmp.py   [REPO/../shared/corpus]
+#   CORPUS       the corpus tool [built from examples/corpus.rs]
 #   SCRATCH      parent of the scratch directory (use tmpfs)  [/dev/shm]
 #   RUNS         hyperfine runs per command                    [10]
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-CORPUS_DIR=${CORPUS_DIR:-$REPO/../shared/corpus}
 SCRATCH=${SCRATCH:-/dev/shm}
 RUNS=${RUNS:-10}
 BIN=$REPO/target/release/fsync-repl
 (cd "$REPO" && cargo build --release -q)
+. "$REPO/benches/corpus.sh"
 W=$(mktemp -d "$SCRATCH/fsync-repl-snapbench.XXXXXX")
 trap 'rm -rf "$W"' EXIT
-python3 "$CORPUS_DIR/homes.py" make "$W/src" >/dev/null
+"$CORPUS" make "$W/src" >/dev/null
 "$BIN" push -q "$W/src" "$W/dst/current"
 echo "corpus: $(find "$W/dst/current" | wc -l) entries"
 
@@ -31,7 +32,7 @@ hyperfine -N -w 2 -r "$RUNS" --export-json "$W/snap.json" \
   --prepare "rm -rf $W/dst/snapshots $W/dst/.fsync-repl $W/cpal" \
   "cp -al $W/dst/current $W/cpal" \
   "$BIN snapshot -q $W/dst"
-python3 "$CORPUS_DIR/treecmp.py" "$W/dst/current" "$W/dst/snapshots/"*
+"$CORPUS" compare "$W/dst/current" "$W/dst/snapshots/"*
 python3 - "$W/snap.json" <<'PY'
 import json, statistics, sys
 r = json.load(open(sys.argv[1]))["results"]

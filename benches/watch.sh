@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Watch-mode benchmark: latency of single changes, a burst against a one-off push, and
-# the idle cost of watching the shared corpus.
+# the idle cost of watching the corpus.
 #
 #   benches/watch.sh [latency] [burst] [idle] [restart]  (default: all four)
 #
@@ -14,12 +14,12 @@
 #            watched SRC as fast as python can; the time from the last file's close until
 #            DEST holds all of them (and, for reference, from the first create), against
 #            hyperfine's mean of a one-off `fsync-repl push` of the same files into an
-#            empty DEST. Both replicas are checked with treecmp.py.
+#            empty DEST. Both replicas are checked with corpus compare.
 #                                                     target: burst <= 2 x push
-#   idle     the shared corpus (homes.py make: ~16k files) watched; after the initial
+#   idle     the corpus (examples/corpus.rs make: ~16.6k files) watched; after the initial
 #            push, CPU time (utime+stime from /proc) over IDLE_SECS of no changes, and
 #            the resident memory (VmRSS, VmHWM).      target: CPU <= 1% of one core
-#   restart  the shared corpus watched, then stopped with SIGTERM; 10 files rewritten
+#   restart  the corpus watched, then stopped with SIGTERM; 10 files rewritten
 #            while stopped; the watch started again. The time from the start until the
 #            first batch is done (state file), resuming after the clean stop against
 #            --full-start (a full push), alternating, RESTARTS times each (medians).
@@ -30,7 +30,7 @@
 #                                                     no target (for the README's claim)
 #
 # Environment (all optional)
-#   CORPUS_DIR   directory holding homes.py and treecmp.py    [REPO/../shared/corpus]
+#   CORPUS       the corpus tool [built from examples/corpus.rs]
 #   SCRATCH      parent of the scratch directory (use tmpfs)   [/dev/shm]
 #   FSYNC_REPL   binary to measure [REPO/target/release/fsync-repl after
 #                `cargo build --release`]; copied to the scratch dir first
@@ -40,7 +40,7 @@
 #   RESTARTS     restarts of each kind                          [7]
 #   COLD=1       restart: drop the page cache before each start
 #   REMOTE=1     restart: DEST through the protocol (see above)
-#   CORPUS_ARGS  restart: options of `homes.py make` for a bigger tree, e.g.
+#   CORPUS_ARGS  restart: options of `corpus make` for a bigger tree, e.g.
 #                "--users 40 --small 5000 --medium 0 --large-mib 0" (200k files)
 #   KEEP=1       keep the scratch directory
 #
@@ -49,7 +49,6 @@
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CORPUS_DIR=${CORPUS_DIR:-$REPO/../shared/corpus}
 SCRATCH=${SCRATCH:-/dev/shm}
 CHANGES=${CHANGES:-100}
 BURST_RUNS=${BURST_RUNS:-3}
@@ -71,6 +70,7 @@ if [[ -z ${FSYNC_REPL:-} ]]; then
     (cd "$REPO" && cargo build --release --quiet) || die "cargo build --release failed"
     FSYNC_REPL=$REPO/target/release/fsync-repl
 fi
+. "$REPO/benches/corpus.sh"
 W=$(mktemp -d "$SCRATCH/fsync-repl-watch-bench.XXXXXX")
 WATCHER=
 cleanup() {
@@ -205,7 +205,7 @@ stop_watch() {
     kill -TERM "$WATCHER"; wait "$WATCHER" || true; WATCHER=
 }
 check() { # SRC DEST WHAT
-    python3 "$CORPUS_DIR/treecmp.py" "$1" "$2" >/dev/null || die "$3: DEST differs from SRC"
+    "$CORPUS" compare "$1" "$2" >/dev/null || die "$3: DEST differs from SRC"
 }
 verdict() { # VALUE <= LIMIT
     python3 -c "import sys; print('ok' if float(sys.argv[1]) <= float(sys.argv[2]) else 'FAIL')" "$1" "$2"
@@ -251,7 +251,7 @@ burst)
     ;;
 idle)
     src=$W/corpus dst=$W/corpus-dst
-    python3 "$CORPUS_DIR/homes.py" make "$src" >/dev/null
+    "$CORPUS" make "$src" >/dev/null
     files=$(find "$src" -type f | wc -l); dirs=$(find "$src" -type d | wc -l)
     start_watch "$src" "$dst" "$W/idle.log"
     $H wait-count "$dst" "$files"
@@ -264,7 +264,7 @@ idle)
 restart)
     src=$W/restart-src dst=$W/restart-dst
     # shellcheck disable=SC2086  # CORPUS_ARGS is a list of options
-    python3 "$CORPUS_DIR/homes.py" make ${CORPUS_ARGS:-} "$src" >/dev/null
+    "$CORPUS" make ${CORPUS_ARGS:-} "$src" >/dev/null
     files=$(find "$src" -type f | wc -l)
     # The first watch does the initial push; each run below ends with a clean stop, so
     # the next start may resume.

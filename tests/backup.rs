@@ -280,10 +280,7 @@ impl Tmpfs {
 
 #[test]
 fn prune_when_full_gives_up_old_snapshots_or_changes_nothing() {
-    if !is_root() {
-        eprintln!("SKIPPED prune_when_full_gives_up_old_snapshots_or_changes_nothing: needs root to mount a tmpfs");
-        return;
-    }
+    require!(is_root(), "mounting a tmpfs needs root");
     let fsys = Tmpfs::mount("8M");
     let dst = fsys.path().join("backup");
     let src = Tree::new();
@@ -336,10 +333,7 @@ fn prune_when_full_gives_up_old_snapshots_or_changes_nothing() {
 
 #[test]
 fn a_snapshot_that_would_cross_the_reserve_is_not_taken() {
-    if !is_root() {
-        eprintln!("SKIPPED a_snapshot_that_would_cross_the_reserve_is_not_taken: needs root to mount a tmpfs");
-        return;
-    }
+    require!(is_root(), "mounting a tmpfs needs root");
     let fsys = Tmpfs::mount("8M");
     let dst = fsys.path().join("backup");
     let src = Tree::new();
@@ -743,12 +737,7 @@ fn a_symlink_planted_in_dest_never_leads_a_snapshot_outside() {
 /// (niceness, ionice class) of every thread of `pid`.
 #[test]
 fn snapshot_workers_run_idle_and_niced() {
-    if !have_ionice() {
-        eprintln!(
-            "SKIPPED snapshot_workers_run_idle_and_niced: ionice (util-linux) is not installed"
-        );
-        return;
-    }
+    require!(have_ionice(), "ionice (util-linux) is not installed");
     let (src, dst) = (Tree::new(), Tree::new());
     for i in 0..80 {
         src.file(format!("d{}/f{i}", i % 8), b"x");
@@ -847,12 +836,7 @@ fn sigint_stops_a_prune_between_snapshots() {
 
 #[test]
 fn prune_when_full_works_on_a_remote_destination() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED prune_when_full_works_on_a_remote_destination: needs root to mount a tmpfs"
-        );
-        return;
-    }
+    require!(is_root(), "mounting a tmpfs needs root");
     let fsys = Tmpfs::mount("8M");
     let dst = fsys.path().join("backup");
     let src = Tree::new();

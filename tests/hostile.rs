@@ -2449,20 +2449,17 @@ fn pull_remote_output_lines_cannot_carry_terminal_escapes() {
 /// nothing is written (invariant 5 on the far side).
 #[test]
 fn serve_refuses_a_file_past_its_own_reserve() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("note: skipped: mounting a tmpfs needs root");
-        return;
-    }
+    require!(
+        rustix::process::geteuid().is_root(),
+        "mounting a tmpfs needs root"
+    );
     let mnt = tempfile::tempdir().expect("tempdir");
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
         .arg(mnt.path())
         .status()
         .is_ok_and(|s| s.success());
-    if !mounted {
-        eprintln!("note: skipped: mount -t tmpfs failed");
-        return;
-    }
+    require!(mounted, "mount -t tmpfs failed");
     struct Unmount<'a>(&'a Path);
     impl Drop for Unmount<'_> {
         fn drop(&mut self) {

@@ -9,7 +9,7 @@
 mod common;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -17,18 +17,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Root-only tests: under CI a missing privilege fails the test; elsewhere the skip
-/// is printed where the run's output shows it.
+/// Root-only tests: under CI a missing privilege fails the test (see `require`).
+#[track_caller]
 fn root_or_skip(what: &str) -> bool {
-    if is_root() {
-        return true;
-    }
-    assert!(
-        std::env::var_os("CI").is_none_or(|v| v != "true"),
-        "{what} needs root, and CI must not skip it"
-    );
-    let _ = writeln!(std::io::stderr(), "SKIPPED (needs root): {what}");
-    false
+    require(is_root(), &format!("{what} needs root"))
 }
 
 /// `fsync-repl push` as a process to start and watch.

@@ -330,18 +330,11 @@ fn a_wholly_changed_large_file_travels_as_delta_parts() {
 /// compares them (rsync's behaviour), so the push succeeds and a re-run changes nothing.
 #[test]
 fn a_receiver_that_is_not_root_gets_no_owners_and_no_endless_metadata_updates() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("note: skipped: needs root to start the far side as another user");
-        return;
-    }
-    if std::process::Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("note: skipped: setpriv (util-linux) is not installed");
-        return;
-    }
+    require!(
+        rustix::process::geteuid().is_root(),
+        "starting the far side as another user needs root"
+    );
+    require!(have("setpriv"), "setpriv (util-linux) is not installed");
     let src = Tree::new();
     src.file("a/f", b"one");
     src.file("g", b"two");

@@ -889,8 +889,7 @@ struct Tmpfs {
 
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
-        if !is_root() {
-            eprintln!("note: skipped: mounting a tmpfs needs root");
+        if !require(is_root(), "mounting a tmpfs needs root") {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -899,8 +898,7 @@ impl Tmpfs {
             .arg(dir.path())
             .status()
             .is_ok_and(|s| s.success());
-        if !ok {
-            eprintln!("note: skipped: mount -t tmpfs failed");
+        if !require(ok, "mount -t tmpfs failed") {
             return None;
         }
         Some(Tmpfs { dir })

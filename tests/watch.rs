@@ -183,6 +183,38 @@ impl Watch {
         // SAFETY: a plain kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, sig) };
     }
+
+    /// Sends SIGSTOP and returns once every thread of the watch shows state `T` in
+    /// /proc (a signal is delivered asynchronously: until then a thread may still run).
+    fn stop(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.child.id();
+        let states = || -> Vec<(String, char)> {
+            fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter_map(|t| {
+                            let stat = fs::read_to_string(t.path().join("stat")).ok()?;
+                            let state = stat[stat.rfind(") ")? + 2..].chars().next()?;
+                            Some((t.file_name().to_string_lossy().into_owned(), state))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let seen = states();
+            if !seen.is_empty() && seen.iter().all(|(_, s)| *s == 'T') {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the watch did not stop: {seen:?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
 }
 
 impl Drop for Watch {
@@ -641,7 +673,11 @@ fn sigterm_exits_0_and_saves_the_state() {
         .arg(&w.state)
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&human.stdout).contains("stopped"));
+    assert_eq!(human.status.code(), Some(0), "{human:?}");
+    assert!(
+        String::from_utf8_lossy(&human.stdout).contains("stopped"),
+        "{human:?}"
+    );
 }
 
 #[test]
@@ -719,6 +755,23 @@ fn an_idle_remote_session_outlives_the_far_sides_timeout() {
     w.until("the state after the batch", |w| w_state_batches(w) >= 2);
     assert_eq!(w_sessions(&w), 1, "{}", w.stderr());
     assert!(!w.stderr().contains("failed"), "{}", w.stderr());
+    // The far side's --timeout is in force: with the watch stopped (no keepalives),
+    // the far side gives up on its own. Were the option ignored it would wait forever.
+    let far = serve_pids(&dst);
+    w.stop();
+    let gone = Instant::now() + Duration::from_secs(60);
+    while serve_pids(&dst) == far {
+        assert!(
+            Instant::now() < gone,
+            "the far side outlived its --timeout 2 by a minute with a silent client"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    w.signal(libc::SIGCONT);
+    // The lost session is replaced by a new one.
+    fs::write(src.join("third"), b"3").unwrap();
+    w.converge(&src, &dst);
+    w.until("a second session in the state", |w| w_sessions(w) == 2);
 }
 
 #[test]
@@ -828,10 +881,10 @@ fn exclusive_limits() -> std::sync::RwLockWriteGuard<'static, ()> {
 
 #[test]
 fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
-    if !is_root() {
-        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root");
-        return;
-    }
+    require!(
+        is_root(),
+        "lowering fs.inotify.max_queued_events needs root"
+    );
     let _limits = exclusive_limits();
     let (_t, src, dst) = pair();
     fs::create_dir(src.join("burst")).unwrap();
@@ -846,8 +899,9 @@ fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
         w.converge(&src, &dst);
         w
     };
-    // Stop the watcher so the kernel queue overflows for certain, then let it go on.
-    w.signal(libc::SIGSTOP);
+    // Stop the watcher (every thread of it) so the kernel queue overflows for certain,
+    // and exactly once: nothing reads the queue until SIGCONT.
+    w.stop();
     for i in 0..200 {
         fs::write(src.join(format!("burst/f{i}")), format!("{i}")).unwrap();
     }
@@ -889,10 +943,7 @@ fn watches_in_use() -> u64 {
 
 #[test]
 fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
-    if !is_root() {
-        eprintln!("skipped: lowering fs.inotify.max_user_watches needs root");
-        return;
-    }
+    require!(is_root(), "lowering fs.inotify.max_user_watches needs root");
     let _limits = exclusive_limits();
     let (_t, src, dst) = pair();
     let leaves: Vec<String> = (0..20).map(|i| format!("d{i}/inner")).collect();
@@ -940,19 +991,14 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
 
 #[test]
 fn a_full_destination_is_retried_until_space_is_freed() {
-    if !is_root() {
-        eprintln!("skipped: mounting a small tmpfs needs root");
-        return;
-    }
+    require!(is_root(), "mounting a small tmpfs needs root");
     let _limits = shared_limits();
     let (t, src, _) = pair();
     let mnt = t.join("mnt");
     // Both transports share the mount, one after the other.
     fs::create_dir(&mnt).unwrap();
-    let Some(_m) = mount_tmpfs(&mnt, "size=4m") else {
-        eprintln!("skipped: cannot mount a tmpfs here");
-        return;
-    };
+    let m = mount_tmpfs(&mnt, "size=4m");
+    require!(m.is_some(), "cannot mount a tmpfs here");
     for &tr in TRANSPORTS {
         let dst = mnt.join(format!("dst-{tr:?}"));
         let _ = fs::remove_file(src.join("big"));
@@ -1147,10 +1193,7 @@ fn an_ignore_file_changed_while_stopped_applies_to_its_whole_directory() {
 #[test]
 fn every_thread_of_a_watch_runs_idle_and_niced() {
     let _limits = shared_limits();
-    if !have_ionice() {
-        eprintln!("SKIPPED every_thread_of_a_watch_runs_idle_and_niced: ionice is not installed");
-        return;
-    }
+    require!(have_ionice(), "ionice (util-linux) is not installed");
     let (_t, src, dst) = pair();
     for i in 0..40 {
         fs::write(src.join(format!("f{i:02}")), vec![i as u8; 256 << 10]).unwrap();

@@ -2,26 +2,25 @@
 //! every difference between two trees on failure.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 pub use assert_cmd::Command;
+
+pub mod compare;
+pub mod corpus;
+#[allow(unused_imports)]
+pub use compare::{tree_diff, tree_diff_opts};
 
 /// The binary under test.
 pub fn bin() -> Command {
     let mut c = Command::cargo_bin("fsync-repl").expect("binary built");
     c.env_remove("FSYNC_REPL_CONFIG");
     c
-}
-
-/// The shared corpus tools (`../shared` beside the repository).
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }
 
 /// How a test reaches the destination. Every transfer test runs through each.
@@ -176,126 +175,9 @@ pub fn set_mtime(p: &Path, sec: i64, nsec: u32) {
     .expect("utimensat");
 }
 
-#[derive(Debug, PartialEq, Eq, Clone)]
-struct Node {
-    kind: &'static str,
-    mode: u32,
-    size: u64,
-    mtime: (i64, i64),
-    content: Option<[u8; 32]>,
-    target: Option<Vec<u8>>,
-    rdev: u64,
-}
-
-/// Relative path → node, and the hard-link groups (each a sorted list of paths).
-type Snapshot = (BTreeMap<Vec<u8>, Node>, Vec<Vec<Vec<u8>>>);
-
-fn snapshot(root: &Path, mtimes: bool) -> Snapshot {
-    let mut map = BTreeMap::new();
-    let mut inodes: BTreeMap<(u64, u64), Vec<Vec<u8>>> = BTreeMap::new();
-    // The replica's own records at its root are not part of the tree.
-    let walk = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .min_depth(1)
-        .into_iter()
-        .filter_entry(|e| !is_sidecar(e));
-    for e in walk {
-        let e = e.expect("walk");
-        let rel = e
-            .path()
-            .strip_prefix(root)
-            .expect("prefix")
-            .as_os_str()
-            .as_bytes()
-            .to_vec();
-        let m = e.path().symlink_metadata().expect("lstat");
-        let ft = m.file_type();
-        let kind = if ft.is_dir() {
-            "dir"
-        } else if ft.is_symlink() {
-            "symlink"
-        } else if ft.is_file() {
-            "file"
-        } else {
-            "special"
-        };
-        let content = ft
-            .is_file()
-            .then(|| *blake3::hash(&fs::read(e.path()).expect("read")).as_bytes());
-        let target = ft.is_symlink().then(|| {
-            fs::read_link(e.path())
-                .expect("readlink")
-                .as_os_str()
-                .as_bytes()
-                .to_vec()
-        });
-        if ft.is_file() && m.nlink() > 1 {
-            inodes
-                .entry((m.dev(), m.ino()))
-                .or_default()
-                .push(rel.clone());
-        }
-        map.insert(
-            rel,
-            Node {
-                kind,
-                mode: if ft.is_symlink() {
-                    0
-                } else {
-                    m.mode() & 0o7777
-                },
-                size: if ft.is_dir() { 0 } else { m.size() },
-                mtime: if mtimes && !ft.is_dir() {
-                    (m.mtime(), m.mtime_nsec())
-                } else {
-                    (0, 0)
-                },
-                content,
-                target,
-                rdev: m.rdev(),
-            },
-        );
-    }
-    let mut groups: Vec<Vec<Vec<u8>>> = inodes.into_values().filter(|g| g.len() > 1).collect();
-    for g in &mut groups {
-        g.sort();
-    }
-    groups.sort();
-    (map, groups)
-}
-
 /// True for the replica's own records at the root of a walked tree (`.fsync-repl`).
 pub fn is_sidecar(e: &walkdir::DirEntry) -> bool {
     e.depth() == 1 && e.file_name() == ".fsync-repl"
-}
-
-/// Differences between two trees (names, kinds, modes, sizes, contents, symlink
-/// targets, file mtimes to the nanosecond, hard-link groups), one line each.
-pub fn tree_diff(a: &Path, b: &Path) -> Vec<String> {
-    tree_diff_opts(a, b, true)
-}
-
-pub fn tree_diff_opts(a: &Path, b: &Path, mtimes: bool) -> Vec<String> {
-    let (ma, ga) = snapshot(a, mtimes);
-    let (mb, gb) = snapshot(b, mtimes);
-    let mut out = Vec::new();
-    let show = |p: &[u8]| String::from_utf8_lossy(p).into_owned();
-    for (p, na) in &ma {
-        match mb.get(p) {
-            None => out.push(format!("only in source: {}", show(p))),
-            Some(nb) if nb != na => out.push(format!("differs: {}: {:?} vs {:?}", show(p), na, nb)),
-            _ => {}
-        }
-    }
-    for p in mb.keys() {
-        if !ma.contains_key(p) {
-            out.push(format!("only in destination: {}", show(p)));
-        }
-    }
-    if ga != gb {
-        out.push(format!("hard-link groups differ: {ga:?} vs {gb:?}"));
-    }
-    out
 }
 
 /// Asserts two trees are identical, listing every difference.
@@ -389,10 +271,17 @@ pub fn thread_priorities(pid: u32) -> Vec<(i64, String)> {
 /// niced 10 at the idle class, or the last seen at the deadline (a thread read in the
 /// instant between its start and its start handler has not got its priority yet).
 pub fn settled_priorities(pid: u32, threads: usize) -> Vec<(i64, String)> {
+    priorities_once(pid, threads, 10, "idle")
+}
+
+/// The priorities of `pid`'s threads once at least `threads` of them show and all run
+/// at niceness `nice` and I/O class `io` (as `ionice -p` prints it), or the last seen
+/// after 20 s.
+pub fn priorities_once(pid: u32, threads: usize, nice: i64, io: &str) -> Vec<(i64, String)> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
         let seen = thread_priorities(pid);
-        let settled = seen.len() >= threads && seen.iter().all(|(n, io)| *n == 10 && io == "idle");
+        let settled = seen.len() >= threads && seen.iter().all(|(n, c)| *n == nice && c == io);
         if settled || std::time::Instant::now() >= deadline {
             return seen;
         }
@@ -429,4 +318,356 @@ pub fn mount_tmpfs(dir: &Path, opts: &str) -> Option<Mounted> {
         .status()
         .is_ok_and(|s| s.success());
     ok.then(|| Mounted(dir.to_path_buf()))
+}
+
+/// Whether this run is CI's (`CI=true`), where every prerequisite must be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A test's prerequisite (root, a tool, sshd, a kernel feature): `ok` says whether it is
+/// there. Returns `ok`. When it is missing, under `CI=true` the test fails here; elsewhere
+/// one line `SKIPPED <test>: <what>` goes straight to the process's stderr, past libtest's
+/// capture, so a skip shows in the run's output even when the test "passes".
+#[track_caller]
+pub fn require(ok: bool, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("?")
+        .rsplit("::")
+        .next()
+        .unwrap_or("?")
+        .to_string();
+    let at = std::panic::Location::caller();
+    if in_ci() {
+        panic!("{test}: prerequisite missing under CI=true: {what}");
+    }
+    use std::io::Write;
+    let line = format!("SKIPPED {test} ({at}): {what} (under CI=true this fails)\n");
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    false
+}
+
+/// Skips the rest of a test unless `cond` holds: `require!(is_root(), "needs root");`.
+#[macro_export]
+macro_rules! require {
+    ($ok:expr, $($what:tt)+) => {
+        if !$crate::common::require($ok, &format!($($what)+)) {
+            return;
+        }
+    };
+}
+
+/// Whether `tool` is an executable on PATH.
+pub fn have(tool: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| {
+        std::env::split_paths(&p).any(|d| {
+            fs::metadata(d.join(tool))
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+    })
+}
+
+/// The kernel's I/O counters of a process (/proc/PID/io).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcIo {
+    /// Bytes passed to read-like calls (read, pread, copy_file_range, sendfile...),
+    /// page cache or not.
+    pub rchar: u64,
+    /// Bytes passed to write-like calls.
+    pub wchar: u64,
+    /// Bytes the process caused to be fetched from a block device.
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl ProcIo {
+    /// Reads /proc/PID/io; for a zombie, the totals of all its threads and of the
+    /// children it reaped.
+    pub fn of(pid: u32) -> ProcIo {
+        let text = fs::read_to_string(format!("/proc/{pid}/io"))
+            .unwrap_or_else(|e| panic!("read /proc/{pid}/io: {e}"));
+        let get = |k: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(": ")?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {k} in /proc/{pid}/io: {text}"))
+        };
+        ProcIo {
+            rchar: get("rchar"),
+            wchar: get("wchar"),
+            read_bytes: get("read_bytes"),
+            write_bytes: get("write_bytes"),
+        }
+    }
+}
+
+/// A finished run with what the kernel saw of it.
+pub struct Measured {
+    pub out: Output,
+    /// /proc/PID/io read at exit, before the process was reaped.
+    pub io: ProcIo,
+    /// Peak resident set size in bytes (wait4's ru_maxrss: the process, or the largest
+    /// of the descendants it waited for).
+    pub max_rss: u64,
+}
+
+impl Measured {
+    pub fn code(&self) -> Option<i32> {
+        self.out.status.code()
+    }
+
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+}
+
+/// Runs `cmd` to completion (stdin null, stdout and stderr captured) and reads the
+/// kernel's counters of it: its I/O from /proc/PID/io while it is a zombie (waitid
+/// with WNOWAIT), then its peak RSS from wait4 as it is reaped.
+pub fn run_measured(mut cmd: std::process::Command) -> Measured {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let mut so = child.stdout.take().expect("stdout");
+    let mut se = child.stderr.take().expect("stderr");
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    // SAFETY: waitid on our own child, into a zeroed siginfo; WNOWAIT leaves it a zombie.
+    let r = unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOWAIT,
+        )
+    };
+    assert_eq!(r, 0, "waitid: {}", std::io::Error::last_os_error());
+    let io = ProcIo::of(pid);
+    let mut status = 0;
+    // SAFETY: reaps our own child (std's Child is never waited on after this).
+    let (r, ru) = unsafe {
+        let mut ru: libc::rusage = std::mem::zeroed();
+        let r = libc::wait4(pid as libc::pid_t, &mut status, 0, &mut ru);
+        (r, ru)
+    };
+    assert_eq!(
+        r,
+        pid as libc::pid_t,
+        "wait4: {}",
+        std::io::Error::last_os_error()
+    );
+    drop(child);
+    Measured {
+        out: Output {
+            status: std::process::ExitStatus::from_raw(status),
+            stdout: t_out.join().expect("stdout reader"),
+            stderr: t_err.join().expect("stderr reader"),
+        },
+        io,
+        max_rss: ru.ru_maxrss as u64 * 1024,
+    }
+}
+
+/// The `std::process::Command` of `fsync-repl push [args] SRC DEST` through `t`.
+pub fn push_std(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
+    c.env_remove("FSYNC_REPL_CONFIG").arg("push").args(args);
+    match t {
+        Transport::Local => c.arg(src).arg(dst),
+        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
+    };
+    c
+}
+
+/// Runs `fsync-repl push` through `t` with the kernel's counters; asserts exit 0.
+#[track_caller]
+pub fn push_measured(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> Measured {
+    let m = run_measured(push_std(t, src, dst, args));
+    assert_eq!(m.code(), Some(0), "push failed:\n{}", m.stderr());
+    m
+}
+
+/// A remote shell like `fake-rsh` that also counts the bytes the client sends to the
+/// far side: the far side's stdin comes through `dd`, whose closing line says how many
+/// bytes it copied. A count taken by the kernel's pipe and a public tool, not by the
+/// code under test.
+pub struct WireCount {
+    dir: tempfile::TempDir,
+}
+
+impl WireCount {
+    pub fn new() -> WireCount {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = format!(
+            "#!/bin/sh\nwhile [ $# -gt 0 ] && [ \"$1\" != \"--\" ]; do shift; done\nshift\n\
+             dd bs=65536 2>>'{}' | sh -c \"$*\"\n",
+            dir.path().join("counts").display()
+        );
+        let rsh = dir.path().join("counting-rsh");
+        fs::write(&rsh, script).expect("write counting-rsh");
+        fs::set_permissions(&rsh, fs::Permissions::from_mode(0o755)).expect("chmod");
+        WireCount { dir }
+    }
+
+    /// `--rsh` (this counting shell) and `--remote-bin` (this build).
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--rsh".into(),
+            self.dir.path().join("counting-rsh").display().to_string(),
+            "--remote-bin".into(),
+            env!("CARGO_BIN_EXE_fsync-repl").into(),
+        ]
+    }
+
+    /// Bytes sent to the far side by every session so far, and forgets them.
+    pub fn take(&self) -> u64 {
+        let p = self.dir.path().join("counts");
+        let text = fs::read_to_string(&p).unwrap_or_default();
+        let _ = fs::remove_file(&p);
+        let sessions: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains(" bytes"))
+            .map(|l| {
+                l.split(' ')
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or_else(|| panic!("dd said {l:?}"))
+            })
+            .collect();
+        assert!(!sessions.is_empty(), "no session was counted: {text:?}");
+        sessions.iter().sum()
+    }
+}
+
+impl Default for WireCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `fsync-repl push [args] SRC host:DEST` through a counting remote shell: the output
+/// (exit 0 asserted) and the bytes that crossed the wire to the far side.
+#[track_caller]
+pub fn push_counted(src: &Path, dst: &Path, args: &[&str]) -> (Output, u64) {
+    let wire = WireCount::new();
+    let out = bin()
+        .arg("push")
+        .args(args)
+        .args(wire.args())
+        .arg(src)
+        .arg(remote(dst))
+        .output()
+        .expect("run fsync-repl");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "push failed\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out, wire.take())
+}
+
+/// A filesystem image of its own, mounted through a loop device (`mount -o loop`,
+/// which detaches the device at unmount); unmounted and removed when dropped.
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+}
+
+impl LoopFs {
+    /// Makes a `size`-byte sparse image in the temp dir, runs `mkfs` (the program and its
+    /// options; the image path is appended) and mounts it. None (a skip, or a failure
+    /// under CI=true) when not root, `mkfs` is missing, or it cannot be mounted.
+    #[track_caller]
+    pub fn new(size: u64, mkfs: &[&str]) -> Option<LoopFs> {
+        if !require(is_root(), "mounting a loop device needs root")
+            || !require(have(mkfs[0]), &format!("{} is not installed", mkfs[0]))
+        {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let img = dir.path().join("fs.img");
+        fs::File::create(&img)
+            .and_then(|f| f.set_len(size))
+            .expect("image");
+        let out = std::process::Command::new(mkfs[0])
+            .args(&mkfs[1..])
+            .arg(&img)
+            .output()
+            .expect("run mkfs");
+        if !require(
+            out.status.success(),
+            &format!(
+                "{mkfs:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ) {
+            return None;
+        }
+        let mnt = dir.path().join("mnt");
+        fs::create_dir(&mnt).expect("mkdir");
+        let out = std::process::Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .expect("run mount");
+        if !require(
+            out.status.success(),
+            &format!(
+                "mount -o loop failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        ) {
+            return None;
+        }
+        Some(LoopFs { dir })
+    }
+
+    /// The mounted filesystem's root.
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    /// Blocks in use, as statvfs reports them after a syncfs, in bytes.
+    pub fn used(&self) -> u64 {
+        let f = fs::File::open(self.path()).expect("open mount");
+        rustix::fs::syncfs(&f).expect("syncfs");
+        let s = rustix::fs::fstatvfs(&f).expect("statvfs");
+        (s.f_blocks - s.f_bfree) * s.f_frsize
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        let mnt = self.path();
+        let ok = std::process::Command::new("umount")
+            .arg(&mnt)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&mnt)
+                .status();
+        }
+    }
 }
