@@ -80,7 +80,11 @@ sync
 # A stand-in remote shell whose far side leaves the cgroup, as on another machine.
 cat > "$WORK/rsh" <<'EOF'
 #!/bin/sh
-# rsh HOST COMMAND...: run COMMAND here, outside the benchmark's memory cgroup.
+# Stands in for ssh (fsync-repl passes OPTIONS HOST -- COMMAND, rsync HOST COMMAND):
+# runs COMMAND here, outside the benchmark's memory cgroup.
+case " $* " in
+    *" -- "*) while [ $# -gt 0 ] && [ "$1" != "--" ]; do shift; done ;;
+esac
 shift
 echo $$ > /sys/fs/cgroup/memory/cgroup.procs
 exec sh -c "$*"
@@ -117,9 +121,11 @@ echo "hot set: $HOT_FILES x $HOT_MIB MiB; corpus: $CORPUS_FILES files, $CORPUS_M
 echo
 echo "| replicator | hot set cached before | after | copy time |"
 echo "| --- | --- | --- | --- |"
-run "fsync-repl push" "$BIN" push -q "$WORK/src" "$WORK/dst"
-run "fsync-repl push --keep-cache" "$BIN" push -q --keep-cache "$WORK/src" "$WORK/dst"
+# The adaptive back-off is off: it reacts to any other reader of the disk, which would
+# time the machine's neighbours rather than the cost of the cache handling.
+run "fsync-repl push" "$BIN" push -q --no-adaptive "$WORK/src" "$WORK/dst"
+run "fsync-repl push --keep-cache" "$BIN" push -q --no-adaptive --keep-cache "$WORK/src" "$WORK/dst"
 run "rsync -a" rsync -a "$WORK/src/" "$WORK/dst/"
 run "nocache rsync -a" nocache rsync -a "$WORK/src/" "$WORK/dst/"
-run "fsync-repl push (remote DEST)" "$BIN" push -q --rsh "$WORK/rsh" --remote-bin "$BIN" "$WORK/src" "h:$WORK/dst"
+run "fsync-repl push (remote DEST)" "$BIN" push -q --no-adaptive --rsh "$WORK/rsh" --remote-bin "$BIN" "$WORK/src" "h:$WORK/dst"
 run "rsync -a (remote DEST)" rsync -a -e "$WORK/rsh" "$WORK/src/" "h:$WORK/dst/"
