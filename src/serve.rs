@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
+use std::time::Duration;
 
 use crate::delta;
 use crate::dest::local::{map_range, LocalDest, TempFile};
@@ -21,6 +22,7 @@ use crate::protocol::{
 };
 use crate::scan::ScanOptions;
 use crate::tree::Kind;
+use crate::wire::WireIn;
 
 /// Files being received at once, at most.
 const MAX_OPEN_FILES: usize = 4096;
@@ -101,6 +103,24 @@ impl Write for TempWriter<'_> {
     }
 }
 
+/// What the receiver's own side asked for: a peer that sends more is refused, whatever
+/// it sends (the far side of a pull runs the engine, but the client gave the options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Entries may be deleted (`--delete`).
+    pub delete: bool,
+    /// Extended attributes may be set (`-X`).
+    pub xattrs: bool,
+}
+
+impl Policy {
+    /// The far side of a push does what its client asks.
+    pub const ANY: Policy = Policy {
+        delete: true,
+        xattrs: true,
+    };
+}
+
 /// The receiving loop's state.
 pub struct Receiver<'a> {
     dest: &'a LocalDest,
@@ -108,6 +128,7 @@ pub struct Receiver<'a> {
     reserve: Option<crate::config::Reserve>,
     /// A dry run: only listing, hashing and space queries are served.
     read_only: bool,
+    policy: Policy,
     files: HashMap<u64, Incoming>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
@@ -122,9 +143,16 @@ impl<'a> Receiver<'a> {
             dest,
             reserve,
             read_only: false,
+            policy: Policy::ANY,
             files: HashMap::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
+    }
+
+    /// Refuses what `policy` does not allow.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Serves only requests that write nothing (for `--dry-run`); any other ends the
@@ -140,32 +168,39 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
-    /// Serves requests from `input` until it ends. Notices (pull) go to `notice`.
+    /// Serves requests from `input` until it ends. The peer's handshake must come within
+    /// `handshake` (else the error `no_hello`). Notices (pull) go to `notice`. Whatever
+    /// the end, the temporary files of unfinished transfers are removed.
     pub fn run(
         &mut self,
-        input: &mut dyn Read,
+        input: &mut WireIn,
+        handshake: (Duration, String),
         notice: &mut dyn FnMut(Notice),
     ) -> Result<(), ProtoError> {
-        frame::write_hello(&mut self.out)?;
-        frame::read_hello(input)?;
-        let mut buf = Vec::new();
-        let result = loop {
-            match frame::read_frame::<ToReceiver, _>(input, &mut buf) {
-                Ok(None) => break Ok(()),
-                Ok(Some(ToReceiver::Notice(n))) => notice(n),
-                Ok(Some(ToReceiver::Request(req))) => {
-                    if let Err(e) = self.handle(req) {
-                        break Err(e);
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
+        let result = self.serve(input, handshake, notice);
         for (_, f) in self.files.drain() {
             self.dest.abort_temp(f.temp);
         }
         let _ = self.out.flush();
         result
+    }
+
+    fn serve(
+        &mut self,
+        input: &mut WireIn,
+        (limit, no_hello): (Duration, String),
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<(), ProtoError> {
+        frame::write_hello(&mut self.out)?;
+        input.with_deadline(limit, no_hello, frame::read_hello)?;
+        let mut buf = Vec::new();
+        loop {
+            match frame::read_frame::<ToReceiver, _>(input, &mut buf)? {
+                None => return Ok(()),
+                Some(ToReceiver::Notice(n)) => notice(n),
+                Some(ToReceiver::Request(req)) => self.handle(req)?,
+            }
+        }
     }
 
     fn handle(&mut self, req: Request) -> Result<(), ProtoError> {
@@ -357,6 +392,13 @@ impl<'a> Receiver<'a> {
     }
 
     fn op(&mut self, op: FsOp) -> Result<(), WireError> {
+        if let Some(why) = self.forbidden(&op) {
+            return Err(WireError::Os {
+                errno: rustix::io::Errno::PERM.raw_os_error(),
+                op: "refused".into(),
+                msg: why.into(),
+            });
+        }
         let d = self.dest;
         let r = match &op {
             FsOp::Remove { path, kind } => d.remove(path, (*kind).into()),
@@ -374,6 +416,23 @@ impl<'a> Receiver<'a> {
             }
         };
         r.map_err(|e| wire_error("filesystem operation", &e))
+    }
+
+    /// Why `op` goes beyond what this side's options allow, if it does.
+    fn forbidden(&self, op: &FsOp) -> Option<&'static str> {
+        match op {
+            // Leftover temporary files go whatever `--delete` says.
+            FsOp::Remove { path, .. }
+                if !self.policy.delete
+                    && !crate::scan::is_temp_name(crate::tree::file_name(path)) =>
+            {
+                Some("the sender asked to delete an entry without --delete")
+            }
+            FsOp::SetDirXattrs { .. } if !self.policy.xattrs => {
+                Some("the sender sent extended attributes without -X")
+            }
+            _ => None,
+        }
     }
 
     fn begin(
@@ -589,7 +648,11 @@ impl<'a> Receiver<'a> {
                 result: Err(WireError::Corrupt),
             });
         }
-        let x: fsutil::Xattrs = xattrs.into_iter().map(|w| (w.0, w.1)).collect();
+        // Extended attributes nobody asked for (-X) are not applied.
+        let x: fsutil::Xattrs = match self.policy.xattrs {
+            true => xattrs.into_iter().map(|w| (w.0, w.1)).collect(),
+            false => Vec::new(),
+        };
         let result = self
             .dest
             .finish_temp(f.temp, &meta, &x)

@@ -5,13 +5,14 @@
 //! many requests in flight on one connection (pipelining) and a high-latency link is
 //! not idle per file. File data streams in chunks; changed files go as rsync deltas
 //! against signatures the receiver computes, window by window, so neither side holds a
-//! whole file. Every wait has the session's idle timeout.
+//! whole file. Every wait has the session's idle timeout, every write too (a peer that
+//! stops reading is a silent peer), and a session that failed ends its remote shell and
+//! everything it started ([`RemoteChild::end`]), so that nothing waits for it.
 
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -27,8 +28,10 @@ use crate::protocol::{
 };
 use crate::scan::{Problem, ScanOptions, Scanned};
 use crate::source::SourceFile;
+use crate::ssh::{RemoteChild, EXIT_GRACE};
 use crate::throttle::Throttle;
 use crate::tree::{Kind, Listing};
+use crate::wire::{Abort, WireIn, WireOut};
 
 /// Files smaller than this go whole: a delta cannot pay for its round trip.
 const DELTA_MIN: u64 = 64 << 10;
@@ -44,9 +47,11 @@ pub struct Conn {
     dead: Arc<Mutex<Option<String>>>,
     next: AtomicU64,
     timeout: Duration,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<RemoteChild>>,
     /// Set by `close`: the peer hanging up after this is the normal end.
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the session failed or ended: no read or write of it waits any more.
+    abort: Abort,
 }
 
 impl std::fmt::Debug for Conn {
@@ -63,14 +68,17 @@ fn io_proto(e: impl std::fmt::Display) -> io::Error {
 
 impl Conn {
     /// Performs the handshake on `reader`/`writer` (within `handshake` time) and starts
-    /// the reply router.
+    /// the reply router. `abort` is the flag both ends of the wire share; `child` the
+    /// remote shell, ended with the session (at once if the handshake fails).
     pub fn start(
-        mut reader: Box<dyn Read + Send>,
-        writer: Box<dyn Write + Send>,
-        child: Option<Child>,
+        mut reader: WireIn,
+        writer: WireOut,
+        abort: Abort,
+        mut child: Option<RemoteChild>,
         timeout: Duration,
         handshake: Duration,
     ) -> Result<Conn, ProtoError> {
+        let writer: Box<dyn Write + Send> = Box::new(writer);
         let mut writer = BufWriter::with_capacity(1 << 20, writer);
         // A peer that died at once shows as a closed pipe: the read below says why.
         let written = frame::write_hello(&mut writer);
@@ -79,7 +87,12 @@ impl Conn {
         let waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>> = Arc::default();
         let dead: Arc<Mutex<Option<String>>> = Arc::default();
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (w2, d2, c2) = (waiters.clone(), dead.clone(), closing.clone());
+        let (w2, d2, c2, a2) = (
+            waiters.clone(),
+            dead.clone(),
+            closing.clone(),
+            abort.clone(),
+        );
         std::thread::Builder::new()
             .name("fsync-repl-router".into())
             .spawn(move || {
@@ -87,30 +100,41 @@ impl Conn {
                 let ok = hello.is_ok();
                 let _ = tx.send(hello.map(|_| ()));
                 if ok {
-                    route(&mut reader, &w2, &d2, &c2);
+                    route(&mut reader, &w2, &d2, &c2, &a2);
                 }
             })
             .map_err(ProtoError::Io)?;
+        let failed = |abort: &Abort, child: &mut Option<RemoteChild>| {
+            abort.store(true, Ordering::Relaxed);
+            child.as_mut().and_then(|c| c.end(Duration::ZERO))
+        };
         match rx.recv_timeout(handshake) {
-            Ok(Ok(())) => written?,
+            Ok(Ok(())) => {
+                if let Err(e) = written {
+                    failed(&abort, &mut child);
+                    return Err(e.into());
+                }
+            }
             Ok(Err(ProtoError::Closed)) => {
                 // Did our own binary start and refuse (bad root, say)? It said why.
-                let code = child.and_then(|mut c| c.wait().ok()).and_then(|s| s.code());
+                drop(writer);
+                let code = child
+                    .as_mut()
+                    .and_then(|c| c.end(EXIT_GRACE))
+                    .and_then(|s| s.code());
+                abort.store(true, Ordering::Relaxed);
                 return Err(match code {
                     Some(c @ (1 | 3 | 11)) => ProtoError::RemoteExit(c),
                     _ => ProtoError::Closed,
                 });
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                failed(&abort, &mut child);
+                return Err(e);
+            }
             Err(_) => {
-                if let Some(mut c) = child {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                return Err(ProtoError::Bad(format!(
-                    "no handshake from the remote side within {} s; is fsync-repl installed there (see --remote-bin)?",
-                    handshake.as_secs()
-                )));
+                failed(&abort, &mut child);
+                return Err(ProtoError::Bad(frame::no_handshake(handshake)));
             }
         }
         Ok(Conn {
@@ -121,6 +145,7 @@ impl Conn {
             timeout,
             child: Mutex::new(child),
             closing,
+            abort,
         })
     }
 
@@ -129,11 +154,13 @@ impl Conn {
         lock(&self.dead).clone()
     }
 
+    /// Records why the session failed (the first reason wins) and stops every wait of it.
     fn fail(&self, msg: String) -> io::Error {
         let mut d = lock(&self.dead);
         if d.is_none() {
             *d = Some(msg.clone());
         }
+        self.abort.store(true, Ordering::Relaxed);
         io_proto(msg)
     }
 
@@ -219,24 +246,51 @@ impl Conn {
         self.send(&ToReceiver::Notice(n), true)
     }
 
-    /// Ends the session: closes our side and reaps the child.
+    /// Sends the session's last notice (the report or the failure), even after the
+    /// session failed, as long as the peer still reads: it is how the far side of a pull
+    /// tells why it stopped. Never waits for a peer that stopped reading.
+    pub fn last_notice(&self, n: Notice) -> io::Result<()> {
+        let mut w = lock(&self.writer);
+        frame::write_frame(&mut *w, &ToReceiver::Notice(n)).map_err(|e| match e {
+            ProtoError::Io(e) => e,
+            e => io_proto(e),
+        })?;
+        w.flush()
+    }
+
+    /// Ends the session: closes our side, then ends the remote shell: after a normal
+    /// end it has [`EXIT_GRACE`] to exit by itself, after a failure none; then its
+    /// process group is terminated (see [`RemoteChild::end`]). Bounded in time.
     pub fn close(&self) -> Option<std::process::ExitStatus> {
         self.closing.store(true, Ordering::Relaxed);
-        {
-            let mut w = lock(&self.writer);
-            let _ = w.flush();
-            // Replacing the writer drops the pipe to the child, which sees end of input.
-            *w = BufWriter::new(Box::new(io::sink()));
+        let failed = self.failure().is_some();
+        if failed {
+            self.abort.store(true, Ordering::Relaxed);
         }
-        lock(&self.child).take().and_then(|mut c| c.wait().ok())
+        {
+            // A writer blocked on a full pipe lets go within its timeout, or at once
+            // when the session failed (the abort flag).
+            let mut w = lock(&self.writer);
+            if !failed {
+                let _ = w.flush();
+            }
+            // Replacing the writer drops the pipe to the child, which sees end of input.
+            let old = std::mem::replace(&mut *w, BufWriter::new(Box::new(io::sink())));
+            let _ = old.into_parts();
+        }
+        let grace = if failed { Duration::ZERO } else { EXIT_GRACE };
+        let status = lock(&self.child).take().and_then(|mut c| c.end(grace));
+        self.abort.store(true, Ordering::Relaxed);
+        status
     }
 }
 
 fn route(
-    reader: &mut Box<dyn Read + Send>,
+    reader: &mut WireIn,
     waiters: &Mutex<HashMap<u64, Sender<Reply>>>,
     dead: &Mutex<Option<String>>,
     closing: &std::sync::atomic::AtomicBool,
+    abort: &std::sync::atomic::AtomicBool,
 ) {
     let mut buf = Vec::new();
     let why = loop {
@@ -257,6 +311,10 @@ fn route(
                 return;
             }
             Ok(None) => break "the remote side closed the connection".to_string(),
+            Err(_) if closing.load(Ordering::Relaxed) => {
+                lock(waiters).clear();
+                return;
+            }
             Err(e) => break e.to_string(),
         }
     };
@@ -265,6 +323,7 @@ fn route(
         *d = Some(why);
     }
     drop(d);
+    abort.store(true, Ordering::Relaxed);
     lock(waiters).clear();
 }
 
