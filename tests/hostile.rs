@@ -2481,3 +2481,54 @@ fn serve_refuses_a_file_past_its_own_reserve() {
     drop(s);
     a.check();
 }
+
+// --- B9: a receiver that stops reading ----------------------------------------------------
+
+/// Answers a push client as a receiver with an empty DEST until it begins a file, then
+/// stops reading (and answering), its ends of the wire kept open.
+#[test]
+fn push_ends_when_the_receiver_stops_reading() {
+    let src = scratch();
+    fs::write(src.path().join("big"), noise(8, 24 << 20)).unwrap();
+    let before = snap(src.path());
+    let mut c = Client::spawn(&push_args(src.path(), &["-W"], "2"));
+    let (mut to, mut from) = c.connect();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        read_hello(&mut from).expect("the client's handshake");
+        to.write_all(&hello()).expect("handshake");
+        let mut buf = Vec::new();
+        while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut from, &mut buf) {
+            let r = match m {
+                ToReceiver::Request(Request::List { id, .. }) => Reply::ListEnd {
+                    id,
+                    root: None,
+                    owners: false,
+                    problems: vec![],
+                },
+                ToReceiver::Request(Request::Space { id }) => Reply::Space {
+                    id,
+                    space: Some((1 << 40, 1 << 41)),
+                },
+                ToReceiver::Request(Request::Op { id, .. }) => Reply::Done { id, result: Ok(()) },
+                ToReceiver::Request(Request::Begin { .. }) => break,
+                _ => continue,
+            };
+            if to.write_all(&frame(&r)).is_err() {
+                break;
+            }
+        }
+        // Neither read nor answer any more: the wire stays open, held by the test.
+        let _ = tx.send((to, from));
+    });
+    let held = rx
+        .recv_timeout(DEADLINE)
+        .expect("the client never began a file");
+    let out = c.finish(|| {});
+    drop(held);
+    out.assert_refused(
+        "a receiver that stops reading",
+        "has not read anything for 2 s",
+    );
+    assert_eq!(snap(src.path()), before);
+}

@@ -129,6 +129,37 @@ fn a_host_starting_with_a_dash_is_refused() {
 }
 
 #[test]
+fn a_remote_path_starting_with_a_dash_is_a_path_not_an_option() {
+    let src = Tree::new();
+    src.file("f", b"dash").file("d/g", b"deeper");
+    // The fake remote shell runs the remote command where the client runs: "-h" is
+    // relative to this directory, as it would be to the remote home.
+    let base = Tree::new();
+    let out = bin()
+        .current_dir(base.path())
+        .arg("push")
+        .args(rsh_args())
+        .arg(src.path())
+        .arg("testhost:-h")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    assert_same_tree(src.path(), &base.join("-h"));
+    let back = Tree::new();
+    let out = bin()
+        .current_dir(base.path())
+        .arg("pull")
+        .args(rsh_args())
+        .arg("testhost:-h")
+        .arg(back.join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_tree(src.path(), &back.join("r"));
+}
+
+#[test]
 fn a_noisy_remote_shell_gets_a_clear_error() {
     let src = Tree::new();
     src.file("f", b"x");
