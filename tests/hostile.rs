@@ -2532,3 +2532,120 @@ fn push_ends_when_the_receiver_stops_reading() {
     );
     assert_eq!(snap(src.path()), before);
 }
+
+// --- A6/B10: FIFOs and devices are never opened -------------------------------------------
+
+/// Notices whether anything opens one of the given nodes (inotify's IN_OPEN on their
+/// inodes; an `O_PATH` descriptor opens nothing and raises no event).
+struct OpenWatch {
+    inotify: std::os::fd::OwnedFd,
+}
+
+impl OpenWatch {
+    fn new(nodes: &[PathBuf]) -> OpenWatch {
+        use rustix::fs::inotify;
+        let flags = inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC;
+        let fd = inotify::init(flags).expect("inotify");
+        for n in nodes {
+            inotify::add_watch(&fd, n, inotify::WatchFlags::OPEN).expect("watch a node");
+        }
+        OpenWatch { inotify: fd }
+    }
+
+    #[track_caller]
+    fn assert_never_opened(self, what: &str) {
+        let mut buf = [0u8; 1024];
+        let events = rustix::io::read(&self.inotify, &mut buf).unwrap_or(0);
+        assert_eq!(events, 0, "{what}: a FIFO or device node was opened");
+    }
+}
+
+/// The requests a peer could use to make a receiver open `path`: its hash, a local copy
+/// from it, a delta basis, and metadata as if it were a file.
+fn open_attempts(id: u64, path: &[u8]) -> [Request; 4] {
+    [
+        hash_req(id, path),
+        local_copy(id + 1, b"copy", path),
+        begin(id + 2, path, 100, WireMode::Delta),
+        op(id + 3, set_meta(path, wmeta(WireKind::File, 0o600))),
+    ]
+}
+
+#[test]
+fn serve_never_opens_a_fifo_or_device_it_was_sent() {
+    let a = Arena::new();
+    let mut s = Serve::connect(&a);
+    s.done_ok(op(1, mknod(b"fifo", WireKind::Fifo, 0)));
+    let mut paths = vec![&b"fifo"[..]];
+    if common::is_root() {
+        let dev = mknod(b"null", WireKind::CharDev, rustix::fs::makedev(1, 3));
+        s.done_ok(op(2, dev));
+        paths.push(b"null");
+    }
+    let nodes: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| a.root().join(common::bytes_path(p)))
+        .collect();
+    let watch = OpenWatch::new(&nodes);
+    let mut id = 10;
+    for path in paths {
+        let [hash, copy, delta, meta] = open_attempts(id, path);
+        id += 10;
+        match s.call(hash) {
+            Reply::Hash { hash: None, .. } => {}
+            other => s.fail(&format!("Hash {}: {other:?}", show(path))),
+        }
+        s.staged_err(copy);
+        match s.call(delta) {
+            Reply::NoBase { id: got } => s.send(Request::Abort { id: got }),
+            other => s.fail(&format!("Begin {} (delta): {other:?}", show(path))),
+        }
+        s.done_err(meta);
+    }
+    assert!(s.sync().is_empty());
+    watch.assert_never_opened("serve");
+    s.finish().assert_ok("fifos and devices never opened");
+    assert!(!a.root().join("copy").exists());
+    a.check();
+}
+
+#[test]
+fn pull_never_opens_a_fifo_or_device_the_sender_names() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    let made = |p: &Peer<Reply>, id, path: &[u8], kind, rdev| match p
+        .call(op(id, mknod(path, kind, rdev)))
+    {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("mknod {}: {other:?}", show(path)),
+    };
+    made(&p, 1, b"fifo", WireKind::Fifo, 0);
+    let mut paths = vec![&b"fifo"[..]];
+    if common::is_root() {
+        made(&p, 2, b"null", WireKind::CharDev, rustix::fs::makedev(1, 3));
+        paths.push(b"null");
+    }
+    let nodes: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| a.root().join(common::bytes_path(p)))
+        .collect();
+    let watch = OpenWatch::new(&nodes);
+    let mut id = 10;
+    for path in paths {
+        let [hash, copy, delta, meta] = open_attempts(id, path);
+        id += 10;
+        p.refused(hash);
+        p.refused(copy);
+        match p.call(delta) {
+            Reply::NoBase { id: got } => p.send(&req(Request::Abort { id: got })),
+            other => panic!("Begin {} (delta): {other:?}", show(path)),
+        }
+        p.refused(meta);
+    }
+    watch.assert_never_opened("pull");
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after open attempts", "without a report");
+    assert!(!a.root().join("copy").exists());
+    a.check();
+}

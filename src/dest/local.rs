@@ -190,17 +190,9 @@ impl LocalDest {
         match meta.kind {
             Kind::Symlink => {}
             Kind::File => {
-                // Through a descriptor: chmod by name could follow a symlink swapped in.
-                let fd = fsutil::open_beneath(
-                    dir,
-                    name,
-                    OFlags::RDONLY | OFlags::NONBLOCK,
-                    Mode::empty(),
-                )?;
-                if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) != FileType::RegularFile {
-                    return Err(invalid("not a regular file"));
-                }
-                rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm))?;
+                // Through an O_PATH descriptor: chmod by name could follow a symlink
+                // swapped in, and opening the entry could open a FIFO or a device.
+                fsutil::chmod_regular(dir, name, Mode::from_raw_mode(meta.perm))?;
             }
             _ => {
                 // FIFOs and devices are never opened; fchmodat2 refuses nothing but
@@ -474,20 +466,13 @@ impl LocalDest {
     }
 
     /// The regular file the destination holds at `rel`, with its length (a delta basis).
+    /// Anything else (a FIFO, a device) is never opened ([`fsutil::open_regular`]).
     pub fn open_old(&self, rel: &[u8]) -> Option<(File, u64)> {
         if !fsutil::valid_rel_path(rel) {
             return None;
         }
-        let fd = fsutil::open_beneath(
-            self.root.as_fd(),
-            rel,
-            OFlags::RDONLY | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .ok()?;
-        let st = rfs::fstat(&fd).ok()?;
-        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-            .then(|| (File::from(fd), st.st_size as u64))
+        let (fd, st) = fsutil::open_regular(self.root.as_fd(), rel).ok()?;
+        Some((File::from(fd), st.st_size as u64))
     }
 
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
@@ -729,7 +714,8 @@ impl Destination for LocalDest {
                 "invalid relative path",
             )));
         }
-        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), from)
+        // A name from the wire: never open a FIFO or a device for it.
+        let (fd, st) = fsutil::open_regular(self.root.as_fd(), from)
             .map_err(PutError::dest("open local copy source"))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
         self.stage_file(rel, &src, meta, DataMode::Whole, false)
