@@ -13,6 +13,7 @@ use std::io::{self, BufWriter, Write};
 use std::time::Duration;
 
 use crate::delta;
+use crate::dest::aside::SetAside;
 use crate::dest::local::{map_range, LocalDest, TempFile};
 use crate::dest::{Destination, PutError, SetMeta, Staged};
 use crate::fsutil;
@@ -129,6 +130,8 @@ pub struct Receiver<'a> {
     /// A dry run: only listing, hashing and space queries are served.
     read_only: bool,
     policy: Policy,
+    /// Entries set aside to make way without `--delete`.
+    aside: SetAside,
     files: HashMap<u64, Incoming>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
@@ -144,6 +147,7 @@ impl<'a> Receiver<'a> {
             reserve,
             read_only: false,
             policy: Policy::ANY,
+            aside: SetAside::default(),
             files: HashMap::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
@@ -181,6 +185,7 @@ impl<'a> Receiver<'a> {
         for (_, f) in self.files.drain() {
             self.dest.abort_temp(f.temp);
         }
+        self.aside.put_back(self.dest);
         let _ = self.out.flush();
         result
     }
@@ -285,6 +290,15 @@ impl<'a> Receiver<'a> {
                     .dest
                     .commit(&staged)
                     .map_err(|e| wire_error("commit", &e));
+                if result.is_ok() {
+                    for s in &staged {
+                        let path = match s.dir.is_empty() {
+                            true => s.name.clone(),
+                            false => [&s.dir[..], b"/", &s.name].concat(),
+                        };
+                        self.aside.replaced(self.dest, &path);
+                    }
+                }
                 self.reply(Reply::Done { id, result })
             }
             Request::Discard { staged } => {
@@ -400,9 +414,13 @@ impl<'a> Receiver<'a> {
             });
         }
         let d = self.dest;
+        let keep = !self.policy.delete;
         let r = match &op {
             FsOp::Remove { path, kind } => d.remove(path, (*kind).into()),
+            // Without --delete, making way replaces, it does not delete.
+            FsOp::RemoveTree { path } if keep => self.aside.make_way(d, path),
             FsOp::RemoveTree { path } => d.remove_tree(path),
+            FsOp::Mkdir { path, .. } if keep && self.aside.restore_dir(d, path) => Ok(()),
             FsOp::Mkdir { path, perm } => d.mkdir(path, *perm),
             FsOp::Rename { from, to } => d.rename(from, to),
             FsOp::Link { path, leader } => d.link(path, leader),
@@ -415,6 +433,17 @@ impl<'a> Receiver<'a> {
                 d.set_dir_xattrs(path, &x)
             }
         };
+        if r.is_ok() {
+            // What now stands at a path replaces what was set aside for it.
+            match &op {
+                FsOp::Mkdir { path, .. }
+                | FsOp::Link { path, .. }
+                | FsOp::Symlink { path, .. }
+                | FsOp::Mknod { path, .. }
+                | FsOp::Rename { to: path, .. } => self.aside.replaced(d, path),
+                _ => {}
+            }
+        }
         r.map_err(|e| wire_error("filesystem operation", &e))
     }
 
@@ -427,6 +456,10 @@ impl<'a> Receiver<'a> {
                     && !crate::scan::is_temp_name(crate::tree::file_name(path)) =>
             {
                 Some("the sender asked to delete an entry without --delete")
+            }
+            // The engine moves only files that --delete removes from their old path.
+            FsOp::Rename { .. } if !self.policy.delete => {
+                Some("the sender asked to move an entry without --delete")
             }
             FsOp::SetDirXattrs { .. } if !self.policy.xattrs => {
                 Some("the sender sent extended attributes without -X")

@@ -2649,3 +2649,157 @@ fn pull_never_opens_a_fifo_or_device_the_sender_names() {
     assert!(!a.root().join("copy").exists());
     a.check();
 }
+
+// --- B11: the pull client enforces its own options ------------------------------------------
+
+/// Stages `content` at `path` through the pull client and commits it; `xattrs` go with
+/// its `End`.
+fn pull_put(p: &Peer<Reply>, id: u64, path: &[u8], content: &[u8], xattrs: Vec<WireXattr>) {
+    p.send(&req(begin(id, path, content.len() as u64, WireMode::Whole)));
+    p.send(&req(data(id, 0, content)));
+    let end = Request::End {
+        id,
+        hash: *blake3::hash(content).as_bytes(),
+        meta: wmeta(WireKind::File, 0o644),
+        xattrs,
+    };
+    let st = match p.call(end) {
+        Reply::Staged { result: Ok(st), .. } => st,
+        other => panic!("staging {}: {other:?}", show(path)),
+    };
+    match p.call(commit(id + 1, vec![st])) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("committing {}: {other:?}", show(path)),
+    }
+}
+
+#[test]
+fn pull_without_delete_lets_the_sender_replace_entries_but_never_remove_one() {
+    let a = Arena::in_tmp();
+    let root = a.root();
+    fs::create_dir(root.join("keep")).unwrap();
+    fs::write(root.join("keep/inner"), b"inner").unwrap();
+    fs::create_dir(root.join("gone")).unwrap();
+    fs::write(root.join("gone/inner"), b"replaced").unwrap();
+    let leftover = common::bytes_path(b".x.fsync-tmp.00000001").to_path_buf();
+    fs::write(root.join(&leftover), b"leftover").unwrap();
+    let (c, p) = pull_session(&a, &[]);
+    // Deletes and moves need --delete.
+    p.refused(op(1, remove(b"victim", WireKind::File)));
+    p.refused(op(2, remove(b"a", WireKind::Dir)));
+    p.refused(op(3, remove(b"keep/inner", WireKind::File)));
+    p.refused(op(4, rename(b"victim", b"stolen")));
+    p.refused(op(5, rename(b"f", b"victim")));
+    // Making way is accepted, but what nothing replaces comes back at the end...
+    let ok = |id, o| match p.call(op(id, o)) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("op {id}: {other:?}"),
+    };
+    ok(6, remove_tree(b"f"));
+    ok(7, remove_tree(b"a"));
+    // ... a directory "replaced" by a directory keeps its contents ...
+    ok(8, remove_tree(b"keep"));
+    ok(9, mkdir(b"keep"));
+    // ... and a real replacement replaces.
+    ok(10, remove_tree(b"gone"));
+    pull_put(&p, 11, b"gone", b"a file now", vec![]);
+    // Leftover temporary files of an interrupted run go whatever --delete says.
+    ok(
+        13,
+        remove(
+            common::bytes_path(b".x.fsync-tmp.00000001")
+                .as_os_str()
+                .as_bytes(),
+            WireKind::File,
+        ),
+    );
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after delete attempts", "without a report");
+    assert_eq!(fs::read(root.join("victim")).unwrap(), b"victim data");
+    assert_eq!(fs::read(root.join("f")).unwrap(), noise(1, 4096));
+    assert!(root.join("a").is_dir(), "a was removed");
+    assert_eq!(fs::read(root.join("keep/inner")).unwrap(), b"inner");
+    assert_eq!(fs::read(root.join("gone")).unwrap(), b"a file now");
+    assert!(!root.join("stolen").exists());
+    assert!(
+        !root.join(&leftover).exists(),
+        "the leftover temp file stayed"
+    );
+    a.check();
+}
+
+#[test]
+fn pull_with_delete_lets_the_sender_delete() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &["--delete"]);
+    match p.call(op(1, remove(b"victim", WireKind::File))) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("remove victim with --delete: {other:?}"),
+    }
+    match p.call(op(2, remove_tree(b"a"))) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("remove a with --delete: {other:?}"),
+    }
+    p.close();
+    let _ = c.finish(|| {});
+    assert!(!a.root().join("victim").exists());
+    assert!(!a.root().join("a").exists());
+    a.check();
+}
+
+fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut v = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut v[..]).ok()?;
+    v.truncate(n);
+    Some(v)
+}
+
+#[test]
+fn pull_applies_no_extended_attributes_without_x() {
+    let evil = || {
+        vec![
+            WireXattr(b"user.evil".to_vec(), b"1".to_vec()),
+            WireXattr(b"trusted.evil".to_vec(), b"1".to_vec()),
+            WireXattr(
+                b"security.capability".to_vec(),
+                vec![1, 0, 0, 2, 0, 0, 0, 0],
+            ),
+        ]
+    };
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    pull_put(&p, 1, b"plain", b"content", evil());
+    p.refused(op(3, set_dir_xattrs(b"a")));
+    p.close();
+    let _ = c.finish(|| {});
+    let plain = a.root().join("plain");
+    assert_eq!(fs::read(&plain).unwrap(), b"content");
+    for name in ["user.evil", "trusted.evil", "security.capability"] {
+        assert_eq!(xattr_of(&plain, name), None, "{name} was set without -X");
+        assert_eq!(
+            xattr_of(&a.root().join("a"), name),
+            None,
+            "{name} on a directory"
+        );
+    }
+    a.check();
+    // With -X they are the client's wish (where the filesystem takes them).
+    let probe = a.root().join("probe");
+    fs::write(&probe, b"").unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    if rustix::fs::lsetxattr(&probe, "user.probe", b"1", flags).is_err() {
+        eprintln!("note: skipped the -X half: no user xattrs here");
+        return;
+    }
+    fs::remove_file(&probe).unwrap();
+    let (c, p) = pull_session(&a, &["-X"]);
+    let wanted = vec![WireXattr(b"user.wanted".to_vec(), b"1".to_vec())];
+    pull_put(&p, 1, b"with", b"content", wanted);
+    p.close();
+    let _ = c.finish(|| {});
+    assert_eq!(
+        xattr_of(&a.root().join("with"), "user.wanted"),
+        Some(b"1".to_vec())
+    );
+}

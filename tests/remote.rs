@@ -417,3 +417,23 @@ fn a_receiver_that_is_not_root_gets_no_owners_and_no_endless_metadata_updates() 
     assert_eq!(v["metadata_only"], 0, "{v}");
     assert_eq!(v["updated"], 0, "{v}");
 }
+
+#[test]
+fn pull_without_delete_replaces_entries_of_another_kind_and_keeps_the_rest() {
+    let src = Tree::new();
+    src.file("x", b"now a file").dir("y").file("y/z", b"z");
+    let dst = Tree::new();
+    dst.file("x/old", b"old")
+        .file("y", b"was a file")
+        .file("extra", b"mine");
+    let out = pull_cmd(src.path(), dst.path(), &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(dst.read("x"), b"now a file");
+    assert_eq!(dst.read("y/z"), b"z");
+    assert_eq!(dst.read("extra"), b"mine", "deleted without --delete");
+    assert!(
+        temp_files(dst.path()).is_empty(),
+        "{:?}",
+        temp_files(dst.path())
+    );
+}

@@ -6,6 +6,7 @@
 //! that is made durable and renamed), every operation stays beneath the root, and
 //! nothing is written past the free-space reserve.
 
+pub mod aside;
 pub mod local;
 pub mod remote;
 
