@@ -39,7 +39,7 @@ pub fn parse_location(arg: &OsStr) -> Result<Location, Error> {
             if host.first() == Some(&b'-') {
                 return Err(Error::Usage(format!(
                     "host '{}' starts with '-'; refusing it (ssh would read it as an option)",
-                    crate::report::escape(host)
+                    crate::text::escape(host)
                 )));
             }
             let path = if c + 1 == b.len() {

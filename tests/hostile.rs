@@ -2803,3 +2803,90 @@ fn pull_applies_no_extended_attributes_without_x() {
         Some(b"1".to_vec())
     );
 }
+
+// --- B12: a receiver's strings never reach the terminal raw ---------------------------------
+
+/// Text that would retitle or clear a terminal, forge a line, or read backwards.
+const FORGERY: &str =
+    "\x1b]0;owned\x07\x1b[2J\x1b[31m\u{9b}1m\rfsync-repl: forged\n\u{202e}txt.exe\u{2066}";
+
+#[track_caller]
+fn assert_no_raw_controls(what: &str, out: &Outcome) {
+    for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && fsync_repl::text::is_unsafe(c))
+            .collect();
+        assert!(bad.is_empty(), "{what}: raw {bad:?} on {stream}: {text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("fsync-repl: forged")),
+            "{what}: a forged line on {stream}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn push_escapes_every_string_the_receiver_sends() {
+    let src = push_source();
+    // Problems at the end of the listing.
+    let dest = scratch();
+    let tamper = replace_list_end(|id| {
+        let problems = vec![(
+            serde_bytes::ByteBuf::from(FORGERY.as_bytes().to_vec()),
+            FORGERY.to_string(),
+            false,
+        )];
+        let end = Reply::ListEnd {
+            id,
+            root: None,
+            owners: false,
+            problems,
+        };
+        vec![Out::Reply(end)]
+    });
+    let r = push_through(src.path(), dest.path(), &[], tamper);
+    assert!(r.out.stderr.contains("\\x1b]0;owned"), "{:?}", r.out);
+    assert_no_raw_controls("listing problems", &r.out);
+    // The op and message of an error.
+    let dest = scratch();
+    let tamper = |r| match r {
+        Reply::Staged { id, result: Ok(_) } => {
+            let e = WireError::Os {
+                errno: 5,
+                op: FORGERY.into(),
+                msg: FORGERY.into(),
+            };
+            vec![Out::Reply(Reply::Staged { id, result: Err(e) })]
+        }
+        Reply::Done { id, result: Ok(()) } => {
+            let e = WireError::Os {
+                errno: 0,
+                op: FORGERY.into(),
+                msg: FORGERY.into(),
+            };
+            vec![Out::Reply(Reply::Done { id, result: Err(e) })]
+        }
+        r => vec![Out::Reply(r)],
+    };
+    let r = push_through(src.path(), dest.path(), &[], tamper);
+    assert_ne!(r.out.code, Some(0), "{:?}", r.out);
+    assert!(r.out.stderr.contains("\\xe2\\x80\\xae"), "{:?}", r.out);
+    assert_no_raw_controls("error texts", &r.out);
+}
+
+#[test]
+fn pull_escapes_bidi_controls_in_the_senders_lines() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    p.send(&ToReceiver::Notice(Notice::Item(FORGERY.into())));
+    p.send(&ToReceiver::Notice(Notice::Warn(FORGERY.into())));
+    p.send(&ToReceiver::Notice(Notice::Failed {
+        exit_code: 2,
+        message: FORGERY.into(),
+    }));
+    p.close();
+    let out = c.finish(|| {});
+    assert_no_raw_controls("pull notices", &out);
+    assert!(out.stdout.contains("\\xe2\\x80\\xae"), "{out:?}");
+    a.check();
+}

@@ -29,6 +29,7 @@ use crate::protocol::{
 use crate::scan::{Problem, ScanOptions, Scanned};
 use crate::source::SourceFile;
 use crate::ssh::{RemoteChild, EXIT_GRACE};
+use crate::text::{escape, escape_str};
 use crate::throttle::Throttle;
 use crate::tree::{Kind, Listing};
 use crate::wire::{Abort, WireIn, WireOut};
@@ -327,6 +328,8 @@ fn route(
     lock(waiters).clear();
 }
 
+/// The local form of a receiver's error; its texts come from the peer and are escaped
+/// here, before anything can print them.
 fn from_wire(e: WireError) -> io::Error {
     match e {
         WireError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
@@ -334,9 +337,14 @@ fn from_wire(e: WireError) -> io::Error {
         WireError::Corrupt => io::Error::other("received content did not verify"),
         WireError::Os { errno, op, msg } if errno != 0 => {
             let base = io::Error::from_raw_os_error(errno);
-            io::Error::new(base.kind(), format!("{op}: {msg}"))
+            io::Error::new(
+                base.kind(),
+                format!("{}: {}", escape_str(&op), escape_str(&msg)),
+            )
         }
-        WireError::Os { op, msg, .. } => io::Error::other(format!("{op}: {msg}")),
+        WireError::Os { op, msg, .. } => {
+            io::Error::other(format!("{}: {}", escape_str(&op), escape_str(&msg)))
+        }
     }
 }
 
@@ -683,7 +691,7 @@ impl Destination for RemoteDest {
                                 .conn
                                 .fail(format!(
                                     "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
-                                    crate::report::escape(&e.path)
+                                    escape(&e.path)
                                 ))
                                 .to_string());
                         }
@@ -701,7 +709,8 @@ impl Destination for RemoteDest {
                         .into_iter()
                         .map(|(path, what, vanished)| Problem {
                             path: path.into_vec(),
-                            what,
+                            // The peer's text: escaped before anything prints it.
+                            what: escape_str(&what),
                             vanished,
                         })
                         .collect();
@@ -722,7 +731,7 @@ impl Destination for RemoteDest {
                 .conn
                 .fail(format!(
                     "protocol error: the remote listing has duplicate entries for \"{}\"",
-                    crate::report::escape(listing.path(i))
+                    escape(listing.path(i))
                 ))
                 .to_string());
         }
@@ -930,7 +939,7 @@ fn add_entry(l: &mut Listing, e: WireEntry) -> Result<(), String> {
     if !fsutil::valid_rel_path(&e.path) {
         return Err(format!(
             "protocol error: the remote listing has an invalid path \"{}\"",
-            crate::report::escape(&e.path)
+            escape(&e.path)
         ));
     }
     l.push(&e.path, e.meta());
