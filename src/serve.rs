@@ -7,7 +7,7 @@
 //! files, metadata, durability barriers and confinement. A malformed frame ends the
 //! session with a protocol error; temporary files of unfinished transfers are removed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::time::Duration;
@@ -133,6 +133,9 @@ pub struct Receiver<'a> {
     /// Entries set aside to make way without `--delete`.
     aside: SetAside,
     files: HashMap<u64, Incoming>,
+    /// Temporary files written and not yet committed or discarded: removed when the
+    /// session ends, however it ends.
+    staged: HashSet<Staged>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
 
@@ -149,6 +152,7 @@ impl<'a> Receiver<'a> {
             policy: Policy::ANY,
             aside: SetAside::default(),
             files: HashMap::new(),
+            staged: HashSet::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
     }
@@ -184,6 +188,9 @@ impl<'a> Receiver<'a> {
         let result = self.serve(input, handshake, notice);
         for (_, f) in self.files.drain() {
             self.dest.abort_temp(f.temp);
+        }
+        for s in self.staged.drain() {
+            self.dest.discard(&s);
         }
         self.aside.put_back(self.dest);
         let _ = self.out.flush();
@@ -277,11 +284,7 @@ impl<'a> Receiver<'a> {
                 from,
                 meta,
             } => {
-                let result = self
-                    .dest
-                    .stage_local_copy(&path, &from, &meta.into())
-                    .map(|s| WireStaged::from(&s))
-                    .map_err(put_error);
+                let result = self.local_copy(&path, &from, meta.into());
                 self.reply(Reply::Staged { id, result })
             }
             Request::Commit { id, staged } => {
@@ -292,6 +295,7 @@ impl<'a> Receiver<'a> {
                     .map_err(|e| wire_error("commit", &e));
                 if result.is_ok() {
                     for s in &staged {
+                        self.staged.remove(s);
                         let path = match s.dir.is_empty() {
                             true => s.name.clone(),
                             false => [&s.dir[..], b"/", &s.name].concat(),
@@ -303,7 +307,9 @@ impl<'a> Receiver<'a> {
             }
             Request::Discard { staged } => {
                 for s in staged {
-                    self.dest.discard(&s.into());
+                    let s = Staged::from(s);
+                    self.dest.discard(&s);
+                    self.staged.remove(&s);
                 }
                 Ok(())
             }
@@ -485,13 +491,11 @@ impl<'a> Receiver<'a> {
             return Err(bad(format!("announced file size {size} is absurd")));
         }
         // The receiver keeps its own reserve whatever the sender planned (invariant 5).
-        if let Ok(space) = self.dest.space() {
-            if !crate::space::check(space, self.reserve, size).fits() {
-                return self.reply(Reply::Staged {
-                    id,
-                    result: Err(WireError::NoSpace),
-                });
-            }
+        if !self.fits(size) {
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::NoSpace),
+            });
         }
         let temp = match self.dest.begin_temp(&path) {
             Ok(t) => t,
@@ -686,11 +690,54 @@ impl<'a> Receiver<'a> {
             true => xattrs.into_iter().map(|w| (w.0, w.1)).collect(),
             false => Vec::new(),
         };
-        let result = self
-            .dest
-            .finish_temp(f.temp, &meta, &x)
-            .map(|s| WireStaged::from(&s))
-            .map_err(put_error);
+        let result = self.dest.finish_temp(f.temp, &meta, &x).map_err(put_error);
+        let result = result.map(|s| self.track(s));
         self.reply(Reply::Staged { id, result })
+    }
+
+    /// Remembers a staged temporary file until it is committed or discarded.
+    fn track(&mut self, s: Staged) -> WireStaged {
+        let w = WireStaged::from(&s);
+        self.staged.insert(s);
+        w
+    }
+
+    /// Bytes announced by the files in flight and not written yet: they will take that
+    /// much of the free space, whatever it is now.
+    fn in_flight(&self) -> u64 {
+        self.files
+            .values()
+            .map(|f| f.size.saturating_sub(f.written))
+            .sum()
+    }
+
+    /// Whether `size` more bytes, on top of those of every file in flight, stay above this
+    /// side's reserve. A filesystem that cannot tell its free space is not checked.
+    fn fits(&self, size: u64) -> bool {
+        let needed = size.saturating_add(self.in_flight());
+        self.dest.space().map_or(true, |space| {
+            crate::space::check(space, self.reserve, needed).fits()
+        })
+    }
+
+    /// A copy of the receiver's own file `from` for `path`, counted against the reserve
+    /// like data from the wire.
+    fn local_copy(
+        &mut self,
+        path: &[u8],
+        from: &[u8],
+        meta: SetMeta,
+    ) -> Result<WireStaged, WireError> {
+        // Its size, read without opening it (it may be anything the peer named).
+        if let Ok((_, st)) = fsutil::path_of_regular(self.dest.root(), from) {
+            if !self.fits(st.st_size as u64) {
+                return Err(WireError::NoSpace);
+            }
+        }
+        let s = self
+            .dest
+            .stage_local_copy(path, from, &meta)
+            .map_err(put_error)?;
+        Ok(self.track(s))
     }
 }

@@ -2890,3 +2890,67 @@ fn pull_escapes_bidi_controls_in_the_senders_lines() {
     assert!(out.stdout.contains("\\xe2\\x80\\xae"), "{out:?}");
     a.check();
 }
+
+// --- A7: the reserve holds against a storm of files in flight --------------------------------
+
+/// Free bytes of the filesystem holding `p`.
+fn avail(p: &Path) -> u64 {
+    let s = rustix::fs::statvfs(p).expect("statvfs");
+    s.f_bavail * s.f_frsize
+}
+
+/// Files announced one after another, none written yet, each fitting the free space on
+/// its own: the receiver counts what the files in flight will take, and a local copy
+/// too, so the reserve holds; and every temporary file goes when the session ends, even
+/// one staged and never committed by a session that ended normally.
+#[test]
+fn serve_counts_files_in_flight_against_its_reserve_and_cleans_up_at_the_end() {
+    if !common::is_root() {
+        eprintln!("note: skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
+        eprintln!("note: skipped: mount -t tmpfs failed");
+        return;
+    };
+    let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
+    fs::write(a.root().join("big"), noise(3, 5 << 20)).expect("big");
+    let free = avail(mnt.path());
+    // Each fits on its own (with the 1 MiB default reserve), three together do not.
+    let each = free / 3;
+    let mut s = Serve::connect(&a);
+    s.send(begin(1, b"one", each, WireMode::Whole));
+    s.send(begin(2, b"two", each, WireMode::Whole));
+    assert!(s.sync().is_empty(), "the first two files were refused");
+    s.send(begin(3, b"three", each, WireMode::Whole));
+    match s.sync().as_slice() {
+        [Reply::Staged {
+            id: 3,
+            result: Err(WireError::NoSpace),
+        }] => {}
+        other => s.fail(&format!("the third file in flight: {other:?}")),
+    }
+    // 5 MiB more than fit above the reserve beside the two files in flight.
+    match s.staged(local_copy(4, b"copy", b"big")) {
+        Err(WireError::NoSpace) => {}
+        other => s.fail(&format!("a local copy past the reserve: {other:?}")),
+    }
+    // File one is written and staged, file two stays in flight; neither is committed.
+    let content = noise(4, each as usize);
+    for (k, chunk) in content.chunks(1 << 20).enumerate() {
+        s.send(data(1, (k << 20) as u64, chunk));
+    }
+    if let Err(e) = s.staged(end(1, &content, WireKind::File)) {
+        s.fail(&format!("staging file one: {e:?}"));
+    }
+    s.send(data(2, 0, &content[..1 << 20]));
+    assert!(s.sync().is_empty());
+    assert_eq!(temps_in(&a.root()).len(), 2, "{:?}", temps_in(&a.root()));
+    s.finish().assert_ok("a storm of files in flight");
+    a.check();
+    for n in ["one", "two", "three", "copy"] {
+        assert!(!a.root().join(n).exists(), "{n} was put in place");
+    }
+    assert!(avail(mnt.path()) >= free, "space was not given back");
+}

@@ -90,7 +90,7 @@ impl PutError {
 }
 
 /// A temporary file written and waiting for its rename into `dir/name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Staged {
     pub dir: Vec<u8>,
     pub tmp: Vec<u8>,
