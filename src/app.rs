@@ -317,7 +317,8 @@ fn connect(
             timeout,
             handshake(remote.timeout),
         )
-        .map_err(proto)?,
+        .map_err(proto)?
+        .with_max_listing(remote.max_listing),
     ))
 }
 

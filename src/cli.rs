@@ -295,6 +295,10 @@ pub struct RemoteArgs {
     /// Give up when the remote side stays silent this long (seconds; 0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub timeout: u64,
+    /// Refuse a remote listing of more than N entries (or of more than N × 256 bytes of
+    /// memory): a bound on what a far side can make this side hold.
+    #[arg(long, value_name = "N", default_value_t = crate::dest::remote::MAX_LISTING)]
+    pub max_listing: u64,
 }
 
 impl RemoteArgs {

@@ -2954,3 +2954,61 @@ fn serve_counts_files_in_flight_against_its_reserve_and_cleans_up_at_the_end() {
     }
     assert!(avail(mnt.path()) >= free, "space was not given back");
 }
+
+// --- B13: a listing without end ---------------------------------------------------------------
+
+#[test]
+fn push_refuses_a_listing_past_its_bound() {
+    let src = push_source();
+    // By count: 1,500 entries where 1,000 are accepted.
+    let many = (0..1500)
+        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+        .collect();
+    let dest = scratch();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing(many),
+    );
+    r.out
+        .assert_refused("a listing of 1,500 entries", "more than 1000 entries");
+    // By memory: 100 entries of 4 KB names where 1,000 × 256 bytes are accepted.
+    let long = |k: usize| {
+        let part = "x".repeat(249);
+        let mut p = format!("{k:03}");
+        for _ in 0..16 {
+            p.push('/');
+            p.push_str(&part);
+        }
+        entry(p.as_bytes(), WireKind::File)
+    };
+    let dest = scratch();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing((0..100).map(long).collect()),
+    );
+    r.out
+        .assert_refused("a listing of long names", "bytes of entries");
+    let acted = r.requests.iter().any(|m| {
+        matches!(
+            m,
+            ToReceiver::Request(Request::Op { .. } | Request::Begin { .. })
+        )
+    });
+    assert!(!acted, "the client acted on a refused listing");
+    // Within the bound, the same listing is taken.
+    let dest = scratch();
+    let few = (0..10)
+        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+        .collect();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing(few),
+    );
+    assert_eq!(r.out.code, Some(0), "{:?}", r.out);
+}

@@ -37,6 +37,16 @@ use crate::wire::{Abort, WireIn, WireOut};
 /// Files smaller than this go whole: a delta cannot pay for its round trip.
 const DELTA_MIN: u64 = 64 << 10;
 
+/// Entries of a remote listing accepted by default (`--max-listing`): some 4 GiB of
+/// listing in memory at most.
+pub const MAX_LISTING: u64 = 50_000_000;
+
+/// Memory a listing entry may take on average, with its names, under `--max-listing`.
+const LISTING_ENTRY_BYTES: u64 = 256;
+
+/// What an entry of a listing costs in memory, roughly: the entry and its names.
+const ENTRY_OVERHEAD: u64 = 96;
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -53,6 +63,8 @@ pub struct Conn {
     closing: Arc<std::sync::atomic::AtomicBool>,
     /// Set when the session failed or ended: no read or write of it waits any more.
     abort: Abort,
+    /// The most entries of a remote listing this side accepts (`--max-listing`).
+    max_listing: u64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -147,7 +159,14 @@ impl Conn {
             child: Mutex::new(child),
             closing,
             abort,
+            max_listing: MAX_LISTING,
         })
+    }
+
+    /// Accepts remote listings of at most `n` entries (and `n` × 256 bytes).
+    pub fn with_max_listing(mut self, n: u64) -> Conn {
+        self.max_listing = n;
+        self
     }
 
     /// Why the session ended early, if it did.
@@ -682,10 +701,27 @@ impl Destination for RemoteDest {
             )
             .map_err(|e| e.to_string())?;
         let mut listing = Listing::new();
+        // A far side that lists without end is refused before it exhausts this side.
+        let (max, mut count, mut bytes) = (self.conn.max_listing, 0u64, 0u64);
+        let max_bytes = max.saturating_mul(LISTING_ENTRY_BYTES);
         let (problems, root) = loop {
             match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
                 Reply::Listing { entries, .. } => {
                     for e in entries {
+                        count += 1;
+                        bytes += ENTRY_OVERHEAD + (e.path.len() + e.target.len()) as u64;
+                        if count > max || bytes > max_bytes {
+                            let what = match count > max {
+                                true => format!("more than {max} entries"),
+                                false => format!("more than {max_bytes} bytes of entries"),
+                            };
+                            return Err(self
+                                .conn
+                                .fail(format!(
+                                    "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
+                                ))
+                                .to_string());
+                        }
                         if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
                             return Err(self
                                 .conn
