@@ -63,13 +63,19 @@ fn timed_out(msg: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, msg.to_string())
 }
 
-/// The reading end of a session.
+/// Bytes a [`WireIn`] reads ahead (frame headers and small frames cost no system call).
+const READ_AHEAD: usize = 64 << 10;
+
+/// The reading end of a session, buffered.
 #[derive(Debug)]
 pub struct WireIn {
     fd: OwnedFd,
     timeout: Option<Duration>,
     abort: Abort,
     silent: String,
+    buf: Box<[u8]>,
+    pos: usize,
+    end: usize,
 }
 
 impl WireIn {
@@ -81,6 +87,27 @@ impl WireIn {
             timeout,
             abort,
             silent,
+            buf: vec![0; READ_AHEAD].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+        }
+    }
+
+    /// One read from the descriptor, waiting at most the timeout for input.
+    fn read_fd(&mut self, mut into: Option<&mut [u8]>) -> io::Result<usize> {
+        loop {
+            if !wait_ready(self.fd.as_fd(), libc::POLLIN, self.timeout, &self.abort)? {
+                return Err(timed_out(&self.silent));
+            }
+            let r = match into {
+                Some(ref mut out) => rustix::io::read(&self.fd, &mut **out),
+                None => rustix::io::read(&self.fd, &mut self.buf[..]),
+            };
+            match r {
+                Ok(n) => return Ok(n),
+                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
@@ -101,17 +128,19 @@ impl WireIn {
 }
 
 impl Read for WireIn {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            if !wait_ready(self.fd.as_fd(), libc::POLLIN, self.timeout, &self.abort)? {
-                return Err(timed_out(&self.silent));
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.end {
+            if out.len() >= self.buf.len() {
+                // Large reads (file data) go straight to the caller.
+                return self.read_fd(Some(out));
             }
-            match rustix::io::read(&self.fd, &mut *buf) {
-                Ok(n) => return Ok(n),
-                Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
+            self.end = self.read_fd(None)?;
+            self.pos = 0;
         }
+        let n = out.len().min(self.end - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
     }
 }
 
@@ -248,6 +277,30 @@ mod tests {
         abort.store(true, Ordering::Relaxed);
         let r = t.join().unwrap();
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn small_and_large_reads_see_every_byte_in_order() {
+        let (r, w) = pipe();
+        let abort = Abort::default();
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let data = data.clone();
+            let abort = abort.clone();
+            std::thread::spawn(move || {
+                let mut out = WireOut::new(w, None, abort, String::new());
+                out.write_all(&data).unwrap();
+            })
+        };
+        let mut input = WireIn::new(r, Some(Duration::from_secs(20)), abort, String::new());
+        let mut got = vec![0u8; 3];
+        input.read_exact(&mut got).unwrap();
+        let mut big = vec![0u8; 200_000];
+        input.read_exact(&mut big).unwrap();
+        got.extend_from_slice(&big);
+        input.read_to_end(&mut got).unwrap();
+        writer.join().unwrap();
+        assert_eq!(got, data);
     }
 
     #[test]
