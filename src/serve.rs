@@ -455,6 +455,21 @@ impl<'a> Receiver<'a> {
 
     /// Why `op` goes beyond what this side's options allow, if it does.
     fn forbidden(&self, op: &FsOp) -> Option<&'static str> {
+        let paths: &[&Vec<u8>] = match op {
+            FsOp::Rename { from, to } => &[from, to],
+            FsOp::Link { path, leader } => &[path, leader],
+            FsOp::Remove { path, .. }
+            | FsOp::RemoveTree { path }
+            | FsOp::Mkdir { path, .. }
+            | FsOp::Symlink { path, .. }
+            | FsOp::Mknod { path, .. }
+            | FsOp::SetMeta { path, .. }
+            | FsOp::SetDirMeta { path, .. }
+            | FsOp::SetDirXattrs { path, .. } => &[path],
+        };
+        if paths.iter().any(|p| self.aside.holds(p)) {
+            return Some("the entry was set aside until its replacement stands");
+        }
         match op {
             // Leftover temporary files go whatever `--delete` says.
             FsOp::Remove { path, .. }

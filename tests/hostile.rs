@@ -2696,6 +2696,15 @@ fn pull_without_delete_lets_the_sender_replace_entries_but_never_remove_one() {
         other => panic!("op {id}: {other:?}"),
     };
     ok(6, remove_tree(b"f"));
+    // What is set aside looks like a leftover temporary file, but is not one.
+    let aside: Vec<Vec<u8>> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .filter(|n| n.starts_with(b".f.fsync-tmp."))
+        .collect();
+    assert_eq!(aside.len(), 1, "f was not set aside: {aside:?}");
+    p.refused(op(20, remove(&aside[0], WireKind::File)));
+    p.refused(op(21, remove_tree(&aside[0])));
     ok(7, remove_tree(b"a"));
     // ... a directory "replaced" by a directory keeps its contents ...
     ok(8, remove_tree(b"keep"));

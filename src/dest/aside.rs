@@ -40,6 +40,12 @@ fn is_dir(dest: &LocalDest, rel: &[u8]) -> bool {
 }
 
 impl SetAside {
+    /// Whether `path` is an entry set aside, or lies beneath one: the sender may not
+    /// touch it (it would see its temporary name in a listing).
+    pub fn holds(&self, path: &[u8]) -> bool {
+        self.aside.values().any(|a| tree::is_within(path, a))
+    }
+
     /// Moves the entry at `path` out of the way (a missing entry is no error).
     pub fn make_way(&mut self, dest: &LocalDest, path: &[u8]) -> io::Result<()> {
         if !fsutil::valid_rel_path(path) {
