@@ -3021,3 +3021,77 @@ fn push_refuses_a_listing_past_its_bound() {
     );
     assert_eq!(r.out.code, Some(0), "{:?}", r.out);
 }
+
+// --- B14: the pull client against a sender that stops reading, or storms its reserve -------
+
+#[test]
+fn pull_ends_when_the_sender_stops_reading() {
+    let a = Arena::in_tmp();
+    let mut c = Client::spawn(&pull_args(&a.root(), &[], "2"));
+    let (mut to, mut from) = c.connect();
+    read_hello(&mut from).expect("the client's handshake");
+    to.write_all(&hello()).expect("handshake");
+    // A file in flight, then requests whose answers are never read: the client's
+    // answers fill the pipe.
+    to.write_all(&frame(&req(begin(1, b"partial", 1 << 20, WireMode::Whole))))
+        .expect("begin");
+    to.write_all(&frame(&req(data(1, 0, &[7; 4096]))))
+        .expect("data");
+    let flood = thread::spawn(move || {
+        let mut many = Vec::new();
+        for id in 10..100_000u64 {
+            many.extend(frame(&req(Request::Space { id })));
+        }
+        let _ = to.write_all(&many);
+        to
+    });
+    let out = c.finish(|| {});
+    drop(from);
+    drop(flood.join());
+    out.assert_refused(
+        "a sender that stops reading",
+        "has not read anything for 2 s",
+    );
+    a.check();
+}
+
+#[test]
+fn pull_counts_files_in_flight_against_its_reserve() {
+    if !common::is_root() {
+        eprintln!("note: skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
+        eprintln!("note: skipped: mount -t tmpfs failed");
+        return;
+    };
+    let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
+    fs::write(a.root().join("big"), noise(3, 5 << 20)).expect("big");
+    let each = avail(mnt.path()) / 3;
+    let (c, p) = pull_session(&a, &[]);
+    p.send(&req(begin(1, b"one", each, WireMode::Whole)));
+    p.send(&req(begin(2, b"two", each, WireMode::Whole)));
+    match p.call(begin(3, b"three", each, WireMode::Whole)) {
+        Reply::Staged {
+            id: 3,
+            result: Err(WireError::NoSpace),
+        } => {}
+        other => panic!("the third file in flight: {other:?}"),
+    }
+    match p.call(local_copy(4, b"copy", b"big")) {
+        Reply::Staged {
+            result: Err(WireError::NoSpace),
+            ..
+        } => {}
+        other => panic!("a local copy past the reserve: {other:?}"),
+    }
+    p.send(&req(data(1, 0, &noise(4, 1 << 20))));
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after a storm", "without a report");
+    a.check();
+    for n in ["one", "two", "three", "copy"] {
+        assert!(!a.root().join(n).exists(), "{n} was put in place");
+    }
+}
