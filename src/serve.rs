@@ -5,7 +5,15 @@
 //! (single components, no `..`, resolved beneath the root), sizes, window indexes and
 //! counts here — and written with exactly the local engine's code: the same temporary
 //! files, metadata, durability barriers and confinement. A malformed frame ends the
-//! session with a protocol error; temporary files of unfinished transfers are removed.
+//! session with a protocol error.
+//!
+//! Nothing from the peer is trusted (invariant 8): a FIFO or a device it names is never
+//! opened (see [`crate::fsutil::open_regular`]); the free-space reserve counts what every
+//! file in flight will still write, and local copies (invariant 5); the options of this
+//! side's own user hold whatever the peer sends ([`Policy`]: no deletes or moves without
+//! `--delete`, no extended attributes without `-X`). However a session ends, the
+//! temporary files of unfinished and of never-committed transfers are removed, and
+//! entries set aside to make way are put back.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
