@@ -360,7 +360,9 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     let mut child = a.remote.shell().spawn(&host, &args)?;
     let (stdin, stdout) = child.pipes()?;
     let timeout = idle_timeout(a.remote.timeout);
-    let abort = Abort::default();
+    // SIGINT/SIGTERM end the session at once: the far side runs in a process group of
+    // its own and does not see the terminal's signals.
+    let abort: Abort = interrupted.clone();
     let silent = format!(
         "the remote side stayed silent for {} s (--timeout); giving up",
         a.remote.timeout
@@ -401,7 +403,6 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     // after a normal end, none after a failure.
     drop(receiver);
     drop(input);
-    abort.store(true, Ordering::Relaxed);
     let ended_well = result.is_ok() && matches!(outcome, Some(Ok(_)));
     child.end(if ended_well {
         crate::ssh::EXIT_GRACE
@@ -410,6 +411,9 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     });
     if opts.dry_run && created {
         let _ = std::fs::remove_dir(&dest);
+    }
+    if interrupted.load(Ordering::Relaxed) && !matches!(outcome, Some(Ok(_))) {
+        return Err(Error::Interrupted);
     }
     match (outcome, result) {
         (Some(Ok(mut report)), _) => {
@@ -488,16 +492,18 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let root = root.as_path();
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
-    let dest = LocalDest::open(root, &opts, throttle.clone(), interrupted).map_err(|e| {
-        Error::Selection {
-            path: root.to_path_buf(),
-            what: format!("cannot open or create the destination: {e}"),
-        }
-    })?;
+    let dest =
+        LocalDest::open(root, &opts, throttle.clone(), interrupted.clone()).map_err(|e| {
+            Error::Selection {
+                path: root.to_path_buf(),
+                what: format!("cannot open or create the destination: {e}"),
+            }
+        })?;
     // A client silent for --timeout, or one that stops reading, ends the session: its
     // unfinished temporary files are removed and the exit code is 2.
     let timeout = idle_timeout(a.timeout);
-    let abort = Abort::default();
+    // SIGINT/SIGTERM end the session at once, its temporary files removed.
+    let abort: Abort = interrupted.clone();
     let stdio = |e: std::io::Error| Error::Protocol(format!("standard input or output: {e}"));
     let silent = format!("no request from the client for {} s (--timeout)", a.timeout);
     let mut input = WireIn::new(
@@ -543,7 +549,11 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
             handshake(a.timeout).as_secs()
         ),
     );
-    let result = receiver.run(&mut input, hello, &mut |_| {}).map_err(proto);
+    let result = receiver.run(&mut input, hello, &mut |_| {});
+    let result = match result {
+        Err(_) if interrupted.load(Ordering::Relaxed) => Err(Error::Interrupted),
+        r => r.map_err(proto),
+    };
     drop(receiver);
     stop.store(true, Ordering::Relaxed);
     if let Some(c) = controller {

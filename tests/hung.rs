@@ -473,3 +473,51 @@ fn write_reply(s: &mut Serve, r: &Reply) {
     write_frame(w, r).expect("write a reply");
     w.flush().expect("flush");
 }
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    let pid = rustix::process::Pid::from_raw(pid as i32).expect("pid");
+    rustix::process::kill_process(pid, sig).expect("signal");
+}
+
+#[test]
+fn sigint_ends_a_pull_whose_remote_side_is_silent() {
+    let dest = Tree::new();
+    let shell = SilentShell::new(true);
+    let child = client("pull", &shell, "600")
+        .arg("testhost:/nonexistent/src")
+        .arg(dest.join("r"))
+        .spawn()
+        .expect("start pull");
+    // The terminal's Ctrl-C reaches the client's process group only: the remote shell,
+    // in a group of its own, never sees it.
+    let start = Instant::now();
+    while shell.sessions() < 1 {
+        assert!(start.elapsed() < DEADLINE, "the remote shell never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    signal(child.id(), rustix::process::Signal::INT);
+    let e = wait_bounded(child, DEADLINE, "pull after SIGINT");
+    assert_eq!(e.code, Some(20), "{e:?}");
+    shell.assert_all_gone();
+    assert!(temp_files(dest.path()).is_empty());
+}
+
+#[test]
+fn sigterm_ends_serve_at_once_and_removes_its_temp_files() {
+    let (_base, root) = scratch_root();
+    let mut s = Serve::start(&["--timeout", "600"], &root);
+    half_a_file(&mut s);
+    s.send(&req(Request::Space { id: 2 }));
+    assert!(matches!(
+        s.next::<Reply>(),
+        Some(Reply::Space { id: 2, .. })
+    ));
+    assert_eq!(temp_files(&root).len(), 1);
+    signal(s.child.id(), rustix::process::Signal::TERM);
+    let stdin = s.stdin.take();
+    let e = wait_bounded(s.child, DEADLINE, "serve after SIGTERM");
+    drop(stdin);
+    assert_eq!(e.code, Some(20), "{e:?}");
+    assert!(temp_files(&root).is_empty(), "{:?}", temp_files(&root));
+}
