@@ -125,9 +125,14 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
                 opts.jobs = opts.jobs.max(1) * 4;
             }
             let (engine, remote, copts) = (a.engine.clone(), a.remote.clone(), opts.clone());
+            let stop = interrupted.clone();
             crate::watch::session::Dest::remote(
                 PathBuf::from(&a.dest),
-                Box::new(move || connect(&engine, &remote, &copts, &host, path.clone())),
+                Box::new(move || {
+                    // A stopping watch finishes its files in flight for up to 30 s.
+                    let stop = (&stop, Duration::from_secs(30));
+                    connect(&engine, &remote, &copts, &host, path.clone(), stop)
+                }),
                 a.engine.compress,
                 // Well within the far side's --timeout (which it applies to requests).
                 idle_timeout(a.remote.timeout) / 3,
@@ -244,7 +249,16 @@ pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options
             }
             // Check SRC before anything starts on the far side.
             crate::transfer::check_source(&src)?;
-            let conn = connect(&a.engine, &a.remote, &opts, &host, path)?;
+            // Ctrl-C lets the engine wind down for a moment, then ends the session.
+            let grace = Duration::from_secs(5);
+            let conn = connect(
+                &a.engine,
+                &a.remote,
+                &opts,
+                &host,
+                path,
+                (&interrupted, grace),
+            )?;
             let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
             let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
             let name = PathBuf::from(&a.dest);
@@ -253,10 +267,11 @@ pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options
                 name: &name,
                 throttle,
             };
-            let result = push_to(&opts, &src, target, &term, interrupted);
+            let result = push_to(&opts, &src, target, &term, interrupted.clone());
             let failure = conn.failure();
             conn.close();
             match (result, failure) {
+                (Err(_), Some(_)) if interrupted.load(Ordering::Relaxed) => Err(Error::Interrupted),
                 (Err(_), Some(f)) => Err(Error::Protocol(f)),
                 (r, _) => Ok((opts, r?)),
             }
@@ -271,6 +286,7 @@ fn connect(
     opts: &Options,
     host: &OsStr,
     path: Vec<u8>,
+    (interrupted, grace): (&Arc<AtomicBool>, Duration),
 ) -> Result<Arc<Conn>> {
     let mut args: Vec<OsString> = vec![
         "serve".into(),
@@ -318,7 +334,8 @@ fn connect(
             handshake(remote.timeout),
         )
         .map_err(proto)?
-        .with_max_listing(remote.max_listing),
+        .with_max_listing(remote.max_listing)
+        .with_interrupt(interrupted.clone(), grace),
     ))
 }
 

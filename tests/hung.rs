@@ -521,3 +521,25 @@ fn sigterm_ends_serve_at_once_and_removes_its_temp_files() {
     assert_eq!(e.code, Some(20), "{e:?}");
     assert!(temp_files(&root).is_empty(), "{:?}", temp_files(&root));
 }
+
+#[test]
+fn sigint_ends_a_push_whose_remote_side_is_silent() {
+    let src = Tree::new();
+    src.file("f", b"data");
+    let shell = SilentShell::new(true);
+    let child = client("push", &shell, "600")
+        .arg(src.path())
+        .arg("testhost:/nonexistent/dest")
+        .spawn()
+        .expect("start push");
+    let start = Instant::now();
+    while shell.sessions() < 1 {
+        assert!(start.elapsed() < DEADLINE, "the remote shell never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    signal(child.id(), rustix::process::Signal::INT);
+    let e = wait_bounded(child, DEADLINE, "push after SIGINT");
+    assert_eq!(e.code, Some(20), "{e:?}");
+    shell.assert_all_gone();
+}

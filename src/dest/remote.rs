@@ -47,6 +47,9 @@ const LISTING_ENTRY_BYTES: u64 = 256;
 /// What an entry of a listing costs in memory, roughly: the entry and its names.
 const ENTRY_OVERHEAD: u64 = 96;
 
+/// The failure of a session ended by SIGINT/SIGTERM.
+pub const INTERRUPTED: &str = "interrupted";
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -161,6 +164,39 @@ impl Conn {
             abort,
             max_listing: MAX_LISTING,
         })
+    }
+
+    /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
+    /// was closed by then: the remote shell runs in a process group of its own and never
+    /// sees the terminal's signals, so a hung far side must not hold the run until
+    /// --timeout. Every wait and write of the session then stops with "interrupted".
+    pub fn with_interrupt(self, flag: Arc<std::sync::atomic::AtomicBool>, grace: Duration) -> Conn {
+        let closing = Arc::downgrade(&self.closing);
+        let (dead, abort) = (self.dead.clone(), self.abort.clone());
+        let _ = std::thread::Builder::new()
+            .name("fsync-repl-interrupt".into())
+            .spawn(move || {
+                let mut since: Option<std::time::Instant> = None;
+                loop {
+                    match closing.upgrade() {
+                        Some(c) if !c.load(Ordering::Relaxed) => {}
+                        _ => return,
+                    }
+                    if since.is_none() && flag.load(Ordering::Relaxed) {
+                        since = Some(std::time::Instant::now());
+                    }
+                    if since.is_some_and(|t| t.elapsed() >= grace) {
+                        let mut d = lock(&dead);
+                        if d.is_none() {
+                            *d = Some(INTERRUPTED.into());
+                        }
+                        abort.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        self
     }
 
     /// Accepts remote listings of at most `n` entries (and `n` × 256 bytes).
