@@ -219,9 +219,10 @@ pub fn stdout() -> io::Result<OwnedFd> {
     let is_pipe =
         rfs::fstat(out).is_ok_and(|st| FileType::from_raw_mode(st.st_mode) == FileType::Fifo);
     if is_pipe {
+        // Non-blocking: opening a pipe's write end waits for a reader otherwise.
         if let Ok(fd) = rfs::open(
             "/proc/self/fd/1",
-            OFlags::WRONLY | OFlags::CLOEXEC,
+            OFlags::WRONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
             Mode::empty(),
         ) {
             return Ok(fd);

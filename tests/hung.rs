@@ -543,3 +543,24 @@ fn sigint_ends_a_push_whose_remote_side_is_silent() {
     assert_eq!(e.code, Some(20), "{e:?}");
     shell.assert_all_gone();
 }
+
+#[test]
+fn serve_whose_output_has_no_reader_ends() {
+    let (_base, root) = scratch_root();
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--timeout", "600"])
+        .arg(&root)
+        .env_remove("FSYNC_REPL_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    // Nobody will ever read what serve writes; its input stays open.
+    drop(child.stdout.take());
+    let stdin = child.stdin.take();
+    let e = wait_bounded(child, DEADLINE, "serve without a reader");
+    drop(stdin);
+    assert!(!e.stderr.contains("panicked"), "{e:?}");
+    assert_ne!(e.code, Some(0), "{e:?}");
+}
