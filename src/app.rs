@@ -435,6 +435,10 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     match (outcome, result) {
         (Some(Ok(mut report)), _) => {
             report.errors = report.errors.iter().map(|e| escape_str(e)).collect();
+            // The exit code is one of ours, whatever the far side wrote.
+            if !matches!(report.exit_code, 0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24) {
+                report.exit_code = ExitCode::Protocol.code();
+            }
             Ok((opts, report))
         }
         (Some(Err((code, msg))), _) => Err(remote_failure(code, msg)),

@@ -3095,3 +3095,22 @@ fn pull_counts_files_in_flight_against_its_reserve() {
         assert!(!a.root().join(n).exists(), "{n} was put in place");
     }
 }
+
+#[test]
+fn pull_keeps_a_senders_report_to_documented_exit_codes_and_escaped_errors() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    let report = fsync_repl::report::Report {
+        exit_code: 137,
+        errors: vec![FORGERY.to_string()],
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&report).expect("json");
+    p.send(&ToReceiver::Notice(Notice::Report(json)));
+    p.close();
+    let out = c.finish(|| {});
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_no_raw_controls("a sender's report", &out);
+    assert!(out.stderr.contains("\\x1b]0;owned"), "{out:?}");
+    a.check();
+}
