@@ -185,9 +185,10 @@ impl RemoteChild {
 
     /// Ends the remote shell and everything in its process group; call it once its
     /// pipes are closed. Waits up to `grace` for the shell to exit by itself, then sends
-    /// SIGTERM to the group, waits [`GRACE`], and sends SIGKILL. Never waits much longer
-    /// than `grace` + [`GRACE`]: a process that even SIGKILL does not end (stuck in the
-    /// kernel) is reaped by a thread of its own. Returns the exit status when known.
+    /// SIGTERM to the group, waits [`GRACE`], and sends SIGKILL. Never waits longer than
+    /// `grace` + 2 × [`GRACE`]: a process that even SIGKILL does not end (stuck in the
+    /// kernel) is reaped by a thread of its own. A shell that exits by itself only has
+    /// what it left in its group sent SIGTERM. Returns the exit status when known.
     pub fn end(&mut self, grace: Duration) -> Option<ExitStatus> {
         let mut child = self.child.take()?;
         let pid = child.id() as i32;
