@@ -492,8 +492,10 @@ fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
+            // A far side is ended by SIGTERM when its client ends the session (the
+            // client's process group): the client says why, not this side.
             let msg = e.to_string();
-            if !msg.is_empty() {
+            if !msg.is_empty() && !matches!(e, Error::Interrupted) {
                 eprintln!("fsync-repl serve: {msg}");
             }
             e.exit_code().code()
