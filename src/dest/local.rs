@@ -319,18 +319,11 @@ impl LocalDest {
         src: &SourceFile,
         out: &mut File,
     ) -> Result<DataStats, PutError> {
-        let old =
-            match fsutil::open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-            {
-                Ok(fd)
-                    if rfs::fstat(&fd)
-                        .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile)
-                        .unwrap_or(false) =>
-                {
-                    File::from(fd)
-                }
-                _ => return self.copy_whole(src, out),
-            };
+        // The basis is opened only if it is a regular file: never a FIFO or a device.
+        let old = match fsutil::open_regular(dir, name) {
+            Ok((fd, _)) => File::from(fd),
+            Err(_) => return self.copy_whole(src, out),
+        };
         let old_len = old.metadata().map(|m| m.len()).unwrap_or(0);
         if old_len == 0 || src.size == 0 || src.sparse {
             // Nothing to reuse, or holes a delta would fill in: copy whole.
