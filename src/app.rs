@@ -5,13 +5,12 @@
 //! below returns values and typed errors.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{IsTerminal, Read, Write};
+use std::io::{IsTerminal, Write};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::process::ChildStdout;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::cli::{
     Cli, Command, EngineArgs, PushArgs, RemoteArgs, ServeArgs, StatusArgs, WatchArgs,
@@ -23,10 +22,13 @@ use crate::error::{Error, ExitCode, Result};
 use crate::protocol::frame::ProtoError;
 use crate::protocol::Notice;
 use crate::report::Report;
+use crate::serve::Policy;
 use crate::serve::Receiver;
 use crate::ssh::{parse_location, Location};
+use crate::text::escape_str;
 use crate::throttle::Throttle;
 use crate::transfer::{push_local, push_to, Output, ProgressMode, Target};
+use crate::wire::{Abort, WireIn, WireOut};
 
 /// How long the remote side has to answer the handshake.
 const HANDSHAKE: Duration = Duration::from_secs(30);
@@ -123,9 +125,14 @@ fn watch(a: WatchArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
                 opts.jobs = opts.jobs.max(1) * 4;
             }
             let (engine, remote, copts) = (a.engine.clone(), a.remote.clone(), opts.clone());
+            let stop = interrupted.clone();
             crate::watch::session::Dest::remote(
                 PathBuf::from(&a.dest),
-                Box::new(move || connect(&engine, &remote, &copts, &host, path.clone())),
+                Box::new(move || {
+                    // A stopping watch finishes its files in flight for up to 30 s.
+                    let stop = (&stop, Duration::from_secs(30));
+                    connect(&engine, &remote, &copts, &host, path.clone(), stop)
+                }),
                 a.engine.compress,
                 // Well within the far side's --timeout (which it applies to requests).
                 idle_timeout(a.remote.timeout) / 3,
@@ -243,7 +250,16 @@ pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options
             }
             // Check SRC before anything starts on the far side.
             crate::transfer::check_source(&src)?;
-            let conn = connect(&a.engine, &a.remote, &opts, &host, path)?;
+            // Ctrl-C lets the engine wind down for a moment, then ends the session.
+            let grace = Duration::from_secs(5);
+            let conn = connect(
+                &a.engine,
+                &a.remote,
+                &opts,
+                &host,
+                path,
+                (&interrupted, grace),
+            )?;
             let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
             let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
             let name = PathBuf::from(&a.dest);
@@ -252,10 +268,11 @@ pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options
                 name: &name,
                 throttle,
             };
-            let result = push_to(&opts, &src, target, &term, interrupted);
+            let result = push_to(&opts, &src, target, &term, interrupted.clone());
             let failure = conn.failure();
             conn.close();
             match (result, failure) {
+                (Err(_), Some(_)) if interrupted.load(Ordering::Relaxed) => Err(Error::Interrupted),
                 (Err(_), Some(f)) => Err(Error::Protocol(f)),
                 (r, _) => Ok((opts, r?)),
             }
@@ -270,6 +287,7 @@ fn connect(
     opts: &Options,
     host: &OsStr,
     path: Vec<u8>,
+    (interrupted, grace): (&Arc<AtomicBool>, Duration),
 ) -> Result<Arc<Conn>> {
     let mut args: Vec<OsString> = vec![
         "serve".into(),
@@ -292,61 +310,39 @@ fn connect(
     if opts.dry_run {
         args.push("--dry-run".into());
     }
+    // After `--`: a path that starts with `-` is a path, not an option.
+    args.push("--".into());
     args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
     let mut child = remote.shell().spawn(host, &args)?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(Error::Protocol("the remote shell has no pipes".into()));
-    };
+    let (stdin, stdout) = child.pipes()?;
+    let timeout = idle_timeout(remote.timeout);
+    let abort = Abort::default();
+    // Replies are awaited with the timeout per request; writes carry it themselves.
+    let input = WireIn::new(stdout.into(), None, abort.clone(), String::new());
+    let output = WireOut::new(
+        stdin.into(),
+        Some(timeout),
+        abort.clone(),
+        stalled(remote.timeout),
+    );
     Ok(Arc::new(
         Conn::start(
-            Box::new(stdout),
-            Box::new(stdin),
+            input,
+            output,
+            abort,
             Some(child),
-            idle_timeout(remote.timeout),
+            timeout,
             handshake(remote.timeout),
         )
-        .map_err(proto)?,
+        .map_err(proto)?
+        .with_max_listing(remote.max_listing)
+        .with_interrupt(interrupted.clone(), grace),
     ))
 }
 
-/// Stamps the time of the last byte read, for the idle watchdog.
-struct Stamped<R> {
-    inner: R,
-    last: Arc<AtomicU64>,
-    epoch: Instant,
-}
-
-impl<R: Read> Read for Stamped<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.last
-            .store(self.epoch.elapsed().as_secs(), Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Calls `on_idle` once if nothing was read for `timeout`.
-fn watchdog(
-    last: Arc<AtomicU64>,
-    epoch: Instant,
-    timeout: Duration,
-    on_idle: impl FnOnce() + Send + 'static,
-) {
-    let secs = timeout.as_secs();
-    let _ = std::thread::Builder::new()
-        .name("fsync-repl-watchdog".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_secs(1).min(timeout));
-            if epoch
-                .elapsed()
-                .as_secs()
-                .saturating_sub(last.load(Ordering::Relaxed))
-                >= secs
-            {
-                on_idle();
-                return;
-            }
-        });
+/// The error of a peer that stopped reading what this side writes.
+fn stalled(secs: u64) -> String {
+    format!("the remote side has not read anything for {secs} s (--timeout); giving up")
 }
 
 fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
@@ -376,41 +372,41 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         a.remote.timeout.to_string().into(),
     ];
     args.extend(a.engine.forward(&opts));
+    // After `--`: a path that starts with `-` is a path, not an option.
+    args.push("--".into());
     args.push(std::os::unix::ffi::OsStringExt::from_vec(path));
     let mut child = a.remote.shell().spawn(&host, &args)?;
-    let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
-        return Err(Error::Protocol("the remote shell has no pipes".into()));
-    };
-    let child = Arc::new(Mutex::new(child));
-    let epoch = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let killer = child.clone();
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let flag = timed_out.clone();
-    watchdog(
-        last.clone(),
-        epoch,
-        idle_timeout(a.remote.timeout),
-        move || {
-            flag.store(true, Ordering::Relaxed);
-            let _ = killer.lock().map(|mut c| c.kill());
-        },
+    let (stdin, stdout) = child.pipes()?;
+    let timeout = idle_timeout(a.remote.timeout);
+    // SIGINT/SIGTERM end the session at once: the far side runs in a process group of
+    // its own and does not see the terminal's signals.
+    let abort: Abort = interrupted.clone();
+    let silent = format!(
+        "the remote side stayed silent for {} s (--timeout); giving up",
+        a.remote.timeout
     );
-    let mut input: Stamped<ChildStdout> = Stamped {
-        inner: stdout,
-        last,
-        epoch,
-    };
+    let mut input = WireIn::new(stdout.into(), Some(timeout), abort.clone(), silent);
+    let output = WireOut::new(
+        stdin.into(),
+        Some(timeout),
+        abort.clone(),
+        stalled(a.remote.timeout),
+    );
     let term = Term::for_options(&opts);
     let mut outcome: Option<std::result::Result<Report, (i32, String)>> = None;
-    let mut receiver = Receiver::new(&local, opts.min_free, Box::new(stdin));
+    let policy = Policy {
+        delete: opts.delete,
+        xattrs: opts.xattrs,
+    };
+    let mut receiver = Receiver::new(&local, opts.min_free, Box::new(output)).policy(policy);
     if opts.dry_run {
         receiver = receiver.read_only();
     }
-    let result = receiver.run(&mut input, &mut |n| match n {
+    let hello = (handshake(a.remote.timeout), no_handshake(a.remote.timeout));
+    let result = receiver.run(&mut input, hello, &mut |n| match n {
         // Lines from the other machine never reach the terminal with control characters.
-        Notice::Item(l) => term.item(&sanitize(&l)),
-        Notice::Warn(l) => term.warn(&sanitize(&l)),
+        Notice::Item(l) => term.item(&escape_str(&l)),
+        Notice::Warn(l) => term.warn(&escape_str(&l)),
         Notice::Report(json) => {
             outcome = Some(
                 serde_json::from_str(&json)
@@ -418,23 +414,32 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
             )
         }
         Notice::Failed { exit_code, message } => {
-            outcome = Some(Err((exit_code, sanitize(&message))))
+            outcome = Some(Err((exit_code, escape_str(&message))))
         }
     });
+    // Our end of both pipes closes here; the far side has a moment to exit by itself
+    // after a normal end, none after a failure.
     drop(receiver);
-    let _ = child.lock().map(|mut c| c.wait());
+    drop(input);
+    let ended_well = result.is_ok() && matches!(outcome, Some(Ok(_)));
+    child.end(if ended_well {
+        crate::ssh::EXIT_GRACE
+    } else {
+        Duration::ZERO
+    });
     if opts.dry_run && created {
         let _ = std::fs::remove_dir(&dest);
     }
-    if timed_out.load(Ordering::Relaxed) {
-        return Err(Error::Protocol(format!(
-            "the remote side stayed silent for {} s (--timeout); giving up",
-            a.remote.timeout
-        )));
+    if interrupted.load(Ordering::Relaxed) && !matches!(outcome, Some(Ok(_))) {
+        return Err(Error::Interrupted);
     }
     match (outcome, result) {
         (Some(Ok(mut report)), _) => {
-            report.errors = report.errors.iter().map(|e| sanitize(e)).collect();
+            report.errors = report.errors.iter().map(|e| escape_str(e)).collect();
+            // The exit code is one of ours, whatever the far side wrote.
+            if !matches!(report.exit_code, 0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24) {
+                report.exit_code = ExitCode::Protocol.code();
+            }
             Ok((opts, report))
         }
         (Some(Err((code, msg))), _) => Err(remote_failure(code, msg)),
@@ -445,17 +450,9 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     }
 }
 
-/// Escapes control characters in a line that came from the other machine.
-fn sanitize(line: &str) -> String {
-    line.chars()
-        .map(|c| {
-            if c.is_control() {
-                format!("\\x{:02x}", c as u32)
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+/// The handshake's error on a client: how long it waited, and what to check.
+fn no_handshake(timeout: u64) -> String {
+    crate::protocol::frame::no_handshake(handshake(timeout))
 }
 
 fn remote_failure(code: i32, msg: String) -> Error {
@@ -496,7 +493,12 @@ fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("fsync-repl serve: {e}");
+            // A far side is ended by SIGTERM when its client ends the session (the
+            // client's process group): the client says why, not this side.
+            let msg = e.to_string();
+            if !msg.is_empty() && !matches!(e, Error::Interrupted) {
+                eprintln!("fsync-repl serve: {msg}");
+            }
             e.exit_code().code()
         }
     }
@@ -514,23 +516,36 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let root = root.as_path();
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
-    let dest = LocalDest::open(root, &opts, throttle.clone(), interrupted).map_err(|e| {
-        Error::Selection {
-            path: root.to_path_buf(),
-            what: format!("cannot open or create the destination: {e}"),
-        }
-    })?;
-    let epoch = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    watchdog(last.clone(), epoch, idle_timeout(a.timeout), || {
-        eprintln!("fsync-repl serve: no request for too long (--timeout); exiting");
-        std::process::exit(ExitCode::Protocol.code());
-    });
-    let mut input = Stamped {
-        inner: std::io::stdin().lock(),
-        last,
-        epoch,
-    };
+    let dest =
+        LocalDest::open(root, &opts, throttle.clone(), interrupted.clone()).map_err(|e| {
+            Error::Selection {
+                path: root.to_path_buf(),
+                what: format!("cannot open or create the destination: {e}"),
+            }
+        })?;
+    // A client silent for --timeout, or one that stops reading, ends the session: its
+    // unfinished temporary files are removed and the exit code is 2.
+    let timeout = idle_timeout(a.timeout);
+    // SIGINT/SIGTERM end the session at once, its temporary files removed.
+    let abort: Abort = interrupted.clone();
+    let stdio = |e: std::io::Error| Error::Protocol(format!("standard input or output: {e}"));
+    let silent = format!("no request from the client for {} s (--timeout)", a.timeout);
+    let mut input = WireIn::new(
+        crate::wire::stdin().map_err(stdio)?,
+        Some(timeout),
+        abort.clone(),
+        silent,
+    );
+    let stalled = format!(
+        "the client has not read anything for {} s (--timeout)",
+        a.timeout
+    );
+    let output = WireOut::new(
+        crate::wire::stdout().map_err(stdio)?,
+        Some(timeout),
+        abort,
+        stalled,
+    );
     // The far side's disk gets the same adaptive back-off as a local destination.
     let stop = Arc::new(AtomicBool::new(false));
     let devices = crate::throttle::adaptive::devices_of(&[root]);
@@ -550,8 +565,19 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
                 crate::throttle::adaptive::run(&throttle, cfg, &devices, &stop, &log)
             })
         });
-    let mut receiver = Receiver::new(&dest, opts.min_free, Box::new(std::io::stdout().lock()));
-    let result = receiver.run(&mut input, &mut |_| {}).map_err(proto);
+    let mut receiver = Receiver::new(&dest, opts.min_free, Box::new(output));
+    let hello = (
+        handshake(a.timeout),
+        format!(
+            "no handshake from the client within {} s",
+            handshake(a.timeout).as_secs()
+        ),
+    );
+    let result = receiver.run(&mut input, hello, &mut |_| {});
+    let result = match result {
+        Err(_) if interrupted.load(Ordering::Relaxed) => Err(Error::Interrupted),
+        r => r.map_err(proto),
+    };
     drop(receiver);
     stop.store(true, Ordering::Relaxed);
     if let Some(c) = controller {
@@ -570,15 +596,27 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     if a.engine.jobs.is_none() {
         opts.jobs = opts.jobs.max(1) * 4;
     }
+    let timeout = idle_timeout(a.timeout);
+    let abort = Abort::default();
+    let stdio = |e: std::io::Error| Error::Protocol(format!("standard input or output: {e}"));
+    let input = WireIn::new(
+        crate::wire::stdin().map_err(stdio)?,
+        None,
+        abort.clone(),
+        String::new(),
+    );
+    let stalled = format!(
+        "the client has not read anything for {} s (--timeout)",
+        a.timeout
+    );
+    let output = WireOut::new(
+        crate::wire::stdout().map_err(stdio)?,
+        Some(timeout),
+        abort.clone(),
+        stalled,
+    );
     let conn = Arc::new(
-        Conn::start(
-            Box::new(std::io::stdin()),
-            Box::new(std::io::stdout()),
-            None,
-            idle_timeout(a.timeout),
-            handshake(a.timeout),
-        )
-        .map_err(proto)?,
+        Conn::start(input, output, abort, None, timeout, handshake(a.timeout)).map_err(proto)?,
     );
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let rd = RemoteDest::new(conn.clone(), throttle.clone(), a.engine.compress);
@@ -589,14 +627,32 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         throttle,
     };
     let out = Notices(&conn);
-    let notice = match push_to(&opts, &root, target, &out, interrupted) {
-        Ok(report) => Notice::Report(serde_json::to_string(&report).unwrap_or_default()),
+    let result = push_to(&opts, &root, target, &out, interrupted);
+    // A session that failed under the run says why, not what the run made of it.
+    let result = match (result, conn.failure()) {
+        (Err(_), Some(f)) => Err(Error::Protocol(f)),
+        (r, _) => r,
+    };
+    let notice = match &result {
+        Ok(report) => Notice::Report(serde_json::to_string(report).unwrap_or_default()),
         Err(e) => Notice::Failed {
             exit_code: e.exit_code().code(),
             message: e.to_string(),
         },
     };
-    let _ = conn.notice(notice);
+    // The client prints the failure it receives; when it cannot receive it, this
+    // side's stderr (which the remote shell forwards) says it. Either way the exit
+    // code is the failure's.
+    let told = conn.last_notice(notice).is_ok();
     conn.close();
-    Ok(())
+    match result {
+        Ok(_) if told => Ok(()),
+        Ok(_) => Err(Error::Protocol(format!(
+            "could not send the report: {}",
+            conn.failure()
+                .unwrap_or_else(|| "the client stopped reading".into())
+        ))),
+        Err(e) if told => Err(Error::Reported(e.exit_code())),
+        Err(e) => Err(e),
+    }
 }

@@ -20,7 +20,7 @@ macro_rules! exit_codes {
 Exit codes:
   0   everything replicated
   1   usage error (bad option or argument)
-  2   protocol error with a remote peer, or it stayed silent past --timeout
+  2   protocol error with a remote peer, or it went silent or stopped reading past --timeout
   3   selection error: SRC or DEST missing or unusable, or SRC is not the source
       the replica was made from (see --accept-new-source)
   11  destination I/O error or not enough space on the destination
@@ -294,9 +294,14 @@ pub struct RemoteArgs {
     /// Path of fsync-repl on the remote host.
     #[arg(long, value_name = "PATH", default_value = "fsync-repl")]
     pub remote_bin: OsString,
-    /// Give up when the remote side stays silent this long (seconds; 0: never).
+    /// Give up when the remote side stays silent, or stops reading, this long (seconds;
+    /// 0: never). The handshake gets at most 30 s.
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub timeout: u64,
+    /// Refuse a remote listing of more than N entries (or of more than N × 256 bytes of
+    /// memory): a bound on what a far side can make this side hold.
+    #[arg(long, value_name = "N", default_value_t = crate::dest::remote::MAX_LISTING)]
+    pub max_listing: u64,
 }
 
 impl RemoteArgs {
@@ -318,7 +323,7 @@ pub struct ServeArgs {
     /// Run the replication engine with ROOT as the source (the far side of `pull`).
     #[arg(long)]
     pub send: bool,
-    /// Give up when the peer stays silent this long (seconds; 0: never).
+    /// Give up when the peer stays silent, or stops reading, this long (seconds; 0: never).
     #[arg(long, value_name = "SECS", default_value_t = 300)]
     pub timeout: u64,
     #[command(flatten)]

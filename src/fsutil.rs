@@ -89,6 +89,71 @@ pub fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
     open_beneath(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
 }
 
+/// The error for an entry that is not the regular file a request expects.
+fn not_regular() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")
+}
+
+/// Opens `rel` beneath `root` with `O_PATH`, which opens no device and no FIFO (nothing
+/// of the file itself is opened), and checks on that descriptor that it is a regular
+/// file. Returns the descriptor and its `fstat`.
+pub fn path_of_regular(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<(OwnedFd, rfs::Stat)> {
+    let fd = open_beneath(root, rel, OFlags::PATH, Mode::empty())?;
+    let st = rfs::fstat(&fd)?;
+    if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+        return Err(not_regular());
+    }
+    Ok((fd, st))
+}
+
+/// The `/proc` name of a descriptor: opening it opens that very inode.
+fn proc_fd(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd))
+}
+
+/// Opens the regular file at `rel` beneath `root` for reading, and never anything else:
+/// a FIFO or a device named by a peer is not opened even for a moment (opening one can
+/// block, or have side effects: a hardware watchdog arms on open). The entry is checked
+/// through an `O_PATH` descriptor ([`path_of_regular`]) and then reopened through that
+/// descriptor, so the inode read is the inode checked; without `/proc`, it is opened
+/// by name and must be the same inode.
+pub fn open_regular(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<(OwnedFd, rfs::Stat)> {
+    let (path, checked) = path_of_regular(root, rel)?;
+    let flags = OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC;
+    let fd = match rfs::open(proc_fd(path.as_fd()), flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => open_beneath(root, rel, flags, Mode::empty())?,
+        Err(e) => return Err(e.into()),
+    };
+    let st = rfs::fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != (checked.st_dev, checked.st_ino)
+        || rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile
+    {
+        return Err(io::Error::other("replaced while it was opened"));
+    }
+    Ok((fd, st))
+}
+
+/// Sets the permission bits of the regular file at `rel` beneath `root` without opening
+/// it (see [`open_regular`]), whatever its own permissions.
+pub fn chmod_regular(root: BorrowedFd<'_>, rel: &[u8], mode: Mode) -> io::Result<()> {
+    let (path, _) = path_of_regular(root, rel)?;
+    match rfs::chmod(proc_fd(path.as_fd()), mode) {
+        Err(rustix::io::Errno::NOENT) => {
+            // No /proc: by name, through the parent, never following a symlink; the
+            // entry was a regular file an instant ago and a symlink is refused here.
+            let (dir, name) = (tree::parent(rel), tree::file_name(rel));
+            let dir = open_dir(root, dir)?;
+            let st = stat_at(dir.as_fd(), name)?;
+            if rfs::FileType::from_raw_mode(st.st_mode) != rfs::FileType::RegularFile {
+                return Err(not_regular());
+            }
+            Ok(rfs::chmodat(&dir, name, mode, AtFlags::empty())?)
+        }
+        r => Ok(r?),
+    }
+}
+
 /// Opens a regular file beneath `root` read-only, with `O_NOATIME` where permitted.
 /// Refuses anything that is not a regular file; `O_NONBLOCK` keeps a FIFO swapped in
 /// after the scan from blocking the open. Returns the descriptor and its `fstat`.

@@ -49,9 +49,11 @@ pub mod snapshot;
 pub mod source;
 pub mod space;
 pub mod ssh;
+pub mod text;
 pub mod throttle;
 pub mod transfer;
 pub mod tree;
 pub mod watch;
+pub mod wire;
 
 pub use error::{Error, ExitCode};

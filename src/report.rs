@@ -12,29 +12,8 @@ use crate::error::ExitCode;
 use crate::plan::{FileSource, Plan};
 use crate::tree::{self, Kind, Listing};
 
-/// Escapes a file name for output: printable UTF-8 passes, `\` becomes `\\`, control
-/// characters and bytes that are not UTF-8 become `\xNN`.
-pub fn escape(name: &[u8]) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                c if c.is_control() => {
-                    let mut buf = [0u8; 4];
-                    for b in c.encode_utf8(&mut buf).bytes() {
-                        out.push_str(&format!("\\x{b:02x}"));
-                    }
-                }
-                c => out.push(c),
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
+/// Escapes a file name or a peer's text for output (see [`crate::text`]).
+pub use crate::text::escape;
 
 /// The bytes [`escape`] wrote `s` for; `None` for text it cannot have written.
 pub fn unescape(s: &str) -> Option<Vec<u8>> {

@@ -50,7 +50,7 @@ impl Scope {
         for (p, r) in pairs {
             let p = p.as_ref();
             if !p.is_empty() && !valid_rel_path(p) {
-                return Err(BadScope(crate::report::escape(p)));
+                return Err(BadScope(crate::text::escape(p)));
             }
             s.add(p, r);
         }

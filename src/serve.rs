@@ -5,12 +5,22 @@
 //! (single components, no `..`, resolved beneath the root), sizes, window indexes and
 //! counts here — and written with exactly the local engine's code: the same temporary
 //! files, metadata, durability barriers and confinement. A malformed frame ends the
-//! session with a protocol error; temporary files of unfinished transfers are removed.
+//! session with a protocol error.
+//!
+//! Nothing from the peer is trusted (invariant 8): a FIFO or a device it names is never
+//! opened (see [`crate::fsutil::open_regular`]); the free-space reserve counts what every
+//! file in flight will still write, and local copies (invariant 5); the options of this
+//! side's own user hold whatever the peer sends ([`Policy`]: no deletes or moves without
+//! `--delete`, no extended attributes without `-X`). However a session ends, the
+//! temporary files of unfinished and of never-committed transfers are removed, and
+//! entries set aside to make way are put back.
 
-use std::collections::HashMap;
-use std::io::{self, BufWriter, Read, Write};
+use std::collections::{HashMap, HashSet};
+use std::io::{self, BufWriter, Write};
+use std::time::Duration;
 
 use crate::delta;
+use crate::dest::aside::SetAside;
 use crate::dest::local::{map_range, LocalDest, TempFile};
 use crate::dest::{Destination, PutError, SetMeta, Staged};
 use crate::fsutil;
@@ -20,6 +30,7 @@ use crate::protocol::{
 };
 use crate::scan::ScanOptions;
 use crate::tree::Kind;
+use crate::wire::WireIn;
 
 /// Files being received at once, at most.
 const MAX_OPEN_FILES: usize = 4096;
@@ -100,6 +111,24 @@ impl Write for TempWriter<'_> {
     }
 }
 
+/// What the receiver's own side asked for: a peer that sends more is refused, whatever
+/// it sends (the far side of a pull runs the engine, but the client gave the options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Entries may be deleted (`--delete`).
+    pub delete: bool,
+    /// Extended attributes may be set (`-X`).
+    pub xattrs: bool,
+}
+
+impl Policy {
+    /// The far side of a push does what its client asks.
+    pub const ANY: Policy = Policy {
+        delete: true,
+        xattrs: true,
+    };
+}
+
 /// The receiving loop's state.
 pub struct Receiver<'a> {
     dest: &'a LocalDest,
@@ -107,7 +136,13 @@ pub struct Receiver<'a> {
     reserve: Option<crate::config::Reserve>,
     /// A dry run: only listing, hashing and space queries are served.
     read_only: bool,
+    policy: Policy,
+    /// Entries set aside to make way without `--delete`.
+    aside: SetAside,
     files: HashMap<u64, Incoming>,
+    /// Temporary files written and not yet committed or discarded: removed when the
+    /// session ends, however it ends.
+    staged: HashSet<Staged>,
     out: BufWriter<Box<dyn Write + 'a>>,
 }
 
@@ -121,9 +156,18 @@ impl<'a> Receiver<'a> {
             dest,
             reserve,
             read_only: false,
+            policy: Policy::ANY,
+            aside: SetAside::default(),
             files: HashMap::new(),
+            staged: HashSet::new(),
             out: BufWriter::with_capacity(256 << 10, out),
         }
+    }
+
+    /// Refuses what `policy` does not allow.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policy = policy;
+        self
     }
 
     /// Serves only requests that write nothing (for `--dry-run`); any other ends the
@@ -139,32 +183,43 @@ impl<'a> Receiver<'a> {
         Ok(())
     }
 
-    /// Serves requests from `input` until it ends. Notices (pull) go to `notice`.
+    /// Serves requests from `input` until it ends. The peer's handshake must come within
+    /// `handshake` (else the error `no_hello`). Notices (pull) go to `notice`. Whatever
+    /// the end, the temporary files of unfinished transfers are removed.
     pub fn run(
         &mut self,
-        input: &mut dyn Read,
+        input: &mut WireIn,
+        handshake: (Duration, String),
         notice: &mut dyn FnMut(Notice),
     ) -> Result<(), ProtoError> {
-        frame::write_hello(&mut self.out)?;
-        frame::read_hello(input)?;
-        let mut buf = Vec::new();
-        let result = loop {
-            match frame::read_frame::<ToReceiver, _>(input, &mut buf) {
-                Ok(None) => break Ok(()),
-                Ok(Some(ToReceiver::Notice(n))) => notice(n),
-                Ok(Some(ToReceiver::Request(req))) => {
-                    if let Err(e) = self.handle(req) {
-                        break Err(e);
-                    }
-                }
-                Err(e) => break Err(e),
-            }
-        };
+        let result = self.serve(input, handshake, notice);
         for (_, f) in self.files.drain() {
             self.dest.abort_temp(f.temp);
         }
+        for s in self.staged.drain() {
+            self.dest.discard(&s);
+        }
+        self.aside.put_back(self.dest);
         let _ = self.out.flush();
         result
+    }
+
+    fn serve(
+        &mut self,
+        input: &mut WireIn,
+        (limit, no_hello): (Duration, String),
+        notice: &mut dyn FnMut(Notice),
+    ) -> Result<(), ProtoError> {
+        frame::write_hello(&mut self.out)?;
+        input.with_deadline(limit, no_hello, frame::read_hello)?;
+        let mut buf = Vec::new();
+        loop {
+            match frame::read_frame::<ToReceiver, _>(input, &mut buf)? {
+                None => return Ok(()),
+                Some(ToReceiver::Notice(n)) => notice(n),
+                Some(ToReceiver::Request(req)) => self.handle(req)?,
+            }
+        }
     }
 
     fn handle(&mut self, req: Request) -> Result<(), ProtoError> {
@@ -241,11 +296,7 @@ impl<'a> Receiver<'a> {
                 from,
                 meta,
             } => {
-                let result = self
-                    .dest
-                    .stage_local_copy(&path, &from, &meta.into())
-                    .map(|s| WireStaged::from(&s))
-                    .map_err(put_error);
+                let result = self.local_copy(&path, &from, meta.into());
                 self.reply(Reply::Staged { id, result })
             }
             Request::Commit { id, staged } => {
@@ -257,14 +308,32 @@ impl<'a> Receiver<'a> {
                         failed
                             .into_iter()
                             .map(|(k, e)| (k as u32, wire_error("rename into place", &e)))
-                            .collect()
+                            .collect::<Vec<_>>()
                     })
                     .map_err(|e| wire_error("commit", &e));
+                if let Ok(failed) = &result {
+                    // Refused files had their temporary file removed; the others stand
+                    // where an entry set aside had been.
+                    let refused: HashSet<usize> = failed.iter().map(|(k, _)| *k as usize).collect();
+                    for (k, s) in staged.iter().enumerate() {
+                        self.staged.remove(s);
+                        if refused.contains(&k) {
+                            continue;
+                        }
+                        let path = match s.dir.is_empty() {
+                            true => s.name.clone(),
+                            false => [&s.dir[..], b"/", &s.name].concat(),
+                        };
+                        self.aside.replaced(self.dest, &path);
+                    }
+                }
                 self.reply(Reply::Committed { id, result })
             }
             Request::Discard { staged } => {
                 for s in staged {
-                    self.dest.discard(&s.into());
+                    let s = Staged::from(s);
+                    self.dest.discard(&s);
+                    self.staged.remove(&s);
                 }
                 Ok(())
             }
@@ -382,10 +451,21 @@ impl<'a> Receiver<'a> {
     }
 
     fn op(&mut self, op: FsOp) -> Result<(), WireError> {
+        if let Some(why) = self.forbidden(&op) {
+            return Err(WireError::Os {
+                errno: rustix::io::Errno::PERM.raw_os_error(),
+                op: "refused".into(),
+                msg: why.into(),
+            });
+        }
         let d = self.dest;
+        let keep = !self.policy.delete;
         let r = match &op {
             FsOp::Remove { path, kind } => d.remove(path, (*kind).into()),
+            // Without --delete, making way replaces, it does not delete.
+            FsOp::RemoveTree { path } if keep => self.aside.make_way(d, path),
             FsOp::RemoveTree { path } => d.remove_tree(path),
+            FsOp::Mkdir { path, .. } if keep && self.aside.restore_dir(d, path) => Ok(()),
             FsOp::Mkdir { path, perm } => d.mkdir(path, *perm),
             FsOp::Rename { from, to } => d.rename(from, to),
             FsOp::Link { path, leader } => d.link(path, leader),
@@ -398,7 +478,54 @@ impl<'a> Receiver<'a> {
                 d.set_dir_xattrs(path, &x)
             }
         };
+        if r.is_ok() {
+            // What now stands at a path replaces what was set aside for it.
+            match &op {
+                FsOp::Mkdir { path, .. }
+                | FsOp::Link { path, .. }
+                | FsOp::Symlink { path, .. }
+                | FsOp::Mknod { path, .. }
+                | FsOp::Rename { to: path, .. } => self.aside.replaced(d, path),
+                _ => {}
+            }
+        }
         r.map_err(|e| wire_error("filesystem operation", &e))
+    }
+
+    /// Why `op` goes beyond what this side's options allow, if it does.
+    fn forbidden(&self, op: &FsOp) -> Option<&'static str> {
+        let paths: &[&Vec<u8>] = match op {
+            FsOp::Rename { from, to } => &[from, to],
+            FsOp::Link { path, leader } => &[path, leader],
+            FsOp::Remove { path, .. }
+            | FsOp::RemoveTree { path }
+            | FsOp::Mkdir { path, .. }
+            | FsOp::Symlink { path, .. }
+            | FsOp::Mknod { path, .. }
+            | FsOp::SetMeta { path, .. }
+            | FsOp::SetDirMeta { path, .. }
+            | FsOp::SetDirXattrs { path, .. } => &[path],
+        };
+        if paths.iter().any(|p| self.aside.holds(p)) {
+            return Some("the entry was set aside until its replacement stands");
+        }
+        match op {
+            // Leftover temporary files go whatever `--delete` says.
+            FsOp::Remove { path, .. }
+                if !self.policy.delete
+                    && !crate::scan::is_temp_name(crate::tree::file_name(path)) =>
+            {
+                Some("the sender asked to delete an entry without --delete")
+            }
+            // The engine moves only files that --delete removes from their old path.
+            FsOp::Rename { .. } if !self.policy.delete => {
+                Some("the sender asked to move an entry without --delete")
+            }
+            FsOp::SetDirXattrs { .. } if !self.policy.xattrs => {
+                Some("the sender sent extended attributes without -X")
+            }
+            _ => None,
+        }
     }
 
     fn begin(
@@ -418,13 +545,11 @@ impl<'a> Receiver<'a> {
             return Err(bad(format!("announced file size {size} is absurd")));
         }
         // The receiver keeps its own reserve whatever the sender planned (invariant 5).
-        if let Ok(space) = self.dest.space() {
-            if !crate::space::check(space, self.reserve, size).fits() {
-                return self.reply(Reply::Staged {
-                    id,
-                    result: Err(WireError::NoSpace),
-                });
-            }
+        if !self.fits(size) {
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::NoSpace),
+            });
         }
         let temp = match self.dest.begin_temp(&path) {
             Ok(t) => t,
@@ -614,12 +739,59 @@ impl<'a> Receiver<'a> {
                 result: Err(WireError::Corrupt),
             });
         }
-        let x: fsutil::Xattrs = xattrs.into_iter().map(|w| (w.0, w.1)).collect();
-        let result = self
-            .dest
-            .finish_temp(f.temp, &meta, &x)
-            .map(|s| WireStaged::from(&s))
-            .map_err(put_error);
+        // Extended attributes nobody asked for (-X) are not applied.
+        let x: fsutil::Xattrs = match self.policy.xattrs {
+            true => xattrs.into_iter().map(|w| (w.0, w.1)).collect(),
+            false => Vec::new(),
+        };
+        let result = self.dest.finish_temp(f.temp, &meta, &x).map_err(put_error);
+        let result = result.map(|s| self.track(s));
         self.reply(Reply::Staged { id, result })
+    }
+
+    /// Remembers a staged temporary file until it is committed or discarded.
+    fn track(&mut self, s: Staged) -> WireStaged {
+        let w = WireStaged::from(&s);
+        self.staged.insert(s);
+        w
+    }
+
+    /// Bytes announced by the files in flight and not written yet: they will take that
+    /// much of the free space, whatever it is now.
+    fn in_flight(&self) -> u64 {
+        self.files
+            .values()
+            .map(|f| f.size.saturating_sub(f.written))
+            .sum()
+    }
+
+    /// Whether `size` more bytes, on top of those of every file in flight, stay above this
+    /// side's reserve. A filesystem that cannot tell its free space is not checked.
+    fn fits(&self, size: u64) -> bool {
+        let needed = size.saturating_add(self.in_flight());
+        self.dest.space().map_or(true, |space| {
+            crate::space::check(space, self.reserve, needed).fits()
+        })
+    }
+
+    /// A copy of the receiver's own file `from` for `path`, counted against the reserve
+    /// like data from the wire.
+    fn local_copy(
+        &mut self,
+        path: &[u8],
+        from: &[u8],
+        meta: SetMeta,
+    ) -> Result<WireStaged, WireError> {
+        // Its size, read without opening it (it may be anything the peer named).
+        if let Ok((_, st)) = fsutil::path_of_regular(self.dest.root(), from) {
+            if !self.fits(st.st_size as u64) {
+                return Err(WireError::NoSpace);
+            }
+        }
+        let s = self
+            .dest
+            .stage_local_copy(path, from, &meta)
+            .map_err(put_error)?;
+        Ok(self.track(s))
     }
 }

@@ -3,13 +3,20 @@
 //! Arguments are passed to the local remote shell without a local shell, and each word
 //! of the remote command is single-quoted for the remote shell, so names with spaces,
 //! quotes, `$()`, `;`, newlines or bytes that are not UTF-8 arrive intact and are never
-//! interpreted. A host that starts with `-` is refused: ssh would take it as an option.
+//! interpreted. A host that starts with `-` is refused: ssh would take it as an option;
+//! the remote command puts its path after `--`, so a path that starts with `-` stays a path.
+//!
+//! The remote shell runs in a process group of its own ([`RemoteChild`]): ending a
+//! session ends everything it started (a wrapper script that forks, sudo, sshpass), in
+//! bounded time, whether or not the far side exits when its input closes.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::Error;
 
@@ -32,7 +39,7 @@ pub fn parse_location(arg: &OsStr) -> Result<Location, Error> {
             if host.first() == Some(&b'-') {
                 return Err(Error::Usage(format!(
                     "host '{}' starts with '-'; refusing it (ssh would read it as an option)",
-                    crate::report::escape(host)
+                    crate::text::escape(host)
                 )));
             }
             let path = if c + 1 == b.len() {
@@ -103,12 +110,14 @@ impl RemoteShell {
         Ok(c)
     }
 
-    /// Starts the remote side with piped stdin/stdout; its stderr is ours.
-    pub fn spawn(&self, host: &OsStr, remote_args: &[OsString]) -> Result<Child, Error> {
+    /// Starts the remote side with piped stdin/stdout, in a process group of its own;
+    /// its stderr is ours.
+    pub fn spawn(&self, host: &OsStr, remote_args: &[OsString]) -> Result<RemoteChild, Error> {
         let mut c = self.command(host, remote_args)?;
         c.stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(Stdio::inherit())
+            .process_group(0);
         let child = c.spawn().map_err(|e| Error::Selection {
             path: PathBuf::from(host),
             what: format!(
@@ -122,7 +131,92 @@ impl RemoteShell {
         if let Some(o) = &child.stdout {
             crate::fsutil::grow_pipe(o.as_fd());
         }
-        Ok(child)
+        Ok(RemoteChild { child: Some(child) })
+    }
+}
+
+/// How long a remote shell has to exit after SIGTERM before SIGKILL.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// How long a remote shell has to exit by itself after a session's normal end (its
+/// input closed) before it is terminated.
+pub const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// A remote shell, leader of its own process group.
+#[derive(Debug)]
+pub struct RemoteChild {
+    child: Option<Child>,
+}
+
+impl RemoteChild {
+    /// Its stdin and stdout pipes (once).
+    pub fn pipes(&mut self) -> Result<(ChildStdin, ChildStdout), Error> {
+        let c = self.child.as_mut();
+        match c.map(|c| (c.stdin.take(), c.stdout.take())) {
+            Some((Some(i), Some(o))) => Ok((i, o)),
+            _ => Err(Error::Protocol("the remote shell has no pipes".into())),
+        }
+    }
+
+    /// Whether the leader has exited; it is not reaped, so its process group id stays
+    /// reserved and signalling the group can reach no one else.
+    fn exited(pid: i32) -> bool {
+        // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        // SAFETY: `info` outlives the call.
+        let r = unsafe { libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) };
+        // SAFETY: waitid filled `info` (or left it zeroed: no child has changed state).
+        r != 0 || unsafe { info.si_pid() } != 0
+    }
+
+    fn wait_exit(pid: i32, limit: Duration) -> bool {
+        let start = Instant::now();
+        loop {
+            if Self::exited(pid) {
+                return true;
+            }
+            if start.elapsed() >= limit {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Ends the remote shell and everything in its process group; call it once its
+    /// pipes are closed. Waits up to `grace` for the shell to exit by itself, then sends
+    /// SIGTERM to the group, waits [`GRACE`], and sends SIGKILL. Never waits longer than
+    /// `grace` + 2 × [`GRACE`]: a process that even SIGKILL does not end (stuck in the
+    /// kernel) is reaped by a thread of its own. A shell that exits by itself only has
+    /// what it left in its group sent SIGTERM. Returns the exit status when known.
+    pub fn end(&mut self, grace: Duration) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = child.id() as i32;
+        let group = |sig| {
+            // SAFETY: kill(2) on our own child's process group.
+            unsafe { libc::kill(-pid, sig) };
+        };
+        if Self::wait_exit(pid, grace) {
+            // Whatever it left running in its group gets the polite signal.
+            group(libc::SIGTERM);
+        } else {
+            group(libc::SIGTERM);
+            Self::wait_exit(pid, GRACE);
+            group(libc::SIGKILL);
+            if !Self::wait_exit(pid, GRACE) {
+                let _ = std::thread::Builder::new()
+                    .name("fsync-repl-reaper".into())
+                    .spawn(move || child.wait());
+                return None;
+            }
+        }
+        child.wait().ok()
+    }
+}
+
+impl Drop for RemoteChild {
+    fn drop(&mut self) {
+        self.end(Duration::ZERO);
     }
 }
 

@@ -2488,3 +2488,645 @@ fn serve_refuses_a_file_past_its_own_reserve() {
     drop(s);
     a.check();
 }
+
+// --- B9: a receiver that stops reading ----------------------------------------------------
+
+/// Answers a push client as a receiver with an empty DEST until it begins a file, then
+/// stops reading (and answering), its ends of the wire kept open.
+#[test]
+fn push_ends_when_the_receiver_stops_reading() {
+    let src = scratch();
+    fs::write(src.path().join("big"), noise(8, 24 << 20)).unwrap();
+    let before = snap(src.path());
+    let mut c = Client::spawn(&push_args(src.path(), &["-W"], "2"));
+    let (mut to, mut from) = c.connect();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        read_hello(&mut from).expect("the client's handshake");
+        to.write_all(&hello()).expect("handshake");
+        let mut buf = Vec::new();
+        while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut from, &mut buf) {
+            let r = match m {
+                ToReceiver::Request(Request::List { id, .. }) => Reply::ListEnd {
+                    id,
+                    root: None,
+                    owners: false,
+                    problems: vec![],
+                },
+                ToReceiver::Request(Request::Space { id }) => Reply::Space {
+                    id,
+                    space: Some((1 << 40, 1 << 41, 1 << 30, 1 << 31)),
+                },
+                ToReceiver::Request(Request::Op { id, .. })
+                | ToReceiver::Request(Request::SetSourceRecord { id, .. }) => {
+                    Reply::Done { id, result: Ok(()) }
+                }
+                ToReceiver::Request(Request::SourceRecord { id }) => Reply::Record {
+                    id,
+                    result: Ok(None),
+                },
+                ToReceiver::Request(Request::Begin { .. }) => break,
+                _ => continue,
+            };
+            if to.write_all(&frame(&r)).is_err() {
+                break;
+            }
+        }
+        // Neither read nor answer any more: the wire stays open, held by the test.
+        let _ = tx.send((to, from));
+    });
+    let held = rx
+        .recv_timeout(DEADLINE)
+        .expect("the client never began a file");
+    let out = c.finish(|| {});
+    drop(held);
+    out.assert_refused(
+        "a receiver that stops reading",
+        "has not read anything for 2 s",
+    );
+    assert_eq!(snap(src.path()), before);
+}
+
+// --- A6/B10: FIFOs and devices are never opened -------------------------------------------
+
+/// Notices whether anything opens one of the given nodes (inotify's IN_OPEN on their
+/// inodes; an `O_PATH` descriptor opens nothing and raises no event).
+struct OpenWatch {
+    inotify: std::os::fd::OwnedFd,
+}
+
+impl OpenWatch {
+    fn new(nodes: &[PathBuf]) -> OpenWatch {
+        use rustix::fs::inotify;
+        let flags = inotify::CreateFlags::NONBLOCK | inotify::CreateFlags::CLOEXEC;
+        let fd = inotify::init(flags).expect("inotify");
+        for n in nodes {
+            inotify::add_watch(&fd, n, inotify::WatchFlags::OPEN).expect("watch a node");
+        }
+        OpenWatch { inotify: fd }
+    }
+
+    #[track_caller]
+    fn assert_never_opened(self, what: &str) {
+        let mut buf = [0u8; 1024];
+        let events = rustix::io::read(&self.inotify, &mut buf).unwrap_or(0);
+        assert_eq!(events, 0, "{what}: a FIFO or device node was opened");
+    }
+}
+
+/// The requests a peer could use to make a receiver open `path`: its hash, a local copy
+/// from it, a delta basis, and metadata as if it were a file.
+fn open_attempts(id: u64, path: &[u8]) -> [Request; 4] {
+    [
+        hash_req(id, path),
+        local_copy(id + 1, b"copy", path),
+        begin(id + 2, path, 100, WireMode::Delta),
+        op(id + 3, set_meta(path, wmeta(WireKind::File, 0o600))),
+    ]
+}
+
+#[test]
+fn serve_never_opens_a_fifo_or_device_it_was_sent() {
+    let a = Arena::new();
+    let mut s = Serve::connect(&a);
+    s.done_ok(op(1, mknod(b"fifo", WireKind::Fifo, 0)));
+    let mut paths = vec![&b"fifo"[..]];
+    if common::is_root() {
+        let dev = mknod(b"null", WireKind::CharDev, rustix::fs::makedev(1, 3));
+        s.done_ok(op(2, dev));
+        paths.push(b"null");
+    }
+    let nodes: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| a.root().join(common::bytes_path(p)))
+        .collect();
+    let watch = OpenWatch::new(&nodes);
+    let mut id = 10;
+    for path in paths {
+        let [hash, copy, delta, meta] = open_attempts(id, path);
+        id += 10;
+        match s.call(hash) {
+            Reply::Hash { hash: None, .. } => {}
+            other => s.fail(&format!("Hash {}: {other:?}", show(path))),
+        }
+        s.staged_err(copy);
+        match s.call(delta) {
+            Reply::NoBase { id: got } => s.send(Request::Abort { id: got }),
+            other => s.fail(&format!("Begin {} (delta): {other:?}", show(path))),
+        }
+        s.done_err(meta);
+    }
+    assert!(s.sync().is_empty());
+    watch.assert_never_opened("serve");
+    s.finish().assert_ok("fifos and devices never opened");
+    assert!(!a.root().join("copy").exists());
+    a.check();
+}
+
+#[test]
+fn pull_never_opens_a_fifo_or_device_the_sender_names() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    let made = |p: &Peer<Reply>, id, path: &[u8], kind, rdev| match p
+        .call(op(id, mknod(path, kind, rdev)))
+    {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("mknod {}: {other:?}", show(path)),
+    };
+    made(&p, 1, b"fifo", WireKind::Fifo, 0);
+    let mut paths = vec![&b"fifo"[..]];
+    if common::is_root() {
+        made(&p, 2, b"null", WireKind::CharDev, rustix::fs::makedev(1, 3));
+        paths.push(b"null");
+    }
+    let nodes: Vec<PathBuf> = paths
+        .iter()
+        .map(|p| a.root().join(common::bytes_path(p)))
+        .collect();
+    let watch = OpenWatch::new(&nodes);
+    let mut id = 10;
+    for path in paths {
+        let [hash, copy, delta, meta] = open_attempts(id, path);
+        id += 10;
+        p.refused(hash);
+        p.refused(copy);
+        match p.call(delta) {
+            Reply::NoBase { id: got } => p.send(&req(Request::Abort { id: got })),
+            other => panic!("Begin {} (delta): {other:?}", show(path)),
+        }
+        p.refused(meta);
+    }
+    watch.assert_never_opened("pull");
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after open attempts", "without a report");
+    assert!(!a.root().join("copy").exists());
+    a.check();
+}
+
+// --- B11: the pull client enforces its own options ------------------------------------------
+
+/// Stages `content` at `path` through the pull client and commits it; `xattrs` go with
+/// its `End`.
+fn pull_put(p: &Peer<Reply>, id: u64, path: &[u8], content: &[u8], xattrs: Vec<WireXattr>) {
+    p.send(&req(begin(id, path, content.len() as u64, WireMode::Whole)));
+    p.send(&req(data(id, 0, content)));
+    let end = Request::End {
+        id,
+        hash: *blake3::hash(content).as_bytes(),
+        meta: wmeta(WireKind::File, 0o644),
+        xattrs,
+    };
+    let st = match p.call(end) {
+        Reply::Staged { result: Ok(st), .. } => st,
+        other => panic!("staging {}: {other:?}", show(path)),
+    };
+    match p.call(commit(id + 1, vec![st])) {
+        Reply::Committed {
+            result: Ok(failed), ..
+        } if failed.is_empty() => {}
+        other => panic!("committing {}: {other:?}", show(path)),
+    }
+}
+
+#[test]
+fn pull_without_delete_lets_the_sender_replace_entries_but_never_remove_one() {
+    let a = Arena::in_tmp();
+    let root = a.root();
+    fs::create_dir(root.join("keep")).unwrap();
+    fs::write(root.join("keep/inner"), b"inner").unwrap();
+    fs::create_dir(root.join("gone")).unwrap();
+    fs::write(root.join("gone/inner"), b"replaced").unwrap();
+    let leftover = common::bytes_path(b".x.fsync-tmp.00000001").to_path_buf();
+    fs::write(root.join(&leftover), b"leftover").unwrap();
+    let (c, p) = pull_session(&a, &[]);
+    // Deletes and moves need --delete.
+    p.refused(op(1, remove(b"victim", WireKind::File)));
+    p.refused(op(2, remove(b"a", WireKind::Dir)));
+    p.refused(op(3, remove(b"keep/inner", WireKind::File)));
+    p.refused(op(4, rename(b"victim", b"stolen")));
+    p.refused(op(5, rename(b"f", b"victim")));
+    // Making way is accepted, but what nothing replaces comes back at the end...
+    let ok = |id, o| match p.call(op(id, o)) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("op {id}: {other:?}"),
+    };
+    ok(6, remove_tree(b"f"));
+    // What is set aside looks like a leftover temporary file, but is not one.
+    let aside: Vec<Vec<u8>> = fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().as_bytes().to_vec())
+        .filter(|n| n.starts_with(b".f.fsync-tmp."))
+        .collect();
+    assert_eq!(aside.len(), 1, "f was not set aside: {aside:?}");
+    p.refused(op(20, remove(&aside[0], WireKind::File)));
+    p.refused(op(21, remove_tree(&aside[0])));
+    ok(7, remove_tree(b"a"));
+    // ... a directory "replaced" by a directory keeps its contents ...
+    ok(8, remove_tree(b"keep"));
+    ok(9, mkdir(b"keep"));
+    // ... and a real replacement replaces.
+    ok(10, remove_tree(b"gone"));
+    pull_put(&p, 11, b"gone", b"a file now", vec![]);
+    // Leftover temporary files of an interrupted run go whatever --delete says.
+    ok(
+        13,
+        remove(
+            common::bytes_path(b".x.fsync-tmp.00000001")
+                .as_os_str()
+                .as_bytes(),
+            WireKind::File,
+        ),
+    );
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after delete attempts", "without a report");
+    assert_eq!(fs::read(root.join("victim")).unwrap(), b"victim data");
+    assert_eq!(fs::read(root.join("f")).unwrap(), noise(1, 4096));
+    assert!(root.join("a").is_dir(), "a was removed");
+    assert_eq!(fs::read(root.join("keep/inner")).unwrap(), b"inner");
+    assert_eq!(fs::read(root.join("gone")).unwrap(), b"a file now");
+    assert!(!root.join("stolen").exists());
+    assert!(
+        !root.join(&leftover).exists(),
+        "the leftover temp file stayed"
+    );
+    a.check();
+}
+
+#[test]
+fn pull_with_delete_lets_the_sender_delete() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &["--delete"]);
+    match p.call(op(1, remove(b"victim", WireKind::File))) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("remove victim with --delete: {other:?}"),
+    }
+    match p.call(op(2, remove_tree(b"a"))) {
+        Reply::Done { result: Ok(()), .. } => {}
+        other => panic!("remove a with --delete: {other:?}"),
+    }
+    p.close();
+    let _ = c.finish(|| {});
+    assert!(!a.root().join("victim").exists());
+    assert!(!a.root().join("a").exists());
+    a.check();
+}
+
+fn xattr_of(path: &Path, name: &str) -> Option<Vec<u8>> {
+    let mut v = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, name, &mut v[..]).ok()?;
+    v.truncate(n);
+    Some(v)
+}
+
+#[test]
+fn pull_applies_no_extended_attributes_without_x() {
+    let evil = || {
+        vec![
+            WireXattr(b"user.evil".to_vec(), b"1".to_vec()),
+            WireXattr(b"trusted.evil".to_vec(), b"1".to_vec()),
+            WireXattr(
+                b"security.capability".to_vec(),
+                vec![1, 0, 0, 2, 0, 0, 0, 0],
+            ),
+        ]
+    };
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    pull_put(&p, 1, b"plain", b"content", evil());
+    p.refused(op(3, set_dir_xattrs(b"a")));
+    p.close();
+    let _ = c.finish(|| {});
+    let plain = a.root().join("plain");
+    assert_eq!(fs::read(&plain).unwrap(), b"content");
+    for name in ["user.evil", "trusted.evil", "security.capability"] {
+        assert_eq!(xattr_of(&plain, name), None, "{name} was set without -X");
+        assert_eq!(
+            xattr_of(&a.root().join("a"), name),
+            None,
+            "{name} on a directory"
+        );
+    }
+    a.check();
+    // With -X they are the client's wish (where the filesystem takes them).
+    let probe = a.root().join("probe");
+    fs::write(&probe, b"").unwrap();
+    let flags = rustix::fs::XattrFlags::empty();
+    if rustix::fs::lsetxattr(&probe, "user.probe", b"1", flags).is_err() {
+        eprintln!("note: skipped the -X half: no user xattrs here");
+        return;
+    }
+    fs::remove_file(&probe).unwrap();
+    let (c, p) = pull_session(&a, &["-X"]);
+    let wanted = vec![WireXattr(b"user.wanted".to_vec(), b"1".to_vec())];
+    pull_put(&p, 1, b"with", b"content", wanted);
+    p.close();
+    let _ = c.finish(|| {});
+    assert_eq!(
+        xattr_of(&a.root().join("with"), "user.wanted"),
+        Some(b"1".to_vec())
+    );
+}
+
+// --- B12: a receiver's strings never reach the terminal raw ---------------------------------
+
+/// Text that would retitle or clear a terminal, forge a line, or read backwards.
+const FORGERY: &str =
+    "\x1b]0;owned\x07\x1b[2J\x1b[31m\u{9b}1m\rfsync-repl: forged\n\u{202e}txt.exe\u{2066}";
+
+#[track_caller]
+fn assert_no_raw_controls(what: &str, out: &Outcome) {
+    for (stream, text) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        let bad: Vec<char> = text
+            .chars()
+            .filter(|&c| c != '\n' && fsync_repl::text::is_unsafe(c))
+            .collect();
+        assert!(bad.is_empty(), "{what}: raw {bad:?} on {stream}: {text:?}");
+        assert!(
+            !text.lines().any(|l| l.starts_with("fsync-repl: forged")),
+            "{what}: a forged line on {stream}: {text:?}"
+        );
+    }
+}
+
+#[test]
+fn push_escapes_every_string_the_receiver_sends() {
+    let src = push_source();
+    // Problems at the end of the listing.
+    let dest = scratch();
+    let tamper = replace_list_end(|id| {
+        let problems = vec![(
+            serde_bytes::ByteBuf::from(FORGERY.as_bytes().to_vec()),
+            FORGERY.to_string(),
+            false,
+        )];
+        let end = Reply::ListEnd {
+            id,
+            root: None,
+            owners: false,
+            problems,
+        };
+        vec![Out::Reply(end)]
+    });
+    let r = push_through(src.path(), dest.path(), &[], tamper);
+    assert!(r.out.stderr.contains("\\x1b]0;owned"), "{:?}", r.out);
+    assert_no_raw_controls("listing problems", &r.out);
+    // The op and message of an error.
+    let dest = scratch();
+    let tamper = |r| match r {
+        Reply::Staged { id, result: Ok(_) } => {
+            let e = WireError::Os {
+                errno: 5,
+                op: FORGERY.into(),
+                msg: FORGERY.into(),
+            };
+            vec![Out::Reply(Reply::Staged { id, result: Err(e) })]
+        }
+        Reply::Done { id, result: Ok(()) } => {
+            let e = WireError::Os {
+                errno: 0,
+                op: FORGERY.into(),
+                msg: FORGERY.into(),
+            };
+            vec![Out::Reply(Reply::Done { id, result: Err(e) })]
+        }
+        r => vec![Out::Reply(r)],
+    };
+    let r = push_through(src.path(), dest.path(), &[], tamper);
+    assert_ne!(r.out.code, Some(0), "{:?}", r.out);
+    assert!(r.out.stderr.contains("\\xe2\\x80\\xae"), "{:?}", r.out);
+    assert_no_raw_controls("error texts", &r.out);
+}
+
+#[test]
+fn pull_escapes_bidi_controls_in_the_senders_lines() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    p.send(&ToReceiver::Notice(Notice::Item(FORGERY.into())));
+    p.send(&ToReceiver::Notice(Notice::Warn(FORGERY.into())));
+    p.send(&ToReceiver::Notice(Notice::Failed {
+        exit_code: 2,
+        message: FORGERY.into(),
+    }));
+    p.close();
+    let out = c.finish(|| {});
+    assert_no_raw_controls("pull notices", &out);
+    assert!(out.stdout.contains("\\xe2\\x80\\xae"), "{out:?}");
+    a.check();
+}
+
+// --- A7: the reserve holds against a storm of files in flight --------------------------------
+
+/// Free bytes of the filesystem holding `p`.
+fn avail(p: &Path) -> u64 {
+    let s = rustix::fs::statvfs(p).expect("statvfs");
+    s.f_bavail * s.f_frsize
+}
+
+/// Files announced one after another, none written yet, each fitting the free space on
+/// its own: the receiver counts what the files in flight will take, and a local copy
+/// too, so the reserve holds; and every temporary file goes when the session ends, even
+/// one staged and never committed by a session that ended normally.
+#[test]
+fn serve_counts_files_in_flight_against_its_reserve_and_cleans_up_at_the_end() {
+    if !common::is_root() {
+        eprintln!("note: skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
+        eprintln!("note: skipped: mount -t tmpfs failed");
+        return;
+    };
+    let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
+    fs::write(a.root().join("big"), noise(3, 5 << 20)).expect("big");
+    let free = avail(mnt.path());
+    // Each fits on its own (with the 1 MiB default reserve), three together do not.
+    let each = free / 3;
+    let mut s = Serve::connect(&a);
+    s.send(begin(1, b"one", each, WireMode::Whole));
+    s.send(begin(2, b"two", each, WireMode::Whole));
+    assert!(s.sync().is_empty(), "the first two files were refused");
+    s.send(begin(3, b"three", each, WireMode::Whole));
+    match s.sync().as_slice() {
+        [Reply::Staged {
+            id: 3,
+            result: Err(WireError::NoSpace),
+        }] => {}
+        other => s.fail(&format!("the third file in flight: {other:?}")),
+    }
+    // 5 MiB more than fit above the reserve beside the two files in flight.
+    match s.staged(local_copy(4, b"copy", b"big")) {
+        Err(WireError::NoSpace) => {}
+        other => s.fail(&format!("a local copy past the reserve: {other:?}")),
+    }
+    // File one is written and staged, file two stays in flight; neither is committed.
+    let content = noise(4, each as usize);
+    for (k, chunk) in content.chunks(1 << 20).enumerate() {
+        s.send(data(1, (k << 20) as u64, chunk));
+    }
+    if let Err(e) = s.staged(end(1, &content, WireKind::File)) {
+        s.fail(&format!("staging file one: {e:?}"));
+    }
+    s.send(data(2, 0, &content[..1 << 20]));
+    assert!(s.sync().is_empty());
+    assert_eq!(temps_in(&a.root()).len(), 2, "{:?}", temps_in(&a.root()));
+    s.finish().assert_ok("a storm of files in flight");
+    a.check();
+    for n in ["one", "two", "three", "copy"] {
+        assert!(!a.root().join(n).exists(), "{n} was put in place");
+    }
+    assert!(avail(mnt.path()) >= free, "space was not given back");
+}
+
+// --- B13: a listing without end ---------------------------------------------------------------
+
+#[test]
+fn push_refuses_a_listing_past_its_bound() {
+    let src = push_source();
+    // By count: 1,500 entries where 1,000 are accepted.
+    let many = (0..1500)
+        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+        .collect();
+    let dest = scratch();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing(many),
+    );
+    r.out
+        .assert_refused("a listing of 1,500 entries", "more than 1000 entries");
+    // By memory: 100 entries of 4 KB names where 1,000 × 256 bytes are accepted.
+    let long = |k: usize| {
+        let part = "x".repeat(249);
+        let mut p = format!("{k:03}");
+        for _ in 0..16 {
+            p.push('/');
+            p.push_str(&part);
+        }
+        entry(p.as_bytes(), WireKind::File)
+    };
+    let dest = scratch();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing((0..100).map(long).collect()),
+    );
+    r.out
+        .assert_refused("a listing of long names", "bytes of entries");
+    let acted = r.requests.iter().any(|m| {
+        matches!(
+            m,
+            ToReceiver::Request(Request::Op { .. } | Request::Begin { .. })
+        )
+    });
+    assert!(!acted, "the client acted on a refused listing");
+    // Within the bound, the same listing is taken.
+    let dest = scratch();
+    let few = (0..10)
+        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+        .collect();
+    let r = push_through(
+        src.path(),
+        dest.path(),
+        &["--max-listing", "1000"],
+        inject_listing(few),
+    );
+    assert_eq!(r.out.code, Some(0), "{:?}", r.out);
+}
+
+// --- B14: the pull client against a sender that stops reading, or storms its reserve -------
+
+#[test]
+fn pull_ends_when_the_sender_stops_reading() {
+    let a = Arena::in_tmp();
+    let mut c = Client::spawn(&pull_args(&a.root(), &[], "2"));
+    let (mut to, mut from) = c.connect();
+    read_hello(&mut from).expect("the client's handshake");
+    to.write_all(&hello()).expect("handshake");
+    // A file in flight, then requests whose answers are never read: the client's
+    // answers fill the pipe.
+    to.write_all(&frame(&req(begin(1, b"partial", 1 << 20, WireMode::Whole))))
+        .expect("begin");
+    to.write_all(&frame(&req(data(1, 0, &[7; 4096]))))
+        .expect("data");
+    let flood = thread::spawn(move || {
+        let mut many = Vec::new();
+        for id in 10..100_000u64 {
+            many.extend(frame(&req(Request::Space { id })));
+        }
+        let _ = to.write_all(&many);
+        to
+    });
+    let out = c.finish(|| {});
+    drop(from);
+    drop(flood.join());
+    out.assert_refused(
+        "a sender that stops reading",
+        "has not read anything for 2 s",
+    );
+    a.check();
+}
+
+#[test]
+fn pull_counts_files_in_flight_against_its_reserve() {
+    if !common::is_root() {
+        eprintln!("note: skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
+        eprintln!("note: skipped: mount -t tmpfs failed");
+        return;
+    };
+    let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
+    fs::write(a.root().join("big"), noise(3, 5 << 20)).expect("big");
+    let each = avail(mnt.path()) / 3;
+    let (c, p) = pull_session(&a, &[]);
+    p.send(&req(begin(1, b"one", each, WireMode::Whole)));
+    p.send(&req(begin(2, b"two", each, WireMode::Whole)));
+    match p.call(begin(3, b"three", each, WireMode::Whole)) {
+        Reply::Staged {
+            id: 3,
+            result: Err(WireError::NoSpace),
+        } => {}
+        other => panic!("the third file in flight: {other:?}"),
+    }
+    match p.call(local_copy(4, b"copy", b"big")) {
+        Reply::Staged {
+            result: Err(WireError::NoSpace),
+            ..
+        } => {}
+        other => panic!("a local copy past the reserve: {other:?}"),
+    }
+    p.send(&req(data(1, 0, &noise(4, 1 << 20))));
+    p.close();
+    let out = c.finish(|| {});
+    out.assert_refused("pull after a storm", "without a report");
+    a.check();
+    for n in ["one", "two", "three", "copy"] {
+        assert!(!a.root().join(n).exists(), "{n} was put in place");
+    }
+}
+
+#[test]
+fn pull_keeps_a_senders_report_to_documented_exit_codes_and_escaped_errors() {
+    let a = Arena::in_tmp();
+    let (c, p) = pull_session(&a, &[]);
+    let report = fsync_repl::report::Report {
+        exit_code: 137,
+        errors: vec![FORGERY.to_string()],
+        ..Default::default()
+    };
+    let json = serde_json::to_string(&report).expect("json");
+    p.send(&ToReceiver::Notice(Notice::Report(json)));
+    p.close();
+    let out = c.finish(|| {});
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert_no_raw_controls("a sender's report", &out);
+    assert!(out.stderr.contains("\\x1b]0;owned"), "{out:?}");
+    a.check();
+}

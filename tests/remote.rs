@@ -129,6 +129,37 @@ fn a_host_starting_with_a_dash_is_refused() {
 }
 
 #[test]
+fn a_remote_path_starting_with_a_dash_is_a_path_not_an_option() {
+    let src = Tree::new();
+    src.file("f", b"dash").file("d/g", b"deeper");
+    // The fake remote shell runs the remote command where the client runs: "-h" is
+    // relative to this directory, as it would be to the remote home.
+    let base = Tree::new();
+    let out = bin()
+        .current_dir(base.path())
+        .arg("push")
+        .args(rsh_args())
+        .arg(src.path())
+        .arg("testhost:-h")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Usage"));
+    assert_same_tree(src.path(), &base.join("-h"));
+    let back = Tree::new();
+    let out = bin()
+        .current_dir(base.path())
+        .arg("pull")
+        .args(rsh_args())
+        .arg("testhost:-h")
+        .arg(back.join("r"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_same_tree(src.path(), &back.join("r"));
+}
+
+#[test]
 fn a_noisy_remote_shell_gets_a_clear_error() {
     let src = Tree::new();
     src.file("f", b"x");
@@ -378,4 +409,24 @@ fn a_receiver_that_is_not_root_gets_no_owners_and_no_endless_metadata_updates() 
     let v: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
     assert_eq!(v["metadata_only"], 0, "{v}");
     assert_eq!(v["updated"], 0, "{v}");
+}
+
+#[test]
+fn pull_without_delete_replaces_entries_of_another_kind_and_keeps_the_rest() {
+    let src = Tree::new();
+    src.file("x", b"now a file").dir("y").file("y/z", b"z");
+    let dst = Tree::new();
+    dst.file("x/old", b"old")
+        .file("y", b"was a file")
+        .file("extra", b"mine");
+    let out = pull_cmd(src.path(), dst.path(), &[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(dst.read("x"), b"now a file");
+    assert_eq!(dst.read("y/z"), b"z");
+    assert_eq!(dst.read("extra"), b"mine", "deleted without --delete");
+    assert!(
+        temp_files(dst.path()).is_empty(),
+        "{:?}",
+        temp_files(dst.path())
+    );
 }

@@ -445,13 +445,15 @@ fn try_backup(a: &BackupArgs, interrupted: Arc<AtomicBool>) -> Result<Done> {
                     args.push(remote_path(&path));
                     match remote_run(&a.remote, &host, &args)? {
                         0 => crate::app::push(push(), interrupted.clone())?.1,
-                        11 => return Err(Error::NoSpace(
-                            format!(
+                        11 => {
+                            return Err(Error::NoSpace(
+                                format!(
                                 "{msg} Not enough could be freed on {}; no snapshot was removed.",
                                 host.to_string_lossy()
                             )
-                            .into(),
-                        )),
+                                .into(),
+                            ))
+                        }
                         c => return Err(Error::Reported(all::code_of(c))),
                     }
                 }

@@ -195,17 +195,9 @@ impl LocalDest {
         match meta.kind {
             Kind::Symlink => {}
             Kind::File => {
-                // Through a descriptor: chmod by name could follow a symlink swapped in.
-                let fd = fsutil::open_beneath(
-                    dir,
-                    name,
-                    OFlags::RDONLY | OFlags::NONBLOCK,
-                    Mode::empty(),
-                )?;
-                if FileType::from_raw_mode(rfs::fstat(&fd)?.st_mode) != FileType::RegularFile {
-                    return Err(invalid("not a regular file"));
-                }
-                rfs::fchmod(&fd, Mode::from_raw_mode(meta.perm))?;
+                // Through an O_PATH descriptor: chmod by name could follow a symlink
+                // swapped in, and opening the entry could open a FIFO or a device.
+                fsutil::chmod_regular(dir, name, Mode::from_raw_mode(meta.perm))?;
             }
             _ => {
                 // FIFOs and devices are never opened; fchmodat2 refuses nothing but
@@ -332,19 +324,11 @@ impl LocalDest {
         src: &SourceFile,
         out: &mut File,
     ) -> Result<DataStats, PutError> {
-        let old =
-            match fsutil::open_beneath(dir, name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty())
-            {
-                Ok(fd)
-                    if rfs::fstat(&fd)
-                        .map(|s| FileType::from_raw_mode(s.st_mode) == FileType::RegularFile)
-                        .unwrap_or(false) =>
-                {
-                    let len = rfs::fstat(&fd).map_or(0, |s| s.st_size as u64);
-                    Tracked::new(File::from(fd), len, self.keep_cache)
-                }
-                _ => return self.copy_whole(src, out),
-            };
+        // The basis is opened only if it is a regular file: never a FIFO or a device.
+        let old = match fsutil::open_regular(dir, name) {
+            Ok((fd, st)) => Tracked::new(File::from(fd), st.st_size as u64, self.keep_cache),
+            Err(_) => return self.copy_whole(src, out),
+        };
         let old_len = old.metadata().map(|m| m.len()).unwrap_or(0);
         if old_len == 0 || src.size == 0 || src.sparse {
             // Nothing to reuse, or holes a delta would fill in: copy whole.
@@ -483,21 +467,15 @@ impl LocalDest {
     }
 
     /// The regular file the destination holds at `rel`, with its length (a delta basis).
+    /// Anything else (a FIFO, a device) is never opened ([`fsutil::open_regular`]).
+    /// The pages its reads bring into the cache go when it is dropped.
     pub fn open_old(&self, rel: &[u8]) -> Option<(Tracked, u64)> {
         if !fsutil::valid_rel_path(rel) {
             return None;
         }
-        let fd = fsutil::open_beneath(
-            self.root.as_fd(),
-            rel,
-            OFlags::RDONLY | OFlags::NONBLOCK,
-            Mode::empty(),
-        )
-        .ok()?;
-        let st = rfs::fstat(&fd).ok()?;
+        let (fd, st) = fsutil::open_regular(self.root.as_fd(), rel).ok()?;
         let len = st.st_size as u64;
-        (FileType::from_raw_mode(st.st_mode) == FileType::RegularFile)
-            .then(|| (Tracked::new(File::from(fd), len, self.keep_cache), len))
+        Some((Tracked::new(File::from(fd), len, self.keep_cache), len))
     }
 
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
@@ -735,7 +713,8 @@ impl Destination for LocalDest {
                 "invalid relative path",
             )));
         }
-        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), from)
+        // A name from the wire: never open a FIFO or a device for it.
+        let (fd, st) = fsutil::open_regular(self.root.as_fd(), from)
             .map_err(PutError::dest("open local copy source"))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
         self.stage_file(rel, &src, meta, DataMode::Whole, false)
@@ -745,20 +724,12 @@ impl Destination for LocalDest {
     fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
         use std::io::Read;
         let path = [SIDECAR, RECORD].join(&b'/');
-        let fd = match fsutil::open_beneath(
-            self.root.as_fd(),
-            &path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK,
-            Mode::empty(),
-        ) {
-            Ok(fd) => fd,
+        // Never anything but a regular file, even for a moment.
+        let file = match fsutil::open_regular(self.root.as_fd(), &path) {
+            Ok((fd, _)) => File::from(fd),
             Err(e) if fsutil::is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(invalid("the source record is not a regular file"));
-        }
         self.throttle.op();
         let mut buf = Vec::new();
         file.take(MAX_RECORD as u64 + 1).read_to_end(&mut buf)?;

@@ -6,6 +6,7 @@
 //! that is made durable and renamed), every operation stays beneath the root, and
 //! nothing is written past the free-space reserve.
 
+pub mod aside;
 pub mod local;
 pub mod remote;
 
@@ -105,7 +106,7 @@ impl PutError {
 }
 
 /// A temporary file written and waiting for its rename into `dir/name`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Staged {
     pub dir: Vec<u8>,
     pub tmp: Vec<u8>,

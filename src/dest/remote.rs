@@ -5,13 +5,14 @@
 //! many requests in flight on one connection (pipelining) and a high-latency link is
 //! not idle per file. File data streams in chunks; changed files go as rsync deltas
 //! against signatures the receiver computes, window by window, so neither side holds a
-//! whole file. Every wait has the session's idle timeout.
+//! whole file. Every wait has the session's idle timeout, every write too (a peer that
+//! stops reading is a silent peer), and a session that failed ends its remote shell and
+//! everything it started ([`RemoteChild::end`]), so that nothing waits for it.
 
 use std::collections::HashMap;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::os::fd::AsFd;
 use std::os::unix::fs::FileExt;
-use std::process::Child;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -27,11 +28,27 @@ use crate::protocol::{
 };
 use crate::scan::{Problem, ScanOptions, Scanned};
 use crate::source::SourceFile;
+use crate::ssh::{RemoteChild, EXIT_GRACE};
+use crate::text::{escape, escape_str};
 use crate::throttle::Throttle;
 use crate::tree::{Kind, Listing};
+use crate::wire::{Abort, WireIn, WireOut};
 
 /// Files smaller than this go whole: a delta cannot pay for its round trip.
 const DELTA_MIN: u64 = 64 << 10;
+
+/// Entries of a remote listing accepted by default (`--max-listing`): some 4 GiB of
+/// listing in memory at most.
+pub const MAX_LISTING: u64 = 50_000_000;
+
+/// Memory a listing entry may take on average, with its names, under `--max-listing`.
+const LISTING_ENTRY_BYTES: u64 = 256;
+
+/// What an entry of a listing costs in memory, roughly: the entry and its names.
+const ENTRY_OVERHEAD: u64 = 96;
+
+/// The failure of a session ended by SIGINT/SIGTERM.
+pub const INTERRUPTED: &str = "interrupted";
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -44,9 +61,13 @@ pub struct Conn {
     dead: Arc<Mutex<Option<String>>>,
     next: AtomicU64,
     timeout: Duration,
-    child: Mutex<Option<Child>>,
+    child: Mutex<Option<RemoteChild>>,
     /// Set by `close`: the peer hanging up after this is the normal end.
     closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Set when the session failed or ended: no read or write of it waits any more.
+    abort: Abort,
+    /// The most entries of a remote listing this side accepts (`--max-listing`).
+    max_listing: u64,
 }
 
 impl std::fmt::Debug for Conn {
@@ -63,14 +84,17 @@ fn io_proto(e: impl std::fmt::Display) -> io::Error {
 
 impl Conn {
     /// Performs the handshake on `reader`/`writer` (within `handshake` time) and starts
-    /// the reply router.
+    /// the reply router. `abort` is the flag both ends of the wire share; `child` the
+    /// remote shell, ended with the session (at once if the handshake fails).
     pub fn start(
-        mut reader: Box<dyn Read + Send>,
-        writer: Box<dyn Write + Send>,
-        child: Option<Child>,
+        mut reader: WireIn,
+        writer: WireOut,
+        abort: Abort,
+        mut child: Option<RemoteChild>,
         timeout: Duration,
         handshake: Duration,
     ) -> Result<Conn, ProtoError> {
+        let writer: Box<dyn Write + Send> = Box::new(writer);
         let mut writer = BufWriter::with_capacity(1 << 20, writer);
         // A peer that died at once shows as a closed pipe: the read below says why.
         let written = frame::write_hello(&mut writer);
@@ -79,7 +103,12 @@ impl Conn {
         let waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>> = Arc::default();
         let dead: Arc<Mutex<Option<String>>> = Arc::default();
         let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (w2, d2, c2) = (waiters.clone(), dead.clone(), closing.clone());
+        let (w2, d2, c2, a2) = (
+            waiters.clone(),
+            dead.clone(),
+            closing.clone(),
+            abort.clone(),
+        );
         std::thread::Builder::new()
             .name("fsync-repl-router".into())
             .spawn(move || {
@@ -87,30 +116,41 @@ impl Conn {
                 let ok = hello.is_ok();
                 let _ = tx.send(hello.map(|_| ()));
                 if ok {
-                    route(&mut reader, &w2, &d2, &c2);
+                    route(&mut reader, &w2, &d2, &c2, &a2);
                 }
             })
             .map_err(ProtoError::Io)?;
+        let failed = |abort: &Abort, child: &mut Option<RemoteChild>| {
+            abort.store(true, Ordering::Relaxed);
+            child.as_mut().and_then(|c| c.end(Duration::ZERO))
+        };
         match rx.recv_timeout(handshake) {
-            Ok(Ok(())) => written?,
+            Ok(Ok(())) => {
+                if let Err(e) = written {
+                    failed(&abort, &mut child);
+                    return Err(e.into());
+                }
+            }
             Ok(Err(ProtoError::Closed)) => {
                 // Did our own binary start and refuse (bad root, say)? It said why.
-                let code = child.and_then(|mut c| c.wait().ok()).and_then(|s| s.code());
+                drop(writer);
+                let code = child
+                    .as_mut()
+                    .and_then(|c| c.end(EXIT_GRACE))
+                    .and_then(|s| s.code());
+                abort.store(true, Ordering::Relaxed);
                 return Err(match code {
                     Some(c @ (1 | 3 | 11 | 25)) => ProtoError::RemoteExit(c),
                     _ => ProtoError::Closed,
                 });
             }
-            Ok(Err(e)) => return Err(e),
+            Ok(Err(e)) => {
+                failed(&abort, &mut child);
+                return Err(e);
+            }
             Err(_) => {
-                if let Some(mut c) = child {
-                    let _ = c.kill();
-                    let _ = c.wait();
-                }
-                return Err(ProtoError::Bad(format!(
-                    "no handshake from the remote side within {} s; is fsync-repl installed there (see --remote-bin)?",
-                    handshake.as_secs()
-                )));
+                failed(&abort, &mut child);
+                return Err(ProtoError::Bad(frame::no_handshake(handshake)));
             }
         }
         Ok(Conn {
@@ -121,7 +161,48 @@ impl Conn {
             timeout,
             child: Mutex::new(child),
             closing,
+            abort,
+            max_listing: MAX_LISTING,
         })
+    }
+
+    /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
+    /// was closed by then: the remote shell runs in a process group of its own and never
+    /// sees the terminal's signals, so a hung far side must not hold the run until
+    /// --timeout. Every wait and write of the session then stops with "interrupted".
+    pub fn with_interrupt(self, flag: Arc<std::sync::atomic::AtomicBool>, grace: Duration) -> Conn {
+        let closing = Arc::downgrade(&self.closing);
+        let (dead, abort) = (self.dead.clone(), self.abort.clone());
+        let _ = std::thread::Builder::new()
+            .name("fsync-repl-interrupt".into())
+            .spawn(move || {
+                let mut since: Option<std::time::Instant> = None;
+                loop {
+                    match closing.upgrade() {
+                        Some(c) if !c.load(Ordering::Relaxed) => {}
+                        _ => return,
+                    }
+                    if since.is_none() && flag.load(Ordering::Relaxed) {
+                        since = Some(std::time::Instant::now());
+                    }
+                    if since.is_some_and(|t| t.elapsed() >= grace) {
+                        let mut d = lock(&dead);
+                        if d.is_none() {
+                            *d = Some(INTERRUPTED.into());
+                        }
+                        abort.store(true, Ordering::Relaxed);
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        self
+    }
+
+    /// Accepts remote listings of at most `n` entries (and `n` × 256 bytes).
+    pub fn with_max_listing(mut self, n: u64) -> Conn {
+        self.max_listing = n;
+        self
     }
 
     /// Why the session ended early, if it did.
@@ -129,11 +210,13 @@ impl Conn {
         lock(&self.dead).clone()
     }
 
+    /// Records why the session failed (the first reason wins) and stops every wait of it.
     fn fail(&self, msg: String) -> io::Error {
         let mut d = lock(&self.dead);
         if d.is_none() {
             *d = Some(msg.clone());
         }
+        self.abort.store(true, Ordering::Relaxed);
         io_proto(msg)
     }
 
@@ -219,24 +302,51 @@ impl Conn {
         self.send(&ToReceiver::Notice(n), true)
     }
 
-    /// Ends the session: closes our side and reaps the child.
+    /// Sends the session's last notice (the report or the failure), even after the
+    /// session failed, as long as the peer still reads: it is how the far side of a pull
+    /// tells why it stopped. Never waits for a peer that stopped reading.
+    pub fn last_notice(&self, n: Notice) -> io::Result<()> {
+        let mut w = lock(&self.writer);
+        frame::write_frame(&mut *w, &ToReceiver::Notice(n)).map_err(|e| match e {
+            ProtoError::Io(e) => e,
+            e => io_proto(e),
+        })?;
+        w.flush()
+    }
+
+    /// Ends the session: closes our side, then ends the remote shell: after a normal
+    /// end it has [`EXIT_GRACE`] to exit by itself, after a failure none; then its
+    /// process group is terminated (see [`RemoteChild::end`]). Bounded in time.
     pub fn close(&self) -> Option<std::process::ExitStatus> {
         self.closing.store(true, Ordering::Relaxed);
-        {
-            let mut w = lock(&self.writer);
-            let _ = w.flush();
-            // Replacing the writer drops the pipe to the child, which sees end of input.
-            *w = BufWriter::new(Box::new(io::sink()));
+        let failed = self.failure().is_some();
+        if failed {
+            self.abort.store(true, Ordering::Relaxed);
         }
-        lock(&self.child).take().and_then(|mut c| c.wait().ok())
+        {
+            // A writer blocked on a full pipe lets go within its timeout, or at once
+            // when the session failed (the abort flag).
+            let mut w = lock(&self.writer);
+            if !failed {
+                let _ = w.flush();
+            }
+            // Replacing the writer drops the pipe to the child, which sees end of input.
+            let old = std::mem::replace(&mut *w, BufWriter::new(Box::new(io::sink())));
+            let _ = old.into_parts();
+        }
+        let grace = if failed { Duration::ZERO } else { EXIT_GRACE };
+        let status = lock(&self.child).take().and_then(|mut c| c.end(grace));
+        self.abort.store(true, Ordering::Relaxed);
+        status
     }
 }
 
 fn route(
-    reader: &mut Box<dyn Read + Send>,
+    reader: &mut WireIn,
     waiters: &Mutex<HashMap<u64, Sender<Reply>>>,
     dead: &Mutex<Option<String>>,
     closing: &std::sync::atomic::AtomicBool,
+    abort: &std::sync::atomic::AtomicBool,
 ) {
     let mut buf = Vec::new();
     let why = loop {
@@ -257,6 +367,10 @@ fn route(
                 return;
             }
             Ok(None) => break "the remote side closed the connection".to_string(),
+            Err(_) if closing.load(Ordering::Relaxed) => {
+                lock(waiters).clear();
+                return;
+            }
             Err(e) => break e.to_string(),
         }
     };
@@ -265,9 +379,12 @@ fn route(
         *d = Some(why);
     }
     drop(d);
+    abort.store(true, Ordering::Relaxed);
     lock(waiters).clear();
 }
 
+/// The local form of a receiver's error; its texts come from the peer and are escaped
+/// here, before anything can print them.
 fn from_wire(e: WireError) -> io::Error {
     match e {
         WireError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
@@ -275,9 +392,14 @@ fn from_wire(e: WireError) -> io::Error {
         WireError::Corrupt => io::Error::other("received content did not verify"),
         WireError::Os { errno, op, msg } if errno != 0 => {
             let base = io::Error::from_raw_os_error(errno);
-            io::Error::new(base.kind(), format!("{op}: {msg}"))
+            io::Error::new(
+                base.kind(),
+                format!("{}: {}", escape_str(&op), escape_str(&msg)),
+            )
         }
-        WireError::Os { op, msg, .. } => io::Error::other(format!("{op}: {msg}")),
+        WireError::Os { op, msg, .. } => {
+            io::Error::other(format!("{}: {}", escape_str(&op), escape_str(&msg)))
+        }
     }
 }
 
@@ -615,16 +737,33 @@ impl Destination for RemoteDest {
             )
             .map_err(|e| e.to_string())?;
         let mut listing = Listing::new();
+        // A far side that lists without end is refused before it exhausts this side.
+        let (max, mut count, mut bytes) = (self.conn.max_listing, 0u64, 0u64);
+        let max_bytes = max.saturating_mul(LISTING_ENTRY_BYTES);
         let (problems, root) = loop {
             match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
                 Reply::Listing { entries, .. } => {
                     for e in entries {
+                        count += 1;
+                        bytes += ENTRY_OVERHEAD + (e.path.len() + e.target.len()) as u64;
+                        if count > max || bytes > max_bytes {
+                            let what = match count > max {
+                                true => format!("more than {max} entries"),
+                                false => format!("more than {max_bytes} bytes of entries"),
+                            };
+                            return Err(self
+                                .conn
+                                .fail(format!(
+                                    "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
+                                ))
+                                .to_string());
+                        }
                         if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
                             return Err(self
                                 .conn
                                 .fail(format!(
                                     "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
-                                    crate::report::escape(&e.path)
+                                    escape(&e.path)
                                 ))
                                 .to_string());
                         }
@@ -642,7 +781,8 @@ impl Destination for RemoteDest {
                         .into_iter()
                         .map(|(path, what, vanished)| Problem {
                             path: path.into_vec(),
-                            what,
+                            // The peer's text: escaped before anything prints it.
+                            what: escape_str(&what),
                             vanished,
                         })
                         .collect();
@@ -663,7 +803,7 @@ impl Destination for RemoteDest {
                 .conn
                 .fail(format!(
                     "protocol error: the remote listing has duplicate entries for \"{}\"",
-                    crate::report::escape(listing.path(i))
+                    escape(listing.path(i))
                 ))
                 .to_string());
         }
@@ -926,7 +1066,7 @@ fn add_entry(l: &mut Listing, e: WireEntry) -> Result<(), String> {
     if !fsutil::valid_rel_path(&e.path) {
         return Err(format!(
             "protocol error: the remote listing has an invalid path \"{}\"",
-            crate::report::escape(&e.path)
+            escape(&e.path)
         ));
     }
     l.push(&e.path, e.meta());

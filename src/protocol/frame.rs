@@ -60,6 +60,15 @@ pub enum ProtoError {
     RemoteExit(i32),
 }
 
+/// The error of a remote side that did not complete the handshake within `limit`.
+pub fn no_handshake(limit: std::time::Duration) -> String {
+    format!(
+        "no handshake from the remote side within {} s (--timeout, at most 30 s for the handshake); \
+         is fsync-repl installed there (see --remote-bin)?",
+        limit.as_secs()
+    )
+}
+
 /// Writes the handshake: magic and version.
 pub fn write_hello(w: &mut impl Write) -> io::Result<()> {
     w.write_all(MAGIC)?;
@@ -96,7 +105,7 @@ pub fn read_hello<R: Read + ?Sized>(r: &mut R) -> Result<u32, ProtoError> {
         } else if let Some(i) = junk.windows(MAGIC.len()).position(|w| w == MAGIC) {
             junk.truncate(i);
         }
-        let text = crate::report::escape(&junk);
+        let text = crate::text::escape(&junk);
         return Err(ProtoError::Bad(format!(
             "the remote side did not start with the fsync-repl handshake but printed \"{text}\"; \
              make the remote shell's start-up files (e.g. ~/.bashrc) silent for non-interactive \
