@@ -208,18 +208,16 @@ fn a_missing_remote_binary_is_named() {
 
 #[test]
 fn a_silent_peer_times_out() {
+    // The far side answers after 10 s: with --timeout 2 the push gives up first (exit 2,
+    // DEST untouched); were the option ignored it would wait and succeed, since the
+    // handshake's own cap is 30 s.
     let src = Tree::new();
     src.file("f", b"x");
     let dst = Tree::new();
-    let start = Instant::now();
+    let late = "sh -c 'while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift; sleep 10; exec sh -c \"$*\"' late";
     let out = bin()
-        .args([
-            "push",
-            "--timeout",
-            "2",
-            "--rsh",
-            "sh -c 'exec sleep 30' silent",
-        ])
+        .args(["push", "--timeout", "2", "--rsh", late, "--remote-bin"])
+        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
         .arg(src.path())
         .arg(remote(&dst.join("r")))
         .timeout(Duration::from_secs(60))
@@ -227,7 +225,21 @@ fn a_silent_peer_times_out() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("handshake"), "{}", stderr(&out));
-    assert!(start.elapsed() < Duration::from_secs(60));
+    assert!(
+        !dst.join("r/f").exists(),
+        "the late far side was waited for"
+    );
+    // The same late far side, waited for: the push completes.
+    let out = bin()
+        .args(["push", "--timeout", "20", "--rsh", late, "--remote-bin"])
+        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+        .arg(src.path())
+        .arg(remote(&dst.join("r")))
+        .timeout(Duration::from_secs(60))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dst.join("r/f")).unwrap(), b"x");
 }
 
 #[test]
