@@ -551,7 +551,6 @@ impl EngineArgs {
         flag(self.numeric_ids, "--numeric-ids");
         flag(self.whole_file, "--whole-file");
         flag(self.compress, "--compress");
-        flag(self.no_adaptive, "--no-adaptive");
         flag(self.accept_new_source, "--accept-new-source");
         flag(self.dry_run, "--dry-run");
         flag(self.itemize || self.dry_run, "--itemize");
@@ -568,15 +567,19 @@ impl EngineArgs {
             a.push(j.to_string().into());
         }
         a.extend(self.forward_disk());
-        a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
-        a.push("--min-rate".into());
-        a.push((&self.min_rate).into());
         a
     }
 
-    /// The far side's own limits on its disk: reserve, rate, operations, priority.
+    /// The far side's own limits on its disk: reserve, rate, operations, priority, and
+    /// the adaptive back-off's settings.
     pub fn forward_disk(&self) -> Vec<OsString> {
         let mut a: Vec<OsString> = Vec::new();
+        if self.no_adaptive {
+            a.push("--no-adaptive".into());
+        }
+        a.push(format!("--max-io-pressure={}", self.max_io_pressure).into());
+        a.push("--min-rate".into());
+        a.push((&self.min_rate).into());
         if let Some(m) = &self.min_free {
             a.push("--min-free".into());
             a.push(m.into());

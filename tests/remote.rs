@@ -442,3 +442,43 @@ fn pull_without_delete_replaces_entries_of_another_kind_and_keeps_the_rest() {
         temp_files(dst.path())
     );
 }
+
+#[test]
+fn the_far_side_of_a_push_gets_the_back_off_settings() {
+    // A remote shell that records the command it was asked to run, then runs it.
+    let t = Tree::new();
+    let log = t.join("far-command");
+    let rsh = format!(
+        "sh -c 'while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift; echo \"$*\" > {}; exec sh -c \"$*\"' rec",
+        log.display()
+    );
+    let (src, dst) = (Tree::new(), Tree::new());
+    src.file("f", b"x");
+    let out = bin()
+        .args([
+            "push",
+            "--no-adaptive",
+            "--max-io-pressure",
+            "7",
+            "--min-rate",
+            "3M",
+            "--rsh",
+            &rsh,
+            "--remote-bin",
+        ])
+        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+        .arg(src.path())
+        .arg(remote(dst.path()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let far = std::fs::read_to_string(&log).unwrap();
+    for want in [
+        "'--no-adaptive'",
+        "'--max-io-pressure=7'",
+        "'--min-rate' '3M'",
+    ] {
+        assert!(far.contains(want), "{want} not forwarded: {far}");
+    }
+    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
+}
