@@ -514,6 +514,13 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         root = s.clone();
     }
     let root = root.as_path();
+    // The directories this session makes to reach a missing DEST: removed again at the
+    // end if they are still empty, so a run the client refused creates nothing.
+    let made: Vec<PathBuf> = root
+        .ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+        .map(PathBuf::from)
+        .collect();
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let dest =
@@ -585,6 +592,12 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     }
     if let Some(s) = stand_in {
         let _ = std::fs::remove_dir(s);
+    }
+    drop(dest);
+    for dir in &made {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
     }
     result
 }

@@ -362,10 +362,8 @@ fn a_destination_out_of_inodes_says_so() {
             !err.contains("--min-free"),
             "{t:?}: raising the reserve cannot help: {err}"
         );
-        if t == Transport::Local {
-            // A refused run creates nothing, DEST included.
-            assert!(!d.exists(), "the refused run created DEST");
-        }
+        // A refused run creates nothing, DEST included.
+        assert!(!d.exists(), "{t:?}: the refused run created DEST");
         assert!(files(mnt.path()).is_empty(), "{t:?}");
     }
 }
@@ -375,17 +373,20 @@ fn a_refused_run_creates_no_destination() {
     if !root_or_skip("a small tmpfs") {
         return;
     }
-    let (src, mnt) = (Tree::new(), Tree::new());
-    let _m = mount_tmpfs(mnt.path(), "size=1m").expect("mount");
-    src.file("big", &vec![7u8; 4 << 20]);
-    let d = mnt.join("a/b/replica");
-    let out = push(Transport::Local, src.path(), &d, &[]);
-    assert_eq!(code(&out), Some(11), "{}", stderr(&out));
-    assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
-    assert!(
-        !mnt.join("a").exists(),
-        "the refused run created DEST's parents"
-    );
+    for &t in TRANSPORTS {
+        let (src, mnt) = (Tree::new(), Tree::new());
+        let _m = mount_tmpfs(mnt.path(), "size=1m").expect("mount");
+        src.file("big", &vec![7u8; 4 << 20]);
+        let d = mnt.join("a/b/replica");
+        let out = push(t, src.path(), &d, &[]);
+        assert_eq!(code(&out), Some(11), "{t:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("missing"), "{}", stderr(&out));
+        let left: Vec<_> = fs::read_dir(mnt.path()).unwrap().collect();
+        assert!(
+            left.is_empty(),
+            "{t:?}: the refused run created DEST or its parents"
+        );
+    }
 }
 
 #[test]
