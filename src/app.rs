@@ -504,6 +504,19 @@ fn serve(a: ServeArgs, interrupted: Arc<AtomicBool>) -> i32 {
     }
 }
 
+/// `serve`'s standard output to its client: a client that stops reading for
+/// `timeout_secs` ends the session.
+fn to_client(timeout_secs: u64, abort: Abort) -> Result<WireOut> {
+    let stdout = crate::wire::stdout()
+        .map_err(|e| Error::Protocol(format!("standard input or output: {e}")))?;
+    Ok(WireOut::new(
+        stdout,
+        Some(idle_timeout(timeout_secs)),
+        abort,
+        format!("the client has not read anything for {timeout_secs} s (--timeout)"),
+    ))
+}
+
 fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let opts = a.engine.to_options()?;
     let mut root = PathBuf::from(&a.root);
@@ -543,16 +556,7 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         abort.clone(),
         silent,
     );
-    let stalled = format!(
-        "the client has not read anything for {} s (--timeout)",
-        a.timeout
-    );
-    let output = WireOut::new(
-        crate::wire::stdout().map_err(stdio)?,
-        Some(timeout),
-        abort,
-        stalled,
-    );
+    let output = to_client(a.timeout, abort)?;
     // The far side's disk gets the same adaptive back-off as a local destination.
     let stop = Arc::new(AtomicBool::new(false));
     let devices = crate::throttle::adaptive::devices_of(&[root]);
@@ -618,16 +622,7 @@ fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         abort.clone(),
         String::new(),
     );
-    let stalled = format!(
-        "the client has not read anything for {} s (--timeout)",
-        a.timeout
-    );
-    let output = WireOut::new(
-        crate::wire::stdout().map_err(stdio)?,
-        Some(timeout),
-        abort.clone(),
-        stalled,
-    );
+    let output = to_client(a.timeout, abort.clone())?;
     let conn = Arc::new(
         Conn::start(input, output, abort, None, timeout, handshake(a.timeout)).map_err(proto)?,
     );

@@ -189,19 +189,24 @@ pub fn parse_rate(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// Parses `PCT%` (0 to 100); `None` when `s` does not end in `%`.
+pub fn parse_percent(s: &str) -> Option<Result<f64, String>> {
+    let p = s.trim().strip_suffix('%')?;
+    Some(match p.trim().parse::<f64>() {
+        Err(_) => Err(format!("'{s}' is not a percentage; write e.g. 5%")),
+        Ok(p) if !(0.0..=100.0).contains(&p) => {
+            Err(format!("'{s}': a percentage must be between 0% and 100%"))
+        }
+        Ok(p) => Ok(p),
+    })
+}
+
 /// Parses `--min-free`: a size or a percentage of the filesystem (`5%`).
 pub fn parse_reserve(s: &str) -> Result<Reserve, String> {
-    if let Some(p) = s.trim().strip_suffix('%') {
-        let p: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not a percentage; write e.g. 5%"))?;
-        if !(0.0..=100.0).contains(&p) {
-            return Err(format!("'{s}': a percentage must be between 0% and 100%"));
-        }
-        return Ok(Reserve::Percent(p));
+    match parse_percent(s) {
+        Some(p) => p.map(Reserve::Percent),
+        None => parse_size(s).map(Reserve::Bytes),
     }
-    parse_size(s).map(Reserve::Bytes)
 }
 
 /// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`250ms`, `1.5s`,

@@ -22,18 +22,11 @@ pub const FLOOR: u64 = 100;
 
 /// Parses `N` or `PCT%`.
 pub fn parse_limit(s: &str) -> Result<DeleteLimit, String> {
-    let t = s.trim();
-    if let Some(p) = t.strip_suffix('%') {
-        let p: f64 = p
-            .trim()
-            .parse()
-            .map_err(|_| format!("'{s}' is not a percentage; write e.g. 10%"))?;
-        if !(0.0..=100.0).contains(&p) {
-            return Err(format!("'{s}': a percentage must be between 0% and 100%"));
-        }
-        return Ok(DeleteLimit::Percent(p));
+    if let Some(p) = crate::config::parse_percent(s) {
+        return p.map(DeleteLimit::Percent);
     }
-    t.parse()
+    s.trim()
+        .parse()
         .map(DeleteLimit::Count)
         .map_err(|_| format!("'{s}' is neither a count nor a percentage; write e.g. 1000 or 10%"))
 }

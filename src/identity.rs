@@ -66,14 +66,22 @@ impl SourceId {
         same_fs && self.fstype == other.fstype && self.ino == other.ino
     }
 
+    /// `major:minor` of the device.
+    fn device(&self) -> String {
+        format!(
+            "{}:{}",
+            rustix::fs::major(self.dev),
+            rustix::fs::minor(self.dev)
+        )
+    }
+
     /// The record's text.
     pub fn to_record(&self) -> String {
         format!(
-            "# the source this replica was made from (fsync-repl)\nfsid={:016x}\nfstype={:x}\ndev={}:{}\nino={}\nmount_root={}\n",
+            "# the source this replica was made from (fsync-repl)\nfsid={:016x}\nfstype={:x}\ndev={}\nino={}\nmount_root={}\n",
             self.fsid,
             self.fstype,
-            rustix::fs::major(self.dev),
-            rustix::fs::minor(self.dev),
+            self.device(),
             self.ino,
             match self.mount_root {
                 Some(true) => "yes",
@@ -124,11 +132,10 @@ impl SourceId {
     /// One phrase for messages.
     pub fn describe(&self) -> String {
         format!(
-            "filesystem {:016x} (type {:x}, device {}:{}), root inode {}{}",
+            "filesystem {:016x} (type {:x}, device {}), root inode {}{}",
             self.fsid,
             self.fstype,
-            rustix::fs::major(self.dev),
-            rustix::fs::minor(self.dev),
+            self.device(),
             self.ino,
             match self.mount_root {
                 Some(true) => ", a mount point",

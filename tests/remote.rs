@@ -215,14 +215,17 @@ fn a_silent_peer_times_out() {
     src.file("f", b"x");
     let dst = Tree::new();
     let late = "sh -c 'while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift; sleep 10; exec sh -c \"$*\"' late";
-    let out = bin()
-        .args(["push", "--timeout", "2", "--rsh", late, "--remote-bin"])
-        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
-        .arg(src.path())
-        .arg(remote(&dst.join("r")))
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    let push = |timeout: &str| {
+        bin()
+            .args(["push", "--timeout", timeout, "--rsh", late, "--remote-bin"])
+            .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+            .arg(src.path())
+            .arg(remote(&dst.join("r")))
+            .timeout(Duration::from_secs(60))
+            .output()
+            .unwrap()
+    };
+    let out = push("2");
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("handshake"), "{}", stderr(&out));
     assert!(
@@ -230,14 +233,7 @@ fn a_silent_peer_times_out() {
         "the late far side was waited for"
     );
     // The same late far side, waited for: the push completes.
-    let out = bin()
-        .args(["push", "--timeout", "20", "--rsh", late, "--remote-bin"])
-        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
-        .arg(src.path())
-        .arg(remote(&dst.join("r")))
-        .timeout(Duration::from_secs(60))
-        .output()
-        .unwrap();
+    let out = push("20");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(std::fs::read(dst.join("r/f")).unwrap(), b"x");
 }
