@@ -399,30 +399,11 @@ fn receive_until_begin(s: &mut Serve) -> u64 {
     loop {
         let m: ToReceiver = s.next().expect("serve --send ended early");
         let reply = match m {
-            ToReceiver::Request(Request::List { id, .. }) => Reply::ListEnd {
-                id,
-                root: None,
-                owners: false,
-                problems: vec![],
-            },
-            ToReceiver::Request(Request::Space { id }) => Reply::Space {
-                id,
-                space: Some((1 << 40, 1 << 41, 1 << 30, 1 << 31)),
-            },
-            ToReceiver::Request(
-                Request::Op { id, .. }
-                | Request::Finish { id }
-                | Request::SetSourceRecord { id, .. },
-            ) => Reply::Done { id, result: Ok(()) },
-            ToReceiver::Request(Request::Commit { id, .. }) => Reply::Committed {
-                id,
-                result: Ok(vec![]),
-            },
-            ToReceiver::Request(Request::SourceRecord { id }) => Reply::Record {
-                id,
-                result: Ok(None),
-            },
             ToReceiver::Request(Request::Begin { id, .. }) => return id,
+            ToReceiver::Request(ref r) => match peer::routine_answer(r) {
+                Some(a) => a,
+                None => continue,
+            },
             _ => continue,
         };
         write_reply(s, &reply);
@@ -499,6 +480,21 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     rustix::process::kill_process(pid, sig).expect("signal");
 }
 
+/// Sends SIGINT to `child` once its silent remote shell has started; the client must
+/// end with exit 20, every process of the shell's group gone.
+fn interrupt_once_started(child: Child, shell: &SilentShell, what: &str) {
+    let start = Instant::now();
+    while shell.sessions() < 1 {
+        assert!(start.elapsed() < DEADLINE, "the remote shell never started");
+        thread::sleep(Duration::from_millis(20));
+    }
+    thread::sleep(Duration::from_millis(300));
+    signal(child.id(), rustix::process::Signal::INT);
+    let e = wait_bounded(child, DEADLINE, what);
+    assert_eq!(e.code, Some(20), "{e:?}");
+    shell.assert_all_gone();
+}
+
 #[test]
 fn sigint_ends_a_pull_whose_remote_side_is_silent() {
     let dest = Tree::new();
@@ -510,16 +506,7 @@ fn sigint_ends_a_pull_whose_remote_side_is_silent() {
         .expect("start pull");
     // The terminal's Ctrl-C reaches the client's process group only: the remote shell,
     // in a group of its own, never sees it.
-    let start = Instant::now();
-    while shell.sessions() < 1 {
-        assert!(start.elapsed() < DEADLINE, "the remote shell never started");
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(300));
-    signal(child.id(), rustix::process::Signal::INT);
-    let e = wait_bounded(child, DEADLINE, "pull after SIGINT");
-    assert_eq!(e.code, Some(20), "{e:?}");
-    shell.assert_all_gone();
+    interrupt_once_started(child, &shell, "pull after SIGINT");
     assert!(temp_files(dest.path()).is_empty());
 }
 
@@ -552,16 +539,7 @@ fn sigint_ends_a_push_whose_remote_side_is_silent() {
         .arg("testhost:/nonexistent/dest")
         .spawn()
         .expect("start push");
-    let start = Instant::now();
-    while shell.sessions() < 1 {
-        assert!(start.elapsed() < DEADLINE, "the remote shell never started");
-        thread::sleep(Duration::from_millis(20));
-    }
-    thread::sleep(Duration::from_millis(300));
-    signal(child.id(), rustix::process::Signal::INT);
-    let e = wait_bounded(child, DEADLINE, "push after SIGINT");
-    assert_eq!(e.code, Some(20), "{e:?}");
-    shell.assert_all_gone();
+    interrupt_once_started(child, &shell, "push after SIGINT");
 }
 
 #[test]
