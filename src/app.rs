@@ -274,7 +274,11 @@ pub(crate) fn push(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options
             match (result, failure) {
                 (Err(_), Some(_)) if interrupted.load(Ordering::Relaxed) => Err(Error::Interrupted),
                 (Err(_), Some(f)) => Err(Error::Protocol(f)),
-                (r, _) => Ok((opts, r?)),
+                (r, _) => {
+                    let mut report = r?;
+                    (report.wire_bytes_sent, report.wire_bytes_received) = conn.wire_bytes();
+                    Ok((opts, report))
+                }
             }
         }
     }
@@ -398,6 +402,7 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         delete: opts.delete,
         xattrs: opts.xattrs,
     };
+    let (sent, received) = (output.counter(), input.counter());
     let mut receiver = Receiver::new(&local, opts.min_free, Box::new(output)).policy(policy);
     if opts.dry_run {
         receiver = receiver.read_only();
@@ -437,9 +442,14 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         (Some(Ok(mut report)), _) => {
             report.errors = report.errors.iter().map(|e| escape_str(e)).collect();
             // The exit code is one of ours, whatever the far side wrote.
-            if !matches!(report.exit_code, 0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24) {
+            if !matches!(
+                report.exit_code,
+                0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24 | 25
+            ) {
                 report.exit_code = ExitCode::Protocol.code();
             }
+            // Counted here, on this side's pipes: the far side's own figure is not taken.
+            (report.wire_bytes_sent, report.wire_bytes_received) = (sent.get(), received.get());
             Ok((opts, report))
         }
         (Some(Err((code, msg))), _) => Err(remote_failure(code, msg)),
@@ -463,6 +473,7 @@ fn remote_failure(code: i32, msg: String) -> Error {
             what: msg,
         },
         11 => Error::NoSpace(msg.into()),
+        25 => Error::TooManyDeletes(msg),
         _ => Error::Protocol(msg),
     }
 }

@@ -151,6 +151,12 @@ pub struct Report {
     /// figure), which `backup --prune-when-full` weighs against the space snapshots hold.
     #[serde(default)]
     pub bytes_needed: u64,
+    /// A remote run's bytes on the wire, as written to and read from the far side's
+    /// pipes (0 for a local run).
+    #[serde(default)]
+    pub wire_bytes_sent: u64,
+    #[serde(default)]
+    pub wire_bytes_received: u64,
     pub exit_code: i32,
     pub errors: Vec<String>,
     /// Changed files with hard links the run's scope did not list (watch mode): their
@@ -201,6 +207,8 @@ impl Report {
             peak_rss_bytes: peak_rss(),
             dry_run: false,
             bytes_needed: 0,
+            wire_bytes_sent: 0,
+            wire_bytes_received: 0,
             exit_code: code.code(),
             errors: problems.into_iter().map(|p| p.1).collect(),
             links_outside_scope: 0,
@@ -233,6 +241,19 @@ impl Report {
             self.elapsed_secs,
             human_bytes(self.throughput_bytes_per_sec as u64),
         ) + &self.throttle_note()
+            + &self.wire_note()
+    }
+
+    /// `\nwire: X sent, Y received` for a remote run.
+    fn wire_note(&self) -> String {
+        if self.wire_bytes_sent == 0 && self.wire_bytes_received == 0 {
+            return String::new();
+        }
+        format!(
+            "\nwire: {} sent, {} received",
+            human_bytes(self.wire_bytes_sent),
+            human_bytes(self.wire_bytes_received)
+        )
     }
 
     /// `; throttled S s, N rate changes` when the throttle slowed the run.

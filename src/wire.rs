@@ -66,9 +66,27 @@ fn timed_out(msg: &str) -> io::Error {
 /// Bytes a [`WireIn`] reads ahead (frame headers and small frames cost no system call).
 const READ_AHEAD: usize = 64 << 10;
 
+/// Bytes that crossed one direction of a session's pipe, as the kernel took them:
+/// what `--json` reports as `wire_bytes_sent` and `wire_bytes_received`.
+#[derive(Debug, Clone, Default)]
+pub struct Counter(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+impl Counter {
+    fn add(&self, n: usize) {
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The bytes so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// The reading end of a session, buffered.
 #[derive(Debug)]
 pub struct WireIn {
+    count: Counter,
     fd: OwnedFd,
     timeout: Option<Duration>,
     abort: Abort,
@@ -83,6 +101,7 @@ impl WireIn {
     /// error `silent`.
     pub fn new(fd: OwnedFd, timeout: Option<Duration>, abort: Abort, silent: String) -> WireIn {
         WireIn {
+            count: Counter::default(),
             fd,
             timeout,
             abort,
@@ -104,11 +123,19 @@ impl WireIn {
                 None => rustix::io::read(&self.fd, &mut self.buf[..]),
             };
             match r {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.count.add(n);
+                    return Ok(n);
+                }
                 Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+
+    /// The count of bytes read from the pipe (shared: it goes on counting).
+    pub fn counter(&self) -> Counter {
+        self.count.clone()
     }
 
     /// Runs `f` with another timeout and message (the handshake's).
@@ -147,6 +174,7 @@ impl Read for WireIn {
 /// The writing end of a session: non-blocking underneath.
 #[derive(Debug)]
 pub struct WireOut {
+    count: Counter,
     fd: OwnedFd,
     timeout: Option<Duration>,
     abort: Abort,
@@ -164,6 +192,7 @@ impl WireOut {
             .filter(|f| !f.contains(OFlags::NONBLOCK))
             .filter(|f| rfs::fcntl_setfl(&fd, *f | OFlags::NONBLOCK).is_ok());
         WireOut {
+            count: Counter::default(),
             fd,
             timeout,
             abort,
@@ -173,11 +202,21 @@ impl WireOut {
     }
 }
 
+impl WireOut {
+    /// The count of bytes written to the pipe (shared: it goes on counting).
+    pub fn counter(&self) -> Counter {
+        self.count.clone()
+    }
+}
+
 impl Write for WireOut {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         loop {
             match rustix::io::write(&self.fd, buf) {
-                Ok(n) => return Ok(n),
+                Ok(n) => {
+                    self.count.add(n);
+                    return Ok(n);
+                }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(rustix::io::Errno::AGAIN) => {
                     if !wait_ready(self.fd.as_fd(), libc::POLLOUT, self.timeout, &self.abort)? {

@@ -571,3 +571,36 @@ fn a_backup_of_an_unmounted_source_takes_no_snapshot_and_keeps_current() {
     assert_eq!(files(&dst.join("current")).len(), 300, "current lost files");
     assert_eq!(snaps(), 1, "a snapshot of a refused run");
 }
+
+#[test]
+fn a_pull_from_an_emptied_source_is_refused_too() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    fill(src.path(), 150);
+    let pull = |args: &[&str]| {
+        bin()
+            .arg("pull")
+            .args(args)
+            .args(rsh_args())
+            .arg(remote(src.path()))
+            .arg(dst.path())
+            .output()
+            .unwrap()
+    };
+    let out = pull(&["--delete"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(files(dst.path()).len(), 150);
+    for e in fs::read_dir(src.path()).unwrap() {
+        fs::remove_dir_all(e.unwrap().path()).unwrap();
+    }
+    let out = pull(&["--delete"]);
+    let err = stderr(&out);
+    assert_eq!(code(&out), Some(25), "{err}");
+    assert!(
+        err.contains("is empty") && err.contains("--max-delete"),
+        "{err}"
+    );
+    assert_eq!(files(dst.path()).len(), 150, "the pull emptied the replica");
+    let out = pull(&["--delete", "--max-delete", "100%"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(files(dst.path()).is_empty());
+}

@@ -478,3 +478,41 @@ fn the_far_side_of_a_push_gets_the_back_off_settings() {
     }
     assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
 }
+
+#[test]
+fn the_summary_counts_the_wire_both_ways_as_the_pipe_saw_it() {
+    // The counting shell's `dd` sees every byte the client writes to the far side.
+    let wire = WireCount::new();
+    let (src, dst) = (Tree::new(), Tree::new());
+    src.file("a", &vec![5u8; 300 << 10]).file("d/b", b"small");
+    let out = bin()
+        .args(["push", "--json"])
+        .args(wire.args())
+        .arg(src.path())
+        .arg(remote(dst.path()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    let sent = v["wire_bytes_sent"].as_u64().unwrap();
+    assert_eq!(sent, wire.take(), "{v}");
+    assert!(sent > 300 << 10, "{v}");
+    // Replies, listing and the handshake came back.
+    assert!(v["wire_bytes_received"].as_u64().unwrap() > 0, "{v}");
+    // A pull counts on its own side too: it sends requests' answers, receives data.
+    let back = Tree::new();
+    let out = bin()
+        .args(["pull", "--json"])
+        .args(rsh_args())
+        .arg(remote(dst.path()))
+        .arg(back.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert!(
+        v["wire_bytes_received"].as_u64().unwrap() > 300 << 10,
+        "{v}"
+    );
+    assert!(v["wire_bytes_sent"].as_u64().unwrap() > 0, "{v}");
+}

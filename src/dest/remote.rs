@@ -68,6 +68,9 @@ pub struct Conn {
     abort: Abort,
     /// The most entries of a remote listing this side accepts (`--max-listing`).
     max_listing: u64,
+    /// Bytes written to and read from the far side's pipes.
+    sent: crate::wire::Counter,
+    received: crate::wire::Counter,
 }
 
 impl std::fmt::Debug for Conn {
@@ -94,6 +97,7 @@ impl Conn {
         timeout: Duration,
         handshake: Duration,
     ) -> Result<Conn, ProtoError> {
+        let (sent, received) = (writer.counter(), reader.counter());
         let writer: Box<dyn Write + Send> = Box::new(writer);
         let mut writer = BufWriter::with_capacity(1 << 20, writer);
         // A peer that died at once shows as a closed pipe: the read below says why.
@@ -163,7 +167,14 @@ impl Conn {
             closing,
             abort,
             max_listing: MAX_LISTING,
+            sent,
+            received,
         })
+    }
+
+    /// Bytes sent to and received from the far side so far, both directions of its pipes.
+    pub fn wire_bytes(&self) -> (u64, u64) {
+        (self.sent.get(), self.received.get())
     }
 
     /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
