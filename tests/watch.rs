@@ -1,4 +1,5 @@
-//! `fsync-repl watch`: real inotify, real files, a real process; local and remote DEST.
+//! `fsync-repl watch`: real inotify and fanotify, real files, a real process; local and
+//! remote DEST.
 //!
 //! Every test starts the watcher, waits for the initial push to converge, makes a
 //! change and polls (with a generous deadline) until DEST matches SRC again, then
@@ -840,7 +841,7 @@ fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
     let mut w = {
         // The limit applies to inotify instances created while it is in force.
         let _q = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 8);
-        let w = Watch::start(Transport::Local, &src, &dst, &[]);
+        let w = Watch::start(Transport::Local, &src, &dst, &["--backend", "inotify"]);
         // Wait for the initial push: the watches exist by then.
         let mut w = w;
         w.converge(&src, &dst);
@@ -903,7 +904,12 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
         "/proc/sys/fs/inotify/max_user_watches",
         watches_in_use() + 5,
     );
-    let mut w = Watch::start(Transport::Local, &src, &dst, &["--poll-interval", "1s"]);
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--poll-interval", "1s", "--backend", "inotify"],
+    );
     w.until("the limit warning", |w| {
         w.stderr().contains("max_user_watches")
     });
@@ -927,7 +933,12 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
         watches_in_use().to_string(),
     )
     .unwrap();
-    let mut w2 = Watch::start(Transport::Local, &src2, &dst2, &["--poll-interval", "1s"]);
+    let mut w2 = Watch::start(
+        Transport::Local,
+        &src2,
+        &dst2,
+        &["--poll-interval", "1s", "--backend", "inotify"],
+    );
     w2.converge(&src2, &dst2);
     fs::write(src2.join("g"), b"2").unwrap();
     w2.converge(&src2, &dst2);
@@ -1166,4 +1177,205 @@ fn every_thread_of_a_watch_runs_idle_and_niced() {
         assert_eq!(*nice, 10, "{seen:?}");
         assert_eq!(io, "idle", "{seen:?}");
     }
+}
+
+// ---- the fanotify backend ----
+
+/// Whether fanotify can watch a tree under `base`. A missing prerequisite (not root, a
+/// kernel that refuses the mark) fails the test under CI; elsewhere it prints one
+/// visible line and the test returns.
+fn fanotify_ready(test: &str, base: &Path) -> bool {
+    let why = if !is_root() {
+        Some("fanotify needs root".to_string())
+    } else {
+        fsync_repl::watch::fanotify::probe(base)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let Some(why) = why else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why} (required under CI)"
+    );
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// fanotify needs a filesystem with file handles: the root disk's /var/tmp (ext4).
+const FAN_BASE: &str = "/var/tmp";
+
+/// A tree on FAN_BASE with `src` and a sibling `outside` on the same filesystem.
+fn fan_pair() -> (Tree, PathBuf, PathBuf) {
+    let t = Tree::new_in(Path::new(FAN_BASE));
+    let (src, dst) = (t.join("src"), t.join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(t.join("outside")).unwrap();
+    (t, src, dst)
+}
+
+const FANOTIFY: &[&str] = &["--backend", "fanotify"];
+
+#[test]
+fn fanotify_reports_every_kind_of_change() {
+    let _limits = shared_limits();
+    if !fanotify_ready("fanotify_reports_every_kind_of_change", Path::new(FAN_BASE)) {
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(src.join("home1/docs")).unwrap();
+    fs::write(src.join("home1/docs/a.txt"), b"alpha").unwrap();
+    fs::write(src.join("home1/gone.txt"), b"bye").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("with fanotify"), "{}", w.stderr());
+    assert_eq!(w.state()["backend"], "fanotify");
+
+    // Create, write, chmod, delete, rename within SRC.
+    fs::write(src.join("home1/new.txt"), b"new").unwrap();
+    fs::write(src.join("home1/docs/a.txt"), b"alpha, rewritten").unwrap();
+    fs::set_permissions(
+        src.join("home1/docs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::remove_file(src.join("home1/gone.txt")).unwrap();
+    w.converge(&src, &dst);
+    let moved = ino(&dst.join("home1/docs/a.txt"));
+    fs::rename(src.join("home1/docs"), src.join("home1/papers")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home1/docs").exists());
+    assert_eq!(
+        fs::read(dst.join("home1/papers/a.txt")).unwrap(),
+        b"alpha, rewritten"
+    );
+    assert_eq!(
+        ino(&dst.join("home1/papers/a.txt")),
+        moved,
+        "a rename in SRC is a rename in DEST"
+    );
+
+    // Into SRC from outside (same filesystem), and out of it.
+    fs::create_dir_all(outside.join("pkg/lib")).unwrap();
+    fs::write(outside.join("pkg/lib/x"), b"x").unwrap();
+    fs::rename(outside.join("pkg"), src.join("home1/pkg")).unwrap();
+    fs::rename(src.join("home1/new.txt"), outside.join("new.txt")).unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home1/pkg/lib/x")).unwrap(), b"x");
+    assert!(!dst.join("home1/new.txt").exists());
+
+    // A deep tree created and filled while the watcher reads nothing: whole in DEST.
+    w.signal(libc::SIGSTOP);
+    sh(
+        "mkdir -p home2/a/b/c/d/e && for i in 1 2 3; do echo $i > home2/a/b/c/d/e/f$i; \
+         echo $i > home2/a/b/g$i; done",
+        &src,
+    );
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home2/a/b/c/d/e/f3")).unwrap(), b"3\n");
+    // The whole home removed.
+    fs::remove_dir_all(src.join("home2")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home2").exists());
+}
+
+#[test]
+fn fanotify_ignores_changes_outside_src() {
+    let _limits = shared_limits();
+    if !fanotify_ready("fanotify_ignores_changes_outside_src", Path::new(FAN_BASE)) {
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    let outside = t.join("outside");
+    fs::write(src.join("f"), b"1").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+    w.converge(&src, &dst);
+    w.until("the first batch in the state file", |w| {
+        w_state_batches(w) >= 1
+    });
+    let before = w_state_batches(&w);
+    for i in 0..200 {
+        fs::write(outside.join(format!("o{i}")), b"o").unwrap();
+    }
+    fs::create_dir(outside.join("d")).unwrap();
+    fs::rename(outside.join("o0"), outside.join("d/o0")).unwrap();
+    // Longer than any batch's wait (delay 250 ms, at most 1 s): a batch the outside
+    // changes started would have run by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        w_state_batches(&w),
+        before,
+        "changes outside SRC ran a batch\n{}",
+        w.stderr()
+    );
+    fs::write(src.join("g"), b"2").unwrap();
+    w.converge(&src, &dst);
+    w.until("the batch of the change inside", |w| {
+        w_state_batches(w) > before
+    });
+    assert_eq!(w_state_batches(&w), before + 1);
+    let names: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with('o') || n == "d"),
+        "{names:?}"
+    );
+}
+
+#[test]
+fn fanotify_has_no_gap_under_a_tiny_inotify_watch_limit() {
+    if !fanotify_ready(
+        "fanotify_has_no_gap_under_a_tiny_inotify_watch_limit",
+        Path::new(FAN_BASE),
+    ) {
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = fan_pair();
+    let leaves: Vec<String> = (0..40).map(|i| format!("u{}/d{i}/inner", i % 4)).collect();
+    for l in &leaves {
+        fs::create_dir_all(src.join(l)).unwrap();
+    }
+    let _lim = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use() + 5,
+    );
+    // A gap would only close at the poll interval, long after the deadline.
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--backend", "fanotify", "--poll-interval", "10m"],
+    );
+    w.converge(&src, &dst);
+    for l in &leaves {
+        fs::write(src.join(l).join("f"), l.as_bytes()).unwrap();
+        fs::create_dir(src.join(l).join("new")).unwrap();
+        fs::write(src.join(l).join("new/g"), b"g").unwrap();
+    }
+    w.converge(&src, &dst);
+    let st = w.state();
+    assert_eq!(st["unwatched_dirs"], 0, "{st}");
+    assert!(!w.stderr().contains("watch limit"), "{}", w.stderr());
+}
+
+#[test]
+fn backend_inotify_still_works_where_fanotify_could() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir_all(src.join("a")).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--backend", "inotify"]);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("with inotify"), "{}", w.stderr());
+    sh("mkdir -p a/b/c && echo x > a/b/c/f && mv a a2", &src);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("a2/b/c/f")).unwrap(), b"x\n");
+    assert_eq!(w.state()["backend"], "inotify");
 }

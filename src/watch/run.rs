@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
 use super::event::Event;
-use super::inotify::{Log, WatchConfig, Watcher};
+use super::inotify::{Log, Shared, WatchConfig};
 use super::resume;
 use super::session::Dest;
 use super::state::{unix_now, State};
-use super::WatchOptions;
+use super::{fanotify, inotify, Backend, WatchOptions};
 use crate::config::Options;
 use crate::error::{Error, ExitCode, Result};
 use crate::report::{escape, Report};
@@ -124,6 +124,92 @@ fn scope_list(s: &Scope) -> Vec<String> {
         .collect()
 }
 
+/// The running change watcher, of either backend.
+enum Kernel {
+    Fanotify(fanotify::Watcher),
+    Inotify(inotify::Watcher),
+}
+
+impl Kernel {
+    fn name(&self) -> &'static str {
+        match self {
+            Kernel::Fanotify(_) => "fanotify",
+            Kernel::Inotify(_) => "inotify",
+        }
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        match self {
+            Kernel::Fanotify(k) => k.shared.clone(),
+            Kernel::Inotify(k) => k.shared.clone(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Kernel::Fanotify(k) => k.stop(),
+            Kernel::Inotify(k) => k.stop(),
+        }
+    }
+}
+
+/// Starts the watcher `--backend` asks for (auto: fanotify, else inotify) and says in
+/// one line which one runs.
+fn start_watcher(
+    src: &Path,
+    opts: &Options,
+    w: &WatchOptions,
+    tx: std::sync::mpsc::SyncSender<Event>,
+    log: Log,
+    out: &dyn Output,
+) -> Result<(Kernel, &'static str)> {
+    let cfg = WatchConfig {
+        // Watches are added by path without following symlinks: resolve SRC itself.
+        root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
+        one_file_system: opts.one_file_system,
+        poll: w.poll_interval,
+    };
+    let fail = |e: std::io::Error| Error::Selection {
+        path: src.to_path_buf(),
+        what: format!("cannot watch the source: {e}"),
+    };
+    let mut why_not = None;
+    if w.backend != Backend::Inotify {
+        match fanotify::Watcher::start(cfg.clone(), tx.clone(), log.clone()) {
+            Ok(k) => {
+                let k = Kernel::Fanotify(k);
+                if !opts.quiet {
+                    out.warn(&format!(
+                        "watching {} with fanotify (one mark per filesystem)",
+                        src.display()
+                    ));
+                }
+                let name = k.name();
+                return Ok((k, name));
+            }
+            Err(e) if w.backend == Backend::Fanotify => {
+                return Err(Error::Selection {
+                    path: src.to_path_buf(),
+                    what: format!(
+                        "--backend fanotify: {e}; run as root on a filesystem with file                          handles, or use --backend inotify"
+                    ),
+                })
+            }
+            Err(e) => why_not = Some(e.to_string()),
+        }
+    }
+    let k = Kernel::Inotify(inotify::Watcher::start(cfg, tx, log).map_err(fail)?);
+    if !opts.quiet {
+        out.warn(&format!(
+            "watching {} with inotify (a watch per directory){}",
+            src.display(),
+            why_not.map_or(String::new(), |w| format!("; not fanotify: {w}"))
+        ));
+    }
+    let name = k.name();
+    Ok((k, name))
+}
+
 /// Runs the watch until interrupted (Ok) or the source is lost (exit 3) or unusable.
 /// `on_batch` receives each batch's report.
 pub fn run(
@@ -176,21 +262,9 @@ pub fn run(
         // The inotify thread's lines go to stderr directly (Output is not 'static).
         Arc::new(|line: String| eprintln!("fsync-repl: {line}"))
     };
-    let mut watcher = Watcher::start(
-        WatchConfig {
-            // Watches are added by path without following symlinks: resolve SRC itself.
-            root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
-            one_file_system: opts.one_file_system,
-            poll: w.poll_interval,
-        },
-        tx,
-        log,
-    )
-    .map_err(|e| Error::Selection {
-        path: src.to_path_buf(),
-        what: format!("cannot watch the source: {e}"),
-    })?;
-    let shared = watcher.shared.clone();
+    let (mut watcher, backend) = start_watcher(src, opts, w, tx, log, out)?;
+    state.backend = backend.into();
+    let shared = watcher.shared();
     // With the watch in place, whatever changes from here on is seen: now the saved
     // dirty set and the changes made while stopped can be collected.
     let dest_empty = match dest {
@@ -273,7 +347,8 @@ pub fn run(
                     scope_list(&overflowed).join(", ")
                 };
                 out.warn(&format!(
-                    "warning: the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning {what}"
+                    "warning: the kernel's {} queue overflowed (fs.{}.max_queued_events); rescanning {what}",
+                    backend, backend
                 ));
             }
             if shared.channel_full.swap(false, Ordering::Relaxed) && opts.verbose > 0 {

@@ -54,9 +54,25 @@ pub struct State {
     pub selection: String,
     /// How this run began: "full push" or "resumed".
     pub start: String,
+    /// The change notification interface: "fanotify" or "inotify".
+    pub backend: String,
+    /// Lag and pending directories per top-level directory of SRC.
+    pub homes: Vec<HomeState>,
     /// Entries of SRC at the last full push: what a batch's deletes are weighed against.
     #[serde(default)]
     pub tree_entries: Option<u64>,
+}
+
+/// How current one top-level directory of SRC (a home) is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HomeState {
+    /// Its name (escaped); "." stands for the entries of SRC's root itself.
+    pub name: String,
+    /// Seconds its oldest change not yet replicated has waited (0: current).
+    pub lag_secs: f64,
+    /// Its directories waiting to be replicated.
+    pub pending: usize,
 }
 
 /// Seconds since the Unix epoch.
