@@ -380,12 +380,13 @@ pub fn run(
         if identity(src) != root_id {
             break Err(root_gone(src));
         }
-        let batch_since = deb.oldest().unwrap_or(now);
-        let scope = deb.take();
+        let batch = deb.take();
+        let batch_since = batch.since.values().min().copied().unwrap_or(now);
+        let scope = &batch.scope;
         let mut bopts = opts.clone();
         // A scope too large to be worth listing apart (or to fit a request) is the
         // whole tree.
-        let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
+        let whole = scope.is_everything() || scope_bytes(scope) > MAX_SCOPE_BYTES;
         bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
         // A batch weighs its deletes against the whole replica, not its part.
         bopts.dest_entries = state.tree_entries;
@@ -478,10 +479,10 @@ pub fn run(
                 }
             }
             Outcome::Interrupted => {
-                deb.mark(&scope, now);
+                deb.put_back(&batch, now);
             }
             Outcome::Retry(why) => {
-                deb.mark(&scope, now);
+                deb.put_back(&batch, now);
                 failed_since.get_or_insert(batch_since);
                 let wait = backoff.fail(Instant::now());
                 state.failures = backoff.failures();
@@ -534,7 +535,7 @@ pub fn run(
     dest.close();
     state.running = false;
     state.pending_dirs = deb.pending();
-    state.pending = scope_list(deb.dirty());
+    state.pending = scope_list(&deb.dirty());
     let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
     state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
     if let Err(e) = &result {
