@@ -11,7 +11,8 @@
 //! is the loop that feeds every batch to the
 //! ordinary scan → plan → transfer pipeline limited to the dirty [`crate::scope::Scope`]
 //! — there is no second copy engine — through one long-lived destination session
-//! ([`session`]); [`state`] is the state file `fsync-repl status` reads.
+//! ([`session`]); [`state`] is the state file `fsync-repl status` reads, [`metrics`]
+//! the Prometheus textfile of `--metrics-file`.
 //!
 //! Invariants kept on top of the push's: a change is never forgotten (a failed batch
 //! goes back into the dirty set), deletes happen only inside the scope both sides
@@ -23,6 +24,7 @@ pub mod debounce;
 pub mod event;
 pub mod fanotify;
 pub mod inotify;
+pub mod metrics;
 pub mod resume;
 pub mod run;
 pub mod session;

@@ -22,9 +22,10 @@ use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
 use super::event::Event;
 use super::inotify::{Log, Shared, WatchConfig};
+use super::metrics::{self, Metrics};
 use super::resume;
 use super::session::Dest;
-use super::state::{unix_now, State};
+use super::state::{homes_state, unix_now, State};
 use super::{fanotify, inotify, Backend, WatchOptions};
 use crate::config::Options;
 use crate::error::{Error, ExitCode, Result};
@@ -73,19 +74,24 @@ fn classify(result: &Result<Report>) -> Outcome {
     }
 }
 
-/// The relative paths of the state file (and its temporary name) and the log file,
-/// for those that lie inside SRC.
+/// The relative paths of the state and metrics files (and their temporary names) and
+/// the log file, for those that lie inside SRC.
 fn own_files(src: &Path, w: &WatchOptions) -> Vec<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(root) = std::fs::canonicalize(src) else {
         return Vec::new();
     };
-    let mut tmp = w.state_file.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = |f: &Path| {
+        let mut t = f.as_os_str().to_owned();
+        t.push(format!(".tmp.{}", std::process::id()));
+        std::path::PathBuf::from(t)
+    };
     [
         Some(w.state_file.clone()),
-        Some(tmp.into()),
+        Some(tmp(&w.state_file)),
         w.log_file.clone(),
+        w.metrics_file.clone(),
+        w.metrics_file.as_deref().map(tmp),
     ]
     .into_iter()
     .flatten()
@@ -295,6 +301,14 @@ pub fn run(
     let mut sessions_seen = 0u64;
     let mut dest_id: Option<(u64, u64)> = None;
     let mut last_save = Instant::now();
+    let mut metrics = Metrics {
+        backend: backend.into(),
+        ..Metrics::default()
+    };
+    // Written when something changed, at most once a second (and at the end).
+    let mut metrics_stale = true;
+    let mut metrics_at: Option<Instant> = None;
+    let mut metrics_warned = false;
 
     let result = loop {
         if interrupted.load(Ordering::Relaxed) {
@@ -364,13 +378,19 @@ pub fn run(
             next_rescan = now + jittered(w.rescan_interval, seed.wrapping_add(rescans));
             deb.mark(&Scope::everything(), now);
         }
+        if let Some(f) = &w.metrics_file {
+            metrics_stale |= deb.pending() > 0;
+            if metrics_stale && metrics_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                write_metrics(f, &mut metrics, &state, &deb, src, out, &mut metrics_warned);
+                metrics_stale = false;
+                metrics_at = Some(Instant::now());
+            }
+        }
         if !deb.ready(now) || !backoff.ready(now) {
             dest.keepalive();
             // While changes wait (a back-off, say), the state file keeps up every 5 s.
             if deb.pending() > 0 && last_save.elapsed() >= Duration::from_secs(5) {
-                let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-                state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
-                state.pending_dirs = deb.pending();
+                fill_lag(&mut state, &deb, failed_since, src);
                 save(&state);
                 last_save = Instant::now();
             }
@@ -435,6 +455,9 @@ pub fn run(
                 out.warn(e);
             }
             on_batch(r);
+            metrics.failed_entries += r.failed;
+            metrics.bytes_sent += r.bytes_literal;
+            metrics.bytes_matched += r.bytes_matched;
             if !r.relist_dirs.is_empty() {
                 // Directories gone from SRC whose contents this batch did not list
                 // (a resumed start saw only their parent change): list them whole.
@@ -464,6 +487,8 @@ pub fn run(
             _ => {}
         }
         state.batches += 1;
+        metrics.batches += 1;
+        metrics_stale = true;
         match outcome {
             Outcome::Done => {
                 backoff.succeed();
@@ -483,6 +508,7 @@ pub fn run(
             }
             Outcome::Retry(why) => {
                 deb.put_back(&batch, now);
+                metrics.failed_batches += 1;
                 failed_since.get_or_insert(batch_since);
                 let wait = backoff.fail(Instant::now());
                 state.failures = backoff.failures();
@@ -497,9 +523,7 @@ pub fn run(
                 ));
             }
         }
-        let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-        state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
-        state.pending_dirs = deb.pending();
+        fill_lag(&mut state, &deb, failed_since, src);
         state.sessions = dest.sessions();
         state.unwatched_dirs = shared.unwatched.lock().map(|u| u.len()).unwrap_or_default();
         save(&state);
@@ -534,16 +558,63 @@ pub fn run(
     state.dest_id = dest.identity();
     dest.close();
     state.running = false;
-    state.pending_dirs = deb.pending();
     state.pending = scope_list(&deb.dirty());
-    let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-    state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+    fill_lag(&mut state, &deb, failed_since, src);
     if let Err(e) = &result {
         state.last_error = Some(e.to_string());
         state.last_error_at = Some(unix_now());
     }
     save(&state);
+    if let Some(f) = &w.metrics_file {
+        write_metrics(f, &mut metrics, &state, &deb, src, out, &mut metrics_warned);
+    }
     result
+}
+
+/// The lag figures of the state at this moment: overall and per home.
+fn fill_lag(state: &mut State, deb: &Debouncer, failed_since: Option<Instant>, src: &Path) {
+    let now = Instant::now();
+    let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+    state.lag_secs = oldest.map_or(0.0, |o| now.saturating_duration_since(o).as_secs_f64());
+    state.pending_dirs = deb.pending();
+    state.homes = homes_state(&top_dirs(src), &deb.homes(), now);
+}
+
+/// The top-level directories of SRC (the homes), not following symlinks.
+fn top_dirs(src: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(src) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .collect()
+}
+
+/// Brings the metrics up to date and writes them; a failure is one warning line.
+fn write_metrics(
+    path: &Path,
+    m: &mut Metrics,
+    state: &State,
+    deb: &Debouncer,
+    src: &Path,
+    out: &dyn Output,
+    warned: &mut bool,
+) {
+    m.last_success = state.last_success;
+    m.homes = homes_state(&top_dirs(src), &deb.homes(), Instant::now());
+    match metrics::write(path, m) {
+        Ok(()) => *warned = false,
+        Err(_) if *warned => {}
+        Err(e) => {
+            *warned = true;
+            out.warn(&format!(
+                "warning: cannot write the metrics file {}: {e}; check its directory",
+                path.display()
+            ));
+        }
+    }
 }
 
 fn now_ns() -> i128 {
