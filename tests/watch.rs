@@ -1379,3 +1379,86 @@ fn backend_inotify_still_works_where_fanotify_could() {
     assert_eq!(fs::read(dst.join("a2/b/c/f")).unwrap(), b"x\n");
     assert_eq!(w.state()["backend"], "inotify");
 }
+
+#[test]
+fn status_and_the_metrics_file_show_the_lag_of_each_home() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    for home in ["alice", "bob", "carol"] {
+        fs::create_dir_all(src.join(home).join("docs")).unwrap();
+        fs::write(src.join(home).join("docs/f"), home).unwrap();
+    }
+    let metrics = t.join("watch.prom");
+    // A long quiet time keeps a change pending long enough to be looked at.
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &[
+            "--delay",
+            "20s",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    w.converge(&src, &dst);
+    w.until("the metrics of the first batch", |_| {
+        fs::read_to_string(&metrics).is_ok_and(|m| m.contains("fsync_repl_watch_batches_total 1\n"))
+    });
+    fs::write(src.join("bob/docs/new"), b"n").unwrap();
+    w.until("bob's pending change in the state", |w| {
+        let st = w.try_state();
+        st["homes"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| h["name"] == "bob" && h["pending"] == 1))
+    });
+    let st = w.state();
+    let homes = st["homes"].as_array().unwrap();
+    let names: Vec<&str> = homes.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"], "{st}");
+    let bob = &homes[1];
+    assert!(bob["lag_secs"].as_f64().unwrap() > 0.0, "{st}");
+    assert_eq!(homes[0]["pending"], 0, "{st}");
+    assert_eq!(homes[0]["lag_secs"], 0.0, "{st}");
+    assert!(
+        ["fanotify", "inotify"].contains(&st["backend"].as_str().unwrap()),
+        "{st}"
+    );
+    // Pending indeed: not in DEST yet.
+    assert!(!dst.join("bob/docs/new").exists());
+    let out = bin()
+        .arg("status")
+        .arg("--state-file")
+        .arg(&w.state)
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("homes: 3 (1 with pending changes)"),
+        "{human}"
+    );
+    assert!(human.contains("bob: lag "), "{human}");
+    assert!(human.contains("backend: "), "{human}");
+    w.until("bob's pending directory in the metrics", |_| {
+        fs::read_to_string(&metrics).is_ok_and(|m| {
+            m.contains("fsync_repl_watch_pending_directories{home=\"bob\"} 1\n")
+                && m.contains("fsync_repl_watch_pending_directories{home=\"alice\"} 0\n")
+        })
+    });
+    let m = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        !m.contains("fsync_repl_watch_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("backend=\"{}\"", st["backend"].as_str().unwrap())),
+        "{m}"
+    );
+    // Only the file itself beside the trees: the temporary name was renamed.
+    let stray: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
