@@ -1284,15 +1284,24 @@ fn fanotify_reports_every_kind_of_change() {
 }
 
 #[test]
-fn fanotify_ignores_changes_outside_src() {
+fn fanotify_ignores_changes_outside_src_and_excluded_ones() {
     let _limits = shared_limits();
-    if !fanotify_ready("fanotify_ignores_changes_outside_src", Path::new(FAN_BASE)) {
+    if !fanotify_ready(
+        "fanotify_ignores_changes_outside_src_and_excluded_ones",
+        Path::new(FAN_BASE),
+    ) {
         return;
     }
     let (t, src, dst) = fan_pair();
     let outside = t.join("outside");
     fs::write(src.join("f"), b"1").unwrap();
-    let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+    fs::create_dir_all(src.join("home")).unwrap();
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--backend", "fanotify", "--exclude", ".cache/"],
+    );
     w.converge(&src, &dst);
     w.until("the first batch in the state file", |w| {
         w_state_batches(w) >= 1
@@ -1303,17 +1312,22 @@ fn fanotify_ignores_changes_outside_src() {
     }
     fs::create_dir(outside.join("d")).unwrap();
     fs::rename(outside.join("o0"), outside.join("d/o0")).unwrap();
+    fs::create_dir(src.join("home/.cache")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("home/.cache/c{i}")), b"c").unwrap();
+    }
+    fs::create_dir(src.join("home/.cache/sub")).unwrap();
     // Longer than any batch's wait (delay 250 ms, at most 1 s): a batch the outside
     // changes started would have run by now.
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         w_state_batches(&w),
         before,
-        "changes outside SRC ran a batch\n{}",
+        "changes outside SRC or excluded ran a batch\n{}",
         w.stderr()
     );
     fs::write(src.join("g"), b"2").unwrap();
-    w.converge(&src, &dst);
+    w.until("the change inside SRC in DEST", |_| dst.join("g").exists());
     w.until("the batch of the change inside", |w| {
         w_state_batches(w) > before
     });
@@ -1327,6 +1341,7 @@ fn fanotify_ignores_changes_outside_src() {
         !names.iter().any(|n| n.starts_with('o') || n == "d"),
         "{names:?}"
     );
+    assert!(!dst.join("home/.cache").exists());
 }
 
 #[test]

@@ -7,10 +7,11 @@
 //! handle (`open_by_handle_at` against a descriptor of that filesystem's mount under
 //! SRC, then the descriptor's path in `/proc/self/fd`), keeps a small handle → path
 //! cache (emptied whenever a directory moves, since that changes the paths beneath it),
-//! and drops every event outside SRC. What is left goes through the same conversion
-//! ([`convert`]) and the same bounded channel as inotify's events: a full channel adds
-//! the directories to the shared `lost` set, a kernel queue overflow (`FAN_Q_OVERFLOW`)
-//! marks the whole tree. Nothing is dropped silently.
+//! and drops every event outside SRC or excluded by a command-line pattern (the
+//! batch's scan applies `.fsyncignore` rules as always). What is left goes through the
+//! same conversion ([`convert`]) and the same bounded channel as inotify's events: a
+//! full channel adds the directories to the shared `lost` set, a kernel queue overflow
+//! (`FAN_Q_OVERFLOW`) marks the whole tree. Nothing is dropped silently.
 //!
 //! It needs CAP_SYS_ADMIN and a filesystem that can encode file handles with a
 //! filesystem id (ext4, xfs, btrfs, tmpfs since Linux 6.6); [`Watcher::start`] fails
@@ -32,6 +33,7 @@ use std::time::Duration;
 
 use super::event::{convert, dirty_of, ChangeKind, Event};
 use super::inotify::{Log, Shared, WatchConfig};
+use crate::scan::Filter;
 
 /// The events the mark asks for.
 const MASK: u64 = libc::FAN_CREATE
@@ -274,6 +276,7 @@ impl Watcher {
             fs.insert(fsid, Fs { mount });
         }
         let root_fid = fid_of(&root).ok();
+        let filter = Filter::from_patterns(&cfg.excludes).map_err(std::io::Error::other)?;
         let shared = Arc::new(Shared::default());
         let me = Thread {
             group,
@@ -281,6 +284,7 @@ impl Watcher {
             root: root.as_os_str().as_bytes().to_vec(),
             root_fid,
             cache: HashMap::new(),
+            filter: (!filter.is_empty()).then_some(filter),
             pid: std::process::id() as i32,
             shared: shared.clone(),
             tx,
@@ -382,6 +386,8 @@ struct Thread {
     root_fid: Option<Fid>,
     /// Handle → path relative to the root (`None`: outside it).
     cache: HashMap<Fid, Option<Vec<u8>>>,
+    /// The command-line excludes (a `.fsyncignore` is applied by the batch's scan).
+    filter: Option<Filter>,
     pid: i32,
     shared: Arc<Shared>,
     tx: SyncSender<Event>,
@@ -531,6 +537,13 @@ impl Thread {
         if change.is_dir && change.kind == ChangeKind::Removed {
             self.cache.clear();
         }
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| f.excluded_or_within_excluded(&change.path, change.is_dir))
+        {
+            return true;
+        }
         self.send(Event::Change(change))
     }
 
@@ -564,6 +577,7 @@ pub fn probe(root: &Path) -> std::io::Result<()> {
         root: root.to_path_buf(),
         one_file_system: true,
         poll: Duration::from_secs(60),
+        excludes: Vec::new(),
     };
     Watcher::start(cfg, tx, Arc::new(|_| {})).map(drop)
 }

@@ -174,6 +174,7 @@ fn start_watcher(
         root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
         one_file_system: opts.one_file_system,
         poll: w.poll_interval,
+        excludes: opts.excludes.clone(),
     };
     let fail = |e: std::io::Error| Error::Selection {
         path: src.to_path_buf(),
