@@ -1247,6 +1247,9 @@ fn fanotify_reports_every_kind_of_change() {
     let moved = ino(&dst.join("home1/docs/a.txt"));
     fs::rename(src.join("home1/docs"), src.join("home1/papers")).unwrap();
     w.converge(&src, &dst);
+    // Changes in a renamed directory are found under its new name.
+    fs::write(src.join("home1/papers/b.txt"), b"beta").unwrap();
+    w.converge(&src, &dst);
     assert!(!dst.join("home1/docs").exists());
     assert_eq!(
         fs::read(dst.join("home1/papers/a.txt")).unwrap(),
@@ -1261,11 +1264,21 @@ fn fanotify_reports_every_kind_of_change() {
     // Into SRC from outside (same filesystem), and out of it.
     fs::create_dir_all(outside.join("pkg/lib")).unwrap();
     fs::write(outside.join("pkg/lib/x"), b"x").unwrap();
+    // Let the watcher see (and set aside) the changes while they are outside SRC.
+    std::thread::sleep(Duration::from_millis(500));
     fs::rename(outside.join("pkg"), src.join("home1/pkg")).unwrap();
     fs::rename(src.join("home1/new.txt"), outside.join("new.txt")).unwrap();
     w.converge(&src, &dst);
     assert_eq!(fs::read(dst.join("home1/pkg/lib/x")).unwrap(), b"x");
+    fs::write(src.join("home1/pkg/lib/y"), b"y").unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home1/pkg/lib/y")).unwrap(), b"y");
+    // Moved out, its changes are no longer SRC's.
+    fs::rename(src.join("home1/pkg"), outside.join("pkg2")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home1/pkg").exists());
     assert!(!dst.join("home1/new.txt").exists());
+    fs::write(outside.join("pkg2/lib/z"), b"z").unwrap();
 
     // A deep tree created and filled while the watcher reads nothing: whole in DEST.
     w.signal(libc::SIGSTOP);

@@ -5,8 +5,9 @@
 //! exists. The group reports each event with the file handle of the directory it
 //! happened in and the entry's name (`FAN_REPORT_DFID_NAME`). The thread resolves the
 //! handle (`open_by_handle_at` against a descriptor of that filesystem's mount under
-//! SRC, then the descriptor's path in `/proc/self/fd`), keeps a small handle → path
-//! cache (emptied whenever a directory moves, since that changes the paths beneath it),
+//! SRC, then the descriptor's path in `/proc/self/fd`), keeps a handle → path cache
+//! (a directory moved out of a place in SRC drops the paths beneath it; one moved into
+//! SRC drops every "outside" answer, since it may come from there),
 //! and drops every event outside SRC or excluded by a command-line pattern (the
 //! batch's scan applies `.fsyncignore` rules as always). What is left goes through the
 //! same conversion ([`convert`]) and the same bounded channel as inotify's events: a
@@ -31,9 +32,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::event::{convert, dirty_of, ChangeKind, Event};
+use super::event::{convert, dirty_of, Event};
 use super::inotify::{Log, Shared, WatchConfig};
 use crate::scan::Filter;
+use crate::tree::is_within;
 
 /// The events the mark asks for.
 const MASK: u64 = libc::FAN_CREATE
@@ -519,23 +521,21 @@ impl Thread {
             self.shared.root_gone.store(true, Ordering::Relaxed);
             return true;
         }
-        let moved_dir = ev.mask & libc::FAN_ONDIR != 0
-            && ev.mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO | libc::FAN_MOVE_SELF) != 0;
         let Some(dir) = self.resolve(&fid) else {
-            if moved_dir {
-                // A directory moved in from outside changes paths the cache holds.
-                self.cache.clear();
-            }
+            // Outside SRC (or gone): a directory moved there stays outside.
             return true;
         };
-        if moved_dir {
-            self.cache.clear();
-        }
         let Some(change) = convert(&dir, name.as_deref(), as_inotify_mask(ev.mask)) else {
             return true;
         };
-        if change.is_dir && change.kind == ChangeKind::Removed {
-            self.cache.clear();
+        if change.is_dir && ev.mask & libc::FAN_MOVED_FROM != 0 {
+            // The paths cached beneath it are no longer its.
+            self.cache
+                .retain(|_, p| !p.as_deref().is_some_and(|p| is_within(p, &change.path)));
+        }
+        if change.is_dir && ev.mask & libc::FAN_MOVED_TO != 0 {
+            // It may come from outside SRC: what was outside may be inside now.
+            self.cache.retain(|_, p| p.is_some());
         }
         if self
             .filter
