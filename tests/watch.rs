@@ -1490,3 +1490,70 @@ fn status_and_the_metrics_file_show_the_lag_of_each_home() {
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
 }
+
+#[test]
+fn without_cap_sys_admin_auto_falls_back_to_inotify_and_says_why() {
+    let _limits = shared_limits();
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !is_root() || !setpriv.exists() {
+        let line = "SKIPPED without_cap_sys_admin_auto_falls_back_to_inotify_and_says_why: \
+                    needs root and setpriv\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    fs::write(src.join("f"), b"1").unwrap();
+    let drop_cap = |backend: &str, state: &Path| {
+        let mut c = std::process::Command::new(setpriv);
+        c.args(["--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"])
+            .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+            .args(["watch", "--backend", backend, "--state-file"])
+            .arg(state)
+            .arg(&src)
+            .arg(&dst)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    // Asked for explicitly, fanotify refuses with the reason and touches nothing.
+    let out = drop_cap("fanotify", &t.join("st1.json")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
+    assert!(!dst.exists(), "DEST was created");
+    // auto: inotify, said in one line, and it replicates.
+    let state = t.join("st2.json");
+    let errf = t.join("err");
+    let mut child = drop_cap("auto", &state)
+        .stderr(fs::File::create(&errf).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while !dst.join("f").exists() {
+        assert!(
+            Instant::now() < end,
+            "{}",
+            fs::read_to_string(&errf).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    fs::write(src.join("g"), b"2").unwrap();
+    while !dst.join("g").exists() {
+        assert!(
+            Instant::now() < end,
+            "{}",
+            fs::read_to_string(&errf).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = fs::read_to_string(&errf).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("watching ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("with inotify") && lines[0].contains("CAP_SYS_ADMIN"),
+        "{err}"
+    );
+}

@@ -334,6 +334,7 @@ fn mark(group: &OwnedFd, p: &Path) -> std::io::Result<()> {
     if r < 0 {
         let e = std::io::Error::last_os_error();
         let why = match e.raw_os_error() {
+            Some(libc::EPERM) => "a filesystem mark needs CAP_SYS_ADMIN (run as root)".into(),
             Some(libc::ENODEV) | Some(libc::EXDEV) | Some(libc::EOPNOTSUPP) => format!(
                 "the filesystem of {} cannot report file handles to fanotify ({e})",
                 p.display()

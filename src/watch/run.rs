@@ -198,7 +198,7 @@ fn start_watcher(
                 return Err(Error::Selection {
                     path: src.to_path_buf(),
                     what: format!(
-                        "--backend fanotify: {e}; run as root on a filesystem with file                          handles, or use --backend inotify"
+                        "--backend fanotify: {e}; use --backend auto or inotify for this source"
                     ),
                 })
             }
