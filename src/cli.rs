@@ -140,8 +140,8 @@ value to set, and the directories left without a watch are rescanned every
 rescans the affected tree (logged once per incident); --rescan-interval runs a full
 reconcile periodically anyway.
 
-Fairness: pending changes are kept per top-level directory of SRC (a home) and each
-batch takes at most --max-batch directories, round-robin across the homes, so a burst in
+Fairness: pending changes are kept per top-level directory of SRC (a home); a batch takes
+one dirty directory of each home in turn and stops near --max-batch changes, so a burst in
 one home delays another's change by about one batch. `status` shows the lag and pending
 directories per home.
 
@@ -169,7 +169,8 @@ pub struct WatchArgs {
     /// Quiet time after the last change before a batch starts (250ms, 2s, ...).
     #[arg(long, value_name = "DURATION", default_value = "250ms")]
     pub delay: String,
-    /// Start a batch at once when this many distinct paths changed.
+    /// Start a batch at once when this many distinct paths changed; a batch takes
+    /// about this many changes (round-robin across the homes).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_batch: usize,
     /// Full reconcile of the whole tree this often (jittered by 10%).

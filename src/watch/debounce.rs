@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{dirty_of, Event};
 use crate::scope::Scope;
+use crate::tree::is_within;
 
 /// Debounce settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +54,9 @@ pub fn home_of(rel: &[u8]) -> &[u8] {
 struct Home {
     dirty: Scope,
     paths: HashSet<Vec<u8>>,
+    /// Changes counted per dirty directory (at most `max_batch` each): what listing it
+    /// costs a batch, roughly.
+    cost: BTreeMap<Vec<u8>, usize>,
     first: Option<Instant>,
     last: Option<Instant>,
     /// Left over by a full batch: due at once.
@@ -63,6 +67,31 @@ impl Home {
     fn touch(&mut self, now: Instant) {
         self.first.get_or_insert(now);
         self.last = Some(now);
+    }
+
+    /// Removes and returns the cost of listing `dir` (with its subtree when
+    /// `recursive`): the changes counted there, at least 1.
+    fn take_cost(&mut self, dir: &[u8], recursive: bool) -> usize {
+        if dir.is_empty() && recursive {
+            return std::mem::take(&mut self.cost)
+                .into_values()
+                .sum::<usize>()
+                .max(1);
+        }
+        let mut n = self.cost.remove(dir).unwrap_or(0);
+        if recursive {
+            let inside: Vec<Vec<u8>> = self
+                .cost
+                .range(dir.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(dir))
+                .filter(|(k, _)| is_within(k, dir))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in inside {
+                n += self.cost.remove(&k).unwrap_or(0);
+            }
+        }
+        n.max(1)
     }
 
     fn due(&self, cfg: &Debounce) -> Option<Instant> {
@@ -127,6 +156,7 @@ impl Debouncer {
                 all.first = [all.first, h.first].into_iter().flatten().min();
                 all.last = [all.last, h.last].into_iter().flatten().max();
                 all.paths.extend(h.paths);
+                all.cost.extend(h.cost);
                 all.backlog |= h.backlog;
             }
             all.dirty.add(b"", true);
@@ -153,8 +183,12 @@ impl Debouncer {
                     let max = self.cfg.max_batch;
                     if let Some(h) = self.homes.get_mut(&home) {
                         h.touch(now);
-                        if i == 0 && h.paths.len() < max {
-                            h.paths.insert(c.path.clone());
+                        if i == 0 {
+                            if h.paths.len() < max {
+                                h.paths.insert(c.path.clone());
+                            }
+                            let n = h.cost.entry(d.to_vec()).or_default();
+                            *n = (*n + 1).min(max);
                         }
                     }
                 }
@@ -214,9 +248,13 @@ impl Debouncer {
         self.due().is_some_and(|d| d <= now)
     }
 
-    /// Takes the next batch: at most `max_batch` directories, one per pending home in
-    /// turn, longest-waiting home first (empty when nothing is pending). What does not
-    /// fit stays pending and is due at once.
+    /// Takes the next batch, one directory per pending home in turn, the home that
+    /// waited longest first: the first round takes one of every home (up to
+    /// `max_batch` directories); further rounds go on while the changes counted in the
+    /// directories taken stay under `max_batch`. A burst of changes in one home thus
+    /// fills a batch with about `max_batch` of its changes, and another home's change
+    /// rides in the next batch. What does not fit stays pending, due at once. Empty
+    /// when nothing is pending.
     pub fn take(&mut self) -> Batch {
         let mut order: Vec<(Instant, Vec<u8>)> = self
             .homes
@@ -225,23 +263,26 @@ impl Debouncer {
             .map(|(k, h)| (h.first.unwrap_or_else(Instant::now), k.clone()))
             .collect();
         order.sort();
+        let max = self.cfg.max_batch;
         let mut batch = Batch::default();
-        let mut room = self.cfg.max_batch;
-        while room > 0 && !order.is_empty() {
+        let (mut spent, mut dirs, mut first_round) = (0usize, 0usize, true);
+        while !order.is_empty() && dirs < max && (first_round || spent < max) {
             order.retain(|(since, k)| {
                 let Some(h) = self.homes.get_mut(k) else {
                     return false;
                 };
-                if room == 0 || h.dirty.is_empty() {
-                    return !h.dirty.is_empty();
+                let open = dirs < max && (first_round || spent < max);
+                if open && !h.dirty.is_empty() {
+                    for (d, r) in h.dirty.split_off_first(1).pairs() {
+                        spent += h.take_cost(d, r);
+                        batch.scope.add(d, r);
+                    }
+                    batch.since.entry(k.clone()).or_insert(*since);
+                    dirs += 1;
                 }
-                for (d, r) in h.dirty.split_off_first(1).pairs() {
-                    batch.scope.add(d, r);
-                }
-                batch.since.entry(k.clone()).or_insert(*since);
-                room -= 1;
                 !h.dirty.is_empty()
             });
+            first_round = false;
         }
         self.homes.retain(|_, h| {
             if h.dirty.is_empty() {
@@ -488,5 +529,41 @@ mod tests {
         assert_eq!(d.oldest(), Some(t0));
         d.add(&ch("c/x", false, ChangeKind::Created), t0 + ms(1100));
         assert_eq!(d.pending(), 1, "covered by the pending rescan");
+    }
+
+    #[test]
+    fn a_batch_holds_about_max_batch_changes_of_a_burst() {
+        let t0 = Instant::now();
+        let mut d = Debouncer::new(Debounce::new(Duration::from_millis(250), 1000));
+        // 50,000 files in 500 directories: few directories, many changes each.
+        for i in 0..50_000u32 {
+            let p = format!("bob/x/d{}/f{}", i / 100, i % 100);
+            d.add(&ch(&p, false, ChangeKind::Created), t0);
+        }
+        d.add(&ch("zoe/notes/todo", false, ChangeKind::Modified), t0);
+        let mut taken = 0;
+        let mut batches = 0;
+        let mut zoe_in = None;
+        while d.pending() > 0 {
+            let b = d.take();
+            batches += 1;
+            let bob = b
+                .scope
+                .pairs()
+                .filter(|(p, _)| p.starts_with(b"bob/"))
+                .count();
+            // 100 changes a directory: about ten of them fill a batch.
+            assert!(
+                bob <= 11,
+                "batch {batches} lists {bob} of bob's directories"
+            );
+            taken += bob;
+            if b.scope.lists(b"zoe/notes") {
+                zoe_in.get_or_insert(batches);
+            }
+        }
+        assert_eq!(zoe_in, Some(1));
+        assert_eq!(taken, 500, "every directory of the burst, once");
+        assert!(batches >= 45, "{batches} batches");
     }
 }
