@@ -21,6 +21,11 @@
 #   lsyncd    lsyncd 2.x (`default.rsync`, nodaemon) on the same pair: the time until
 #             its log says the start-up sync finished, then its VmRSS after SETTLE s.
 #             The anchor: the tool the issue of scale is known from.
+#   latency   (LATENCY=1, the default) with `watch --backend fanotify` running on the
+#             tree: SAMPLES single-file writes in the last home, one every 0.3 s, each
+#             timed from its close() until DEST holds the same content (polled every
+#             2 ms): at idle, then while BURST files (100 a directory) are written into
+#             the first home as fast as python can. p50 and p99 (the max of so few).
 # Targets (from the design): watch ready <= 1.2 x the no-change push; idle RSS <= 64 MiB.
 #
 # Environment (all optional)
@@ -33,6 +38,9 @@
 #   LOOP=0         no loop image: the tree directly in SCRATCH (must be a filesystem
 #                  fanotify accepts, e.g. /var/tmp on ext4)
 #   FSYNC_REPL     binary [REPO/target/release/fsync-repl, after cargo build --release]
+#   LATENCY=0      skip the latency measurement
+#   SAMPLES        latency samples, at idle and during the burst    [30]
+#   BURST          files of the burst                              [50000]
 #   KEEP=1         keep the scratch directory
 #
 # Tools: bash, python3, hyperfine, /usr/bin/time, lsyncd (Debian package `lsyncd`;
@@ -48,6 +56,9 @@ SETTLE=${SETTLE:-5}
 SCRATCH=${SCRATCH:-/dev/shm}
 LOOP=${LOOP:-1}
 KEEP=${KEEP:-0}
+LATENCY=${LATENCY:-1}
+SAMPLES=${SAMPLES:-30}
+BURST=${BURST:-50000}
 BIN=${FSYNC_REPL:-$REPO/target/release/fsync-repl}
 
 die() { echo "watch-scale.sh: $*" >&2; exit 1; }
@@ -199,3 +210,82 @@ fan_rss=$(echo "${RSS[fanotify]} / 1024" | bc -l)
 verdict() { if [ "$(echo "$1" | bc -l)" = 1 ]; then echo ok; else echo FAIL; fi; }
 echo
 echo "fanotify ready <= 1.2 x push: $(verdict "$fan_ratio <= 1.2")  idle RSS <= 64 MiB: $(verdict "$fan_rss <= 64")"
+
+[ "$LATENCY" = 1 ] || exit 0
+echo
+echo "== latency of a change in the last home (fanotify), at idle and during a $BURST-file burst in the first"
+rm -f "$STATE"
+"$BIN" watch -q --backend fanotify --state-file "$STATE" "$SRC" "$DEST" 2>"$WORK/watch.err" &
+wpid=$!
+until [ -s "$STATE" ] && grep -q '"last_success": [0-9]' "$STATE" 2>/dev/null; do
+    kill -0 "$wpid" 2>/dev/null || die "watch ended: $(cat "$WORK/watch.err")"
+    sleep 0.05
+done
+python3 - "$SRC" "$DEST" "$SAMPLES" "$BURST" <<'PY'
+import os, subprocess, sys, time
+src, dst, samples, burst = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+homes = sorted(os.listdir(src))
+first, last = homes[0], homes[-1]
+os.makedirs(os.path.join(src, last, "lat"), exist_ok=True)
+time.sleep(1)
+
+
+def sample(i):
+    rel = os.path.join(last, "lat", f"f{i % 10}")
+    data = b"%d %.9f\n" % (i, time.time())
+    with open(os.path.join(src, rel), "wb") as f:
+        f.write(data)
+    t = time.monotonic()
+    while True:
+        try:
+            with open(os.path.join(dst, rel), "rb") as f:
+                if f.read() == data:
+                    return time.monotonic() - t
+        except FileNotFoundError:
+            pass
+        if time.monotonic() - t > 300:
+            sys.exit("a change was not replicated within 300 s")
+        time.sleep(0.002)
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def run(n, start):
+    out = []
+    for i in range(n):
+        out.append(sample(start + i))
+        time.sleep(0.3)
+    return out
+
+
+idle = run(samples, 0)
+code = (
+    "import os\n"
+    f"root = os.path.join({src!r}, {first!r}, 'burst')\n"
+    f"for i in range({burst}):\n"
+    "    d = os.path.join(root, 'd%04d' % (i // 100))\n"
+    "    if i % 100 == 0:\n"
+    "        os.makedirs(d)\n"
+    "    with open(os.path.join(d, 'f%03d' % (i % 100)), 'wb') as f:\n"
+    "        f.write(b'burst %d' % i)\n"
+)
+t0 = time.monotonic()
+writer = subprocess.Popen([sys.executable, "-c", code])
+busy = run(samples, 10_000)
+writer.wait()
+last_file = os.path.join(dst, first, "burst", "d%04d" % ((burst - 1) // 100),
+                         "f%03d" % ((burst - 1) % 100))
+while not os.path.exists(last_file):
+    time.sleep(0.05)
+done = time.monotonic() - t0
+print(f"   idle:        p50 {pct(idle, 50) * 1000:6.0f} ms   p99 {pct(idle, 99) * 1000:6.0f} ms"
+      f"   ({samples} changes)")
+print(f"   with burst:  p50 {pct(busy, 50) * 1000:6.0f} ms   p99 {pct(busy, 99) * 1000:6.0f} ms"
+      f"   ({samples} changes)")
+print(f"   the burst's last file reached DEST {done:.1f} s after the burst began")
+PY
+kill -TERM "$wpid"
+wait "$wpid" || true
