@@ -109,6 +109,8 @@ impl Home {
 pub struct Batch {
     pub scope: Scope,
     pub since: BTreeMap<Vec<u8>, Instant>,
+    /// The changes counted in each directory taken (restored by a put-back).
+    cost: BTreeMap<Vec<u8>, usize>,
 }
 
 /// One home's state for `status`: name, oldest pending change, pending directories.
@@ -234,6 +236,8 @@ impl Debouncer {
             if let Some(h) = self.homes.get_mut(&k) {
                 h.first = Some(h.first.map_or(since, |f| f.min(since)));
                 h.last.get_or_insert(since);
+                let cost = batch.cost.get(d).copied().unwrap_or(1);
+                *h.cost.entry(d.to_vec()).or_default() += cost;
             }
         }
     }
@@ -274,7 +278,9 @@ impl Debouncer {
                 let open = dirs < max && (first_round || spent < max);
                 if open && !h.dirty.is_empty() {
                     for (d, r) in h.dirty.split_off_first(1).pairs() {
-                        spent += h.take_cost(d, r);
+                        let cost = h.take_cost(d, r);
+                        spent += cost;
+                        batch.cost.insert(d.to_vec(), cost);
                         batch.scope.add(d, r);
                     }
                     batch.since.entry(k.clone()).or_insert(*since);
@@ -564,6 +570,15 @@ mod tests {
         }
         assert_eq!(zoe_in, Some(1));
         assert_eq!(taken, 500, "every directory of the burst, once");
+        // A failed batch goes back with its weight: the retry is no bigger.
+        for i in 0..5_000u32 {
+            let p = format!("bob/y/d{}/f{}", i / 100, i % 100);
+            d.add(&ch(&p, false, ChangeKind::Created), t0);
+        }
+        let b = d.take();
+        let n = b.scope.len();
+        d.put_back(&b, t0);
+        assert_eq!(d.take().scope.len(), n);
         assert!(batches >= 45, "{batches} batches");
     }
 }
