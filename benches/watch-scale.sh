@@ -70,6 +70,7 @@ WORK=$(mktemp -d "$SCRATCH/watch-scale.XXXXXX")
 MNT=$WORK/mnt
 cleanup() {
     for p in $(jobs -p); do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
     if [ "$LOOP" = 1 ] && mountpoint -q "$MNT"; then umount "$MNT" || true; fi
     [ "$KEEP" = 1 ] || rm -rf "$WORK"
 }
@@ -78,8 +79,9 @@ trap cleanup EXIT
 mkdir -p "$MNT"
 if [ "$LOOP" = 1 ]; then
     [ "$(id -u)" = 0 ] || die "LOOP=1 needs root (or LOOP=0 SCRATCH=/var/tmp)"
-    # Two trees of ENTRIES inodes each, 256-byte inodes, small files inline.
-    inodes=$((ENTRIES * 2 + 100000))
+    # Two trees of ENTRIES (and the burst) inodes each, 256-byte inodes, small files
+    # inline.
+    inodes=$(((ENTRIES + BURST) * 2 + 100000))
     size_mb=$((inodes * 512 / 1048576 + 512))
     truncate -s "${size_mb}M" "$WORK/fs.img"
     mkfs.ext4 -q -F -O inline_data -I 256 -N "$inodes" "$WORK/fs.img"
@@ -221,9 +223,15 @@ until [ -s "$STATE" ] && grep -q '"last_success": [0-9]' "$STATE" 2>/dev/null; d
     kill -0 "$wpid" 2>/dev/null || die "watch ended: $(cat "$WORK/watch.err")"
     sleep 0.05
 done
-python3 - "$SRC" "$DEST" "$SAMPLES" "$BURST" <<'PY'
-import os, subprocess, sys, time
-src, dst, samples, burst = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+python3 - "$SRC" "$DEST" "$SAMPLES" "$BURST" "$STATE" <<'PY' || { tail -5 "$WORK/watch.err" >&2; exit 1; }
+import json, os, subprocess, sys, time
+src, dst, samples, burst, state = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+
+
+def batches():
+    with open(state) as f:
+        return json.load(f)["batches"]
+
 homes = sorted(os.listdir(src))
 first, last = homes[0], homes[-1]
 os.makedirs(os.path.join(src, last, "lat"), exist_ok=True)
@@ -263,7 +271,8 @@ def run(n, start):
 
 idle = run(samples, 0)
 code = (
-    "import os\n"
+    "import os, time\n"
+    "t = time.monotonic()\n"
     f"root = os.path.join({src!r}, {first!r}, 'burst')\n"
     f"for i in range({burst}):\n"
     "    d = os.path.join(root, 'd%04d' % (i // 100))\n"
@@ -271,21 +280,27 @@ code = (
     "        os.makedirs(d)\n"
     "    with open(os.path.join(d, 'f%03d' % (i % 100)), 'wb') as f:\n"
     "        f.write(b'burst %d' % i)\n"
+    "print(time.monotonic() - t)\n"
 )
+b0 = batches()
 t0 = time.monotonic()
-writer = subprocess.Popen([sys.executable, "-c", code])
+writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
 busy = run(samples, 10_000)
-writer.wait()
+written = float(writer.communicate()[0])
 last_file = os.path.join(dst, first, "burst", "d%04d" % ((burst - 1) // 100),
                          "f%03d" % ((burst - 1) % 100))
 while not os.path.exists(last_file):
+    if time.monotonic() - t0 > 600:
+        sys.exit("the burst was not replicated within 600 s (see the watch's log)")
     time.sleep(0.05)
 done = time.monotonic() - t0
 print(f"   idle:        p50 {pct(idle, 50) * 1000:6.0f} ms   p99 {pct(idle, 99) * 1000:6.0f} ms"
       f"   ({samples} changes)")
 print(f"   with burst:  p50 {pct(busy, 50) * 1000:6.0f} ms   p99 {pct(busy, 99) * 1000:6.0f} ms"
       f"   ({samples} changes)")
-print(f"   the burst's last file reached DEST {done:.1f} s after the burst began")
+time.sleep(1)
+print(f"   the burst: written in {written:.1f} s, its last file in DEST after {done:.1f} s, "
+      f"{batches() - b0} batches")
 PY
 kill -TERM "$wpid"
 wait "$wpid" || true
