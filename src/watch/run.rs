@@ -1,6 +1,7 @@
 //! The watch loop: one full push, then batches of what changed, for as long as it runs.
 //!
-//! Events from the [`super::inotify`] thread feed the [`Debouncer`]; each due batch runs
+//! Events from the watcher thread ([`super::fanotify`], or [`super::inotify`] where
+//! fanotify cannot serve) feed the [`Debouncer`]; each due batch runs
 //! the ordinary push limited to the dirty [`Scope`]. A batch that fails on the
 //! destination's side (unreachable, full, refusing writes, a lost session) puts its
 //! scope back into the dirty set and waits per the [`Backoff`]; the watcher keeps
@@ -346,7 +347,7 @@ pub fn run(
             Err(RecvTimeoutError::Disconnected) => {
                 break Err(Error::Selection {
                     path: src.to_path_buf(),
-                    what: "the inotify watcher stopped".into(),
+                    what: format!("the {backend} watcher stopped"),
                 })
             }
         }
