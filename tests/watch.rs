@@ -1557,3 +1557,35 @@ fn without_cap_sys_admin_auto_falls_back_to_inotify_and_says_why() {
         "{err}"
     );
 }
+
+#[test]
+fn a_fanotify_queue_overflow_rescans_and_is_logged() {
+    if !fanotify_ready(
+        "a_fanotify_queue_overflow_rescans_and_is_logged",
+        Path::new(FAN_BASE),
+    ) {
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = fan_pair();
+    fs::create_dir(src.join("burst")).unwrap();
+    let mut w = {
+        // The limit applies to groups created while it is in force.
+        let _q = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", 16);
+        let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+        w.converge(&src, &dst);
+        w
+    };
+    // Stopped, the watcher cannot read: the kernel's queue overflows for certain.
+    w.signal(libc::SIGSTOP);
+    for i in 0..200 {
+        fs::write(src.join(format!("burst/f{i}")), format!("{i}")).unwrap();
+    }
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert!(
+        err.contains("fanotify queue overflowed (fs.fanotify.max_queued_events); rescanning the whole source"),
+        "{err}"
+    );
+}
