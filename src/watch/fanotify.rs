@@ -459,14 +459,12 @@ impl Thread {
         let mut h = vec![0u32; words];
         h[0] = fid.handle.len() as u32;
         h[1] = fid.handle_type as u32;
-        // SAFETY: `h` has room for the handle bytes after the 8-byte header.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                fid.handle.as_ptr(),
-                h[2..].as_mut_ptr().cast::<u8>(),
-                fid.handle.len(),
-            )
-        };
+        // The handle bytes follow the 8-byte header, in the words' memory order.
+        for (w, c) in h[2..].iter_mut().zip(fid.handle.chunks(4)) {
+            let mut b = [0u8; 4];
+            b[..c.len()].copy_from_slice(c);
+            *w = u32::from_ne_bytes(b);
+        }
         // SAFETY: `h` is a valid file_handle of handle_bytes bytes; the mount descriptor
         // is open; the result is a new descriptor or -1.
         let fd = unsafe {
