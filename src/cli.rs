@@ -93,7 +93,7 @@ pub enum Command {
     /// stdin and stdout, logs to stderr, and never leaves ROOT.
     Serve(ServeArgs),
     /// Keep DEST a replica of SRC continuously: one full push, then every change
-    /// within about a second (inotify).
+    /// within about a second (fanotify as root, else inotify).
     ///
     /// After the first full push, the kernel's change notifications mark directories
     /// dirty; after --delay of quiet (or at --max-batch changed paths) a batch runs the
@@ -107,8 +107,8 @@ pub enum Command {
     /// save the state file and exit 0.
     #[command(after_help = EXIT_CODES, after_long_help = WATCH_DETAILS)]
     Watch(WatchArgs),
-    /// Print the state of a watch: last successful batch, pending changes, lag, last
-    /// error.
+    /// Print the state of a watch: backend, last successful batch, pending changes, lag
+    /// per home, last error.
     Status(StatusArgs),
     /// Push SRC into DEST/current, then snapshot it (only if the push succeeded) and
     /// prune by the --keep-* rules; safe to run from cron.
@@ -131,10 +131,19 @@ pub enum Command {
 
 const WATCH_DETAILS: &str = concat!(
     "\
-Limits: every directory needs an inotify watch. When fs.inotify.max_user_watches is too
-small, one warning names the value to set, and the directories left without a watch are
-rescanned every --poll-interval. A kernel queue overflow rescans the whole tree (logged
-once per incident); --rescan-interval runs a full reconcile periodically anyway.
+Backends: run as root on a filesystem that reports file handles (ext4, xfs, btrfs, tmpfs
+on Linux 6.6+), watch places one fanotify mark per filesystem under SRC: no watch limit
+and no start-up walk. Otherwise (or with --backend inotify) every directory needs an
+inotify watch; when fs.inotify.max_user_watches is too small, one warning names the
+value to set, and the directories left without a watch are rescanned every
+--poll-interval. The first line of the run names the backend. A kernel queue overflow
+rescans the affected tree (logged once per incident); --rescan-interval runs a full
+reconcile periodically anyway.
+
+Fairness: pending changes are kept per top-level directory of SRC (a home); a batch takes
+one dirty directory of each home in turn and stops near --max-batch changes, so a burst in
+one home delays another's change by about one batch. `status` shows the lag and pending
+directories per home.
 
 State: --state-file (default $XDG_STATE_HOME/fsync-repl/watch-<key>.json, or under
 ~/.local/state) records the last successful batch, pending directories, the lag and
@@ -160,7 +169,8 @@ pub struct WatchArgs {
     /// Quiet time after the last change before a batch starts (250ms, 2s, ...).
     #[arg(long, value_name = "DURATION", default_value = "250ms")]
     pub delay: String,
-    /// Start a batch at once when this many distinct paths changed.
+    /// Start a batch at once when this many distinct paths changed; a batch takes
+    /// about this many changes (round-robin across the homes).
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub max_batch: usize,
     /// Full reconcile of the whole tree this often (jittered by 10%).
@@ -185,6 +195,14 @@ pub struct WatchArgs {
     /// Begin with a full push even when the last watch of this pair stopped cleanly.
     #[arg(long)]
     pub full_start: bool,
+    /// How changes are reported: fanotify (one mark per filesystem; needs root),
+    /// inotify (a watch per directory), or auto: fanotify when it can, else inotify.
+    #[arg(long, value_enum, value_name = "BACKEND", default_value = "auto")]
+    pub backend: BackendArg,
+    /// Write Prometheus textfile metrics (lag per home, batches, bytes, errors, last
+    /// success) to FILE, atomically, at most once a second.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_file: Option<PathBuf>,
     /// Events buffered between the watcher thread and the batches; past it, the
     /// directories concerned are rescanned instead.
     #[arg(long, value_name = "N", default_value_t = 65_536, hide = true)]
@@ -254,8 +272,24 @@ impl WatchArgs {
             log_file: self.log_file.clone(),
             reopen: Default::default(),
             full_start: self.full_start,
+            backend: match self.backend {
+                BackendArg::Auto => crate::watch::Backend::Auto,
+                BackendArg::Fanotify => crate::watch::Backend::Fanotify,
+                BackendArg::Inotify => crate::watch::Backend::Inotify,
+            },
+            metrics_file: self.metrics_file.clone(),
         })
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendArg {
+    /// fanotify when it can watch SRC, otherwise inotify.
+    Auto,
+    /// One fanotify mark per filesystem (root; ext4, xfs, btrfs, tmpfs on Linux 6.6+).
+    Fanotify,
+    /// An inotify watch per directory (fs.inotify.max_user_watches applies).
+    Inotify,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -1,4 +1,5 @@
-//! `fsync-repl watch`: real inotify, real files, a real process; local and remote DEST.
+//! `fsync-repl watch`: real inotify and fanotify, real files, a real process; local and
+//! remote DEST.
 //!
 //! Every test starts the watcher, waits for the initial push to converge, makes a
 //! change and polls (with a generous deadline) until DEST matches SRC again, then
@@ -899,7 +900,7 @@ fn a_kernel_queue_overflow_rescans_and_is_logged_once() {
     let mut w = {
         // The limit applies to inotify instances created while it is in force.
         let _q = Sysctl::set("/proc/sys/fs/inotify/max_queued_events", 8);
-        let w = Watch::start(Transport::Local, &src, &dst, &[]);
+        let w = Watch::start(Transport::Local, &src, &dst, &["--backend", "inotify"]);
         // Wait for the initial push: the watches exist by then.
         let mut w = w;
         w.converge(&src, &dst);
@@ -960,7 +961,12 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
         "/proc/sys/fs/inotify/max_user_watches",
         watches_in_use() + 5,
     );
-    let mut w = Watch::start(Transport::Local, &src, &dst, &["--poll-interval", "1s"]);
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--poll-interval", "1s", "--backend", "inotify"],
+    );
     w.until("the limit warning", |w| {
         w.stderr().contains("max_user_watches")
     });
@@ -984,7 +990,12 @@ fn the_watch_limit_warns_once_and_polls_the_unwatched_part() {
         watches_in_use().to_string(),
     )
     .unwrap();
-    let mut w2 = Watch::start(Transport::Local, &src2, &dst2, &["--poll-interval", "1s"]);
+    let mut w2 = Watch::start(
+        Transport::Local,
+        &src2,
+        &dst2,
+        &["--poll-interval", "1s", "--backend", "inotify"],
+    );
     w2.converge(&src2, &dst2);
     fs::write(src2.join("g"), b"2").unwrap();
     w2.converge(&src2, &dst2);
@@ -1215,4 +1226,415 @@ fn every_thread_of_a_watch_runs_idle_and_niced() {
         assert_eq!(*nice, 10, "{seen:?}");
         assert_eq!(io, "idle", "{seen:?}");
     }
+}
+
+// ---- the fanotify backend ----
+
+/// Whether fanotify can watch a tree under `base`. A missing prerequisite (not root, a
+/// kernel that refuses the mark) fails the test under CI; elsewhere it prints one
+/// visible line and the test returns.
+fn fanotify_ready(test: &str, base: &Path) -> bool {
+    let why = if !is_root() {
+        Some("fanotify needs root".to_string())
+    } else {
+        fsync_repl::watch::fanotify::probe(base)
+            .err()
+            .map(|e| e.to_string())
+    };
+    let Some(why) = why else {
+        return true;
+    };
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: {why} (required under CI)"
+    );
+    let line = format!("SKIPPED {test}: {why}\n");
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+    false
+}
+
+/// fanotify needs a filesystem with file handles: the root disk's /var/tmp (ext4).
+const FAN_BASE: &str = "/var/tmp";
+
+/// A tree on FAN_BASE with `src` and a sibling `outside` on the same filesystem.
+fn fan_pair() -> (Tree, PathBuf, PathBuf) {
+    let t = Tree::new_in(Path::new(FAN_BASE));
+    let (src, dst) = (t.join("src"), t.join("dst"));
+    fs::create_dir(&src).unwrap();
+    fs::create_dir(t.join("outside")).unwrap();
+    (t, src, dst)
+}
+
+const FANOTIFY: &[&str] = &["--backend", "fanotify"];
+
+#[test]
+fn fanotify_reports_every_kind_of_change() {
+    let _limits = shared_limits();
+    if !fanotify_ready("fanotify_reports_every_kind_of_change", Path::new(FAN_BASE)) {
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    let outside = t.join("outside");
+    fs::create_dir_all(src.join("home1/docs")).unwrap();
+    fs::write(src.join("home1/docs/a.txt"), b"alpha").unwrap();
+    fs::write(src.join("home1/gone.txt"), b"bye").unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("with fanotify"), "{}", w.stderr());
+    assert_eq!(w.state()["backend"], "fanotify");
+
+    // Create, write, chmod, delete, rename within SRC.
+    fs::write(src.join("home1/new.txt"), b"new").unwrap();
+    fs::write(src.join("home1/docs/a.txt"), b"alpha, rewritten").unwrap();
+    fs::set_permissions(
+        src.join("home1/docs"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::remove_file(src.join("home1/gone.txt")).unwrap();
+    w.converge(&src, &dst);
+    let moved = ino(&dst.join("home1/docs/a.txt"));
+    fs::rename(src.join("home1/docs"), src.join("home1/papers")).unwrap();
+    w.converge(&src, &dst);
+    // Changes in a renamed directory are found under its new name.
+    fs::write(src.join("home1/papers/b.txt"), b"beta").unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home1/docs").exists());
+    assert_eq!(
+        fs::read(dst.join("home1/papers/a.txt")).unwrap(),
+        b"alpha, rewritten"
+    );
+    assert_eq!(
+        ino(&dst.join("home1/papers/a.txt")),
+        moved,
+        "a rename in SRC is a rename in DEST"
+    );
+
+    // Into SRC from outside (same filesystem), and out of it.
+    fs::create_dir_all(outside.join("pkg/lib")).unwrap();
+    fs::write(outside.join("pkg/lib/x"), b"x").unwrap();
+    // Let the watcher see (and set aside) the changes while they are outside SRC.
+    std::thread::sleep(Duration::from_millis(500));
+    fs::rename(outside.join("pkg"), src.join("home1/pkg")).unwrap();
+    fs::rename(src.join("home1/new.txt"), outside.join("new.txt")).unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home1/pkg/lib/x")).unwrap(), b"x");
+    fs::write(src.join("home1/pkg/lib/y"), b"y").unwrap();
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home1/pkg/lib/y")).unwrap(), b"y");
+    // Moved out, its changes are no longer SRC's.
+    fs::rename(src.join("home1/pkg"), outside.join("pkg2")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home1/pkg").exists());
+    assert!(!dst.join("home1/new.txt").exists());
+    fs::write(outside.join("pkg2/lib/z"), b"z").unwrap();
+
+    // A deep tree created and filled while the watcher reads nothing: whole in DEST.
+    w.signal(libc::SIGSTOP);
+    sh(
+        "mkdir -p home2/a/b/c/d/e && for i in 1 2 3; do echo $i > home2/a/b/c/d/e/f$i; \
+         echo $i > home2/a/b/g$i; done",
+        &src,
+    );
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("home2/a/b/c/d/e/f3")).unwrap(), b"3\n");
+    // The whole home removed.
+    fs::remove_dir_all(src.join("home2")).unwrap();
+    w.converge(&src, &dst);
+    assert!(!dst.join("home2").exists());
+}
+
+#[test]
+fn fanotify_ignores_changes_outside_src_and_excluded_ones() {
+    let _limits = shared_limits();
+    if !fanotify_ready(
+        "fanotify_ignores_changes_outside_src_and_excluded_ones",
+        Path::new(FAN_BASE),
+    ) {
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    let outside = t.join("outside");
+    fs::write(src.join("f"), b"1").unwrap();
+    fs::create_dir_all(src.join("home")).unwrap();
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--backend", "fanotify", "--exclude", ".cache/"],
+    );
+    w.converge(&src, &dst);
+    w.until("the first batch in the state file", |w| {
+        w_state_batches(w) >= 1
+    });
+    let before = w_state_batches(&w);
+    for i in 0..200 {
+        fs::write(outside.join(format!("o{i}")), b"o").unwrap();
+    }
+    fs::create_dir(outside.join("d")).unwrap();
+    fs::rename(outside.join("o0"), outside.join("d/o0")).unwrap();
+    fs::create_dir(src.join("home/.cache")).unwrap();
+    for i in 0..50 {
+        fs::write(src.join(format!("home/.cache/c{i}")), b"c").unwrap();
+    }
+    fs::create_dir(src.join("home/.cache/sub")).unwrap();
+    // Longer than any batch's wait (delay 250 ms, at most 1 s): a batch the outside
+    // changes started would have run by now.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        w_state_batches(&w),
+        before,
+        "changes outside SRC or excluded ran a batch\n{}",
+        w.stderr()
+    );
+    fs::write(src.join("g"), b"2").unwrap();
+    w.until("the change inside SRC in DEST", |_| dst.join("g").exists());
+    w.until("the batch of the change inside", |w| {
+        w_state_batches(w) > before
+    });
+    assert_eq!(w_state_batches(&w), before + 1);
+    let names: Vec<_> = fs::read_dir(&dst)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.starts_with('o') || n == "d"),
+        "{names:?}"
+    );
+    assert!(!dst.join("home/.cache").exists());
+}
+
+#[test]
+fn fanotify_has_no_gap_under_a_tiny_inotify_watch_limit() {
+    if !fanotify_ready(
+        "fanotify_has_no_gap_under_a_tiny_inotify_watch_limit",
+        Path::new(FAN_BASE),
+    ) {
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = fan_pair();
+    let leaves: Vec<String> = (0..40).map(|i| format!("u{}/d{i}/inner", i % 4)).collect();
+    for l in &leaves {
+        fs::create_dir_all(src.join(l)).unwrap();
+    }
+    let _lim = Sysctl::set(
+        "/proc/sys/fs/inotify/max_user_watches",
+        watches_in_use() + 5,
+    );
+    // A gap would only close at the poll interval, long after the deadline.
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &["--backend", "fanotify", "--poll-interval", "10m"],
+    );
+    w.converge(&src, &dst);
+    for l in &leaves {
+        fs::write(src.join(l).join("f"), l.as_bytes()).unwrap();
+        fs::create_dir(src.join(l).join("new")).unwrap();
+        fs::write(src.join(l).join("new/g"), b"g").unwrap();
+    }
+    w.converge(&src, &dst);
+    let st = w.state();
+    assert_eq!(st["unwatched_dirs"], 0, "{st}");
+    assert!(!w.stderr().contains("watch limit"), "{}", w.stderr());
+}
+
+#[test]
+fn backend_inotify_still_works_where_fanotify_could() {
+    let _limits = shared_limits();
+    let (_t, src, dst) = pair();
+    fs::create_dir_all(src.join("a")).unwrap();
+    let mut w = Watch::start(Transport::Local, &src, &dst, &["--backend", "inotify"]);
+    w.converge(&src, &dst);
+    assert!(w.stderr().contains("with inotify"), "{}", w.stderr());
+    sh("mkdir -p a/b/c && echo x > a/b/c/f && mv a a2", &src);
+    w.converge(&src, &dst);
+    assert_eq!(fs::read(dst.join("a2/b/c/f")).unwrap(), b"x\n");
+    assert_eq!(w.state()["backend"], "inotify");
+}
+
+#[test]
+fn status_and_the_metrics_file_show_the_lag_of_each_home() {
+    let _limits = shared_limits();
+    let (t, src, dst) = pair();
+    for home in ["alice", "bob", "carol"] {
+        fs::create_dir_all(src.join(home).join("docs")).unwrap();
+        fs::write(src.join(home).join("docs/f"), home).unwrap();
+    }
+    let metrics = t.join("watch.prom");
+    // A long quiet time keeps a change pending long enough to be looked at.
+    let mut w = Watch::start(
+        Transport::Local,
+        &src,
+        &dst,
+        &[
+            "--delay",
+            "20s",
+            "--metrics-file",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    w.converge(&src, &dst);
+    w.until("the metrics of the first batch", |_| {
+        fs::read_to_string(&metrics).is_ok_and(|m| m.contains("fsync_repl_watch_batches_total 1\n"))
+    });
+    fs::write(src.join("bob/docs/new"), b"n").unwrap();
+    w.until("bob's pending change in the state", |w| {
+        let st = w.try_state();
+        st["homes"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|h| h["name"] == "bob" && h["pending"] == 1))
+    });
+    let st = w.state();
+    let homes = st["homes"].as_array().unwrap();
+    let names: Vec<&str> = homes.iter().map(|h| h["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["alice", "bob", "carol"], "{st}");
+    let bob = &homes[1];
+    assert!(bob["lag_secs"].as_f64().unwrap() > 0.0, "{st}");
+    assert_eq!(homes[0]["pending"], 0, "{st}");
+    assert_eq!(homes[0]["lag_secs"], 0.0, "{st}");
+    assert!(
+        ["fanotify", "inotify"].contains(&st["backend"].as_str().unwrap()),
+        "{st}"
+    );
+    // Pending indeed: not in DEST yet.
+    assert!(!dst.join("bob/docs/new").exists());
+    let out = bin()
+        .arg("status")
+        .arg("--state-file")
+        .arg(&w.state)
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        human.contains("homes: 3 (1 with pending changes)"),
+        "{human}"
+    );
+    assert!(human.contains("bob: lag "), "{human}");
+    assert!(human.contains("backend: "), "{human}");
+    w.until("bob's pending directory in the metrics", |_| {
+        fs::read_to_string(&metrics).is_ok_and(|m| {
+            m.contains("fsync_repl_watch_pending_directories{home=\"bob\"} 1\n")
+                && m.contains("fsync_repl_watch_pending_directories{home=\"alice\"} 0\n")
+        })
+    });
+    let m = fs::read_to_string(&metrics).unwrap();
+    assert!(
+        !m.contains("fsync_repl_watch_last_success_timestamp_seconds 0\n"),
+        "{m}"
+    );
+    assert!(
+        m.contains(&format!("backend=\"{}\"", st["backend"].as_str().unwrap())),
+        "{m}"
+    );
+    // Only the file itself beside the trees: the temporary name was renamed.
+    let stray: Vec<_> = fs::read_dir(t.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp."))
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn without_cap_sys_admin_auto_falls_back_to_inotify_and_says_why() {
+    let _limits = shared_limits();
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if !is_root() || !setpriv.exists() {
+        let line = "SKIPPED without_cap_sys_admin_auto_falls_back_to_inotify_and_says_why: \
+                    needs root and setpriv\n";
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
+        return;
+    }
+    let (t, src, dst) = fan_pair();
+    fs::write(src.join("f"), b"1").unwrap();
+    let drop_cap = |backend: &str, state: &Path| {
+        let mut c = std::process::Command::new(setpriv);
+        c.args(["--bounding-set", "-sys_admin", "--inh-caps", "-sys_admin"])
+            .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+            .args(["watch", "--backend", backend, "--state-file"])
+            .arg(state)
+            .arg(&src)
+            .arg(&dst)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        c
+    };
+    // Asked for explicitly, fanotify refuses with the reason and touches nothing.
+    let out = drop_cap("fanotify", &t.join("st1.json")).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("CAP_SYS_ADMIN"), "{err}");
+    assert!(!dst.exists(), "DEST was created");
+    // auto: inotify, said in one line, and it replicates.
+    let state = t.join("st2.json");
+    let errf = t.join("err");
+    let mut child = drop_cap("auto", &state)
+        .stderr(fs::File::create(&errf).unwrap())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + DEADLINE;
+    while !dst.join("f").exists() {
+        assert!(
+            Instant::now() < end,
+            "{}",
+            fs::read_to_string(&errf).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    fs::write(src.join("g"), b"2").unwrap();
+    while !dst.join("g").exists() {
+        assert!(
+            Instant::now() < end,
+            "{}",
+            fs::read_to_string(&errf).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let err = fs::read_to_string(&errf).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("watching ")).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].contains("with inotify") && lines[0].contains("CAP_SYS_ADMIN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fanotify_queue_overflow_rescans_and_is_logged() {
+    if !fanotify_ready(
+        "a_fanotify_queue_overflow_rescans_and_is_logged",
+        Path::new(FAN_BASE),
+    ) {
+        return;
+    }
+    let _limits = exclusive_limits();
+    let (_t, src, dst) = fan_pair();
+    fs::create_dir(src.join("burst")).unwrap();
+    let mut w = {
+        // The limit applies to groups created while it is in force.
+        let _q = Sysctl::set("/proc/sys/fs/fanotify/max_queued_events", 16);
+        let mut w = Watch::start(Transport::Local, &src, &dst, FANOTIFY);
+        w.converge(&src, &dst);
+        w
+    };
+    // Stopped, the watcher cannot read: the kernel's queue overflows for certain.
+    w.signal(libc::SIGSTOP);
+    for i in 0..200 {
+        fs::write(src.join(format!("burst/f{i}")), format!("{i}")).unwrap();
+    }
+    w.signal(libc::SIGCONT);
+    w.converge(&src, &dst);
+    let err = w.stderr();
+    assert!(
+        err.contains("fanotify queue overflowed (fs.fanotify.max_queued_events); rescanning the whole source"),
+        "{err}"
+    );
 }

@@ -1,5 +1,5 @@
-//! The change model: what inotify reports, as changes of relative paths, and the
-//! directories each change makes dirty.
+//! The change model: what the kernel reports (inotify's event bits, which fanotify
+//! shares), as changes of relative paths, and the directories each change makes dirty.
 //!
 //! [`convert`] turns one kernel event (directory, name, mask) into a [`Change`];
 //! [`dirty_of`] says which directories a change makes dirty: the parent of the changed

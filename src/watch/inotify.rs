@@ -102,6 +102,8 @@ pub struct WatchConfig {
     pub one_file_system: bool,
     /// How often the unwatched part is retried and rescanned.
     pub poll: Duration,
+    /// Command-line exclude patterns: changes they exclude start nothing (fanotify).
+    pub excludes: Vec<String>,
 }
 
 /// The running watcher; dropping it stops the thread.
@@ -581,6 +583,7 @@ mod tests {
                 root: dir.path().to_path_buf(),
                 one_file_system: false,
                 poll: Duration::from_secs(60),
+                excludes: Vec::new(),
             },
             tx,
             Arc::new(|_| {}),

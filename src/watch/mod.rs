@@ -1,16 +1,18 @@
-//! Continuous replication: `fsync-repl watch SRC DEST` follows inotify and pushes only
-//! what changed.
+//! Continuous replication: `fsync-repl watch SRC DEST` follows the kernel's change
+//! notifications (fanotify or inotify) and pushes only what changed.
 //!
 //! The parts, each apart from I/O where it can be: [`event`] is the change model and
-//! its pure conversions; [`inotify`] turns kernel events into changes and hands them
-//! over a bounded channel (a full channel or a kernel
+//! its pure conversions; [`fanotify`] (one mark per filesystem, with CAP_SYS_ADMIN)
+//! and [`inotify`] (a watch per directory, the fallback) turn kernel events into
+//! changes and hand them over a bounded channel (a full channel or a kernel
 //! queue overflow marks directories for a rescan, never drops); [`debounce`] turns
 //! changes into a dirty set and cuts batches (a pure function of events and an injected
 //! clock); [`backoff`] times retries; [`resume`] picks up after a clean stop; [`run`]
 //! is the loop that feeds every batch to the
 //! ordinary scan → plan → transfer pipeline limited to the dirty [`crate::scope::Scope`]
 //! — there is no second copy engine — through one long-lived destination session
-//! ([`session`]); [`state`] is the state file `fsync-repl status` reads.
+//! ([`session`]); [`state`] is the state file `fsync-repl status` reads, [`metrics`]
+//! the Prometheus textfile of `--metrics-file`.
 //!
 //! Invariants kept on top of the push's: a change is never forgotten (a failed batch
 //! goes back into the dirty set), deletes happen only inside the scope both sides
@@ -20,7 +22,9 @@
 pub mod backoff;
 pub mod debounce;
 pub mod event;
+pub mod fanotify;
 pub mod inotify;
+pub mod metrics;
 pub mod resume;
 pub mod run;
 pub mod session;
@@ -32,6 +36,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use run::run;
+
+/// Which kernel interface reports changes (`--backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// fanotify when it can serve SRC (CAP_SYS_ADMIN, a filesystem with file handles),
+    /// inotify otherwise.
+    #[default]
+    Auto,
+    Fanotify,
+    Inotify,
+}
 
 /// Settings of the watch loop (from `watch`'s flags).
 #[derive(Debug, Clone)]
@@ -60,4 +75,8 @@ pub struct WatchOptions {
     pub reopen: Arc<AtomicBool>,
     /// Begin with a full push even after a clean stop (`--full-start`).
     pub full_start: bool,
+    /// The change notification interface (`--backend`).
+    pub backend: Backend,
+    /// Prometheus textfile metrics written here (`--metrics-file`).
+    pub metrics_file: Option<PathBuf>,
 }

@@ -1,6 +1,7 @@
 //! The watch loop: one full push, then batches of what changed, for as long as it runs.
 //!
-//! Events from the [`super::inotify`] thread feed the [`Debouncer`]; each due batch runs
+//! Events from the watcher thread ([`super::fanotify`], or [`super::inotify`] where
+//! fanotify cannot serve) feed the [`Debouncer`]; each due batch runs
 //! the ordinary push limited to the dirty [`Scope`]. A batch that fails on the
 //! destination's side (unreachable, full, refusing writes, a lost session) puts its
 //! scope back into the dirty set and waits per the [`Backoff`]; the watcher keeps
@@ -21,11 +22,12 @@ use std::time::{Duration, Instant};
 use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
 use super::event::Event;
-use super::inotify::{Log, WatchConfig, Watcher};
+use super::inotify::{Log, Shared, WatchConfig};
+use super::metrics::{self, Metrics};
 use super::resume;
 use super::session::Dest;
-use super::state::{unix_now, State};
-use super::WatchOptions;
+use super::state::{homes_state, unix_now, State};
+use super::{fanotify, inotify, Backend, WatchOptions};
 use crate::config::Options;
 use crate::error::{Error, ExitCode, Result};
 use crate::report::{escape, Report};
@@ -73,19 +75,24 @@ fn classify(result: &Result<Report>) -> Outcome {
     }
 }
 
-/// The relative paths of the state file (and its temporary name) and the log file,
-/// for those that lie inside SRC.
+/// The relative paths of the state and metrics files (and their temporary names) and
+/// the log file, for those that lie inside SRC.
 fn own_files(src: &Path, w: &WatchOptions) -> Vec<Vec<u8>> {
     use std::os::unix::ffi::OsStrExt;
     let Ok(root) = std::fs::canonicalize(src) else {
         return Vec::new();
     };
-    let mut tmp = w.state_file.as_os_str().to_owned();
-    tmp.push(format!(".tmp.{}", std::process::id()));
+    let tmp = |f: &Path| {
+        let mut t = f.as_os_str().to_owned();
+        t.push(format!(".tmp.{}", std::process::id()));
+        std::path::PathBuf::from(t)
+    };
     [
         Some(w.state_file.clone()),
-        Some(tmp.into()),
+        Some(tmp(&w.state_file)),
         w.log_file.clone(),
+        w.metrics_file.clone(),
+        w.metrics_file.as_deref().map(tmp),
     ]
     .into_iter()
     .flatten()
@@ -122,6 +129,93 @@ fn scope_list(s: &Scope) -> Vec<String> {
             e
         })
         .collect()
+}
+
+/// The running change watcher, of either backend.
+enum Kernel {
+    Fanotify(fanotify::Watcher),
+    Inotify(inotify::Watcher),
+}
+
+impl Kernel {
+    fn name(&self) -> &'static str {
+        match self {
+            Kernel::Fanotify(_) => "fanotify",
+            Kernel::Inotify(_) => "inotify",
+        }
+    }
+
+    fn shared(&self) -> Arc<Shared> {
+        match self {
+            Kernel::Fanotify(k) => k.shared.clone(),
+            Kernel::Inotify(k) => k.shared.clone(),
+        }
+    }
+
+    fn stop(&mut self) {
+        match self {
+            Kernel::Fanotify(k) => k.stop(),
+            Kernel::Inotify(k) => k.stop(),
+        }
+    }
+}
+
+/// Starts the watcher `--backend` asks for (auto: fanotify, else inotify) and says in
+/// one line which one runs.
+fn start_watcher(
+    src: &Path,
+    opts: &Options,
+    w: &WatchOptions,
+    tx: std::sync::mpsc::SyncSender<Event>,
+    log: Log,
+    out: &dyn Output,
+) -> Result<(Kernel, &'static str)> {
+    let cfg = WatchConfig {
+        // Watches are added by path without following symlinks: resolve SRC itself.
+        root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
+        one_file_system: opts.one_file_system,
+        poll: w.poll_interval,
+        excludes: opts.excludes.clone(),
+    };
+    let fail = |e: std::io::Error| Error::Selection {
+        path: src.to_path_buf(),
+        what: format!("cannot watch the source: {e}"),
+    };
+    let mut why_not = None;
+    if w.backend != Backend::Inotify {
+        match fanotify::Watcher::start(cfg.clone(), tx.clone(), log.clone()) {
+            Ok(k) => {
+                let k = Kernel::Fanotify(k);
+                if !opts.quiet {
+                    out.warn(&format!(
+                        "watching {} with fanotify (one mark per filesystem)",
+                        src.display()
+                    ));
+                }
+                let name = k.name();
+                return Ok((k, name));
+            }
+            Err(e) if w.backend == Backend::Fanotify => {
+                return Err(Error::Selection {
+                    path: src.to_path_buf(),
+                    what: format!(
+                        "--backend fanotify: {e}; use --backend auto or inotify for this source"
+                    ),
+                })
+            }
+            Err(e) => why_not = Some(e.to_string()),
+        }
+    }
+    let k = Kernel::Inotify(inotify::Watcher::start(cfg, tx, log).map_err(fail)?);
+    if !opts.quiet {
+        out.warn(&format!(
+            "watching {} with inotify (a watch per directory){}",
+            src.display(),
+            why_not.map_or(String::new(), |w| format!("; not fanotify: {w}"))
+        ));
+    }
+    let name = k.name();
+    Ok((k, name))
 }
 
 /// Runs the watch until interrupted (Ok) or the source is lost (exit 3) or unusable.
@@ -176,21 +270,9 @@ pub fn run(
         // The inotify thread's lines go to stderr directly (Output is not 'static).
         Arc::new(|line: String| eprintln!("fsync-repl: {line}"))
     };
-    let mut watcher = Watcher::start(
-        WatchConfig {
-            // Watches are added by path without following symlinks: resolve SRC itself.
-            root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
-            one_file_system: opts.one_file_system,
-            poll: w.poll_interval,
-        },
-        tx,
-        log,
-    )
-    .map_err(|e| Error::Selection {
-        path: src.to_path_buf(),
-        what: format!("cannot watch the source: {e}"),
-    })?;
-    let shared = watcher.shared.clone();
+    let (mut watcher, backend) = start_watcher(src, opts, w, tx, log, out)?;
+    state.backend = backend.into();
+    let shared = watcher.shared();
     // With the watch in place, whatever changes from here on is seen: now the saved
     // dirty set and the changes made while stopped can be collected.
     let dest_empty = match dest {
@@ -221,6 +303,14 @@ pub fn run(
     let mut sessions_seen = 0u64;
     let mut dest_id: Option<(u64, u64)> = None;
     let mut last_save = Instant::now();
+    let mut metrics = Metrics {
+        backend: backend.into(),
+        ..Metrics::default()
+    };
+    // Written when something changed, at most once a second (and at the end).
+    let mut metrics_stale = true;
+    let mut metrics_at: Option<Instant> = None;
+    let mut metrics_warned = false;
 
     let result = loop {
         if interrupted.load(Ordering::Relaxed) {
@@ -257,7 +347,7 @@ pub fn run(
             Err(RecvTimeoutError::Disconnected) => {
                 break Err(Error::Selection {
                     path: src.to_path_buf(),
-                    what: "the inotify watcher stopped".into(),
+                    what: format!("the {backend} watcher stopped"),
                 })
             }
         }
@@ -273,7 +363,8 @@ pub fn run(
                     scope_list(&overflowed).join(", ")
                 };
                 out.warn(&format!(
-                    "warning: the kernel's inotify queue overflowed (fs.inotify.max_queued_events); rescanning {what}"
+                    "warning: the kernel's {} queue overflowed (fs.{}.max_queued_events); rescanning {what}",
+                    backend, backend
                 ));
             }
             if shared.channel_full.swap(false, Ordering::Relaxed) && opts.verbose > 0 {
@@ -289,13 +380,19 @@ pub fn run(
             next_rescan = now + jittered(w.rescan_interval, seed.wrapping_add(rescans));
             deb.mark(&Scope::everything(), now);
         }
+        if let Some(f) = &w.metrics_file {
+            metrics_stale |= deb.pending() > 0;
+            if metrics_stale && metrics_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                write_metrics(f, &mut metrics, &state, &deb, src, out, &mut metrics_warned);
+                metrics_stale = false;
+                metrics_at = Some(Instant::now());
+            }
+        }
         if !deb.ready(now) || !backoff.ready(now) {
             dest.keepalive();
             // While changes wait (a back-off, say), the state file keeps up every 5 s.
             if deb.pending() > 0 && last_save.elapsed() >= Duration::from_secs(5) {
-                let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-                state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
-                state.pending_dirs = deb.pending();
+                fill_lag(&mut state, &deb, failed_since, src);
                 save(&state);
                 last_save = Instant::now();
             }
@@ -305,12 +402,13 @@ pub fn run(
         if identity(src) != root_id {
             break Err(root_gone(src));
         }
-        let batch_since = deb.oldest().unwrap_or(now);
-        let scope = deb.take();
+        let batch = deb.take();
+        let batch_since = batch.since.values().min().copied().unwrap_or(now);
+        let scope = &batch.scope;
         let mut bopts = opts.clone();
         // A scope too large to be worth listing apart (or to fit a request) is the
         // whole tree.
-        let whole = scope.is_everything() || scope_bytes(&scope) > MAX_SCOPE_BYTES;
+        let whole = scope.is_everything() || scope_bytes(scope) > MAX_SCOPE_BYTES;
         bopts.scope = (!whole).then(|| Arc::new(scope.clone()));
         // A batch weighs its deletes against the whole replica, not its part.
         bopts.dest_entries = state.tree_entries;
@@ -359,6 +457,9 @@ pub fn run(
                 out.warn(e);
             }
             on_batch(r);
+            metrics.failed_entries += r.failed;
+            metrics.bytes_sent += r.bytes_literal;
+            metrics.bytes_matched += r.bytes_matched;
             if !r.relist_dirs.is_empty() {
                 // Directories gone from SRC whose contents this batch did not list
                 // (a resumed start saw only their parent change): list them whole.
@@ -388,6 +489,8 @@ pub fn run(
             _ => {}
         }
         state.batches += 1;
+        metrics.batches += 1;
+        metrics_stale = true;
         match outcome {
             Outcome::Done => {
                 backoff.succeed();
@@ -403,10 +506,11 @@ pub fn run(
                 }
             }
             Outcome::Interrupted => {
-                deb.mark(&scope, now);
+                deb.put_back(&batch, now);
             }
             Outcome::Retry(why) => {
-                deb.mark(&scope, now);
+                deb.put_back(&batch, now);
+                metrics.failed_batches += 1;
                 failed_since.get_or_insert(batch_since);
                 let wait = backoff.fail(Instant::now());
                 state.failures = backoff.failures();
@@ -421,9 +525,7 @@ pub fn run(
                 ));
             }
         }
-        let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-        state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
-        state.pending_dirs = deb.pending();
+        fill_lag(&mut state, &deb, failed_since, src);
         state.sessions = dest.sessions();
         state.unwatched_dirs = shared.unwatched.lock().map(|u| u.len()).unwrap_or_default();
         save(&state);
@@ -458,16 +560,63 @@ pub fn run(
     state.dest_id = dest.identity();
     dest.close();
     state.running = false;
-    state.pending_dirs = deb.pending();
-    state.pending = scope_list(deb.dirty());
-    let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
-    state.lag_secs = oldest.map_or(0.0, |o| o.elapsed().as_secs_f64());
+    state.pending = scope_list(&deb.dirty());
+    fill_lag(&mut state, &deb, failed_since, src);
     if let Err(e) = &result {
         state.last_error = Some(e.to_string());
         state.last_error_at = Some(unix_now());
     }
     save(&state);
+    if let Some(f) = &w.metrics_file {
+        write_metrics(f, &mut metrics, &state, &deb, src, out, &mut metrics_warned);
+    }
     result
+}
+
+/// The lag figures of the state at this moment: overall and per home.
+fn fill_lag(state: &mut State, deb: &Debouncer, failed_since: Option<Instant>, src: &Path) {
+    let now = Instant::now();
+    let oldest = [failed_since, deb.oldest()].into_iter().flatten().min();
+    state.lag_secs = oldest.map_or(0.0, |o| now.saturating_duration_since(o).as_secs_f64());
+    state.pending_dirs = deb.pending();
+    state.homes = homes_state(&top_dirs(src), &deb.homes(), now);
+}
+
+/// The top-level directories of SRC (the homes), not following symlinks.
+fn top_dirs(src: &Path) -> Vec<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(src) else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().as_bytes().to_vec())
+        .collect()
+}
+
+/// Brings the metrics up to date and writes them; a failure is one warning line.
+fn write_metrics(
+    path: &Path,
+    m: &mut Metrics,
+    state: &State,
+    deb: &Debouncer,
+    src: &Path,
+    out: &dyn Output,
+    warned: &mut bool,
+) {
+    m.last_success = state.last_success;
+    m.homes = homes_state(&top_dirs(src), &deb.homes(), Instant::now());
+    match metrics::write(path, m) {
+        Ok(()) => *warned = false,
+        Err(_) if *warned => {}
+        Err(e) => {
+            *warned = true;
+            out.warn(&format!(
+                "warning: cannot write the metrics file {}: {e}; check its directory",
+                path.display()
+            ));
+        }
+    }
 }
 
 fn now_ns() -> i128 {

@@ -54,9 +54,55 @@ pub struct State {
     pub selection: String,
     /// How this run began: "full push" or "resumed".
     pub start: String,
+    /// The change notification interface: "fanotify" or "inotify".
+    pub backend: String,
+    /// Lag and pending directories per top-level directory of SRC.
+    pub homes: Vec<HomeState>,
     /// Entries of SRC at the last full push: what a batch's deletes are weighed against.
     #[serde(default)]
     pub tree_entries: Option<u64>,
+}
+
+/// How current one top-level directory of SRC (a home) is.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HomeState {
+    /// Its name (escaped); "." stands for the entries of SRC's root itself.
+    pub name: String,
+    /// Seconds its oldest change not yet replicated has waited (0: current).
+    pub lag_secs: f64,
+    /// Its directories waiting to be replicated.
+    pub pending: usize,
+}
+
+/// The per-home part of the state: every top-level directory of SRC in `tops`, and
+/// any home with pending changes (one that vanished, or SRC's root itself, named
+/// "."), by name; lag measured at `now`.
+pub fn homes_state(
+    tops: &[Vec<u8>],
+    pending: &[super::debounce::HomeLag],
+    now: std::time::Instant,
+) -> Vec<HomeState> {
+    let mut by: std::collections::BTreeMap<Vec<u8>, HomeState> = tops
+        .iter()
+        .map(|t| (t.clone(), HomeState::default()))
+        .collect();
+    for p in pending {
+        let h = by.entry(p.name.clone()).or_default();
+        h.lag_secs =
+            (now.saturating_duration_since(p.oldest).as_secs_f64() * 1000.0).round() / 1000.0;
+        h.pending = p.pending;
+    }
+    by.into_iter()
+        .map(|(name, mut h)| {
+            h.name = if name.is_empty() {
+                ".".into()
+            } else {
+                crate::report::escape(&name)
+            };
+            h
+        })
+        .collect()
 }
 
 /// Seconds since the Unix epoch.
@@ -176,6 +222,31 @@ impl State {
         if !self.start.is_empty() {
             s.push_str(&format!("  began with: {}\n", self.start));
         }
+        if !self.backend.is_empty() {
+            s.push_str(&format!("  backend: {}\n", self.backend));
+        }
+        if !self.homes.is_empty() {
+            let mut behind: Vec<&HomeState> = self.homes.iter().filter(|h| h.pending > 0).collect();
+            behind.sort_by(|a, b| b.lag_secs.total_cmp(&a.lag_secs));
+            s.push_str(&format!(
+                "  homes: {} ({} with pending changes)\n",
+                self.homes.len(),
+                behind.len()
+            ));
+            const SHOWN: usize = 20;
+            for h in behind.iter().take(SHOWN) {
+                s.push_str(&format!(
+                    "    {}: lag {:.1} s, {} pending directories\n",
+                    h.name, h.lag_secs, h.pending
+                ));
+            }
+            if behind.len() > SHOWN {
+                s.push_str(&format!(
+                    "    ... {} more (status --json lists every home)\n",
+                    behind.len() - SHOWN
+                ));
+            }
+        }
         if let Some(e) = &self.last_error {
             s.push_str(&format!(
                 "  last error ({}): {e}\n",
@@ -237,6 +308,42 @@ mod tests {
         assert!(h.contains("last successful batch: 10 s ago"), "{h}");
         assert!(h.contains("last error (5 s ago): boom"), "{h}");
         assert!(h.contains("failed attempts since: 3"), "{h}");
+    }
+
+    #[test]
+    fn homes_are_listed_with_their_lag() {
+        use crate::watch::debounce::HomeLag;
+        use std::time::{Duration, Instant};
+        let t0 = Instant::now();
+        let pending = [
+            HomeLag {
+                name: b"bob".to_vec(),
+                oldest: t0,
+                pending: 4,
+            },
+            HomeLag {
+                name: Vec::new(),
+                oldest: t0 + Duration::from_secs(1),
+                pending: 1,
+            },
+        ];
+        let tops = [b"alice".to_vec(), b"bob".to_vec()];
+        let homes = homes_state(&tops, &pending, t0 + Duration::from_millis(2500));
+        let got: Vec<(&str, f64, usize)> = homes
+            .iter()
+            .map(|h| (h.name.as_str(), h.lag_secs, h.pending))
+            .collect();
+        assert_eq!(got, vec![(".", 1.5, 1), ("alice", 0.0, 0), ("bob", 2.5, 4)]);
+        let st = State {
+            backend: "fanotify".into(),
+            homes,
+            ..State::default()
+        };
+        let h = st.human(0);
+        assert!(h.contains("backend: fanotify"), "{h}");
+        assert!(h.contains("homes: 3 (2 with pending changes)"), "{h}");
+        assert!(h.contains("bob: lag 2.5 s, 4 pending directories"), "{h}");
+        assert!(!h.contains("alice:"), "{h}");
     }
 
     #[test]
