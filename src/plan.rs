@@ -352,39 +352,43 @@ pub fn build(
     }
     let mut consumed: HashMap<u32, u32> = HashMap::new(); // dst idx → src idx it moved to
     let movable_set: HashSet<u32> = movable.iter().copied().collect();
-    for op in plan.files.iter_mut() {
+    let content = |op: &FileOp| -> Option<(Hash, u32)> {
         if !movable_set.contains(&op.src) || !matches!(op.from, FileSource::Source { old: None }) {
-            continue;
+            return None;
         }
-        let s = src.get(op.src as usize);
-        let Some(h) = hashes.get(&(Side::Src, op.src)) else {
-            continue;
-        };
-        let Some(&first) = first_of.get(h) else {
-            continue;
-        };
-        if dst.get(first as usize).size != s.size {
-            continue;
-        }
-        // Prefer renaming a doomed file; a doomed file shared with a snapshot or another
-        // link, or whose metadata would change in place, is copied instead.
-        let (perm, uid, gid) = meta_key(s);
+        let h = *hashes.get(&(Side::Src, op.src))?;
+        let &first = first_of.get(&h)?;
+        (dst.get(first as usize).size == src.get(op.src as usize).size).then_some((h, first))
+    };
+    // First every rename (a doomed file with one link, whose metadata would not change
+    // in place), then the copies: a copy's source must not be one a later rename takes
+    // away, so it is named after all renames are known.
+    for op in plan.files.iter() {
+        let Some((h, _)) = content(op) else { continue };
+        let (perm, uid, gid) = meta_key(src.get(op.src as usize));
         if let Some(j) = renamable
-            .get_mut(&(*h, perm, uid, gid))
+            .get_mut(&(h, perm, uid, gid))
             .and_then(|q| q.pop_front())
         {
             consumed.insert(j, op.src);
             plan.moves.push((op.src, j));
+        }
+    }
+    let moved: HashSet<u32> = plan.moves.iter().map(|m| m.0).collect();
+    for i in 0..plan.files.len() {
+        if moved.contains(&plan.files[i].src) {
             continue;
         }
+        let Some((_, first)) = content(&plan.files[i]) else {
+            continue;
+        };
         let from = match consumed.get(&first) {
             Some(&moved_to) => src.path(moved_to as usize).to_vec(),
             None => dst.path(first as usize).to_vec(),
         };
-        op.from = FileSource::Local(from);
+        plan.files[i].from = FileSource::Local(from);
     }
     // A moved file gets the source's mtime set in place afterwards (it has no other link).
-    let moved: HashSet<u32> = plan.moves.iter().map(|m| m.0).collect();
     plan.files.retain(|op| !moved.contains(&op.src));
 
     // A leader written anew gets a new inode: its members follow it, so the group stays
@@ -922,6 +926,31 @@ mod tests {
             .files
             .iter()
             .all(|f| matches!(f.from, FileSource::Local(_))));
+    }
+
+    #[test]
+    fn a_copy_never_reads_a_file_that_a_later_rename_takes_away() {
+        // a (0600) and b (0644) are new with one content; DEST's doomed `old` (0644) has
+        // it too. b takes `old` by rename; a must copy from b's new place, not `old`.
+        let mut src = Listing::new();
+        let mut m = meta(F, 9, 5, 1);
+        m.perm = 0o600;
+        src.push(b"a", m.clone());
+        m.perm = 0o644;
+        m.ino = 2;
+        src.push(b"b", m);
+        src.sort();
+        let dst = listing(&[("old", F, 9, 5)]);
+        let opts = PlanOptions {
+            delete: true,
+            ..Default::default()
+        };
+        let t = Table(vec![], src.clone(), dst.clone());
+        let p = build(&src, &dst, &Filter::default(), &opts, &t);
+        assert_eq!(p.moves.len(), 1);
+        assert_eq!(paths(&src, [p.moves[0].0]), vec!["b"]);
+        assert_eq!(p.files.len(), 1);
+        assert_eq!(p.files[0].from, FileSource::Local(b"b".to_vec()));
     }
 
     #[test]

@@ -434,7 +434,7 @@ fn the_metadata_given_is_that_of_the_bytes_copied() {
             .spawn()
             .unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
-        while temp_files(dst.path()).is_empty() {
+        while data_temp_files(dst.path()).is_empty() {
             assert!(Instant::now() < deadline, "the copy never started");
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -603,4 +603,56 @@ fn a_pull_from_an_emptied_source_is_refused_too() {
     let out = pull(&["--delete", "--max-delete", "100%"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(files(dst.path()).is_empty());
+}
+
+#[test]
+fn a_directory_swapped_for_a_symlink_under_a_watch_is_weighed_whole() {
+    // `mv ~/Documents elsewhere && ln -s elsewhere ~/Documents`: the events name only
+    // the home, but DEST's Documents holds most of the replica.
+    let (base, dst, side) = (Tree::new(), Tree::new(), Tree::new());
+    let src = base.join("homes");
+    for i in 0..300 {
+        let p = src.join(format!("alice/Documents/d{}/f{i}", i % 10));
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, b"doc").unwrap();
+    }
+    fs::write(src.join("alice/notes"), b"n").unwrap();
+    let state = side.join("state.json");
+    let mut w = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["watch", "--delay", "100ms", "--state-file"])
+        .arg(&state)
+        .arg(&src)
+        .arg(dst.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while files(dst.path()).len() < 301 {
+        assert!(Instant::now() < deadline, "the watch never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The first full push must be on record before the swap.
+    let recorded = || {
+        fs::read(&state)
+            .ok()
+            .and_then(|t| serde_json::from_slice::<serde_json::Value>(&t).ok())
+            .is_some_and(|v| v["last_success"].is_u64() && v["tree_entries"].is_u64())
+    };
+    while !recorded() {
+        assert!(Instant::now() < deadline, "no batch on record");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fs::rename(src.join("alice/Documents"), base.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(base.join("elsewhere"), src.join("alice/Documents")).unwrap();
+    let status = wait_exit(&mut w, Duration::from_secs(60));
+    let mut err = String::new();
+    std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(status, Some(25), "the watch did not refuse: {err}");
+    assert!(err.contains("refusing to delete"), "{err}");
+    assert_eq!(
+        files(dst.path()).len(),
+        301,
+        "the replica lost files: {err}"
+    );
 }

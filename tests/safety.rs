@@ -647,7 +647,7 @@ fn kill_9_mid_run_leaves_every_file_old_or_new_and_the_next_run_cleans_up() {
             || {
                 b.any_renamed()
                     || (start.elapsed() >= Duration::from_secs(1)
-                        && !temp_files(b.dst.path()).is_empty())
+                        && !data_temp_files(b.dst.path()).is_empty())
             },
         );
         child.kill().expect("kill -9");
@@ -772,7 +772,7 @@ fn a_source_file_vanishing_after_the_scan_gives_exit_24_naming_it() {
                 &mut child,
                 Duration::from_secs(20),
                 "a temporary file appeared",
-                || !temp_files(dst.path()).is_empty(),
+                || !data_temp_files(dst.path()).is_empty(),
             );
             fs::remove_file(src.join("z_late.txt")).expect("rm");
             let out = finish(child, Duration::from_secs(60));

@@ -698,7 +698,7 @@ fn sigterm_finishes_the_files_in_flight_and_keeps_the_rest_pending() {
     // Files are written to temporary names first, renamed once a durability batch is
     // complete: wait until the copy is under way.
     w.until("temporary files in DEST", |_| {
-        dst.exists() && !temp_files(&dst).is_empty()
+        dst.exists() && !data_temp_files(&dst).is_empty()
     });
     w.signal(libc::SIGTERM);
     assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());
@@ -1169,7 +1169,7 @@ fn a_batch_cut_short_by_sigterm_is_finished_by_the_next_start() {
     let args = ["--bwlimit", "4M", "--state-file", state.to_str().unwrap()];
     let mut w = Watch::start(Transport::Local, &src, &dst, &args);
     w.until("temporary files in DEST", |_| {
-        dst.exists() && !temp_files(&dst).is_empty()
+        dst.exists() && !data_temp_files(&dst).is_empty()
     });
     w.signal(libc::SIGTERM);
     assert_eq!(w.wait_exit(), Some(0), "{}", w.stderr());

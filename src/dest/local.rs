@@ -477,6 +477,18 @@ impl LocalDest {
         Some((Tracked::new(File::from(fd), len, self.keep_cache), len))
     }
 
+    /// Removes what a run killed while writing the source record left in the replica's
+    /// own directory, where no listing looks (invariant 4).
+    fn remove_sidecar_temps(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
+        for name in fsutil::read_dir_names(dir)? {
+            if scan::is_temp_name(&name) {
+                self.throttle.op();
+                let _ = rfs::unlinkat(dir, name.as_slice(), AtFlags::empty());
+            }
+        }
+        Ok(())
+    }
+
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
     pub fn throttle(&self) -> &Throttle {
         &self.throttle
@@ -722,6 +734,11 @@ impl Destination for LocalDest {
 
     fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
         use std::io::Read;
+        match self.dir(SIDECAR) {
+            Ok(dir) => self.remove_sidecar_temps(dir.as_fd())?,
+            Err(e) if fsutil::is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
         let path = [SIDECAR, RECORD].join(&b'/');
         // Never anything but a regular file, even for a moment.
         let file = match fsutil::open_regular(self.root.as_fd(), &path) {
@@ -748,6 +765,7 @@ impl Destination for LocalDest {
             Err(e) => return Err(e.into()),
         }
         let dir = self.dir(SIDECAR)?;
+        self.remove_sidecar_temps(dir.as_fd())?;
         let (tmp, file) = self.create_temp(dir.as_fd(), RECORD).map_err(|e| match e {
             PutError::Dest { err, .. } => err,
             PutError::NoSpace => rustix::io::Errno::NOSPC.into(),

@@ -308,7 +308,7 @@ fn push_in_pool(
         xattrs: opts.xattrs,
     };
     let empty = Listing::new();
-    let plan = match dest {
+    let mut plan = match dest {
         Some(d) => {
             let hasher = Hasher {
                 src: &src,
@@ -331,6 +331,13 @@ fn push_in_pool(
         }
     };
     stopped()?;
+    // A directory to clear (another kind of entry takes its place) whose subtree this
+    // run's scope did not list is neither cleared blind nor replaced: its contents would
+    // escape the mass-delete guard. The caller lists it whole next (a watch's next batch).
+    let deferred = match &opts.scope {
+        Some(scope) => defer_unlisted_clears(&mut plan, sl, dl, scope),
+        None => Vec::new(),
+    };
     for &(i, why) in &plan.skipped {
         if opts.verbose > 0 || !opts.quiet {
             out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
@@ -524,6 +531,39 @@ fn push_in_pool(
         report.links_outside_scope = crate::scope::links_outside(sl, &plan);
         report.relist_dirs =
             std::mem::take(&mut *run.relist.lock().unwrap_or_else(|p| p.into_inner()));
+        report.relist_dirs.extend(deferred);
     }
     Ok(report)
+}
+
+/// Takes out of `plan` the clears of directories whose subtrees `scope` does not list
+/// whole, with the entries that were to replace them; returns their paths.
+fn defer_unlisted_clears(
+    plan: &mut plan::Plan,
+    sl: &Listing,
+    dl: &Listing,
+    scope: &crate::scope::Scope,
+) -> Vec<Vec<u8>> {
+    let deferred: std::collections::HashSet<Vec<u8>> = plan
+        .clear
+        .iter()
+        .map(|&j| dl.path(j as usize))
+        .filter(|&p| {
+            dl.find(p)
+                .is_some_and(|j| dl.get(j).kind == Kind::Dir && !scope.covers_all(p))
+        })
+        .map(<[u8]>::to_vec)
+        .collect();
+    if deferred.is_empty() {
+        return Vec::new();
+    }
+    let gone = |p: &[u8]| deferred.contains(p);
+    plan.clear.retain(|&j| !gone(dl.path(j as usize)));
+    plan.files.retain(|f| !gone(sl.path(f.src as usize)));
+    plan.symlinks.retain(|&i| !gone(sl.path(i as usize)));
+    plan.specials.retain(|&i| !gone(sl.path(i as usize)));
+    plan.moves.retain(|&(i, _)| !gone(sl.path(i as usize)));
+    plan.links
+        .retain(|&(i, l)| !gone(sl.path(i as usize)) && !gone(sl.path(l as usize)));
+    deferred.into_iter().collect()
 }

@@ -201,6 +201,16 @@ pub fn temp_files(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// Temporary files of the tree's own files: those of the replica's records at its root
+/// (`.fsync-repl/`, written first) left out, for tests that wait for a copy under way.
+pub fn data_temp_files(root: &Path) -> Vec<PathBuf> {
+    let sidecar = root.join(".fsync-repl");
+    temp_files(root)
+        .into_iter()
+        .filter(|t| !t.starts_with(&sidecar))
+        .collect()
+}
+
 /// A path from raw bytes.
 pub fn bytes_path(b: &[u8]) -> &Path {
     Path::new(OsStr::from_bytes(b))
