@@ -360,6 +360,7 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
         return Err(Error::Usage("pull needs a local DEST".into()));
     };
     let created = !dest.exists();
+    let made = missing_dirs(&dest);
     // This thread does all of pull's writing.
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
@@ -435,6 +436,8 @@ fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> 
     if opts.dry_run && created {
         let _ = std::fs::remove_dir(&dest);
     }
+    // A run refused on the far side (guards, preflight) leaves nothing it made.
+    remove_if_empty(&made);
     if interrupted.load(Ordering::Relaxed) && !matches!(outcome, Some(Ok(_))) {
         return Err(Error::Interrupted);
     }
@@ -540,11 +543,7 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
     let root = root.as_path();
     // The directories this session makes to reach a missing DEST: removed again at the
     // end if they are still empty, so a run the client refused creates nothing.
-    let made: Vec<PathBuf> = root
-        .ancestors()
-        .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
-        .map(PathBuf::from)
-        .collect();
+    let made = missing_dirs(root);
     let _ = opts.priority.apply_to_current_thread();
     let throttle = Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit));
     let dest =
@@ -609,12 +608,25 @@ fn serve_receive(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {
         let _ = std::fs::remove_dir(s);
     }
     drop(dest);
-    for dir in &made {
+    remove_if_empty(&made);
+    result
+}
+
+/// `path` and its ancestors that do not exist yet, deepest first.
+fn missing_dirs(path: &std::path::Path) -> Vec<PathBuf> {
+    path.ancestors()
+        .take_while(|p| !p.as_os_str().is_empty() && std::fs::symlink_metadata(p).is_err())
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Removes the directories of [`missing_dirs`] that are still empty, deepest first.
+fn remove_if_empty(made: &[PathBuf]) {
+    for dir in made {
         if std::fs::remove_dir(dir).is_err() {
             break;
         }
     }
-    result
 }
 
 fn serve_send(a: &ServeArgs, interrupted: Arc<AtomicBool>) -> Result<()> {

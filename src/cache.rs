@@ -13,6 +13,10 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsFd;
 
+/// Files above this size keep what reading them brings into the cache: their residency
+/// map (a byte per page) would cost 16 MiB per worker.
+const MAX_TRACKED: u64 = 64 << 30;
+
 /// Page size for residency maps (the kernel's base page).
 fn page() -> u64 {
     // SAFETY: sysconf reads a constant of the running kernel.
@@ -43,6 +47,10 @@ impl Resident {
     pub fn of(file: &File, len: u64) -> Resident {
         if len == 0 {
             return Resident::Nothing;
+        }
+        if len > MAX_TRACKED {
+            // The map would cost a byte per page held for the whole read.
+            return Resident::Keep;
         }
         match mincore(file, len) {
             Ok(v) if v.iter().all(|b| b & 1 == 0) => Resident::Nothing,

@@ -375,7 +375,8 @@ pub struct EngineArgs {
     pub delete_excluded: bool,
     /// Refuse a run that would delete more than N entries, or more than PCT% of
     /// DEST's entries. Default: refuse deleting more than half of DEST (when that is
-    /// over 100 entries), and any delete when SRC is empty. 100% turns the guard off.
+    /// over 100 entries). Any delete from an empty SRC is refused whatever the limit
+    /// short of 100%, which turns the guard off.
     #[arg(long, value_name = "N|PCT%")]
     pub max_delete: Option<String>,
     /// Accept a SRC that is not the one this replica was made from (another

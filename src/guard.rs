@@ -5,8 +5,8 @@
 //! as empty or as strangers, and the plan then deletes most of the replica. Before
 //! anything is written, [`check`] weighs the plan's deletes against DEST's size and
 //! refuses the run when they pass the limit: `--max-delete N` or `PCT%`, or by default
-//! more than half of DEST (once over a small floor, so tiny trees are not nagged) and
-//! any run that would empty DEST because SRC is empty. Pure: counts in, verdict out.
+//! more than half of DEST (once over a small floor, so tiny trees are not nagged); and
+//! any delete because SRC is empty, whatever the limit short of `100%`. Pure: counts in, verdict out.
 
 /// The user's limit on deletes in one run (`--max-delete`).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -48,13 +48,22 @@ pub fn check(d: Deletes, limit: Option<DeleteLimit>, src: &str, dest: &str) -> R
         return Ok(());
     }
     let share = |n: u64| n as f64 * 100.0 / d.dest_entries.max(1) as f64;
+    let everything = matches!(limit, Some(DeleteLimit::Percent(p)) if p >= 100.0);
+    if d.source_empty && !everything {
+        // Whatever the limit: an empty SRC is what an unmounted disk looks like.
+        return Err(format!(
+            "{dest}: refusing to delete {} of its {} entries: the source {src} is empty. \
+             Nothing was changed. If the source is right (check that {src} is mounted), \
+             run again with --max-delete 100%",
+            d.doomed, d.dest_entries
+        ));
+    }
     let why = match limit {
         Some(DeleteLimit::Count(n)) if d.doomed > n => format!("more than --max-delete {n}"),
         Some(DeleteLimit::Percent(p)) if share(d.doomed) > p => {
             format!("more than --max-delete {p}%")
         }
         Some(_) => return Ok(()),
-        None if d.source_empty => format!("the source {src} is empty"),
         None if d.doomed > FLOOR && d.doomed * 2 > d.dest_entries => {
             "more than half of it".to_string()
         }
@@ -115,7 +124,9 @@ mod tests {
     #[test]
     fn an_explicit_limit_replaces_the_default() {
         let n = Some(DeleteLimit::Count(10));
-        assert!(check(d(10, 10, true), n, "/s", "/d").is_ok());
+        // An empty source needs 100% whatever the count.
+        assert!(check(d(10, 10, true), n, "/s", "/d").is_err());
+        assert!(check(d(10, 10, false), n, "/s", "/d").is_ok());
         assert!(check(d(11, 1000, false), n, "/s", "/d").is_err());
         let p = Some(DeleteLimit::Percent(100.0));
         assert!(check(d(1000, 1000, true), p, "/s", "/d").is_ok());

@@ -656,3 +656,23 @@ fn a_directory_swapped_for_a_symlink_under_a_watch_is_weighed_whole() {
         "the replica lost files: {err}"
     );
 }
+
+#[test]
+fn an_unreadable_source_record_is_not_replaced_by_a_deleting_run() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    src.file("a", b"a");
+    push_ok(Transport::Local, src.path(), dst.path(), &["--delete"]);
+    let record = dst.join(".fsync-repl/source");
+    fs::write(&record, b"written by something else\n").unwrap();
+    let out = push(Transport::Local, src.path(), dst.path(), &["--delete"]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot be read"), "{}", stderr(&out));
+    assert_eq!(fs::read(&record).unwrap(), b"written by something else\n");
+    push_ok(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--delete", "--accept-new-source"],
+    );
+    assert!(fs::read_to_string(&record).unwrap().contains("fsid="));
+}

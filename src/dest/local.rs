@@ -807,12 +807,8 @@ impl Destination for LocalDest {
             let Some((_, dir)) = &cur else { continue };
             if let (true, Ok(fd)) = (drop_pages, dir) {
                 // Durable now: its pages need not stay in the secondary's cache.
-                if let Ok(f) = rfs::openat(
-                    fd,
-                    s.tmp.as_slice(),
-                    OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC,
-                    Mode::empty(),
-                ) {
+                // Names may come from the wire: a regular file only, never a device.
+                if let Ok((f, _)) = fsutil::open_regular(fd.as_fd(), &s.tmp) {
                     crate::cache::drop_written(&File::from(f));
                 }
             }
@@ -822,7 +818,10 @@ impl Destination for LocalDest {
                     .inspect_err(|_| {
                         let _ = rfs::unlinkat(fd, s.tmp.as_slice(), AtFlags::empty());
                     }),
-                Err(e) => Err(io::Error::from_raw_os_error(e.raw_os_error().unwrap_or(0))),
+                Err(e) => Err(match e.raw_os_error() {
+                    Some(code) => io::Error::from_raw_os_error(code),
+                    None => io::Error::new(e.kind(), e.to_string()),
+                }),
             };
             match result {
                 Ok(()) => {}

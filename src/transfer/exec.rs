@@ -347,15 +347,15 @@ impl<'a> Run<'a> {
             }
             match self.dest.commit(&staged) {
                 Ok(refused) => {
-                    let refused: std::collections::HashMap<usize, std::io::Error> =
+                    let mut refused: std::collections::HashMap<usize, std::io::Error> =
                         refused.into_iter().collect();
                     for (k, (op, _, stats)) in done.iter().enumerate() {
-                        match refused.get(&k) {
+                        match refused.remove(&k) {
                             None => self.landed(op, stats),
                             Some(e) => self.dest_error(
                                 "rename into place",
                                 self.sl.path(op.src as usize),
-                                std::io::Error::new(e.kind(), e.to_string()),
+                                e,
                             ),
                         }
                     }

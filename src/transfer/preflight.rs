@@ -138,7 +138,24 @@ pub(super) fn source_identity(
         what: format!("cannot read the source's identity: {e}"),
     })?;
     let was = match dest.source_record() {
-        Ok(r) => r.as_deref().and_then(SourceId::parse),
+        Ok(None) => None,
+        Ok(Some(text)) => match SourceId::parse(&text) {
+            Some(id) => Some(id),
+            // Not one this version wrote: it is not silently replaced by a run that
+            // may delete.
+            None if opts.delete && !opts.accept_new_source => {
+                return Err(Error::NewSource(format!(
+                    "{}: its record of the source it was made from (.fsync-repl/source) \
+                     cannot be read; nothing was changed. If {} is the right source, run \
+                     once with --accept-new-source",
+                    dest_path.display(),
+                    src_path.display()
+                )))
+            }
+            // Replaced only when accepted; a run that cannot delete leaves it alone.
+            None if !opts.accept_new_source => return Ok(None),
+            None => None,
+        },
         // Only a run that may delete depends on it.
         Err(e) if opts.delete => {
             return Err(Error::dest("read the source record of", dest_path, e))
