@@ -653,6 +653,7 @@ fn first_scope(
         }
         return Scope::everything();
     }
+
     let want = resume::Expect {
         now_ns: now_ns(),
         src: &now.src,
@@ -676,6 +677,16 @@ fn first_scope(
         Ok((scope, saved))
     });
     match resumed {
+        Ok(_) if prev.tree_entries.is_none() => {
+            // A state from before the tree's size was kept: batches could not weigh
+            // their deletes against the whole replica, so the first lists all of it.
+            if !opts.quiet {
+                out.warn(
+                    "starting with a full push: the state file does not say how large the tree is",
+                );
+            }
+            Scope::everything()
+        }
         Ok((scope, saved)) => {
             if !opts.quiet {
                 out.warn(&format!(
