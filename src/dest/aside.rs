@@ -25,6 +25,8 @@ use crate::tree;
 #[derive(Debug, Default)]
 pub struct SetAside {
     aside: HashMap<Vec<u8>, Vec<u8>>,
+    /// The temporary paths of `aside`, for [`SetAside::holds`] in O(depth).
+    names: std::collections::HashSet<Vec<u8>>,
     seq: u64,
 }
 
@@ -43,7 +45,16 @@ impl SetAside {
     /// Whether `path` is an entry set aside, or lies beneath one: the sender may not
     /// touch it (it would see its temporary name in a listing).
     pub fn holds(&self, path: &[u8]) -> bool {
-        self.aside.values().any(|a| tree::is_within(path, a))
+        let mut p = path;
+        loop {
+            if self.names.contains(p) {
+                return true;
+            }
+            if p.is_empty() {
+                return false;
+            }
+            p = tree::parent(p);
+        }
     }
 
     /// Moves the entry at `path` out of the way (a missing entry is no error).
@@ -71,6 +82,7 @@ impl SetAside {
         );
         match dest.rename(path, &aside) {
             Ok(()) => {
+                self.names.insert(aside.clone());
                 self.aside.insert(path.to_vec(), aside);
                 Ok(())
             }
@@ -88,13 +100,16 @@ impl SetAside {
         if !is_dir(dest, aside) || exists(dest, path) || dest.rename(aside, path).is_err() {
             return false;
         }
-        self.aside.remove(path);
+        if let Some(a) = self.aside.remove(path) {
+            self.names.remove(&a);
+        }
         true
     }
 
     /// Something now stands at `path`: what was set aside for it goes for good.
     pub fn replaced(&mut self, dest: &LocalDest, path: &[u8]) {
         if let Some(aside) = self.aside.remove(path) {
+            self.names.remove(&aside);
             let _ = dest.remove_tree(&aside);
         }
     }
@@ -102,6 +117,7 @@ impl SetAside {
     /// At the end of the session: puts back every entry nothing replaced (one that was
     /// replaced after all goes).
     pub fn put_back(&mut self, dest: &LocalDest) {
+        self.names.clear();
         for (path, aside) in self.aside.drain() {
             if exists(dest, &path) || dest.rename(&aside, &path).is_err() {
                 let _ = dest.remove_tree(&aside);
