@@ -209,17 +209,7 @@ fn a_restarted_watch_on_an_unmounted_source_keeps_refusing() {
     let mnt = mount_tmpfs(&src, "size=16m").expect("mount tmpfs on SRC");
     fill(&src, 300);
     let state = side.join("state.json");
-    let watch = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
-            .args(["watch", "--delay", "100ms", "--state-file"])
-            .arg(&state)
-            .arg(&src)
-            .arg(dst.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
-    };
+    let watch = || spawn_watch(&src, dst.path(), &state);
     let mut w = watch();
     let deadline = Instant::now() + Duration::from_secs(60);
     while files(dst.path()).len() < 300 {
@@ -232,10 +222,7 @@ fn a_restarted_watch_on_an_unmounted_source_keeps_refusing() {
     assert_ne!(status, Some(0), "the watch went on without its source");
     // Restarted the way systemd restarts it, on the now-empty mount point, twice.
     for _ in 0..2 {
-        let mut w = watch();
-        let status = wait_exit(&mut w, Duration::from_secs(60));
-        let mut err = String::new();
-        std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut err).unwrap();
+        let (status, err) = exit_and_stderr(&mut watch());
         assert_eq!(status, Some(3), "{err}");
         assert!(err.contains("is its filesystem mounted"), "{err}");
         assert_eq!(
@@ -253,6 +240,29 @@ fn a_restarted_watch_on_an_unmounted_source_keeps_refusing() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("not the source"), "{text}");
+}
+
+/// Waits (bounded) for `child` to exit; its exit code and what it printed on stderr.
+fn exit_and_stderr(child: &mut std::process::Child) -> (Option<i32>, String) {
+    let status = wait_exit(child, Duration::from_secs(60));
+    let mut err = String::new();
+    if let Some(e) = child.stderr.as_mut() {
+        std::io::Read::read_to_string(e, &mut err).unwrap();
+    }
+    (status, err)
+}
+
+/// `fsync-repl watch` of `src` into `dst` with a state file, stderr captured.
+fn spawn_watch(src: &Path, dst: &Path, state: &Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
+        .args(["watch", "--delay", "100ms", "--state-file"])
+        .arg(state)
+        .arg(src)
+        .arg(dst)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// Waits for `child` to exit, killing it at the deadline (then `None`).
@@ -618,15 +628,7 @@ fn a_directory_swapped_for_a_symlink_under_a_watch_is_weighed_whole() {
     }
     fs::write(src.join("alice/notes"), b"n").unwrap();
     let state = side.join("state.json");
-    let mut w = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"))
-        .args(["watch", "--delay", "100ms", "--state-file"])
-        .arg(&state)
-        .arg(&src)
-        .arg(dst.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut w = spawn_watch(&src, dst.path(), &state);
     let deadline = Instant::now() + Duration::from_secs(60);
     while files(dst.path()).len() < 301 {
         assert!(Instant::now() < deadline, "the watch never caught up");
@@ -645,9 +647,7 @@ fn a_directory_swapped_for_a_symlink_under_a_watch_is_weighed_whole() {
     }
     fs::rename(src.join("alice/Documents"), base.join("elsewhere")).unwrap();
     std::os::unix::fs::symlink(base.join("elsewhere"), src.join("alice/Documents")).unwrap();
-    let status = wait_exit(&mut w, Duration::from_secs(60));
-    let mut err = String::new();
-    std::io::Read::read_to_string(w.stderr.as_mut().unwrap(), &mut err).unwrap();
+    let (status, err) = exit_and_stderr(&mut w);
     assert_eq!(status, Some(25), "the watch did not refuse: {err}");
     assert!(err.contains("refusing to delete"), "{err}");
     assert_eq!(
