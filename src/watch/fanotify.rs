@@ -29,7 +29,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use super::event::{convert, dirty_of, Event};
@@ -166,12 +165,6 @@ pub fn beneath<'a>(root: &[u8], abs: &'a [u8]) -> Option<&'a [u8]> {
     }
 }
 
-/// The running watcher; dropping it stops the thread.
-pub struct Watcher {
-    thread: Option<JoinHandle<()>>,
-    pub shared: Arc<Shared>,
-}
-
 /// A descriptor of one marked filesystem, to resolve its handles against.
 struct Fs {
     mount: OwnedFd,
@@ -230,12 +223,20 @@ fn unescape_mount(s: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The running fanotify watcher (the inotify backend's thread handle); dropping it
+/// stops the thread.
+pub type Watcher = super::inotify::Watcher;
+
 impl Watcher {
     /// Creates the group and marks every filesystem under the root before returning (so
     /// a scan started afterwards misses nothing), then starts the thread that reports
     /// changes on `tx`. An error says why fanotify cannot serve this tree (no
     /// CAP_SYS_ADMIN, a filesystem without file handles); the caller may use inotify.
-    pub fn start(cfg: WatchConfig, tx: SyncSender<Event>, log: Log) -> std::io::Result<Watcher> {
+    pub fn start_fanotify(
+        cfg: WatchConfig,
+        tx: SyncSender<Event>,
+        log: Log,
+    ) -> std::io::Result<Watcher> {
         let flags = libc::FAN_CLASS_NOTIF
             | libc::FAN_CLOEXEC
             | libc::FAN_NONBLOCK
@@ -293,27 +294,7 @@ impl Watcher {
             log,
             warned: false,
         };
-        let thread = std::thread::Builder::new()
-            .name("fsync-repl-fanotify".into())
-            .spawn(move || me.run())?;
-        Ok(Watcher {
-            thread: Some(thread),
-            shared,
-        })
-    }
-
-    /// Stops the thread and waits for it.
-    pub fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        self.stop();
+        Watcher::spawn("fsync-repl-fanotify", shared, move || me.run())
     }
 }
 
@@ -582,7 +563,7 @@ pub fn probe(root: &Path) -> std::io::Result<()> {
         poll: Duration::from_secs(60),
         excludes: Vec::new(),
     };
-    Watcher::start(cfg, tx, Arc::new(|_| {})).map(drop)
+    Watcher::start_fanotify(cfg, tx, Arc::new(|_| {})).map(drop)
 }
 
 #[cfg(test)]

@@ -144,9 +144,16 @@ impl Watcher {
                 "cannot watch the source root (inotify refused it)",
             ));
         }
-        let thread = std::thread::Builder::new()
-            .name("fsync-repl-inotify".into())
-            .spawn(move || tree.run())?;
+        Watcher::spawn("fsync-repl-inotify", shared, move || tree.run())
+    }
+
+    /// Runs a backend's reading loop `f` on a thread named `name`; `shared.stop` ends it.
+    pub(super) fn spawn(
+        name: &str,
+        shared: Arc<Shared>,
+        f: impl FnOnce() + Send + 'static,
+    ) -> std::io::Result<Watcher> {
+        let thread = std::thread::Builder::new().name(name.into()).spawn(f)?;
         Ok(Watcher {
             thread: Some(thread),
             shared,

@@ -183,7 +183,7 @@ fn start_watcher(
     };
     let mut why_not = None;
     if w.backend != Backend::Inotify {
-        match fanotify::Watcher::start(cfg.clone(), tx.clone(), log.clone()) {
+        match fanotify::Watcher::start_fanotify(cfg.clone(), tx.clone(), log.clone()) {
             Ok(k) => {
                 let k = Kernel::Fanotify(k);
                 if !opts.quiet {
