@@ -179,16 +179,10 @@ mod tests {
         // Start from nothing cached, then cache the first half as a user would.
         f.sync_all().unwrap();
         Resident::Nothing.release(&f, len);
-        if cached_pages(&f, len) != 0 {
-            // A filesystem that keeps its pages regardless (/var/tmp on tmpfs).
-            assert!(
-                std::env::var_os("CI").is_none_or(|v| v != "true"),
-                "/var/tmp cannot drop cached pages here"
-            );
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                b"SKIPPED cache test: /var/tmp keeps its pages (tmpfs?)\n",
-            );
+        if !crate::require(
+            cached_pages(&f, len) == 0,
+            "/var/tmp that drops cached pages",
+        ) {
             return;
         }
         // Without read-ahead, so that exactly the half read is cached.

@@ -57,3 +57,18 @@ pub mod watch;
 pub mod wire;
 
 pub use error::{Error, ExitCode};
+
+/// Unit tests' prerequisites: under `CI=true` a missing one fails the test; elsewhere
+/// one `SKIPPED` line goes to the real stderr (past libtest's capture). Returns `ok`.
+#[cfg(test)]
+pub(crate) fn require(ok: bool, what: &str) -> bool {
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "prerequisite missing under CI=true: {what}"
+        );
+        use std::io::Write;
+        let _ = std::io::stderr().write_all(format!("SKIPPED: {what}\n").as_bytes());
+    }
+    ok
+}

@@ -2799,8 +2799,8 @@ fn pull_applies_no_extended_attributes_without_x() {
     let probe = a.root().join("probe");
     fs::write(&probe, b"").unwrap();
     let flags = rustix::fs::XattrFlags::empty();
-    if rustix::fs::lsetxattr(&probe, "user.probe", b"1", flags).is_err() {
-        eprintln!("note: skipped the -X half: no user xattrs here");
+    let xattrs = rustix::fs::lsetxattr(&probe, "user.probe", b"1", flags).is_ok();
+    if !common::require(xattrs, "user extended attributes on the scratch filesystem") {
         return;
     }
     fs::remove_file(&probe).unwrap();
@@ -2910,19 +2910,24 @@ fn avail(p: &Path) -> u64 {
     s.f_bavail * s.f_frsize
 }
 
+/// A 20 MiB tmpfs of this test's own (root), or `None` when it cannot be had (a failure
+/// under CI).
+fn small_tmpfs() -> Option<(tempfile::TempDir, common::Mounted)> {
+    if !common::require(common::is_root(), "mounting a tmpfs needs root") {
+        return None;
+    }
+    let mnt = tempfile::tempdir().expect("tempdir");
+    let mounted = common::mount_tmpfs(mnt.path(), "size=20m");
+    common::require(mounted.is_some(), "mount -t tmpfs").then(|| (mnt, mounted.expect("mounted")))
+}
+
 /// Files announced one after another, none written yet, each fitting the free space on
 /// its own: the receiver counts what the files in flight will take, and a local copy
 /// too, so the reserve holds; and every temporary file goes when the session ends, even
 /// one staged and never committed by a session that ended normally.
 #[test]
 fn serve_counts_files_in_flight_against_its_reserve_and_cleans_up_at_the_end() {
-    if !common::is_root() {
-        eprintln!("note: skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
-        eprintln!("note: skipped: mount -t tmpfs failed");
+    let Some((mnt, _mounted)) = small_tmpfs() else {
         return;
     };
     let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
@@ -3059,13 +3064,7 @@ fn pull_ends_when_the_sender_stops_reading() {
 
 #[test]
 fn pull_counts_files_in_flight_against_its_reserve() {
-    if !common::is_root() {
-        eprintln!("note: skipped: mounting a tmpfs needs root");
-        return;
-    }
-    let mnt = tempfile::tempdir().expect("tempdir");
-    let Some(_mounted) = common::mount_tmpfs(mnt.path(), "size=20m") else {
-        eprintln!("note: skipped: mount -t tmpfs failed");
+    let Some((mnt, _mounted)) = small_tmpfs() else {
         return;
     };
     let a = Arena::in_dir(tempfile::tempdir_in(mnt.path()).expect("tempdir"));
