@@ -27,11 +27,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{SyncSender, TrySendError};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::event::{convert, dirty_of, Event};
+use super::event::{convert, Event};
 use super::inotify::{Log, Shared, WatchConfig};
 use crate::scan::Filter;
 use crate::tree::is_within;
@@ -533,23 +533,7 @@ impl Thread {
     /// Hands an event over, or records its directories as lost when the channel is
     /// full. False when the consumer is gone.
     fn send(&self, ev: Event) -> bool {
-        match self.tx.try_send(ev) {
-            Ok(()) => true,
-            Err(TrySendError::Full(ev)) => {
-                let mut lost = lock(&self.shared.lost);
-                match &ev {
-                    Event::Change(c) => {
-                        for (d, r) in dirty_of(c) {
-                            lost.add(d, r);
-                        }
-                    }
-                    Event::Rescan(d) => lost.add(d, true),
-                }
-                self.shared.channel_full.store(true, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        self.shared.send(&self.tx, ev)
     }
 }
 

@@ -94,6 +94,31 @@ pub struct Shared {
     pub unwatched: Mutex<Scope>,
 }
 
+impl Shared {
+    /// Hands a backend's event to the consumer over `tx`, or records its directories
+    /// as lost when the channel is full (they are rescanned). False when the consumer
+    /// is gone.
+    pub fn send(&self, tx: &SyncSender<Event>, ev: Event) -> bool {
+        match tx.try_send(ev) {
+            Ok(()) => true,
+            Err(TrySendError::Full(ev)) => {
+                let mut lost = lock(&self.lost);
+                match &ev {
+                    Event::Change(c) => {
+                        for (d, r) in dirty_of(c) {
+                            lost.add(d, r);
+                        }
+                    }
+                    Event::Rescan(d) => lost.add(d, true),
+                }
+                self.channel_full.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct WatchConfig {
@@ -367,23 +392,7 @@ impl Tree {
     /// Hands an event over, or records its directories as lost when the channel is
     /// full. False when the consumer is gone.
     fn send(&self, ev: Event) -> bool {
-        match self.tx.try_send(ev) {
-            Ok(()) => true,
-            Err(TrySendError::Full(ev)) => {
-                let mut lost = lock(&self.shared.lost);
-                match &ev {
-                    Event::Change(c) => {
-                        for (d, r) in dirty_of(c) {
-                            lost.add(d, r);
-                        }
-                    }
-                    Event::Rescan(d) => lost.add(d, true),
-                }
-                self.shared.channel_full.store(true, Ordering::Relaxed);
-                true
-            }
-            Err(TrySendError::Disconnected(_)) => false,
-        }
+        self.shared.send(&self.tx, ev)
     }
 
     fn run(mut self) {
