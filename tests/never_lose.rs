@@ -23,17 +23,6 @@ fn root_or_skip(what: &str) -> bool {
     require(is_root(), &format!("{what} needs root"))
 }
 
-/// `fsync-repl push` as a process to start and watch.
-fn spawnable(t: Transport, src: &Path, dst: &Path, args: &[&str]) -> std::process::Command {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_fsync-repl"));
-    c.env_remove("FSYNC_REPL_CONFIG").arg("push").args(args);
-    match t {
-        Transport::Local => c.arg(src).arg(dst),
-        Transport::Rsh => c.args(rsh_args()).arg(src).arg(remote(dst)),
-    };
-    c
-}
-
 fn code(out: &std::process::Output) -> Option<i32> {
     out.status.code()
 }
@@ -438,7 +427,7 @@ fn the_metadata_given_is_that_of_the_bytes_copied() {
         // before it is read.
         src.file("a", &vec![b'a'; 8 << 20]).file("z", b"original");
         set_mtime(&src.join("z"), 1_600_000_000, 0);
-        let mut child = spawnable(t, src.path(), dst.path(), &["--bwlimit", "4M", "-j", "1"])
+        let mut child = push_std(t, src.path(), dst.path(), &["--bwlimit", "4M", "-j", "1"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -500,7 +489,7 @@ fn a_closed_stdout_ends_quietly_with_the_normal_exit_code() {
     for i in 0..500 {
         src.file(format!("f{i}"), b"x");
     }
-    let mut child = spawnable(Transport::Local, src.path(), dst.path(), &["-i"])
+    let mut child = push_std(Transport::Local, src.path(), dst.path(), &["-i"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -528,7 +517,7 @@ fn a_signal_during_the_scan_stops_the_run() {
         src.file(format!("d{i}/f"), b"x");
     }
     // One directory read per operation at 20 a second: the scan alone takes 30 s.
-    let mut child = spawnable(
+    let mut child = push_std(
         Transport::Local,
         src.path(),
         dst.path(),
@@ -675,4 +664,24 @@ fn an_unreadable_source_record_is_not_replaced_by_a_deleting_run() {
         &["--delete", "--accept-new-source"],
     );
     assert!(fs::read_to_string(&record).unwrap().contains("fsid="));
+}
+
+#[test]
+fn a_symlink_planted_as_the_replicas_record_directory_leads_nowhere() {
+    // Invariant 3: DEST/.fsync-repl -> elsewhere must not carry the record outside.
+    for &t in TRANSPORTS {
+        let (src, dst, outside) = (Tree::new(), Tree::new(), Tree::new());
+        src.file("a", b"a");
+        std::os::unix::fs::symlink(outside.path(), dst.join(".fsync-repl")).unwrap();
+        let out = push(t, src.path(), dst.path(), &["--delete"]);
+        assert_ne!(code(&out), Some(0), "{t:?}: {}", stderr(&out));
+        assert_eq!(
+            fs::read_dir(outside.path()).unwrap().count(),
+            0,
+            "{t:?}: written through the planted link"
+        );
+        assert!(fs::symlink_metadata(dst.join(".fsync-repl"))
+            .unwrap()
+            .is_symlink());
+    }
 }

@@ -478,7 +478,9 @@ impl LocalDest {
     }
 
     /// Removes what a run killed while writing the source record left in the replica's
-    /// own directory, where no listing looks (invariant 4).
+    /// own directory, where no listing looks (invariant 4). Done before each write of
+    /// the record: a run killed mid-write left no record (or the old one), so the next
+    /// run writes it again and cleans up first.
     fn remove_sidecar_temps(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
         for name in fsutil::read_dir_names(dir)? {
             if scan::is_temp_name(&name) {
@@ -734,11 +736,6 @@ impl Destination for LocalDest {
 
     fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
         use std::io::Read;
-        match self.dir(SIDECAR) {
-            Ok(dir) => self.remove_sidecar_temps(dir.as_fd())?,
-            Err(e) if fsutil::is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(e),
-        }
         let path = [SIDECAR, RECORD].join(&b'/');
         // Never anything but a regular file, even for a moment.
         let file = match fsutil::open_regular(self.root.as_fd(), &path) {

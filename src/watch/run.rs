@@ -300,8 +300,6 @@ pub fn run(
     let mut next_rescan = start + jittered(w.rescan_interval, seed);
     let mut failed_since: Option<Instant> = None;
     let mut rescans = 0u64;
-    // Whether a batch has run since the start (and with it any --accept-new-source).
-    let mut accepted = false;
     let mut sessions_seen = 0u64;
     let mut dest_id: Option<(u64, u64)> = None;
     let mut last_save = Instant::now();
@@ -416,7 +414,7 @@ pub fn run(
         bopts.dest_entries = state.tree_entries;
         // `--accept-new-source` speaks for the source this watch started on, once: a
         // unit left with the flag still refuses a disk that goes missing later.
-        bopts.accept_new_source = opts.accept_new_source && !accepted;
+        bopts.accept_new_source = opts.accept_new_source && state.last_success.is_none();
         // A signal first drains the batch: the files in flight are finished.
         bopts.drain = Some(interrupted.clone());
         let cut = Arc::new(AtomicBool::new(false));
@@ -456,9 +454,6 @@ pub fn run(
         let outcome = classify(&result);
         if let (Ok(r), true) = (&result, whole) {
             state.tree_entries = Some(r.files_scanned);
-        }
-        if outcome == Outcome::Done {
-            accepted = true;
         }
         if let Ok(r) = &result {
             for e in &r.errors {
