@@ -150,6 +150,14 @@ impl Drop for Tracked {
     }
 }
 
+/// Whether the filesystem of `fd` keeps its files in the page cache itself (tmpfs,
+/// ramfs): there, dropping pages frees nothing and only costs system calls.
+pub fn memory_backed(fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    const TMPFS_MAGIC: u64 = 0x0102_1994;
+    const RAMFS_MAGIC: u64 = 0x8584_58f6;
+    rustix::fs::fstatfs(fd).is_ok_and(|s| matches!(s.f_type as u64, TMPFS_MAGIC | RAMFS_MAGIC))
+}
+
 /// Drops the cached pages of a file this run wrote, once its data is durable (the
 /// replica must not fill the secondary's cache either).
 pub fn drop_written(file: &File) {

@@ -23,6 +23,9 @@ pub struct Source {
     path: PathBuf,
     /// Leave in the cache what reading brought in (`--keep-cache`).
     keep_cache: bool,
+    /// The root's device when its filesystem lives in memory (tmpfs): its files'
+    /// pages are their data, and are left alone.
+    memory_dev: Option<u64>,
 }
 
 /// An open source file and its state when opened.
@@ -104,10 +107,14 @@ impl Source {
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
+        let memory_dev = crate::cache::memory_backed(root.as_fd())
+            .then(|| rustix::fs::fstat(&root).map(|s| s.st_dev).ok())
+            .flatten();
         Ok(Source {
             root,
             path: path.to_path_buf(),
             keep_cache: false,
+            memory_dev,
         })
     }
 
@@ -129,7 +136,7 @@ impl Source {
     pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
         let (fd, st) = fsutil::open_source_file(self.root.as_fd(), rel)?;
         let f = SourceFile::from_parts(File::from(fd), &st);
-        Ok(if self.keep_cache {
+        Ok(if self.keep_cache || self.memory_dev == Some(f.dev) {
             f
         } else {
             f.tracking_cache()

@@ -101,6 +101,8 @@ impl LocalDest {
         )?;
         let fsync = opts.fsync;
         let dev = rfs::fstat(&root)?.st_dev;
+        // A DEST in memory (tmpfs) has no cache to spare.
+        let keep_cache = opts.keep_cache || crate::cache::memory_backed(root.as_fd());
         Ok(LocalDest {
             root,
             path: path.to_path_buf(),
@@ -111,7 +113,7 @@ impl LocalDest {
             seq: AtomicU64::new(0),
             salt: temp_salt(),
             cancel,
-            keep_cache: opts.keep_cache,
+            keep_cache,
         })
     }
 
