@@ -1,231 +1,319 @@
-//! Plain option values the engine runs on, and parsers for sizes and rates.
+//! Backup jobs: the TOML config file that lists them, and what cron needs around them
+//! (a log line per job, Prometheus textfile metrics written atomically).
 //!
-//! Core code never sees clap: `cli` converts its arguments into [`Options`], a config
-//! file (later) will produce the same value.
+//! A job's keys are the `backup` flags of the same names: [`Job::settings`] checks them
+//! as the command line checks its flags and lays them over the command line's settings,
+//! so a job and the same flags typed by hand behave alike. Unknown keys are errors that
+//! name the key and its line (`deny_unknown_fields`); nothing runs on a bad file.
 
-/// How temporary files are made durable before they are renamed into place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FsyncMode {
-    /// Write a batch of temporary files, `syncfs` the destination once, then rename them.
-    #[default]
-    Batch,
-    /// `fsync` each temporary file before its rename.
-    File,
-    /// No durability barrier (atomic against a crash of this process, not of the machine).
-    None,
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use crate::options::Options;
+use crate::snapshot::retention::Policy;
+use crate::throttle::priority::IoClass;
+
+/// The config file.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<Job>,
 }
 
-/// The free-space reserve kept on the destination.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Reserve {
-    Bytes(u64),
-    Percent(f64),
+/// One `[[job]]`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Job {
+    pub name: String,
+    pub source: PathBuf,
+    /// A local path or `[user@]host:path`.
+    pub destination: String,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    #[serde(default)]
+    pub throttle: JobThrottle,
+    #[serde(default)]
+    pub retention: JobRetention,
 }
 
-impl Reserve {
-    /// Bytes to keep free on a filesystem of `total` bytes.
-    pub fn bytes(self, total: u64) -> u64 {
-        match self {
-            Reserve::Bytes(b) => b,
-            Reserve::Percent(p) => (total as f64 * p / 100.0) as u64,
-        }
-    }
-}
-
-/// Default reserve: 5% of the filesystem, capped at 10 GiB.
-pub fn default_reserve(total: u64) -> u64 {
-    (total / 20).min(10 << 30)
-}
-
-/// Options of a replication run. Every field is documented by its `push` flag.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Remove destination entries the source no longer has.
-    pub delete: bool,
-    /// Also remove destination entries that the filters exclude.
-    pub delete_excluded: bool,
-    /// Compare content hashes rather than size and mtime.
-    pub checksum: bool,
-    /// Exclude patterns (gitignore syntax), from `--exclude` and `--exclude-from`.
-    pub excludes: Vec<String>,
-    /// Stay on the source root's filesystem.
-    pub one_file_system: bool,
-    /// Replicate extended attributes.
-    pub xattrs: bool,
-    /// Use rolling-checksum deltas for files that exist in the destination.
-    pub delta: bool,
-    /// Worker threads.
-    pub jobs: usize,
-    /// Free space to keep on the destination (`None`: [`default_reserve`]).
-    pub min_free: Option<Reserve>,
-    /// Durability before rename.
-    pub fsync: FsyncMode,
-    /// Byte-rate limit on disk reads and writes, bytes per second.
-    pub bwlimit: Option<u64>,
-    /// Limit on metadata operations per second.
+/// A job's `[job.throttle]`: the push flags of the same names.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobThrottle {
+    pub bwlimit: Option<String>,
     pub iops_limit: Option<u32>,
-    /// CPU and I/O priority of every thread.
-    pub priority: crate::throttle::priority::Priority,
-    /// Adaptive back-off (`None`: `--no-adaptive`).
-    pub adaptive: Option<crate::throttle::adaptive::Config>,
-    /// Plan only.
-    pub dry_run: bool,
-    /// One line per change.
-    pub itemize: bool,
-    /// Progress bar even off a terminal.
-    pub progress: bool,
-    /// JSON summary.
-    pub json: bool,
-    /// Errors only.
-    pub quiet: bool,
-    /// Verbosity level.
-    pub verbose: u8,
-    /// Preserve owners (true when running as root).
-    pub owners: bool,
-    /// Recreate devices, FIFOs and sockets (true when running as root).
-    pub specials: bool,
-    /// Files per durability batch.
-    pub batch_files: usize,
-    /// Bytes per durability batch.
-    pub batch_bytes: u64,
-    /// Leave what the run reads and writes in the page cache (`--keep-cache`).
-    pub keep_cache: bool,
-    /// The most a run may delete (`None`: the default rule of [`crate::guard`]).
-    pub max_delete: Option<crate::guard::DeleteLimit>,
-    /// Take a source that is not the one the replica was made from, and record it.
-    pub accept_new_source: bool,
-    /// Entries the whole DEST holds, for a run that lists only a part of it (watch
-    /// batches): the mass-delete guard weighs deletes against all of DEST.
-    pub dest_entries: Option<u64>,
-    /// Only this part of both trees (set by watch mode for each batch; no flag).
-    pub scope: Option<std::sync::Arc<crate::scope::Scope>>,
-    /// Once set, nothing new starts: the files being copied finish and are put in
-    /// place, and the run ends as interrupted (watch mode's SIGTERM; no flag).
-    pub drain: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
-    /// Refuse a destination root that is a symlink (backup's `DEST/current`, which a
-    /// planted link must not lead outside DEST).
-    pub no_follow_dest: bool,
+    pub ionice: Option<String>,
+    pub nice: Option<i32>,
+    pub min_free: Option<String>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        let root = rustix::process::geteuid().is_root();
-        Options {
-            delete: false,
-            delete_excluded: false,
-            checksum: false,
-            excludes: Vec::new(),
-            one_file_system: false,
-            xattrs: false,
-            delta: false,
-            jobs: 2,
-            min_free: None,
-            fsync: FsyncMode::Batch,
-            bwlimit: None,
-            iops_limit: None,
-            priority: Default::default(),
-            adaptive: Some(Default::default()),
-            dry_run: false,
-            itemize: false,
-            progress: false,
-            json: false,
-            quiet: false,
-            verbose: 0,
-            owners: root,
-            specials: root,
-            batch_files: 2048,
-            batch_bytes: 256 << 20,
-            scope: None,
-            drain: None,
-            max_delete: None,
-            keep_cache: false,
-            accept_new_source: false,
-            dest_entries: None,
-            no_follow_dest: false,
+/// A job's `[job.retention]`: the `--keep-*` flags of the same names.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobRetention {
+    pub keep_last: Option<u32>,
+    pub keep_hourly: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub keep_monthly: Option<u32>,
+    pub keep_within: Option<String>,
+}
+
+impl Job {
+    /// This job's run settings over `base` (what the command line gives every job):
+    /// the job's throttle, priority and reserve replace the base's, its excludes add to
+    /// them, and its retention rules replace the base's when it has any. Values are
+    /// checked as the flags of the same names are; an error names the key.
+    pub fn settings(&self, base: &Options, policy: &Policy) -> Result<(Options, Policy), String> {
+        let bad = |key: &str, e: String| format!("job {}: {key}: {e}", self.name);
+        let mut o = base.clone();
+        let t = &self.throttle;
+        if let Some(r) = &t.bwlimit {
+            o.bwlimit = Some(crate::units::parse_rate(r).map_err(|e| bad("bwlimit", e))?);
+            if let Some(a) = &mut o.adaptive {
+                a.max_rate = o.bwlimit;
+                a.min_rate = a.min_rate.min(o.bwlimit.unwrap_or(u64::MAX));
+            }
         }
+        if let Some(n) = t.iops_limit {
+            if n == 0 {
+                return Err(bad(
+                    "iops_limit",
+                    "0 would never finish; give a positive limit".into(),
+                ));
+            }
+            o.iops_limit = Some(n);
+        }
+        if let Some(c) = &t.ionice {
+            o.priority.io = IoClass::parse(c).map_err(|e| bad("ionice", e))?;
+        }
+        if let Some(n) = t.nice {
+            if !(-20..=19).contains(&n) {
+                return Err(bad("nice", format!("{n}: give a niceness from -20 to 19")));
+            }
+            o.priority.nice = Some(n);
+        }
+        if let Some(m) = &t.min_free {
+            o.min_free = Some(crate::space::parse_reserve(m).map_err(|e| bad("min_free", e))?);
+        }
+        o.excludes.extend(self.exclude.iter().cloned());
+        let r = &self.retention;
+        let within_secs = match &r.keep_within {
+            Some(d) => Some(
+                crate::snapshot::retention::parse_duration(d).map_err(|e| bad("keep_within", e))?,
+            ),
+            None => None,
+        };
+        let own = Policy {
+            last: r.keep_last.unwrap_or(0),
+            hourly: r.keep_hourly.unwrap_or(0),
+            daily: r.keep_daily.unwrap_or(0),
+            weekly: r.keep_weekly.unwrap_or(0),
+            monthly: r.keep_monthly.unwrap_or(0),
+            within_secs,
+        };
+        let policy = if own.is_empty() { *policy } else { own };
+        Ok((o, policy))
     }
 }
 
-/// Splits `12.5M` into its number and the unit after it (`None`: no number first).
-fn number_and_unit(s: &str) -> Option<(f64, &str)> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    Some((num.parse().ok()?, unit))
+/// Where the config file is: `--config`, else $FSYNC_REPL_CONFIG, else
+/// /etc/fsync-repl.toml when it exists, else ~/.config/fsync-repl/config.toml.
+pub fn config_path(given: Option<&Path>) -> PathBuf {
+    if let Some(p) = given {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("FSYNC_REPL_CONFIG").filter(|p| !p.is_empty()) {
+        return p.into();
+    }
+    let etc = PathBuf::from("/etc/fsync-repl.toml");
+    if etc.exists() {
+        return etc;
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    Path::new(&home).join(".config/fsync-repl/config.toml")
 }
 
-/// Parses a size with optional binary unit: `512`, `64K`, `20M`, `1.5G`, `2T` (also `KiB`, `MB`…;
-/// every unit is a power of 1024).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let (n, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("'{s}' is not a size; write e.g. 512K, 20M or 1.5G"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        other => {
+/// Parses a config file's text; errors are one line: `PATH:LINE: what`.
+pub fn parse(path: &Path, text: &str) -> Result<ConfigFile, String> {
+    let cfg: ConfigFile = toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(0);
+        format!(
+            "{}:{line}: {}; fix the config file",
+            path.display(),
+            e.message().trim().replace('\n', " ")
+        )
+    })?;
+    let mut names: Vec<&str> = Vec::new();
+    for j in &cfg.jobs {
+        if j.name.is_empty() || names.contains(&j.name.as_str()) {
             return Err(format!(
-                "unknown unit '{other}'; use K, M, G or T (powers of 1024)"
-            ))
+                "{}: job name '{}' is empty or used twice; give every job its own name",
+                path.display(),
+                j.name
+            ));
         }
+        names.push(&j.name);
+    }
+    if cfg.jobs.is_empty() {
+        return Err(format!("{}: no [[job]] in the config file", path.display()));
+    }
+    Ok(cfg)
+}
+
+/// The outcome of one job, for the log and the metrics.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub name: String,
+    pub exit_code: i32,
+    pub started: i64,
+    pub duration_secs: f64,
+    pub bytes: u64,
+    pub files: u64,
+    /// Entries the run meant to change and could not.
+    pub failed: u64,
+    /// One line saying what failed (None: success).
+    pub failure: Option<String>,
+}
+
+/// Appends one line per job to the log file.
+pub fn append_log(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    let mut text = String::new();
+    for r in results {
+        text.push_str(&format!(
+            "{} job={} exit={} duration={:.1}s bytes={} files={} failed={} {}\n",
+            crate::snapshot::retention::format_utc(r.started),
+            r.name,
+            r.exit_code,
+            r.duration_secs,
+            r.bytes,
+            r.files,
+            r.failed,
+            r.failure.as_deref().unwrap_or("ok")
+        ));
+    }
+    f.write_all(text.as_bytes())
+}
+
+const LAST_SUCCESS: &str = "fsync_repl_last_success_timestamp_seconds";
+
+fn label(name: &str) -> String {
+    name.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Renders the metrics of `results`; `previous` is the old file's text, whose last
+/// success times are kept for jobs that failed this time, and whose other jobs' lines
+/// are kept as they were.
+pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
+    let last_ok = |name: &str| -> Option<String> {
+        let prefix = format!("{LAST_SUCCESS}{{job=\"{}\"}} ", label(name));
+        previous
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix).map(str::to_string))
     };
-    let v = n * mult as f64;
-    if !v.is_finite() || v < 0.0 || v > u64::MAX as f64 {
-        return Err(format!("'{s}' is out of range"));
-    }
-    Ok(v as u64)
-}
-
-/// Parses a rate such as `20M` (bytes per second; `/s` suffix allowed). Zero is refused.
-pub fn parse_rate(s: &str) -> Result<u64, String> {
-    let v = parse_size(s.trim().trim_end_matches("/s"))?;
-    if v == 0 {
-        return Err("a rate of 0 would never finish; give a positive rate such as 20M".into());
-    }
-    Ok(v)
-}
-
-/// Parses `PCT%` (0 to 100); `None` when `s` does not end in `%`.
-pub fn parse_percent(s: &str) -> Option<Result<f64, String>> {
-    let p = s.trim().strip_suffix('%')?;
-    Some(match p.trim().parse::<f64>() {
-        Err(_) => Err(format!("'{s}' is not a percentage; write e.g. 5%")),
-        Ok(p) if !(0.0..=100.0).contains(&p) => {
-            Err(format!("'{s}': a percentage must be between 0% and 100%"))
+    type Value<'a> = &'a dyn Fn(&JobResult) -> Option<String>;
+    let metrics: [(&str, &str, Value); 6] = [
+        (
+            LAST_SUCCESS,
+            "Time of the job's last successful backup.",
+            &|r| {
+                if r.failure.is_none() {
+                    Some((r.started as f64 + r.duration_secs).round().to_string())
+                } else {
+                    last_ok(&r.name)
+                }
+            },
+        ),
+        (
+            "fsync_repl_duration_seconds",
+            "Duration of the job's last run.",
+            &|r| Some(format!("{:.3}", r.duration_secs)),
+        ),
+        (
+            "fsync_repl_bytes",
+            "Bytes the job's last run copied.",
+            &|r| Some(r.bytes.to_string()),
+        ),
+        (
+            "fsync_repl_files",
+            "Files in the job's last snapshot (or scanned).",
+            &|r| Some(r.files.to_string()),
+        ),
+        (
+            "fsync_repl_failed_files",
+            "Entries the job's last run could not replicate (each named in its log).",
+            &|r| Some(r.failed.to_string()),
+        ),
+        (
+            "fsync_repl_exit_code",
+            "Exit code of the job's last run.",
+            &|r| Some(r.exit_code.to_string()),
+        ),
+    ];
+    let ours: Vec<String> = results
+        .iter()
+        .map(|r| format!("{{job=\"{}\"}} ", label(&r.name)))
+        .collect();
+    let mut out = String::new();
+    for (name, help, value) in metrics {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for r in results {
+            if let Some(v) = value(r) {
+                out.push_str(&format!("{name}{{job=\"{}\"}} {v}\n", label(&r.name)));
+            }
         }
-        Ok(p) => Ok(p),
-    })
+        // Other jobs' figures (another backup writing to the same file) stay.
+        for line in previous.lines() {
+            if let Some(rest) = line.strip_prefix(name) {
+                if rest.starts_with("{job=\"") && !ours.iter().any(|o| rest.starts_with(o.as_str()))
+                {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+    out
 }
 
-/// Parses `--min-free`: a size or a percentage of the filesystem (`5%`).
-pub fn parse_reserve(s: &str) -> Result<Reserve, String> {
-    match parse_percent(s) {
-        Some(p) => p.map(Reserve::Percent),
-        None => parse_size(s).map(Reserve::Bytes),
+/// Writes the metrics file atomically: a temporary file beside it, then a rename, so
+/// the collector never reads half a file.
+pub fn write_metrics(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    // Runs sharing the file take turns reading, merging and replacing it.
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{name}.lock")))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let text = render_metrics(results, &previous);
+    let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&temp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&temp);
     }
-}
-
-/// Parses a duration: a number with a unit `ms`, `s`, `m`, `h` or `d` (`250ms`, `1.5s`,
-/// `5m`, `1h`); a bare number is seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let (n, unit) = number_and_unit(s)
-        .ok_or_else(|| format!("'{s}' is not a duration; write e.g. 250ms, 5s, 10m or 1h"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        "d" => n * 86400.0,
-        u => return Err(format!("'{s}': unknown unit '{u}'; use ms, s, m, h or d")),
-    };
-    if !secs.is_finite() || secs > 1e9 {
-        return Err(format!("'{s}' is too long"));
-    }
-    Ok(std::time::Duration::from_secs_f64(secs))
+    r
 }
 
 #[cfg(test)]
@@ -233,42 +321,103 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_take_units() {
-        use std::time::Duration;
-        let table = [
-            ("250ms", Duration::from_millis(250)),
-            ("1.5s", Duration::from_millis(1500)),
-            ("2", Duration::from_secs(2)),
-            ("5m", Duration::from_secs(300)),
-            ("1h", Duration::from_secs(3600)),
-        ];
-        for (text, want) in table {
-            assert_eq!(parse_duration(text).unwrap(), want, "{text}");
-        }
-        for bad in ["", "x", "5 parsecs", "-1s", "1e99h"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
+    fn unknown_keys_name_the_key_and_line() {
+        let text = "[[job]]\nname = \"a\"\nsource = \"/s\"\ndestination = \"/d\"\nkeep_daily = 3\n";
+        let e = parse(Path::new("/etc/x.toml"), text).unwrap_err();
+        assert!(e.starts_with("/etc/x.toml:5: "), "{e}");
+        assert!(e.contains("keep_daily"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = parse(Path::new("c"), "[[job]]\nname = \"a\"\n").unwrap_err();
+        assert!(e.contains("source"), "{e}");
+        let ok = "[[job]]\nname = \"a\"\nsource = \"/s\"\ndestination = \"h:/d\"\nexclude = [\"*.o\"]\n[job.throttle]\nbwlimit = \"20M\"\n[job.retention]\nkeep_daily = 7\nkeep_within = \"2d\"\n";
+        let c = parse(Path::new("c"), ok).unwrap();
+        let base = Options {
+            excludes: vec!["*.tmp".into()],
+            ..Options::default()
+        };
+        let keep_last = Policy {
+            last: 3,
+            ..Policy::default()
+        };
+        let (o, p) = c.jobs[0].settings(&base, &keep_last).unwrap();
+        assert_eq!(o.bwlimit, Some(20 << 20));
+        assert_eq!(o.excludes, ["*.tmp", "*.o"]);
+        assert_eq!((p.daily, p.last, p.within_secs), (7, 0, Some(2 * 86400)));
+        // A job without retention rules takes the command line's.
+        let mut plain = c.jobs[0].clone();
+        plain.retention = JobRetention::default();
+        assert_eq!(plain.settings(&base, &keep_last).unwrap().1.last, 3);
+        plain.throttle.ionice = Some("loud".into());
+        let e = plain.settings(&base, &keep_last).unwrap_err();
+        assert!(e.starts_with("job a: ionice: "), "{e}");
+        let dup = format!("{ok}{ok}");
+        assert!(parse(Path::new("c"), &dup).unwrap_err().contains("twice"));
     }
 
     #[test]
-    fn sizes_use_binary_units() {
-        assert_eq!(parse_size("512").unwrap(), 512);
-        assert_eq!(parse_size("64K").unwrap(), 65536);
-        assert_eq!(parse_size("20M").unwrap(), 20 << 20);
-        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_size("2TiB").unwrap(), 2 << 40);
-        assert!(parse_size("12Q").is_err());
-        assert!(parse_size("fast").is_err());
-        assert!(parse_rate("0").is_err());
-        assert_eq!(parse_rate("8M/s").unwrap(), 8 << 20);
+    fn the_sample_config_parses() {
+        let text = include_str!("../contrib/fsync-repl.toml");
+        let c = parse(Path::new("contrib/fsync-repl.toml"), text).unwrap();
+        assert_eq!(c.jobs.len(), 2);
+        assert_eq!(c.jobs[0].retention.keep_within.as_deref(), Some("2d"));
     }
 
     #[test]
-    fn reserve_percent_and_default_cap() {
-        assert_eq!(parse_reserve("5%").unwrap().bytes(1000), 50);
-        assert_eq!(parse_reserve("1M").unwrap().bytes(1000), 1 << 20);
-        assert!(parse_reserve("150%").is_err());
-        assert_eq!(default_reserve(100 << 30), 5 << 30);
-        assert_eq!(default_reserve(1 << 40), 10 << 30);
+    fn metrics_keep_the_last_success_of_a_failed_job() {
+        let ok = JobResult {
+            name: "a".into(),
+            exit_code: 0,
+            started: 1000,
+            duration_secs: 5.0,
+            bytes: 10,
+            files: 2,
+            failed: 0,
+            failure: None,
+        };
+        let first = render_metrics(std::slice::from_ref(&ok), "");
+        assert!(
+            first.contains("fsync_repl_last_success_timestamp_seconds{job=\"a\"} 1005\n"),
+            "{first}"
+        );
+        let failed = JobResult {
+            exit_code: 11,
+            started: 2000,
+            failed: 3,
+            failure: Some("no space".into()),
+            ..ok
+        };
+        let second = render_metrics(std::slice::from_ref(&failed), &first);
+        assert!(
+            second.contains("fsync_repl_failed_files{job=\"a\"} 3\n"),
+            "{second}"
+        );
+        assert!(second.contains("{job=\"a\"} 1005\n"), "{second}");
+        assert!(
+            second.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
+            "{second}"
+        );
+        assert_eq!(
+            second.matches("fsync_repl_exit_code{").count(),
+            1,
+            "{second}"
+        );
+        // Another job writing the same file keeps a's lines.
+        let b = JobResult {
+            name: "b".into(),
+            ..failed
+        };
+        let third = render_metrics(&[b], &second);
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"a\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_exit_code{job=\"b\"} 11\n"),
+            "{third}"
+        );
+        assert!(
+            third.contains("fsync_repl_last_success_timestamp_seconds{job=\"a\"} 1005\n"),
+            "{third}"
+        );
     }
 }

@@ -37,6 +37,23 @@ impl ExitCode {
     pub fn code(self) -> i32 {
         self as i32
     }
+
+    /// The code a far side or a job ended with; a number outside the table counts as a
+    /// destination failure.
+    pub fn from_code(c: i32) -> ExitCode {
+        match c {
+            0 => ExitCode::Ok,
+            1 => ExitCode::Usage,
+            2 => ExitCode::Protocol,
+            3 => ExitCode::Selection,
+            12 => ExitCode::Busy,
+            20 => ExitCode::Interrupted,
+            23 => ExitCode::Partial,
+            24 => ExitCode::Vanished,
+            25 => ExitCode::MaxDelete,
+            _ => ExitCode::DestIo,
+        }
+    }
 }
 
 /// An error of the library, with the path and the operation it concerns.

@@ -323,16 +323,16 @@ pub fn is_not_found(e: &io::Error) -> bool {
 
 /// Free space of the filesystem that `path` is on, or would be made on: that of its
 /// nearest existing ancestor.
-pub fn space_near(path: &std::path::Path) -> io::Result<crate::dest::Space> {
+pub fn space_near(path: &std::path::Path) -> io::Result<crate::space::Space> {
     let mut p = path;
     loop {
         match rfs::statvfs(p) {
-            Ok(s) => return Ok(crate::dest::Space::of(&s)),
+            Ok(s) => return Ok(crate::space::Space::of(&s)),
             Err(rustix::io::Errno::NOENT) => match p.parent() {
                 Some(parent) if !parent.as_os_str().is_empty() => p = parent,
                 _ => {
                     return rfs::statvfs(".")
-                        .map(|s| crate::dest::Space::of(&s))
+                        .map(|s| crate::space::Space::of(&s))
                         .map_err(Into::into)
                 }
             },

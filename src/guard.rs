@@ -17,12 +17,22 @@ pub enum DeleteLimit {
     Percent(f64),
 }
 
+impl DeleteLimit {
+    /// The `--max-delete` value that parses back to this limit.
+    pub fn to_arg(self) -> String {
+        match self {
+            DeleteLimit::Count(n) => n.to_string(),
+            DeleteLimit::Percent(p) => format!("{p}%"),
+        }
+    }
+}
+
 /// Below this many deletes the default rule never refuses.
 pub const FLOOR: u64 = 100;
 
 /// Parses `N` or `PCT%`.
 pub fn parse_limit(s: &str) -> Result<DeleteLimit, String> {
-    if let Some(p) = crate::config::parse_percent(s) {
+    if let Some(p) = crate::units::parse_percent(s) {
         return p.map(DeleteLimit::Percent);
     }
     s.trim()

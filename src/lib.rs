@@ -4,8 +4,9 @@
 //! `scan` only reads the source; `plan` is a pure function of two listings and the
 //! options; `transfer` executes the plan through the destination trait, which keeps
 //! every write atomic (temp file, durability, rename) and confined beneath its root.
-//! The command-line layer (`cli`) converts its arguments into [`config::Options`];
-//! nothing below it sees clap.
+//! Above them, [`engine`] takes one typed request per operation (push, pull, serve,
+//! watch, backup, snapshot, prune) and runs it; the command line (`cli`) only parses
+//! and converts into such a request. Nothing outside `cli` sees clap.
 
 // Printing never panics. A reader that went away (`fsync-repl push … | head -1`) closes
 // the pipe; the run goes on quietly and ends with its own exit code. These shadow the
@@ -27,18 +28,17 @@ macro_rules! eprintln {
     }};
 }
 
-pub mod app;
-pub mod backup;
 pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod delta;
 pub mod dest;
+pub mod engine;
 pub mod error;
 pub mod fsutil;
 pub mod guard;
 pub mod identity;
-pub mod jobs;
+pub mod options;
 pub mod plan;
 pub mod protocol;
 pub mod report;
@@ -49,10 +49,12 @@ pub mod snapshot;
 pub mod source;
 pub mod space;
 pub mod ssh;
+pub mod temp;
 pub mod text;
 pub mod throttle;
 pub mod transfer;
 pub mod tree;
+pub mod units;
 pub mod watch;
 pub mod wire;
 

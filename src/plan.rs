@@ -97,6 +97,17 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Indexes of the source entries whose destination the plan changes (content,
+    /// metadata, links or moves).
+    pub fn touched(&self) -> impl Iterator<Item = u32> + '_ {
+        self.files
+            .iter()
+            .map(|f| f.src)
+            .chain(self.meta.iter().map(|m| m.0))
+            .chain(self.links.iter().map(|l| l.0))
+            .chain(self.moves.iter().map(|m| m.0))
+    }
+
     /// Number of changes the plan makes.
     pub fn changes(&self) -> usize {
         self.temps.len()
@@ -184,7 +195,7 @@ pub fn build(
                     j += 1;
                     continue;
                 }
-                if dst.get(j).kind != Kind::Dir && crate::scan::is_temp_name(tree::file_name(p)) {
+                if dst.get(j).kind != Kind::Dir && crate::temp::is_temp_name(tree::file_name(p)) {
                     plan.temps.push(j as u32);
                     j += 1;
                     continue;

@@ -11,51 +11,9 @@ use std::time::Duration;
 use crate::error::ExitCode;
 use crate::plan::{FileSource, Plan};
 use crate::tree::{self, Kind, Listing};
+use crate::units::human_bytes;
 
-/// Escapes a file name or a peer's text for output (see [`crate::text`]).
-pub use crate::text::escape;
-
-/// The bytes [`escape`] wrote `s` for; `None` for text it cannot have written.
-pub fn unescape(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut rest = s.as_bytes();
-    while let Some((&b, tail)) = rest.split_first() {
-        rest = tail;
-        if b != b'\\' {
-            out.push(b);
-            continue;
-        }
-        match rest {
-            [b'\\', tail @ ..] => {
-                out.push(b'\\');
-                rest = tail;
-            }
-            [b'x', h, l, tail @ ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
-                let hex = [*h, *l];
-                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
-                rest = tail;
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
-/// Formats a byte count with binary units.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+use crate::text::escape;
 
 /// Peak resident set size of this process, from /proc/self/status (0 if unavailable).
 pub fn peak_rss() -> u64 {
@@ -357,31 +315,6 @@ pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    proptest::proptest! {
-        #[test]
-        fn unescape_inverts_escape(name in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
-            proptest::prop_assert_eq!(unescape(&escape(&name)), Some(name));
-        }
-    }
-
-    #[test]
-    fn unescape_refuses_what_escape_never_writes() {
-        for bad in ["\\", "a\\x4", "\\q", "\\x+f", "\\xg0"] {
-            assert_eq!(unescape(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn escape_control_and_invalid_bytes() {
-        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
-        assert_eq!(escape(b"a\nb"), "a\\x0ab");
-        assert_eq!(escape(b"tab\there"), "tab\\x09here");
-        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
-        assert_eq!(escape(b"bad\xffutf8"), "bad\\xffutf8");
-        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
-        assert_eq!(escape(b"esc\x1b[31m"), "esc\\x1b[31m");
-    }
 
     #[test]
     fn human_units() {

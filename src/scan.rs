@@ -24,14 +24,6 @@ use crate::tree::{self, as_path, Kind, Listing};
 
 /// Name of the per-directory filter file.
 pub const IGNORE_FILE: &[u8] = b".fsyncignore";
-/// Marker inside the names of temporary files this tool creates.
-pub const TEMP_MARKER: &[u8] = b".fsync-tmp.";
-
-/// True for names of this tool's temporary files: `.<name>.fsync-tmp.<random>`.
-pub fn is_temp_name(name: &[u8]) -> bool {
-    name.first() == Some(&b'.') && name.windows(TEMP_MARKER.len()).any(|w| w == TEMP_MARKER)
-}
-
 /// What to walk and how.
 #[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
@@ -340,13 +332,6 @@ fn read_ignore_file(dir: BorrowedFd<'_>) -> std::io::Result<Option<Gitignore>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn temp_names_are_recognised() {
-        assert!(is_temp_name(b".a.txt.fsync-tmp.x1y2"));
-        assert!(!is_temp_name(b"a.txt.fsync-tmp.x1y2"));
-        assert!(!is_temp_name(b".bashrc"));
-    }
 
     #[test]
     fn a_scoped_walk_lists_the_scope_and_the_way_to_it_only() {

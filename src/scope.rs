@@ -13,7 +13,6 @@
 use std::collections::BTreeMap;
 
 use crate::fsutil::valid_rel_path;
-use crate::plan::Plan;
 use crate::tree::{is_within, parent, Kind, Listing};
 
 /// Directories (relative paths, `""` for the root) mapped to "recursive?".
@@ -168,9 +167,10 @@ impl Scope {
     }
 }
 
-/// Files the plan changes whose inode has more names than the listing holds: in a run
-/// limited to a scope, the names outside it still show the old content or metadata.
-pub fn links_outside(sl: &Listing, plan: &Plan) -> u64 {
+/// Files among `touched` (indexes into `sl` that a run changes) whose inode has more
+/// names than the listing holds: in a run limited to a scope, the names outside it still
+/// show the old content or metadata.
+pub fn links_outside(sl: &Listing, touched: impl Iterator<Item = u32>) -> u64 {
     let mut names: std::collections::HashMap<u64, (u32, u16)> = Default::default();
     for e in sl.entries() {
         if e.kind == Kind::File && e.nlink > 1 {
@@ -181,13 +181,6 @@ pub fn links_outside(sl: &Listing, plan: &Plan) -> u64 {
     if names.is_empty() {
         return 0;
     }
-    let touched = plan
-        .files
-        .iter()
-        .map(|f| f.src)
-        .chain(plan.meta.iter().map(|m| m.0))
-        .chain(plan.links.iter().map(|l| l.0))
-        .chain(plan.moves.iter().map(|m| m.0));
     let mut inodes: Vec<u64> = touched
         .map(|i| sl.get(i as usize))
         .filter(|e| {
@@ -277,7 +270,7 @@ mod tests {
 
     #[test]
     fn changed_files_with_names_outside_the_listing_are_counted() {
-        use crate::plan::{FileOp, FileSource};
+        use crate::plan::{FileOp, FileSource, Plan};
         use crate::tree::Meta;
         let meta = |ino: u64, nlink: u32| Meta {
             kind: Kind::File,
@@ -306,8 +299,8 @@ mod tests {
             files: vec![op(0), op(3)],
             ..Plan::default()
         };
-        assert_eq!(links_outside(&l, &plan), 0);
+        assert_eq!(links_outside(&l, plan.touched()), 0);
         plan.meta = vec![(2, 0)];
-        assert_eq!(links_outside(&l, &plan), 1);
+        assert_eq!(links_outside(&l, plan.touched()), 1);
     }
 }

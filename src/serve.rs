@@ -133,7 +133,7 @@ impl Policy {
 pub struct Receiver<'a> {
     dest: &'a LocalDest,
     /// This side's own free-space reserve (`--min-free`), checked before each file.
-    reserve: Option<crate::config::Reserve>,
+    reserve: Option<crate::space::Reserve>,
     /// A dry run: only listing, hashing and space queries are served.
     read_only: bool,
     policy: Policy,
@@ -149,7 +149,7 @@ pub struct Receiver<'a> {
 impl<'a> Receiver<'a> {
     pub fn new(
         dest: &'a LocalDest,
-        reserve: Option<crate::config::Reserve>,
+        reserve: Option<crate::space::Reserve>,
         out: Box<dyn Write + 'a>,
     ) -> Receiver<'a> {
         Receiver {
@@ -513,7 +513,7 @@ impl<'a> Receiver<'a> {
             // Leftover temporary files go whatever `--delete` says.
             FsOp::Remove { path, .. }
                 if !self.policy.delete
-                    && !crate::scan::is_temp_name(crate::tree::file_name(path)) =>
+                    && !crate::temp::is_temp_name(crate::tree::file_name(path)) =>
             {
                 Some("the sender asked to delete an entry without --delete")
             }

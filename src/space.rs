@@ -5,9 +5,70 @@
 //! default 5% of the filesystem, at most 10 GiB). A run that will not fit writes
 //! nothing and says how many bytes are missing.
 
-use crate::config::{default_reserve, Reserve};
-use crate::dest::Space;
-use crate::report::human_bytes;
+use crate::units::{human_bytes, parse_percent, parse_size};
+
+/// Free and total bytes and inodes of the destination's filesystem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Space {
+    pub avail: u64,
+    pub total: u64,
+    /// Inodes an unprivileged writer can still take; with `inodes_total` 0 the
+    /// filesystem has no fixed inode count (btrfs, some network filesystems).
+    pub inodes_avail: u64,
+    pub inodes_total: u64,
+}
+
+impl Space {
+    /// The figures of a `statvfs`.
+    pub fn of(s: &rustix::fs::StatVfs) -> Space {
+        Space {
+            avail: s.f_bavail * s.f_frsize,
+            total: s.f_blocks * s.f_frsize,
+            inodes_avail: s.f_favail,
+            inodes_total: s.f_files,
+        }
+    }
+}
+
+/// The free-space reserve kept on the destination.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Reserve {
+    Bytes(u64),
+    Percent(f64),
+}
+
+impl Reserve {
+    /// Bytes to keep free on a filesystem of `total` bytes.
+    pub fn bytes(self, total: u64) -> u64 {
+        match self {
+            Reserve::Bytes(b) => b,
+            Reserve::Percent(p) => (total as f64 * p / 100.0) as u64,
+        }
+    }
+}
+
+impl Reserve {
+    /// The `--min-free` value that parses back to this reserve.
+    pub fn to_arg(self) -> String {
+        match self {
+            Reserve::Bytes(b) => b.to_string(),
+            Reserve::Percent(p) => format!("{p}%"),
+        }
+    }
+}
+
+/// Default reserve: 5% of the filesystem, capped at 10 GiB.
+pub fn default_reserve(total: u64) -> u64 {
+    (total / 20).min(10 << 30)
+}
+
+/// Parses `--min-free`: a size or a percentage of the filesystem (`5%`).
+pub fn parse_reserve(s: &str) -> Result<Reserve, String> {
+    match parse_percent(s) {
+        Some(p) => p.map(Reserve::Percent),
+        None => parse_size(s).map(Reserve::Bytes),
+    }
+}
 
 /// The outcome of a preflight check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,5 +270,14 @@ mod tests {
         assert!(m.contains("quota"), "{m}");
         let m = fault(&std::io::Error::from_raw_os_error(libc::EROFS), None, "/b");
         assert!(m.contains("read-only"), "{m}");
+    }
+
+    #[test]
+    fn reserve_percent_and_default_cap() {
+        assert_eq!(parse_reserve("5%").unwrap().bytes(1000), 50);
+        assert_eq!(parse_reserve("1M").unwrap().bytes(1000), 1 << 20);
+        assert!(parse_reserve("150%").is_err());
+        assert_eq!(default_reserve(100 << 30), 5 << 30);
+        assert_eq!(default_reserve(1 << 40), 10 << 30);
     }
 }

@@ -27,6 +27,12 @@ pub enum Location {
     Remote { host: OsString, path: Vec<u8> },
 }
 
+impl Location {
+    pub fn is_remote(&self) -> bool {
+        matches!(self, Location::Remote { .. })
+    }
+}
+
 /// Parses a command-line location: `host:path` and `user@host:path` are remote when no
 /// `/` comes before the first `:` (so `./a:b` and `/x:y` are local, as in rsync).
 pub fn parse_location(arg: &OsStr) -> Result<Location, Error> {

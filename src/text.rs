@@ -6,7 +6,7 @@
 //! controls that reorder what a terminal shows (U+061C, U+200E, U+200F, U+202A–U+202E,
 //! U+2066–U+2069), backslashes and bytes that are not UTF-8 are written as `\xNN` / `\\`.
 //! So no name and no peer can forge a line, retitle or clear the terminal, or make text
-//! read backwards. The escaping is invertible (`report::unescape`).
+//! read backwards. The escaping is invertible ([`unescape`]).
 
 /// Whether `c` is printed escaped: control characters and bidirectional controls.
 pub fn is_unsafe(c: char) -> bool {
@@ -45,9 +45,60 @@ pub fn escape_str(s: &str) -> String {
     escape(s.as_bytes())
 }
 
+/// The bytes [`escape`] wrote `s` for; `None` for text it cannot have written.
+pub fn unescape(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut rest = s.as_bytes();
+    while let Some((&b, tail)) = rest.split_first() {
+        rest = tail;
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        match rest {
+            [b'\\', tail @ ..] => {
+                out.push(b'\\');
+                rest = tail;
+            }
+            [b'x', h, l, tail @ ..] if h.is_ascii_hexdigit() && l.is_ascii_hexdigit() => {
+                let hex = [*h, *l];
+                out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+                rest = tail;
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn unescape_inverts_escape(name in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            proptest::prop_assert_eq!(unescape(&escape(&name)), Some(name));
+        }
+    }
+
+    #[test]
+    fn unescape_refuses_what_escape_never_writes() {
+        for bad in ["\\", "a\\x4", "\\q", "\\x+f", "\\xg0"] {
+            assert_eq!(unescape(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn escape_control_and_invalid_bytes() {
+        assert_eq!(escape(b"plain name.txt"), "plain name.txt");
+        assert_eq!(escape(b"a\nb"), "a\\x0ab");
+        assert_eq!(escape(b"tab\there"), "tab\\x09here");
+        assert_eq!(escape(b"back\\slash"), "back\\\\slash");
+        assert_eq!(escape(b"bad\xffutf8"), "bad\\xffutf8");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+        assert_eq!(escape(b"esc\x1b[31m"), "esc\\x1b[31m");
+    }
 
     #[test]
     fn terminal_controls_and_bidi_are_escaped() {

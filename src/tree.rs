@@ -12,6 +12,17 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+/// Metadata applied to a created or updated entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetMeta {
+    pub kind: Kind,
+    pub perm: u32,
+    /// Owner to set, when owners are replicated.
+    pub owner: Option<(u32, u32)>,
+    pub mtime: i64,
+    pub mtime_nsec: u32,
+}
+
 /// The kind of a filesystem entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum Kind {

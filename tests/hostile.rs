@@ -37,7 +37,7 @@ use fsync_repl::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireKind, WireMeta, WireMode,
     WireStaged, WireXattr, VERSION,
 };
-use fsync_repl::report::escape;
+use fsync_repl::text::escape;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde::Serialize;

@@ -448,35 +448,39 @@ fn the_far_side_of_a_push_gets_the_back_off_settings() {
         "sh -c 'while [ $# -gt 0 ] && [ \"$1\" != -- ]; do shift; done; shift; echo \"$*\" > {}; exec sh -c \"$*\"' rec",
         log.display()
     );
-    let (src, dst) = (Tree::new(), Tree::new());
-    src.file("f", b"x");
-    let out = bin()
-        .args([
-            "push",
-            "--no-adaptive",
-            "--max-io-pressure",
-            "7",
-            "--min-rate",
-            "3M",
-            "--rsh",
-            &rsh,
-            "--remote-bin",
-        ])
-        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
-        .arg(src.path())
-        .arg(remote(dst.path()))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let far = std::fs::read_to_string(&log).unwrap();
-    for want in [
-        "'--no-adaptive'",
-        "'--max-io-pressure=7'",
-        "'--min-rate' '3M'",
-    ] {
-        assert!(far.contains(want), "{want} not forwarded: {far}");
+    // Each run's far side is asked for what this side was given: the back-off's
+    // settings, or no back-off at all.
+    let cases: [(&[&str], &[&str]); 2] = [
+        (
+            &["--max-io-pressure", "7", "--min-rate", "3M"],
+            &["'--max-io-pressure=7'", "'--min-rate=3145728'"],
+        ),
+        (&["--no-adaptive"], &["'--no-adaptive'"]),
+    ];
+    for (flags, wanted) in cases {
+        let (src, dst) = (Tree::new(), Tree::new());
+        src.file("f", b"x");
+        let out = bin()
+            .arg("push")
+            .args(flags)
+            .args(["--rsh", &rsh, "--remote-bin"])
+            .arg(env!("CARGO_BIN_EXE_fsync-repl"))
+            .arg(src.path())
+            .arg(remote(dst.path()))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let far = std::fs::read_to_string(&log).unwrap();
+        for want in wanted {
+            assert!(far.contains(want), "{want} not forwarded: {far}");
+        }
+        assert_eq!(
+            far.contains("--no-adaptive"),
+            flags.contains(&"--no-adaptive"),
+            "{far}"
+        );
+        assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
     }
-    assert_eq!(std::fs::read(dst.join("f")).unwrap(), b"x");
 }
 
 #[test]

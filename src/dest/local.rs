@@ -18,10 +18,10 @@ use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timesta
 
 use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
 use crate::cache::Tracked;
-use crate::config::FsyncMode;
 use crate::delta;
 use crate::fsutil;
 use crate::identity::{MAX_RECORD, RECORD, SIDECAR};
+use crate::options::FsyncMode;
 use crate::plan::Hash;
 use crate::scan::{self, ScanOptions, Scanned};
 use crate::source::{hash_file, SourceFile};
@@ -84,7 +84,7 @@ impl LocalDest {
     /// copies, so an interrupt does not wait for a big file to finish.
     pub fn open(
         path: &Path,
-        opts: &crate::config::Options,
+        opts: &crate::options::Options,
         throttle: Arc<Throttle>,
         cancel: Arc<AtomicBool>,
     ) -> io::Result<LocalDest> {
@@ -136,20 +136,10 @@ impl LocalDest {
         fsutil::open_dir(self.root.as_fd(), rel)
     }
 
-    /// A fresh temporary name for `name`: `.<name>.fsync-tmp.<random>`, within NAME_MAX.
+    /// A fresh temporary name for `name` (see [`crate::temp::name`]).
     fn temp_name(&self, name: &[u8]) -> Vec<u8> {
         let n = self.seq.fetch_add(1, Ordering::Relaxed);
-        let tag = format!(
-            ".fsync-tmp.{:08x}{:04x}",
-            self.salt ^ (n as u32).rotate_left(16),
-            n & 0xffff
-        );
-        let keep = name.len().min(255 - 1 - tag.len());
-        let mut t = Vec::with_capacity(1 + keep + tag.len());
-        t.push(b'.');
-        t.extend_from_slice(&name[..keep]);
-        t.extend_from_slice(tag.as_bytes());
-        t
+        crate::temp::name(name, self.salt, n)
     }
 
     fn create_temp(&self, dir: BorrowedFd<'_>, name: &[u8]) -> Result<(Vec<u8>, File), PutError> {
@@ -485,7 +475,7 @@ impl LocalDest {
     /// run writes it again and cleans up first.
     fn remove_sidecar_temps(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
         for name in fsutil::read_dir_names(dir)? {
-            if scan::is_temp_name(&name) {
+            if crate::temp::is_temp_name(&name) {
                 self.throttle.op();
                 let _ = rfs::unlinkat(dir, name.as_slice(), AtFlags::empty());
             }
@@ -577,7 +567,7 @@ fn delta_err(e: delta::DeltaError) -> PutError {
 fn valid_staged(s: &Staged) -> bool {
     fsutil::valid_name(&s.name)
         && fsutil::valid_name(&s.tmp)
-        && scan::is_temp_name(&s.tmp)
+        && crate::temp::is_temp_name(&s.tmp)
         && (s.dir.is_empty() || fsutil::valid_rel_path(&s.dir))
 }
 

@@ -14,41 +14,10 @@ use std::io;
 
 use crate::plan::Hash;
 use crate::scan::{ScanOptions, Scanned};
+pub use crate::space::Space;
+pub use crate::temp::Staged;
 use crate::tree::Kind;
-
-/// Metadata applied to a created or updated entry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SetMeta {
-    pub kind: Kind,
-    pub perm: u32,
-    /// Owner to set, when owners are replicated.
-    pub owner: Option<(u32, u32)>,
-    pub mtime: i64,
-    pub mtime_nsec: u32,
-}
-
-/// Free and total bytes and inodes of the destination's filesystem.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Space {
-    pub avail: u64,
-    pub total: u64,
-    /// Inodes an unprivileged writer can still take; with `inodes_total` 0 the
-    /// filesystem has no fixed inode count (btrfs, some network filesystems).
-    pub inodes_avail: u64,
-    pub inodes_total: u64,
-}
-
-impl Space {
-    /// The figures of a `statvfs`.
-    pub fn of(s: &rustix::fs::StatVfs) -> Space {
-        Space {
-            avail: s.f_bavail * s.f_frsize,
-            total: s.f_blocks * s.f_frsize,
-            inodes_avail: s.f_favail,
-            inodes_total: s.f_files,
-        }
-    }
-}
+pub use crate::tree::SetMeta;
 
 /// How file data is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,14 +72,6 @@ impl PutError {
             }
         }
     }
-}
-
-/// A temporary file written and waiting for its rename into `dir/name`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Staged {
-    pub dir: Vec<u8>,
-    pub tmp: Vec<u8>,
-    pub name: Vec<u8>,
 }
 
 /// A file whose data has been handed to the destination.

@@ -17,7 +17,8 @@ pub mod frame;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dest::{SetMeta, Staged};
+use crate::temp::Staged;
+use crate::tree::SetMeta;
 use crate::tree::{Kind, Meta};
 
 /// Protocol version; both sides must speak the same one.

@@ -216,7 +216,7 @@ impl Ctx<'_> {
                     self.counts.symlinks.fetch_add(1, Ordering::Relaxed);
                 }
                 // A file the engine is writing right now: not part of the replica yet.
-                _ if crate::scan::is_temp_name(&name) => {}
+                _ if crate::temp::is_temp_name(&name) => {}
                 _ => {
                     let st = at("stat", &path(), fsutil::stat_at(src, &name))?;
                     self.throttle.op();

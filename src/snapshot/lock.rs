@@ -70,7 +70,7 @@ impl Lock {
                 let holder = if holder.is_empty() {
                     "another process".to_string()
                 } else {
-                    crate::report::escape(holder.as_bytes())
+                    crate::text::escape(holder.as_bytes())
                 };
                 return Err(SnapshotError::Locked(format!(
                     "{}: locked by {holder}; another run is using this destination, so this one stops (run it again when that one ends)",

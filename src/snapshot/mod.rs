@@ -34,6 +34,17 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use crate::fsutil;
 use crate::throttle::Throttle;
 
+/// How snapshot and prune work may press on the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskSettings {
+    pub iops_limit: Option<u32>,
+    pub priority: crate::throttle::priority::Priority,
+    pub jobs: usize,
+    /// `jobs` was given, rather than derived from the cores (a far side derives its own).
+    pub jobs_given: bool,
+    pub quiet: bool,
+}
+
 /// The replica's directory name inside DEST.
 pub const CURRENT: &str = "current";
 /// The snapshots' directory name inside DEST.
@@ -114,15 +125,16 @@ pub struct TakeOptions<'a> {
     /// The snapshot's time (UTC seconds); the caller's clock.
     pub now: i64,
     /// The free-space reserve to keep (None: the default, as for a push).
-    pub reserve: Option<crate::config::Reserve>,
+    pub reserve: Option<crate::space::Reserve>,
 }
 
 /// What a directory or symlink of a snapshot is reckoned to take on disk.
 const BLOCK: u64 = 4096;
 
-/// An open DEST.
+/// An open backup directory: DEST/current (the replica), DEST/snapshots and
+/// DEST/.fsync-repl (manifests, the lock).
 #[derive(Debug)]
-pub struct Dest {
+pub struct BackupDir {
     root: OwnedFd,
     path: PathBuf,
 }
@@ -147,9 +159,9 @@ pub fn now() -> i64 {
         .unwrap_or(0)
 }
 
-impl Dest {
+impl BackupDir {
     /// Opens DEST, which must exist.
-    pub fn open(path: &Path) -> Result<Dest> {
+    pub fn open(path: &Path) -> Result<BackupDir> {
         let root = match rfs::open(
             path,
             OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
@@ -161,7 +173,7 @@ impl Dest {
             }
             Err(e) => return io_at("open", path, Err(e.into())),
         };
-        Ok(Dest {
+        Ok(BackupDir {
             root,
             path: path.to_path_buf(),
         })
@@ -528,7 +540,7 @@ impl Dest {
     /// The free-space preflight of a snapshot: its files are links, but each of its
     /// directories and symlinks takes a block. The newest snapshot's counts estimate
     /// them (the first snapshot has none to go by and is not checked).
-    fn check_space(&self, reserve: Option<crate::config::Reserve>) -> Result<()> {
+    fn check_space(&self, reserve: Option<crate::space::Reserve>) -> Result<()> {
         let Some(m) = self.list()?.into_iter().rev().find_map(|s| s.manifest) else {
             return Ok(());
         };
@@ -554,7 +566,7 @@ impl Dest {
 mod tests {
     use super::*;
 
-    fn take(d: &Dest, now: i64, cancel: &AtomicBool) -> Result<Manifest> {
+    fn take(d: &BackupDir, now: i64, cancel: &AtomicBool) -> Result<Manifest> {
         let t = Throttle::new(None, None);
         d.take(&TakeOptions {
             throttle: &t,
@@ -572,7 +584,7 @@ mod tests {
     #[test]
     fn take_list_remove_and_clean_up() {
         let t = tempfile::tempdir().unwrap();
-        let d = Dest::open(t.path()).unwrap();
+        let d = BackupDir::open(t.path()).unwrap();
         let no = AtomicBool::new(false);
         assert!(matches!(take(&d, 0, &no), Err(SnapshotError::NoCurrent(_))));
         std::fs::create_dir_all(t.path().join("current/a")).unwrap();

@@ -311,7 +311,7 @@ pub fn devices_of(paths: &[&std::path::Path]) -> Vec<(u32, u32)> {
 }
 
 fn describe(change: Change) -> String {
-    let human = crate::report::human_bytes;
+    let human = crate::units::human_bytes;
     match change {
         Change::Down {
             to,

@@ -44,6 +44,15 @@ impl IoClass {
         }
     }
 
+    /// The `--ionice` value that parses back to this class.
+    pub fn to_arg(self) -> String {
+        match self {
+            IoClass::Idle => "idle".into(),
+            IoClass::BestEffort(l) => format!("best-effort:{l}"),
+            IoClass::Unchanged => "none".into(),
+        }
+    }
+
     /// The `ioprio` value (class << 13 | level), or `None` to leave it alone.
     fn ioprio(self) -> Option<i32> {
         match self {

@@ -11,12 +11,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 
-use crate::config::Options;
 use crate::dest::{DataMode, DataStats, Destination, PutError, SetMeta, Staged, Started};
 use crate::error::ExitCode;
+use crate::options::Options;
 use crate::plan::{FileOp, FileSource, Plan};
-use crate::report::{escape, Counters};
+use crate::report::Counters;
 use crate::source::Source;
+use crate::text::escape;
 use crate::throttle::Throttle;
 use crate::tree::{Entry, Kind, Listing};
 

@@ -9,28 +9,31 @@
 mod exec;
 mod preflight;
 mod progress;
+mod session;
 
 use exec::{draining, wide_pool, Run};
 pub use preflight::{bytes_needed, check_selection, check_source, inodes_needed};
 use preflight::{doomed_entries, root_replaced, source_identity};
 use progress::progress_bar;
 pub use progress::{Output, ProgressMode};
+pub use session::push_over;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Options;
 use crate::dest::local::LocalDest;
 use crate::dest::{Destination, SetMeta};
 use crate::error::{Error, ExitCode, Result};
 use crate::identity::SourceId;
+use crate::options::Options;
 use crate::plan::{self, ContentHasher, FileSource, Hash, PlanOptions, Side};
-use crate::report::{escape, itemize, Counters, Report};
+use crate::report::{itemize, Counters, Report};
 use crate::scan::{ScanOptions, Scanned};
 use crate::source::Source;
 use crate::space;
+use crate::text::escape;
 use crate::throttle::Throttle;
 use crate::tree::{self, Kind, Listing};
 
@@ -528,7 +531,7 @@ fn push_in_pool(
         throttle.waited(),
     );
     if opts.scope.is_some() {
-        report.links_outside_scope = crate::scope::links_outside(sl, &plan);
+        report.links_outside_scope = crate::scope::links_outside(sl, plan.touched());
         report.relist_dirs =
             std::mem::take(&mut *run.relist.lock().unwrap_or_else(|p| p.into_inner()));
         report.relist_dirs.extend(deferred);

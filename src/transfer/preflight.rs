@@ -5,10 +5,10 @@
 
 use std::path::Path;
 
-use crate::config::Options;
 use crate::dest::Destination;
 use crate::error::{Error, Result};
 use crate::identity::SourceId;
+use crate::options::Options;
 use crate::plan::{FileSource, Plan};
 use crate::source::Source;
 use crate::tree::{self, Listing};

@@ -24,10 +24,12 @@ pub mod debounce;
 pub mod event;
 pub mod fanotify;
 pub mod inotify;
+mod kernel;
 pub mod metrics;
 pub mod resume;
 pub mod run;
 pub mod session;
+mod start;
 pub mod state;
 
 use std::path::PathBuf;

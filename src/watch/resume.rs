@@ -25,9 +25,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::state::State;
-use crate::config::Options;
-use crate::report::unescape;
+use crate::options::Options;
 use crate::scope::Scope;
+use crate::text::unescape;
 
 /// Nanoseconds before the recorded stop still counted as "changed while stopped":
 /// events the kernel had queued but the watcher had not yet read, and the coarse

@@ -12,7 +12,6 @@
 //! the files in flight finish (for up to `grace`; nothing new starts), save the state,
 //! and end with Ok.
 
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, RecvTimeoutError};
@@ -22,16 +21,19 @@ use std::time::{Duration, Instant};
 use super::backoff::{jittered, Backoff};
 use super::debounce::{Debounce, Debouncer};
 use super::event::Event;
-use super::inotify::{Log, Shared, WatchConfig};
+use super::inotify::Log;
+use super::kernel::start_watcher;
 use super::metrics::{self, Metrics};
 use super::resume;
-use super::session::Dest;
+use super::session::Replica;
+use super::start::{first_scope, identity, now_ns, open_log, own_files, root_gone, top_dirs};
 use super::state::{homes_state, unix_now, State};
-use super::{fanotify, inotify, Backend, WatchOptions};
-use crate::config::Options;
+use super::WatchOptions;
 use crate::error::{Error, ExitCode, Result};
-use crate::report::{escape, Report};
+use crate::options::Options;
+use crate::report::Report;
 use crate::scope::Scope;
+use crate::text::escape;
 use crate::transfer::Output;
 
 /// Bytes of directory names past which a batch lists the whole tree instead (well
@@ -75,50 +77,6 @@ fn classify(result: &Result<Report>) -> Outcome {
     }
 }
 
-/// The relative paths of the state and metrics files (and their temporary names) and
-/// the log file, for those that lie inside SRC.
-fn own_files(src: &Path, w: &WatchOptions) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(root) = std::fs::canonicalize(src) else {
-        return Vec::new();
-    };
-    let tmp = |f: &Path| {
-        let mut t = f.as_os_str().to_owned();
-        t.push(format!(".tmp.{}", std::process::id()));
-        std::path::PathBuf::from(t)
-    };
-    [
-        Some(w.state_file.clone()),
-        Some(tmp(&w.state_file)),
-        w.log_file.clone(),
-        w.metrics_file.clone(),
-        w.metrics_file.as_deref().map(tmp),
-    ]
-    .into_iter()
-    .flatten()
-    .filter_map(|f| {
-        let dir = std::fs::canonicalize(f.parent()?).ok()?;
-        let rel = dir.join(f.file_name()?);
-        let rel = rel.strip_prefix(&root).ok()?;
-        Some(rel.as_os_str().as_bytes().to_vec())
-    })
-    .collect()
-}
-
-/// Identity of the source root: device and inode.
-fn identity(src: &Path) -> Option<(u64, u64)> {
-    std::fs::metadata(src).ok().map(|m| (m.dev(), m.ino()))
-}
-
-fn root_gone(src: &Path) -> Error {
-    Error::Selection {
-        path: src.to_path_buf(),
-        what: "the source root disappeared or was replaced (unmounted?); stopped without \
-               touching the destination. Restore it and start the watch again"
-            .into(),
-    }
-}
-
 fn scope_list(s: &Scope) -> Vec<String> {
     s.pairs()
         .map(|(p, r)| {
@@ -131,98 +89,11 @@ fn scope_list(s: &Scope) -> Vec<String> {
         .collect()
 }
 
-/// The running change watcher, of either backend.
-enum Kernel {
-    Fanotify(fanotify::Watcher),
-    Inotify(inotify::Watcher),
-}
-
-impl Kernel {
-    fn name(&self) -> &'static str {
-        match self {
-            Kernel::Fanotify(_) => "fanotify",
-            Kernel::Inotify(_) => "inotify",
-        }
-    }
-
-    fn shared(&self) -> Arc<Shared> {
-        match self {
-            Kernel::Fanotify(k) => k.shared.clone(),
-            Kernel::Inotify(k) => k.shared.clone(),
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Kernel::Fanotify(k) => k.stop(),
-            Kernel::Inotify(k) => k.stop(),
-        }
-    }
-}
-
-/// Starts the watcher `--backend` asks for (auto: fanotify, else inotify) and says in
-/// one line which one runs.
-fn start_watcher(
-    src: &Path,
-    opts: &Options,
-    w: &WatchOptions,
-    tx: std::sync::mpsc::SyncSender<Event>,
-    log: Log,
-    out: &dyn Output,
-) -> Result<(Kernel, &'static str)> {
-    let cfg = WatchConfig {
-        // Watches are added by path without following symlinks: resolve SRC itself.
-        root: std::fs::canonicalize(src).unwrap_or_else(|_| src.to_path_buf()),
-        one_file_system: opts.one_file_system,
-        poll: w.poll_interval,
-        excludes: opts.excludes.clone(),
-    };
-    let fail = |e: std::io::Error| Error::Selection {
-        path: src.to_path_buf(),
-        what: format!("cannot watch the source: {e}"),
-    };
-    let mut why_not = None;
-    if w.backend != Backend::Inotify {
-        match fanotify::Watcher::start_fanotify(cfg.clone(), tx.clone(), log.clone()) {
-            Ok(k) => {
-                let k = Kernel::Fanotify(k);
-                if !opts.quiet {
-                    out.warn(&format!(
-                        "watching {} with fanotify (one mark per filesystem)",
-                        src.display()
-                    ));
-                }
-                let name = k.name();
-                return Ok((k, name));
-            }
-            Err(e) if w.backend == Backend::Fanotify => {
-                return Err(Error::Selection {
-                    path: src.to_path_buf(),
-                    what: format!(
-                        "--backend fanotify: {e}; use --backend auto or inotify for this source"
-                    ),
-                })
-            }
-            Err(e) => why_not = Some(e.to_string()),
-        }
-    }
-    let k = Kernel::Inotify(inotify::Watcher::start(cfg, tx, log).map_err(fail)?);
-    if !opts.quiet {
-        out.warn(&format!(
-            "watching {} with inotify (a watch per directory){}",
-            src.display(),
-            why_not.map_or(String::new(), |w| format!("; not fanotify: {w}"))
-        ));
-    }
-    let name = k.name();
-    Ok((k, name))
-}
-
 /// Runs the watch until interrupted (Ok) or the source is lost (exit 3) or unusable.
 /// `on_batch` receives each batch's report.
 pub fn run(
     src: &Path,
-    dest: &mut Dest,
+    dest: &mut Replica,
     opts: &Options,
     w: &WatchOptions,
     out: &dyn Output,
@@ -231,8 +102,8 @@ pub fn run(
 ) -> Result<()> {
     match dest {
         // A wrong pair fails at once rather than being retried forever.
-        Dest::Local(d, _) => crate::transfer::check_selection(src, d)?,
-        Dest::Remote { .. } => crate::transfer::check_source(src)?,
+        Replica::Local(d, _) => crate::transfer::check_selection(src, d)?,
+        Replica::Remote { .. } => crate::transfer::check_source(src)?,
     }
     if let Some(f) = &w.log_file {
         open_log(f)?;
@@ -276,8 +147,8 @@ pub fn run(
     // With the watch in place, whatever changes from here on is seen: now the saved
     // dirty set and the changes made while stopped can be collected.
     let dest_empty = match dest {
-        Dest::Local(d, _) => std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none()),
-        Dest::Remote { .. } => false,
+        Replica::Local(d, _) => std::fs::read_dir(d).map_or(true, |mut r| r.next().is_none()),
+        Replica::Remote { .. } => false,
     };
     let initial = first_scope(prev.as_ref(), &state, dest_empty, src, opts, w, out);
     state.start = if initial.is_everything() {
@@ -585,18 +456,6 @@ fn fill_lag(state: &mut State, deb: &Debouncer, failed_since: Option<Instant>, s
     state.homes = homes_state(&top_dirs(src), &deb.homes(), now);
 }
 
-/// The top-level directories of SRC (the homes), not following symlinks.
-fn top_dirs(src: &Path) -> Vec<Vec<u8>> {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(rd) = std::fs::read_dir(src) else {
-        return Vec::new();
-    };
-    rd.flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().as_bytes().to_vec())
-        .collect()
-}
-
 /// Brings the metrics up to date and writes them; a failure is one warning line.
 fn write_metrics(
     path: &Path,
@@ -620,105 +479,6 @@ fn write_metrics(
             ));
         }
     }
-}
-
-fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i128)
-}
-
-/// What the first batch covers: the saved dirty set and what changed since the last
-/// clean stop, or everything (see [`resume`]).
-fn first_scope(
-    prev: Option<&State>,
-    now: &State,
-    dest_empty: bool,
-    src: &Path,
-    opts: &Options,
-    w: &WatchOptions,
-    out: &dyn Output,
-) -> Scope {
-    let Some(prev) = prev else {
-        return Scope::everything();
-    };
-    if w.full_start {
-        if opts.verbose > 0 {
-            out.warn("starting with a full push (--full-start)");
-        }
-        return Scope::everything();
-    }
-
-    let want = resume::Expect {
-        now_ns: now_ns(),
-        src: &now.src,
-        dest: &now.dest,
-        src_id: now.src_id,
-        dest_id: now.dest_id,
-        selection: &now.selection,
-        dest_empty,
-    };
-    let resumed = resume::saved_scope(prev, &want).and_then(|mut scope| {
-        let since = prev.stopped_ns.unwrap_or(0) - resume::SLACK_NS;
-        let walk = resume::Walk {
-            one_file_system: opts.one_file_system,
-            jobs: opts.jobs,
-            priority: opts.priority,
-        };
-        let changed = resume::changed_since(src, since, walk)
-            .map_err(|e| format!("cannot walk the source: {e}"))?;
-        let saved = scope.len();
-        scope.merge(&changed);
-        Ok((scope, saved))
-    });
-    match resumed {
-        Ok(_) if prev.tree_entries.is_none() => {
-            // A state from before the tree's size was kept: batches could not weigh
-            // their deletes against the whole replica, so the first lists all of it.
-            if !opts.quiet {
-                out.warn(
-                    "starting with a full push: the state file does not say how large the tree is",
-                );
-            }
-            Scope::everything()
-        }
-        Ok((scope, saved)) => {
-            if !opts.quiet {
-                out.warn(&format!(
-                    "resuming after a clean stop: {saved} directories were pending, {} to replicate \
-                     with what changed meanwhile (--full-start for a full push)",
-                    scope.len()
-                ));
-            }
-            scope
-        }
-        Err(why) => {
-            if opts.verbose > 0 {
-                out.warn(&format!("starting with a full push: {why}"));
-            }
-            Scope::everything()
-        }
-    }
-}
-
-/// Points stderr at the end of `path` (created if missing), so every line the watch
-/// prints goes there; called again on SIGHUP after the file was rotated.
-fn open_log(path: &Path) -> Result<()> {
-    use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| Error::Usage(format!("--log-file {}: {e}", path.display())))?;
-    // SAFETY: dup2 onto fd 2 with a valid open descriptor; `f` closes its own copy.
-    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
-        return Err(Error::Usage(format!(
-            "--log-file {}: {}",
-            path.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The destination of a watch: local, or one long-lived remote session.
+//! The replica a watch keeps current: a local directory, or one long-lived remote session.
 //!
-//! Every batch runs the ordinary push ([`crate::transfer::push_to`]) against it. A
+//! Every batch runs the ordinary push against it ([`crate::transfer::push_over`] for a
+//! remote one, the path of every remote push). A
 //! remote destination keeps one `serve` session (one ssh start) across batches and
 //! only reconnects when the session broke: a lost connection fails the batch, the
 //! watcher backs off and the next attempt connects again. An idle session is kept
@@ -12,26 +13,25 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::config::Options;
 use crate::dest::remote::{Conn, RemoteDest};
 use crate::dest::Destination;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::options::Options;
 use crate::report::Report;
 use crate::throttle::Throttle;
-use crate::transfer::{push_local_with, push_to, Output, Target};
+use crate::transfer::{push_local_with, push_over, Output};
 
 /// Starts a remote session (spawns ssh, handshakes).
 pub type Connect = Box<dyn FnMut() -> Result<Arc<Conn>> + Send>;
 
 /// Where batches go.
-pub enum Dest {
+pub enum Replica {
     /// A local directory, and the throttle all its batches share (made by the first).
     Local(PathBuf, Option<Arc<Throttle>>),
     Remote {
         /// DEST as given, for messages.
         name: PathBuf,
         connect: Connect,
-        compress: bool,
         conn: Option<Arc<Conn>>,
         throttle: Option<Arc<Throttle>>,
         /// Sessions started (1 unless the connection was lost).
@@ -43,14 +43,13 @@ pub enum Dest {
     },
 }
 
-impl Dest {
+impl Replica {
     /// A remote destination reached through `connect`; an idle session is kept alive
     /// with a request every `keepalive`.
-    pub fn remote(name: PathBuf, connect: Connect, compress: bool, keepalive: Duration) -> Dest {
-        Dest::Remote {
+    pub fn remote(name: PathBuf, connect: Connect, keepalive: Duration) -> Replica {
+        Replica::Remote {
             name,
             connect,
-            compress,
             conn: None,
             throttle: None,
             sessions: 0,
@@ -62,10 +61,9 @@ impl Dest {
     /// Sends a cheap request on an idle remote session when it is due; a session that
     /// fails it is dropped (the next batch reconnects).
     pub fn keepalive(&mut self) {
-        let Dest::Remote {
+        let Replica::Remote {
             conn,
             throttle,
-            compress,
             keepalive,
             last_used,
             ..
@@ -83,7 +81,8 @@ impl Dest {
         let throttle = throttle
             .get_or_insert_with(|| Arc::new(Throttle::new(None, None)))
             .clone();
-        let rd = RemoteDest::new(c.clone(), throttle, *compress);
+        // Compression does not matter for a free-space query.
+        let rd = RemoteDest::new(c.clone(), throttle, false);
         if rd.space().is_err() || c.failure().is_some() {
             if let Some(c) = conn.take() {
                 c.close();
@@ -95,16 +94,16 @@ impl Dest {
     pub fn identity(&self) -> Option<(u64, u64)> {
         use std::os::unix::fs::MetadataExt;
         match self {
-            Dest::Local(d, _) => std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino())),
-            Dest::Remote { .. } => None,
+            Replica::Local(d, _) => std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino())),
+            Replica::Remote { .. } => None,
         }
     }
 
     /// Remote sessions started so far (0 for a local destination).
     pub fn sessions(&self) -> u64 {
         match self {
-            Dest::Local(..) => 0,
-            Dest::Remote { sessions, .. } => *sessions,
+            Replica::Local(..) => 0,
+            Replica::Remote { sessions, .. } => *sessions,
         }
     }
 
@@ -117,16 +116,15 @@ impl Dest {
         interrupted: Arc<AtomicBool>,
     ) -> Result<Report> {
         match self {
-            Dest::Local(dest, throttle) => {
+            Replica::Local(dest, throttle) => {
                 let throttle = throttle
                     .get_or_insert_with(|| Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit)))
                     .clone();
                 push_local_with(opts, src, dest, out, interrupted, throttle)
             }
-            Dest::Remote {
+            Replica::Remote {
                 name,
                 connect,
-                compress,
                 conn,
                 throttle,
                 sessions,
@@ -151,33 +149,21 @@ impl Dest {
                 let throttle = throttle
                     .get_or_insert_with(|| Arc::new(Throttle::new(opts.bwlimit, opts.iops_limit)))
                     .clone();
-                let rd = RemoteDest::new(c.clone(), throttle.clone(), *compress);
-                let target = Target {
-                    dest: Some(&rd),
-                    name,
-                    throttle,
-                };
-                let result = push_to(opts, src, target, out, interrupted);
-                match (result, c.failure()) {
-                    (r, Some(f)) => {
-                        // The session is gone: the next attempt starts a new one.
-                        if let Some(c) = conn.take() {
-                            c.close();
-                        }
-                        match r {
-                            Err(_) => Err(Error::Protocol(f)),
-                            Ok(report) => Ok(report),
-                        }
+                let result = push_over(&c, opts, src, name, throttle, out, interrupted);
+                if c.failure().is_some() {
+                    // The session is gone: the next attempt starts a new one.
+                    if let Some(c) = conn.take() {
+                        c.close();
                     }
-                    (r, None) => r,
                 }
+                result
             }
         }
     }
 
     /// Ends a remote session.
     pub fn close(&mut self) {
-        if let Dest::Remote { conn, .. } = self {
+        if let Replica::Remote { conn, .. } = self {
             if let Some(c) = conn.take() {
                 c.close();
             }

@@ -98,7 +98,7 @@ pub fn homes_state(
             h.name = if name.is_empty() {
                 ".".into()
             } else {
-                crate::report::escape(&name)
+                crate::text::escape(&name)
             };
             h
         })
