@@ -505,8 +505,15 @@ fn push_in_pool(
         run.dest_error("syncfs", b"", e);
     }
     if let Some(why) = dest.broken() {
+        // A session this side ended after a signal (the files in flight did not finish
+        // within the grace) was interrupted, not lost.
+        let code = if interrupted.load(Ordering::Relaxed) {
+            ExitCode::Interrupted
+        } else {
+            ExitCode::Protocol
+        };
         run.counters.problem(
-            ExitCode::Protocol,
+            code,
             format!("{why}; every file is old or new, the next run completes the replica"),
         );
     }
