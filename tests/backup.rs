@@ -445,6 +445,47 @@ fn backup_all_runs_every_job_whatever_one_does() {
 }
 
 #[test]
+fn flags_given_with_backup_all_apply_to_every_job_under_the_jobs_own_keys() {
+    let (home, dst, t) = (Tree::new(), Tree::new(), Tree::new());
+    home.file("alice/keep", b"a")
+        .file("alice/x.tmp", b"t")
+        .file("alice/x.log", b"l")
+        .file("bob/keep", b"b")
+        .file("bob/x.tmp", b"t")
+        .file("bob/x.log", b"l");
+    // alice has excludes of her own, bob none; the command line excludes *.log.
+    let p = config(
+        &t,
+        &format!(
+            "[[job]]\nname = \"alice\"\nsource = \"{}\"\ndestination = \"{}\"\nexclude = [\"*.tmp\"]\n\n[[job]]\nname = \"bob\"\nsource = \"{}\"\ndestination = \"{}\"\n",
+            home.join("alice").display(),
+            dst.join("alice").display(),
+            home.join("bob").display(),
+            dst.join("bob").display()
+        ),
+    );
+    let out = bin()
+        .args(["backup", "--all", "-q", "--exclude", "*.log", "--config"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let has = |who: &str, f: &str| dst.join(who).join("current").join(f).exists();
+    assert!(has("alice", "keep") && has("bob", "keep"));
+    assert!(
+        !has("alice", "x.log") && !has("bob", "x.log"),
+        "--exclude of the command line"
+    );
+    assert!(!has("alice", "x.tmp"), "the job's own exclude");
+    assert!(has("bob", "x.tmp"), "alice's exclude is hers alone");
+}
+
+#[test]
 fn backup_all_does_not_let_a_slow_job_hold_up_the_others() {
     let (home, dst, t) = (Tree::new(), Tree::new(), Tree::new());
     for i in 0..200 {
