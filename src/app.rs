@@ -81,6 +81,10 @@ pub fn run(cli: Cli, interrupted: Arc<AtomicBool>) -> i32 {
         Command::Snapshot(a) => return crate::backup::snapshot(a, interrupted),
         Command::Snapshots(a) => return crate::backup::snapshots(a),
         Command::Prune(a) => return crate::backup::prune(a, interrupted),
+        Command::Versions(a) => return crate::restore::versions_cmd(a),
+        Command::Restore(a) => return crate::restore::restore_cmd(a, interrupted),
+        Command::Verify(a) => return crate::restore::verify_cmd(a, interrupted),
+        Command::Completions(a) => return crate::restore::completions(a),
     };
     match result {
         Ok((opts, report)) => print_report(&opts, &report),
@@ -350,12 +354,11 @@ fn stalled(secs: u64) -> String {
 }
 
 fn pull(a: PushArgs, interrupted: Arc<AtomicBool>) -> Result<(Options, Report)> {
-    let opts = a.engine.to_options()?;
     let Location::Remote { host, path } = parse_location(&a.src)? else {
-        return Err(Error::Usage(
-            "pull needs a remote SRC ([user@]host:path); use push for local copies".into(),
-        ));
+        // A local SRC (a snapshot directory, say) is a local copy: push does it.
+        return push(a, interrupted);
     };
+    let opts = a.engine.to_options()?;
     let Location::Local(dest) = parse_location(&a.dest)? else {
         return Err(Error::Usage("pull needs a local DEST".into()));
     };

@@ -42,6 +42,7 @@ pub mod jobs;
 pub mod plan;
 pub mod protocol;
 pub mod report;
+pub mod restore;
 pub mod scan;
 pub mod scope;
 pub mod serve;

@@ -28,11 +28,15 @@ Exit codes:
   20  interrupted by SIGINT or SIGTERM
   23  partial transfer: some files failed, the rest were replicated
   24  some source files vanished before they could be copied
-  25  refused before deleting anything: more deletes than --max-delete allows"
+  25  refused before deleting anything: more deletes than --max-delete allows
+  26  verify found files that differ from their catalogue or from SRC (each named)"
     };
 }
 
 const EXIT_CODES: &str = exit_codes!();
+
+mod restore;
+pub use restore::*;
 
 const PUSH_DETAILS: &str = concat!(
     "\
@@ -87,6 +91,7 @@ pub enum Command {
     ///
     /// The remote side runs the engine (`fsync-repl serve --send`) and this side writes
     /// DEST with the same code as push: same semantics, options, output and exit codes.
+    /// A local SRC (a snapshot directory, say) is copied as push would copy it.
     #[command(after_help = EXIT_CODES)]
     Pull(PushArgs),
     /// The far side of a remote push or pull, started over ssh; speaks the protocol on
@@ -127,6 +132,21 @@ pub enum Command {
     /// Remove DEST's snapshots that no --keep-* rule keeps.
     #[command(after_help = EXIT_CODES, after_long_help = RETENTION_DETAILS)]
     Prune(PruneArgs),
+    /// Show every distinct version of a file or directory across DEST's snapshots and
+    /// current: which snapshots hold it, its size and mtime, and where it stayed unchanged.
+    #[command(after_help = EXIT_CODES)]
+    Versions(VersionsArgs),
+    /// Copy files or directories from a snapshot of DEST back into TARGET (the newest
+    /// holding them, --snapshot NAME, or --at TIME); never replaces a differing file
+    /// without --overwrite.
+    #[command(after_help = EXIT_CODES, after_long_help = restore::RESTORE_DETAILS)]
+    Restore(RestoreArgs),
+    /// Re-read DEST's snapshots and check every file against its content catalogue
+    /// (each inode once); --against SRC also compares current with SRC by content.
+    #[command(after_help = EXIT_CODES, after_long_help = restore::VERIFY_DETAILS)]
+    Verify(VerifyArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
 }
 
 const WATCH_DETAILS: &str = concat!(
