@@ -97,7 +97,7 @@ pub fn compare(dest: &Dest, src: &Path, r: &Request<'_>, out: &mut Outcome) -> R
             });
         }
     }
-    out.compared = (sl.len() + dl.len()) as u64 / 2;
+    out.compared = sl.len() as u64;
     let content: Vec<Difference> = r.pool.install(|| {
         both.par_iter()
             .filter_map(|p| {

@@ -36,6 +36,8 @@ pub enum Pick {
 struct Item {
     /// PATH inside the snapshot, as the user will read it.
     shown: String,
+    /// Where PATH lands (TARGET/PATH).
+    lands: PathBuf,
     /// The run's source beneath DEST.
     src: Vec<u8>,
     /// The run's destination.
@@ -140,6 +142,7 @@ fn item(v: &Versions, snapshot: &str, to: &Path) -> Result<Item> {
     if dir || rel.is_empty() {
         return Ok(Item {
             shown,
+            lands: to.join(tree::as_path(&rel)),
             src: in_snapshot(snapshot, &rel),
             target: to.join(tree::as_path(&rel)),
             excludes: Vec::new(),
@@ -148,6 +151,7 @@ fn item(v: &Versions, snapshot: &str, to: &Path) -> Result<Item> {
     let parent = tree::parent(&rel);
     Ok(Item {
         shown,
+        lands: to.join(tree::as_path(&rel)),
         src: in_snapshot(snapshot, parent),
         target: to.join(tree::as_path(parent)),
         excludes: vec!["/*".into(), exact_pattern(tree::file_name(&rel))?],
@@ -351,7 +355,12 @@ pub fn run(a: &RestoreArgs, interrupted: Arc<AtomicBool>) -> Result<i32> {
             }
         };
         for c in conflicts(&lines) {
-            found.push(format!("{}: {c}", it.target.display()));
+            let what = match c.as_bytes()[0] {
+                b'>' => "its content differs",
+                b'.' => "its metadata differs",
+                _ => "it would be replaced",
+            };
+            found.push(format!("{}/{}: {what}", it.target.display(), &c[3..]));
         }
     }
     if !found.is_empty() && !a.overwrite {
@@ -361,10 +370,13 @@ pub fn run(a: &RestoreArgs, interrupted: Arc<AtomicBool>) -> Result<i32> {
         return Err(Error::Selection {
             path: a.to.clone(),
             what: format!(
-                "{} entr{} there differ from {from} (listed above); nothing was restored. \
+                "{} there differ{} from {from} (listed above); nothing was restored. \
                  Pass --overwrite to replace them, or restore --to another directory",
-                found.len(),
-                if found.len() == 1 { "y" } else { "ies" }
+                match found.len() {
+                    1 => "1 entry".to_string(),
+                    n => format!("{n} entries"),
+                },
+                if found.len() == 1 { "s" } else { "" }
             ),
         });
     }
@@ -390,15 +402,20 @@ pub fn run(a: &RestoreArgs, interrupted: Arc<AtomicBool>) -> Result<i32> {
                 }
                 if !s.quiet && !a.json {
                     println!(
-                        "restored {} from {from} into {}",
+                        "{} {} from {from} to {}",
+                        if a.dry_run {
+                            "would restore"
+                        } else {
+                            "restored"
+                        },
                         it.shown,
-                        it.target.display()
+                        it.lands.display()
                     );
                     println!("{}", r.human());
                 }
                 let code = r.exit_code;
                 reports.push(serde_json::json!({
-                    "path": it.shown, "snapshot": snapshot, "target": it.target, "report": r,
+                    "path": it.shown, "snapshot": snapshot, "target": it.lands, "report": r,
                 }));
                 code
             }
@@ -407,9 +424,14 @@ pub fn run(a: &RestoreArgs, interrupted: Arc<AtomicBool>) -> Result<i32> {
                 forget_record(&it.target, had);
                 if !s.quiet && !a.json && code == 0 {
                     println!(
-                        "restored {} from {from} into {}",
+                        "{} {} from {from} to {}",
+                        if a.dry_run {
+                            "would restore"
+                        } else {
+                            "restored"
+                        },
                         it.shown,
-                        it.target.display()
+                        it.lands.display()
                     );
                 }
                 code
@@ -480,7 +502,7 @@ mod tests {
             "2026-11-26T03:00:00Z"
         );
         assert_eq!(
-            choose(&[b.clone()], &Pick::Newest, &typed[1..]).unwrap(),
+            choose(std::slice::from_ref(&b), &Pick::Newest, &typed[1..]).unwrap(),
             "2026-11-27T03:00:00Z"
         );
         let at = crate::snapshot::retention::parse_utc("2026-11-25T23:59:59Z").unwrap();

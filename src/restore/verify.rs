@@ -52,7 +52,7 @@ pub struct Outcome {
     pub bytes_read: u64,
     /// Inodes an interrupted earlier run had checked already (not read again).
     pub resumed: u64,
-    /// With `--against`: entries of SRC and `current` compared.
+    /// With `--against`: entries of SRC compared with `current`.
     pub compared: u64,
     pub differ: Vec<Difference>,
     pub duration_secs: f64,
