@@ -18,6 +18,8 @@
 #   SCRATCH      parent of the scratch directory (use tmpfs)  [/dev/shm]
 #   RUNS         hyperfine runs per command                    [10]
 #   B3SUM        the b3sum binary                              [b3sum on PATH]
+#   BASE         an fsync-repl without catalogues (an older build), timed beside
+#                the snapshot of an unchanged tree: what the catalogue adds   [none]
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 SCRATCH=${SCRATCH:-/dev/shm}
@@ -50,9 +52,12 @@ rm -rf "$W/cpal"
 find "$W/dst/snapshots" -mindepth 1 -maxdepth 1 ! -name "$SNAP" -exec rm -rf {} +
 find "$W/dst/.fsync-repl/snapshots" -type f ! -name "$SNAP.*" -delete
 SH
+BASECMD=()
+[[ -n ${BASE:-} ]] && BASECMD=("$BASE snapshot -q $W/dst")
 hyperfine -N -w 2 -r "$RUNS" --export-json "$W/snap.json" --prepare "sh $W/reset.sh" \
   "cp -al $W/dst/current $W/cpal" \
-  "$BIN snapshot -q $W/dst"
+  "$BIN snapshot -q $W/dst" "${BASECMD[@]}"
+sh "$W/reset.sh"
 "$BIN" snapshot --json "$W/dst" | python3 -c 'import json,sys; m=json.load(sys.stdin); print("unchanged snapshot read:", m["hashed_files"], "files,", m["hashed_bytes"], "bytes")'
 
 echo "== restore of one home vs cp -a"
@@ -69,4 +74,7 @@ print(f"verify / b3sum: median {v[1]['median']/v[0]['median']:.2f}x "
       f"({v[1]['median']*1000:.0f} ms vs {v[0]['median']*1000:.0f} ms)")
 print(f"unchanged snapshot / cp -al: median {s[1]['median']/s[0]['median']:.2f}x "
       f"({s[1]['median']*1000:.1f} ms vs {s[0]['median']*1000:.1f} ms)")
+if len(s) > 2:
+    print(f"unchanged snapshot / same without catalogue: median {s[1]['median']/s[2]['median']:.2f}x "
+          f"({s[1]['median']*1000:.1f} ms vs {s[2]['median']*1000:.1f} ms)")
 PY

@@ -53,17 +53,27 @@ pub struct Cost {
     pub hashed_bytes: u64,
 }
 
-fn hex(h: &[u8; 32]) -> String {
-    h.iter().map(|b| format!("{b:02x}")).collect()
+fn push_hex(out: &mut String, h: &[u8; 32]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in h {
+        out.push(DIGITS[(b >> 4) as usize] as char);
+        out.push(DIGITS[(b & 15) as usize] as char);
+    }
 }
 
 fn unhex(s: &str) -> Option<[u8; 32]> {
+    let s = s.as_bytes();
     if s.len() != 64 {
         return None;
     }
+    let nibble = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
     let mut out = [0u8; 32];
     for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+        *o = nibble(s[2 * i])? << 4 | nibble(s[2 * i + 1])?;
     }
     Some(out)
 }
@@ -71,15 +81,15 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 impl Catalogue {
     /// The text form (see the module's documentation).
     pub fn render(&self) -> String {
-        let mut s = format!("{HEADER}\n");
+        use std::fmt::Write as _;
+        let mut s = String::with_capacity(64 + self.entries.len() * 120);
+        s.push_str(HEADER);
+        s.push('\n');
         for e in &self.entries {
-            s.push_str(&format!(
-                "{} {} {} {}\n",
-                hex(&e.hash),
-                e.ino,
-                e.size,
-                crate::text::escape(&e.path)
-            ));
+            push_hex(&mut s, &e.hash);
+            let _ = write!(s, " {} {} ", e.ino, e.size);
+            s.push_str(&crate::text::escape(&e.path));
+            s.push('\n');
         }
         s
     }
@@ -186,40 +196,6 @@ impl super::Dest {
     }
 }
 
-/// The regular files beneath `root` (path, inode, size), in path order; the sidecar
-/// at the root and temporary files are left out, as a snapshot leaves them out.
-pub fn files(
-    root: BorrowedFd<'_>,
-    throttle: &Throttle,
-    cancel: &AtomicBool,
-) -> io::Result<Vec<(Vec<u8>, u64, u64)>> {
-    let mut out = Vec::new();
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    while let Some(rel) = stack.pop() {
-        if cancel.load(Ordering::Relaxed) {
-            return Err(io::Error::from(io::ErrorKind::Interrupted));
-        }
-        throttle.op();
-        let dir = fsutil::open_dir(root, &rel)?;
-        for name in fsutil::read_dir_names(dir.as_fd())? {
-            if rel.is_empty() && name == crate::identity::SIDECAR {
-                continue;
-            }
-            let st = fsutil::stat_at(dir.as_fd(), &name)?;
-            let path = crate::tree::join(&rel, &name);
-            match rfs::FileType::from_raw_mode(st.st_mode) {
-                rfs::FileType::Directory => stack.push(path),
-                rfs::FileType::RegularFile if !crate::scan::is_temp_name(&name) => {
-                    out.push((path, st.st_ino, st.st_size as u64))
-                }
-                _ => {}
-            }
-        }
-    }
-    out.sort_unstable_by(|a, b| crate::tree::path_cmp(&a.0, &b.0));
-    Ok(out)
-}
-
 /// BLAKE3 of the regular file at `rel` beneath `root` (never following a symlink),
 /// read through the throttle; pages it brought into the cache are dropped after.
 /// Returns the hash and the inode read.
@@ -237,15 +213,17 @@ pub fn hash_at(
     Ok((h, st.st_ino))
 }
 
-/// Builds the catalogue of the tree at `root` (a snapshot being taken), taking the
-/// entries of inodes that `prev` holds from it. Runs on the caller's rayon pool.
+/// Builds the catalogue of the tree at `root` (a snapshot being taken) from its
+/// regular files `list` (path, inode, size), taking the entries of inodes that `prev`
+/// holds from it. Runs on the caller's rayon pool.
 pub fn build(
     root: BorrowedFd<'_>,
+    mut list: Vec<(Vec<u8>, u64, u64)>,
     prev: Option<&Catalogue>,
     throttle: &Throttle,
     cancel: &AtomicBool,
 ) -> Result<(Catalogue, Cost), (Vec<u8>, io::Error)> {
-    let list = files(root, throttle, cancel).map_err(|e| (Vec::new(), e))?;
+    list.sort_unstable_by(|a, b| crate::tree::path_cmp(&a.0, &b.0));
     let known = prev.map(Catalogue::by_inode).unwrap_or_default();
     // Each inode new since `prev` is read once, however many names it has.
     let mut todo: HashMap<u64, (&[u8], u64)> = HashMap::new();
@@ -298,6 +276,40 @@ pub fn build(
 mod tests {
     use super::*;
 
+    /// The regular files beneath `root` (path, inode, size), in path order; the sidecar
+    /// at the root and temporary files are left out, as a snapshot leaves them out.
+    fn files(
+        root: BorrowedFd<'_>,
+        throttle: &Throttle,
+        cancel: &AtomicBool,
+    ) -> io::Result<Vec<(Vec<u8>, u64, u64)>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+        while let Some(rel) = stack.pop() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(io::Error::from(io::ErrorKind::Interrupted));
+            }
+            throttle.op();
+            let dir = fsutil::open_dir(root, &rel)?;
+            for name in fsutil::read_dir_names(dir.as_fd())? {
+                if rel.is_empty() && name == crate::identity::SIDECAR {
+                    continue;
+                }
+                let st = fsutil::stat_at(dir.as_fd(), &name)?;
+                let path = crate::tree::join(&rel, &name);
+                match rfs::FileType::from_raw_mode(st.st_mode) {
+                    rfs::FileType::Directory => stack.push(path),
+                    rfs::FileType::RegularFile if !crate::scan::is_temp_name(&name) => {
+                        out.push((path, st.st_ino, st.st_size as u64))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| crate::tree::path_cmp(&a.0, &b.0));
+        Ok(out)
+    }
+
     fn open(p: &std::path::Path) -> std::os::fd::OwnedFd {
         rfs::open(p, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap()
     }
@@ -329,7 +341,8 @@ mod tests {
         let th = Throttle::new(None, None);
         let no = AtomicBool::new(false);
         let root = open(&t.path().join("d"));
-        let (c1, cost) = build(root.as_fd(), None, &th, &no).unwrap();
+        let list = || files(root.as_fd(), &th, &no).unwrap();
+        let (c1, cost) = build(root.as_fd(), list(), None, &th, &no).unwrap();
         assert_eq!(cost.hashed_files, 2);
         assert_eq!(cost.hashed_bytes, 11);
         let names: Vec<&[u8]> = c1.entries.iter().map(|e| e.path.as_slice()).collect();
@@ -337,13 +350,13 @@ mod tests {
         assert_eq!(c1.entries[0].hash, *blake3::hash(b"hello").as_bytes());
         // Nothing changed: nothing read.
         let before = th.total_bytes();
-        let (c2, cost) = build(root.as_fd(), Some(&c1), &th, &no).unwrap();
+        let (c2, cost) = build(root.as_fd(), list(), Some(&c1), &th, &no).unwrap();
         assert_eq!((cost, th.total_bytes()), (Cost::default(), before));
         assert_eq!(c1, c2);
         // A replaced file (a new inode) is read again.
         std::fs::write(t.path().join("d/a.new"), b"HELLO").unwrap();
         std::fs::rename(t.path().join("d/a.new"), t.path().join("d/a")).unwrap();
-        let (c3, cost) = build(root.as_fd(), Some(&c2), &th, &no).unwrap();
+        let (c3, cost) = build(root.as_fd(), list(), Some(&c2), &th, &no).unwrap();
         assert_eq!(cost.hashed_files, 1);
         assert_eq!(c3.entries[0].hash, *blake3::hash(b"HELLO").as_bytes());
         let m = open(t.path());

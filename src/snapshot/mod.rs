@@ -383,14 +383,17 @@ impl Dest {
             counts: Default::default(),
         };
         let pool = self.pool(o.jobs, o.priority)?;
-        // The previous snapshot's catalogue spares reading every inode it holds.
+        // The newest catalogue spares reading every inode its snapshot holds.
         let prev = self
             .list()?
-            .pop()
-            .and_then(|s| catalogue::read(manifests.as_fd(), &s.name).ok().flatten());
+            .iter()
+            .rev()
+            .find_map(|s| catalogue::read(manifests.as_fd(), &s.name).ok().flatten());
         let copied = pool.install(|| {
             ctx.copy_dir(b"")?;
-            catalogue::build(tmp_dir.as_fd(), prev.as_ref(), o.throttle, o.cancel).map_err(
+            let linked =
+                std::mem::take(&mut *ctx.counts.linked.lock().unwrap_or_else(|p| p.into_inner()));
+            catalogue::build(tmp_dir.as_fd(), linked, prev.as_ref(), o.throttle, o.cancel).map_err(
                 |(rel, source)| copy::TreeError {
                     op: "hash",
                     rel,
