@@ -125,6 +125,15 @@ fn exact_pattern(name: &[u8]) -> Result<String> {
 
 /// The engine runs that restore `v`'s path from `snapshot` into `to`.
 fn item(v: &Versions, snapshot: &str, to: &Path) -> Result<Item> {
+    // The names come from a far side for a remote DEST: a snapshot's name or current.
+    let named = crate::fsutil::valid_name(snapshot.as_bytes())
+        && crate::snapshot::retention::parse_utc(snapshot).is_some();
+    if snapshot != CURRENT && !named {
+        return Err(Error::Protocol(format!(
+            "bad snapshot name from the remote side: {}",
+            crate::text::escape_str(snapshot)
+        )));
+    }
     let rel = crate::report::unescape(&v.path)
         .filter(|r| r.is_empty() || crate::fsutil::valid_rel_path(r))
         .ok_or_else(|| Error::Protocol(format!("bad path from the remote side: {}", v.path)))?;

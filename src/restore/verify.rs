@@ -45,6 +45,9 @@ pub struct Outcome {
     pub snapshots: Vec<String>,
     /// Chosen snapshots that have no catalogue (taken by an older version): not checked.
     pub uncatalogued: Vec<String>,
+    /// Chosen snapshots removed (pruned) while they were verified: not judged.
+    #[serde(default)]
+    pub removed: Vec<String>,
     /// Catalogue entries (names) checked.
     pub files: u64,
     /// Distinct inodes read (each once) in this run.
@@ -125,6 +128,25 @@ pub fn verify(dest: &Dest, r: &Request<'_>) -> Result<Outcome> {
     let (groups, missing) = group(dest, entries, r.throttle)?;
     out.differ.extend(missing);
     check_snapshots(dest, r, groups, &mut out)?;
+    // A snapshot pruned meanwhile is gone, not damaged.
+    let gone: Vec<String> = out
+        .snapshots
+        .iter()
+        .filter(|n| {
+            super::versions::kind_at(dest, &super::versions::in_snapshot(n, b"")).ok()
+                != Some(Some("dir"))
+        })
+        .cloned()
+        .collect();
+    for g in &gone {
+        let prefix = format!(
+            "{}/",
+            crate::text::escape(&super::versions::in_snapshot(g, b""))
+        );
+        out.differ.retain(|d| !d.path.starts_with(&prefix));
+        out.snapshots.retain(|n| n != g);
+        out.removed.push(g.clone());
+    }
     if let Some(src) = &r.against {
         super::against::compare(dest, src, r, &mut out)?;
     }
@@ -335,6 +357,12 @@ impl Outcome {
                 "DIFFERS {}: {}\n",
                 crate::text::escape_str(&d.path),
                 crate::text::escape_str(&d.what)
+            ));
+        }
+        for u in &self.removed {
+            s.push_str(&format!(
+                "not checked: snapshot {} was removed during the verify\n",
+                crate::text::escape_str(u)
             ));
         }
         for u in &self.uncatalogued {
