@@ -3,7 +3,9 @@
 //!
 //! The files of all the chosen snapshots are grouped by inode first, so a file that
 //! several snapshots hard-link is read once, whatever the number of its names; what
-//! one read gives is compared with the catalogue entry of every name. Reads pass the
+//! one read gives is compared with the catalogue entry of every name. Only one name per
+//! inode is held in memory (one snapshot's catalogue at a time); the names of an inode
+//! found bad are collected by a second pass over the catalogues. Reads pass the
 //! throttle (invariant 6) on workers at the run's priority; nothing of DEST is written
 //! but a small progress record in `DEST/.fsync-repl/verify-progress.json`, so an
 //! interrupted run resumes where it stopped (the inodes are taken in a fixed order).
@@ -79,14 +81,27 @@ pub struct Request<'a> {
 struct Progress {
     key: String,
     done: u64,
-    differ: Vec<Difference>,
+    bad: Vec<Bad>,
 }
 
-/// The names of one inode: (path beneath DEST, hash and size from the catalogue).
+/// An inode that is not what a catalogue says: what reading it gave.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Bad {
+    dev: u64,
+    ino: u64,
+    /// Its BLAKE3 (hex), or why it could not be read.
+    got: std::result::Result<String, String>,
+}
+
+/// One inode to read: a name to read it by, and what its catalogue entries say.
 struct Group {
     ino: (u64, u64),
-    names: Vec<(Vec<u8>, [u8; 32], u64)>,
+    first: Vec<u8>,
+    hash: [u8; 32],
+    /// Its size on disk.
     size: u64,
+    /// Every name's entry gives the same hash, and the size it has.
+    agree: bool,
 }
 
 fn bar(on: bool, total: u64) -> indicatif::ProgressBar {
@@ -109,25 +124,77 @@ fn bar(on: bool, total: u64) -> indicatif::ProgressBar {
 pub fn verify(dest: &Dest, r: &Request<'_>) -> Result<Outcome> {
     let started = Instant::now();
     let mut out = Outcome::default();
-    let mut entries: Vec<(Vec<u8>, [u8; 32], u64)> = Vec::new();
-    for name in &r.snapshots {
-        match dest.catalogue(name)? {
-            None => out.uncatalogued.push(name.clone()),
-            Some(c) => {
-                out.snapshots.push(name.clone());
-                let base = super::versions::in_snapshot(name, b"");
-                entries.extend(
-                    c.entries
-                        .into_iter()
-                        .map(|e| (crate::tree::join(&base, &e.path), e.hash, e.size)),
-                );
+    // Pass 1: every name, grouped by inode (only one name kept per inode).
+    let mut by_ino: HashMap<(u64, u64), Group> = HashMap::new();
+    let mut missing = Vec::new();
+    let (files, none) = visit(
+        dest,
+        &r.snapshots,
+        r.throttle,
+        &mut |path, e, st| match st {
+            Some(st) if is_file(st) => {
+                let g = by_ino
+                    .entry((st.st_dev, st.st_ino))
+                    .or_insert_with(|| Group {
+                        ino: (st.st_dev, st.st_ino),
+                        first: path.to_vec(),
+                        hash: e.hash,
+                        size: st.st_size as u64,
+                        agree: true,
+                    });
+                g.agree &= g.hash == e.hash && g.size == e.size;
             }
-        }
+            Some(_) => missing.push(Difference {
+                path: crate::text::escape(path),
+                what: "no longer a regular file".into(),
+            }),
+            None => missing.push(Difference {
+                path: crate::text::escape(path),
+                what: "missing (listed in the catalogue)".into(),
+            }),
+        },
+    )?;
+    out.files = files;
+    out.uncatalogued = none;
+    out.snapshots = r
+        .snapshots
+        .iter()
+        .filter(|n| !out.uncatalogued.contains(n))
+        .cloned()
+        .collect();
+    out.differ = missing;
+    let mut groups: Vec<Group> = by_ino.into_values().collect();
+    groups.sort_unstable_by_key(|g| g.ino);
+    let bad = check_snapshots(dest, r, groups, &mut out)?;
+    // Pass 2, only when an inode is bad: every name of it, judged by its own entry.
+    if !bad.is_empty() {
+        let bad: HashMap<(u64, u64), Bad> = bad.into_iter().map(|b| ((b.dev, b.ino), b)).collect();
+        let mut found = Vec::new();
+        visit(dest, &out.snapshots, r.throttle, &mut |path, e, st| {
+            let Some(b) = st.and_then(|st| bad.get(&(st.st_dev, st.st_ino))) else {
+                return;
+            };
+            let size = st.map_or(0, |st| st.st_size as u64);
+            let what = match &b.got {
+                Err(why) => Some(why.clone()),
+                Ok(_) if size != e.size => {
+                    Some(format!("size {size} but {} in the catalogue", e.size))
+                }
+                Ok(h) if *h != blake3::Hash::from(e.hash).to_hex().as_str() => {
+                    Some("content differs from the catalogue".into())
+                }
+                Ok(_) => None,
+            };
+            if let Some(what) = what {
+                found.push(Difference {
+                    path: crate::text::escape(path),
+                    what,
+                });
+            }
+        })?;
+        out.differ.extend(found);
     }
-    out.files = entries.len() as u64;
-    let (groups, missing) = group(dest, entries, r.throttle)?;
-    out.differ.extend(missing);
-    check_snapshots(dest, r, groups, &mut out)?;
+    out.differ.sort_by(|a, b| a.path.cmp(&b.path));
     // A snapshot pruned meanwhile is gone, not damaged.
     let gone: Vec<String> = out
         .snapshots
@@ -154,62 +221,54 @@ pub fn verify(dest: &Dest, r: &Request<'_>) -> Result<Outcome> {
     Ok(out)
 }
 
-/// Groups the names by inode (in inode order); names that are gone or not regular
-/// files any more are differences at once.
-fn group(
+fn is_file(st: &rustix::fs::Stat) -> bool {
+    rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
+}
+
+/// Calls `f` with every catalogue entry of the snapshots `names` (its path beneath
+/// DEST) and what its name holds now (`None`: nothing). One snapshot's catalogue is in
+/// memory at a time. Returns the entries seen and the snapshots without a catalogue.
+fn visit(
     dest: &Dest,
-    mut entries: Vec<(Vec<u8>, [u8; 32], u64)>,
+    names: &[String],
     throttle: &Throttle,
-) -> Result<(Vec<Group>, Vec<Difference>)> {
-    entries.sort_unstable_by(|a, b| crate::tree::path_cmp(&a.0, &b.0));
-    let mut by_ino: HashMap<(u64, u64), Group> = HashMap::new();
-    let mut missing = Vec::new();
-    for dir in entries.chunk_by(|a, b| crate::tree::parent(&a.0) == crate::tree::parent(&b.0)) {
-        let parent = crate::tree::parent(&dir[0].0);
-        throttle.op();
-        let fd = match fsutil::open_dir(dest.root(), parent) {
-            Ok(fd) => Some(fd),
-            Err(e) if fsutil::is_not_found(&e) => None,
-            Err(e) => {
-                return Err(Error::dest(
-                    "open",
-                    dest.path().join(crate::tree::as_path(parent)),
-                    e,
-                ))
-            }
+    f: &mut dyn FnMut(&[u8], &catalogue::Entry, Option<&rustix::fs::Stat>),
+) -> Result<(u64, Vec<String>)> {
+    let (mut files, mut none) = (0, Vec::new());
+    for name in names {
+        let Some(c) = dest.catalogue(name)? else {
+            none.push(name.clone());
+            continue;
         };
-        for (path, hash, size) in dir {
-            let st = fd
-                .as_ref()
-                .and_then(|fd| fsutil::stat_at(fd.as_fd(), crate::tree::file_name(path)).ok());
-            match st {
-                Some(st)
-                    if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                        == rustix::fs::FileType::RegularFile =>
-                {
-                    let g = by_ino
-                        .entry((st.st_dev, st.st_ino))
-                        .or_insert_with(|| Group {
-                            ino: (st.st_dev, st.st_ino),
-                            names: Vec::new(),
-                            size: st.st_size as u64,
-                        });
-                    g.names.push((path.clone(), *hash, *size));
+        files += c.entries.len() as u64;
+        let base = super::versions::in_snapshot(name, b"");
+        for dir in c
+            .entries
+            .chunk_by(|a, b| crate::tree::parent(&a.path) == crate::tree::parent(&b.path))
+        {
+            let parent = crate::tree::join(&base, crate::tree::parent(&dir[0].path));
+            throttle.op();
+            let fd = match fsutil::open_dir(dest.root(), &parent) {
+                Ok(fd) => Some(fd),
+                Err(e) if fsutil::is_not_found(&e) => None,
+                Err(e) => {
+                    return Err(Error::dest(
+                        "open",
+                        dest.path().join(crate::tree::as_path(&parent)),
+                        e,
+                    ))
                 }
-                Some(_) => missing.push(Difference {
-                    path: crate::text::escape(path),
-                    what: "no longer a regular file".into(),
-                }),
-                None => missing.push(Difference {
-                    path: crate::text::escape(path),
-                    what: "missing (listed in the catalogue)".into(),
-                }),
+            };
+            for e in dir {
+                let name = crate::tree::file_name(&e.path);
+                let st = fd
+                    .as_ref()
+                    .and_then(|fd| fsutil::stat_at(fd.as_fd(), name).ok());
+                f(&crate::tree::join(&parent, name), e, st.as_ref());
             }
         }
     }
-    let mut groups: Vec<Group> = by_ino.into_values().collect();
-    groups.sort_unstable_by_key(|g| g.ino);
-    Ok((groups, missing))
+    Ok((files, none))
 }
 
 /// A key for the selection, so a progress record is only resumed by the same verify.
@@ -246,12 +305,13 @@ fn save_progress(dest: &Dest, p: &Progress) {
     }
 }
 
+/// Reads every inode (after those an interrupted run did); returns the bad ones.
 fn check_snapshots(
     dest: &Dest,
     r: &Request<'_>,
     groups: Vec<Group>,
     out: &mut Outcome,
-) -> Result<()> {
+) -> Result<Vec<Bad>> {
     let key = key(r, &groups);
     let mut progress = match load_progress(dest) {
         Some(p) if p.key == key && !r.restart && p.done as usize <= groups.len() => p,
@@ -265,7 +325,7 @@ fn check_snapshots(
     let total: u64 = todo.iter().map(|g| g.size).sum();
     let bar = bar(r.progress, total);
     let (inodes, bytes) = (AtomicU64::new(0), AtomicU64::new(0));
-    let found: Mutex<Vec<Difference>> = Mutex::new(Vec::new());
+    let found: Mutex<Vec<Bad>> = Mutex::new(Vec::new());
     let mut saved = Instant::now();
     for chunk in todo.chunks(r.pool.current_num_threads().max(1) * PER_WORKER) {
         if r.cancel.load(Ordering::Relaxed) {
@@ -275,19 +335,16 @@ fn check_snapshots(
         }
         r.pool.install(|| {
             chunk.par_iter().for_each(|g| {
-                let diffs = check_group(dest, g, r.throttle, &inodes, &bytes);
+                let b = check_group(dest, g, r.throttle, &inodes, &bytes);
                 bar.inc(g.size);
-                if !diffs.is_empty() {
-                    found
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .extend(diffs);
+                if let Some(b) = b {
+                    found.lock().unwrap_or_else(|p| p.into_inner()).push(b);
                 }
             })
         });
         progress.done += chunk.len() as u64;
         let mut f = found.lock().unwrap_or_else(|p| p.into_inner());
-        progress.differ.append(&mut f);
+        progress.bad.append(&mut f);
         if saved.elapsed().as_secs() >= 2 {
             save_progress(dest, &progress);
             saved = Instant::now();
@@ -297,55 +354,35 @@ fn check_snapshots(
     let _ = std::fs::remove_file(progress_path(dest));
     out.inodes_read = inodes.into_inner();
     out.bytes_read = bytes.into_inner();
-    let mut differ = std::mem::take(&mut progress.differ);
-    differ.sort_by(|a, b| a.path.cmp(&b.path));
-    out.differ.extend(differ);
-    Ok(())
+    Ok(progress.bad)
 }
 
-/// Reads one inode and compares it with the catalogue entry of each of its names.
+/// Reads one inode; `Some` when it is not what its catalogue entries say.
 fn check_group(
     dest: &Dest,
     g: &Group,
     throttle: &Throttle,
     inodes: &AtomicU64,
     bytes: &AtomicU64,
-) -> Vec<Difference> {
-    let first = &g.names[0].0;
-    let diff = |path: &[u8], what: String| Difference {
-        path: crate::text::escape(path),
-        what,
-    };
-    let got = catalogue::hash_at(dest.root(), first, throttle);
+) -> Option<Bad> {
+    let got = catalogue::hash_at(dest.root(), &g.first, throttle);
     inodes.fetch_add(1, Ordering::Relaxed);
-    match got {
-        Ok((_, ino)) if ino != g.ino.1 => {
-            vec![diff(first, "replaced while it was verified".into())]
-        }
+    let got = match got {
+        Ok((_, ino)) if ino != g.ino.1 => Err("replaced while it was verified".to_string()),
         Ok((hash, _)) => {
             bytes.fetch_add(g.size, Ordering::Relaxed);
-            g.names
-                .iter()
-                .filter_map(|(path, want, size)| {
-                    if *size != g.size {
-                        Some(diff(
-                            path,
-                            format!("size {} but {size} in the catalogue", g.size),
-                        ))
-                    } else if hash != *want {
-                        Some(diff(path, "content differs from the catalogue".into()))
-                    } else {
-                        None
-                    }
-                })
-                .collect()
+            if hash == g.hash && g.agree {
+                return None;
+            }
+            Ok(blake3::Hash::from(hash).to_hex().to_string())
         }
-        Err(e) => g
-            .names
-            .iter()
-            .map(|(path, _, _)| diff(path, format!("cannot be read: {e}")))
-            .collect(),
-    }
+        Err(e) => Err(format!("cannot be read: {e}")),
+    };
+    Some(Bad {
+        dev: g.ino.0,
+        ino: g.ino.1,
+        got,
+    })
 }
 
 impl Outcome {

@@ -39,6 +39,17 @@ pub struct Entry {
     pub path: Vec<u8>,
 }
 
+impl Entry {
+    /// Appends the entry's line to `s`.
+    fn render(&self, s: &mut String) {
+        use std::fmt::Write as _;
+        push_hex(s, &self.hash);
+        let _ = write!(s, " {} {} ", self.ino, self.size);
+        s.push_str(&crate::text::escape(&self.path));
+        s.push('\n');
+    }
+}
+
 /// A snapshot's files and their hashes, in path order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalogue {
@@ -81,15 +92,11 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 impl Catalogue {
     /// The text form (see the module's documentation).
     pub fn render(&self) -> String {
-        use std::fmt::Write as _;
         let mut s = String::with_capacity(64 + self.entries.len() * 120);
         s.push_str(HEADER);
         s.push('\n');
         for e in &self.entries {
-            push_hex(&mut s, &e.hash);
-            let _ = write!(s, " {} {} ", e.ino, e.size);
-            s.push_str(&crate::text::escape(&e.path));
-            s.push('\n');
+            e.render(&mut s);
         }
         s
     }
@@ -165,10 +172,15 @@ pub fn write(
         OFlags::WRONLY | OFlags::CREATE | OFlags::TRUNC | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::from_raw_mode(0o644),
     )?;
-    let mut f = io::BufWriter::new(std::fs::File::from(fd));
-    let text = c.render();
-    throttle.bytes(text.len() as u64);
-    f.write_all(text.as_bytes())?;
+    let mut f = io::BufWriter::with_capacity(1 << 20, std::fs::File::from(fd));
+    writeln!(f, "{HEADER}")?;
+    let mut line = String::with_capacity(256);
+    for e in &c.entries {
+        line.clear();
+        e.render(&mut line);
+        throttle.bytes(line.len() as u64);
+        f.write_all(line.as_bytes())?;
+    }
     let f = f.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
     throttle.op();
@@ -214,17 +226,16 @@ pub fn hash_at(
 }
 
 /// Builds the catalogue of the tree at `root` (a snapshot being taken) from its
-/// regular files `list` (path, inode, size), taking the entries of inodes that `prev`
-/// holds from it. Runs on the caller's rayon pool.
+/// regular files `list` (path, inode, size), taking the hash of an inode an earlier
+/// catalogue holds from `known` ([`Catalogue::by_inode`]). Runs on the caller's pool.
 pub fn build(
     root: BorrowedFd<'_>,
     mut list: Vec<(Vec<u8>, u64, u64)>,
-    prev: Option<&Catalogue>,
+    known: &HashMap<u64, (u64, [u8; 32])>,
     throttle: &Throttle,
     cancel: &AtomicBool,
 ) -> Result<(Catalogue, Cost), (Vec<u8>, io::Error)> {
     list.sort_unstable_by(|a, b| crate::tree::path_cmp(&a.0, &b.0));
-    let known = prev.map(Catalogue::by_inode).unwrap_or_default();
     // Each inode new since `prev` is read once, however many names it has.
     let mut todo: HashMap<u64, (&[u8], u64)> = HashMap::new();
     for (path, ino, size) in &list {
@@ -342,7 +353,7 @@ mod tests {
         let no = AtomicBool::new(false);
         let root = open(&t.path().join("d"));
         let list = || files(root.as_fd(), &th, &no).unwrap();
-        let (c1, cost) = build(root.as_fd(), list(), None, &th, &no).unwrap();
+        let (c1, cost) = build(root.as_fd(), list(), &HashMap::new(), &th, &no).unwrap();
         assert_eq!(cost.hashed_files, 2);
         assert_eq!(cost.hashed_bytes, 11);
         let names: Vec<&[u8]> = c1.entries.iter().map(|e| e.path.as_slice()).collect();
@@ -350,13 +361,13 @@ mod tests {
         assert_eq!(c1.entries[0].hash, *blake3::hash(b"hello").as_bytes());
         // Nothing changed: nothing read.
         let before = th.total_bytes();
-        let (c2, cost) = build(root.as_fd(), list(), Some(&c1), &th, &no).unwrap();
+        let (c2, cost) = build(root.as_fd(), list(), &c1.by_inode(), &th, &no).unwrap();
         assert_eq!((cost, th.total_bytes()), (Cost::default(), before));
         assert_eq!(c1, c2);
         // A replaced file (a new inode) is read again.
         std::fs::write(t.path().join("d/a.new"), b"HELLO").unwrap();
         std::fs::rename(t.path().join("d/a.new"), t.path().join("d/a")).unwrap();
-        let (c3, cost) = build(root.as_fd(), list(), Some(&c2), &th, &no).unwrap();
+        let (c3, cost) = build(root.as_fd(), list(), &c2.by_inode(), &th, &no).unwrap();
         assert_eq!(cost.hashed_files, 1);
         assert_eq!(c3.entries[0].hash, *blake3::hash(b"HELLO").as_bytes());
         let m = open(t.path());

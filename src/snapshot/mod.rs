@@ -388,12 +388,14 @@ impl Dest {
             .list()?
             .iter()
             .rev()
-            .find_map(|s| catalogue::read(manifests.as_fd(), &s.name).ok().flatten());
+            .find_map(|s| catalogue::read(manifests.as_fd(), &s.name).ok().flatten())
+            .map(|c| c.by_inode())
+            .unwrap_or_default();
         let copied = pool.install(|| {
             ctx.copy_dir(b"")?;
             let linked =
                 std::mem::take(&mut *ctx.counts.linked.lock().unwrap_or_else(|p| p.into_inner()));
-            catalogue::build(tmp_dir.as_fd(), linked, prev.as_ref(), o.throttle, o.cancel).map_err(
+            catalogue::build(tmp_dir.as_fd(), linked, &prev, o.throttle, o.cancel).map_err(
                 |(rel, source)| copy::TreeError {
                     op: "hash",
                     rel,
