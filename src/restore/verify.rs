@@ -225,6 +225,9 @@ fn is_file(st: &rustix::fs::Stat) -> bool {
     rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile
 }
 
+/// What [`visit`] calls for each entry: its path beneath DEST, the entry, the stat.
+type Visitor<'a> = dyn FnMut(&[u8], &catalogue::Entry, Option<&rustix::fs::Stat>) + 'a;
+
 /// Calls `f` with every catalogue entry of the snapshots `names` (its path beneath
 /// DEST) and what its name holds now (`None`: nothing). One snapshot's catalogue is in
 /// memory at a time. Returns the entries seen and the snapshots without a catalogue.
@@ -232,7 +235,7 @@ fn visit(
     dest: &Dest,
     names: &[String],
     throttle: &Throttle,
-    f: &mut dyn FnMut(&[u8], &catalogue::Entry, Option<&rustix::fs::Stat>),
+    f: &mut Visitor<'_>,
 ) -> Result<(u64, Vec<String>)> {
     let (mut files, mut none) = (0, Vec::new());
     for name in names {
