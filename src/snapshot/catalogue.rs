@@ -137,6 +137,39 @@ impl Catalogue {
     }
 }
 
+/// The hash by inode of the catalogue text `text` (what a new snapshot takes from the
+/// previous one), without the paths; `None` when it is malformed.
+pub fn parse_inodes(text: &str) -> Option<HashMap<u64, (u64, [u8; 32])>> {
+    let mut lines = text.lines();
+    if lines.next()? != HEADER {
+        return None;
+    }
+    let mut out = HashMap::with_capacity(text.len() / 100);
+    for line in lines {
+        let mut f = line.splitn(4, ' ');
+        let hash = unhex(f.next()?)?;
+        let ino = f.next()?.parse().ok()?;
+        let size = f.next()?.parse().ok()?;
+        out.insert(ino, (size, hash));
+    }
+    Some(out)
+}
+
+/// Reads the hash-by-inode map of snapshot `name`'s catalogue ([`parse_inodes`]);
+/// `None` when it has none or it cannot be read.
+pub fn read_inodes(dir: BorrowedFd<'_>, name: &str) -> Option<HashMap<u64, (u64, [u8; 32])>> {
+    let fd = fsutil::open_beneath(
+        dir,
+        format!("{name}{SUFFIX}").as_bytes(),
+        OFlags::RDONLY,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut s = String::new();
+    io::Read::read_to_string(&mut std::fs::File::from(fd), &mut s).ok()?;
+    parse_inodes(&s)
+}
+
 /// Reads the catalogue of snapshot `name` from the manifests directory (`Ok(None)`:
 /// there is none; `Err` with InvalidData: it cannot be parsed).
 pub fn read(dir: BorrowedFd<'_>, name: &str) -> io::Result<Option<Catalogue>> {
@@ -372,6 +405,7 @@ mod tests {
         assert_eq!(c3.entries[0].hash, *blake3::hash(b"HELLO").as_bytes());
         let m = open(t.path());
         write(m.as_fd(), "snap", &c3, &th).unwrap();
+        assert_eq!(read_inodes(m.as_fd(), "snap"), Some(c3.by_inode()));
         assert_eq!(read(m.as_fd(), "snap").unwrap(), Some(c3));
         assert_eq!(read(m.as_fd(), "none").unwrap(), None);
     }

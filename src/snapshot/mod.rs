@@ -388,8 +388,7 @@ impl Dest {
             .list()?
             .iter()
             .rev()
-            .find_map(|s| catalogue::read(manifests.as_fd(), &s.name).ok().flatten())
-            .map(|c| c.by_inode())
+            .find_map(|s| catalogue::read_inodes(manifests.as_fd(), &s.name))
             .unwrap_or_default();
         let copied = pool.install(|| {
             ctx.copy_dir(b"")?;
