@@ -31,6 +31,8 @@ pub enum ExitCode {
     /// Refused before deleting anything: the run would delete more than
     /// `--max-delete` allows (rsync's code for the same).
     MaxDelete = 25,
+    /// `verify` found files that differ from their catalogue or from SRC.
+    Differs = 26,
 }
 
 impl ExitCode {
@@ -51,6 +53,7 @@ impl ExitCode {
             23 => ExitCode::Partial,
             24 => ExitCode::Vanished,
             25 => ExitCode::MaxDelete,
+            26 => ExitCode::Differs,
             _ => ExitCode::DestIo,
         }
     }

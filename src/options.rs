@@ -15,6 +15,18 @@ pub enum FsyncMode {
     None,
 }
 
+/// How hard a restore or verify may press on the disks.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadSettings {
+    pub bwlimit: Option<u64>,
+    pub iops_limit: Option<u32>,
+    pub priority: crate::throttle::priority::Priority,
+    pub jobs: usize,
+    /// `jobs` was given, rather than derived from the cores (a far side derives its own).
+    pub jobs_given: bool,
+    pub quiet: bool,
+}
+
 /// Options of a replication run. Every field is documented by its `push` flag.
 #[derive(Debug, Clone)]
 pub struct Options {

@@ -50,6 +50,8 @@ pub fn severity(c: ExitCode) -> u8 {
     match c {
         ExitCode::Ok => 0,
         ExitCode::Vanished => 1,
+        // Only verify reports it, never beside a transfer's codes.
+        ExitCode::Differs => 1,
         ExitCode::Partial => 2,
         ExitCode::Interrupted => 3,
         ExitCode::Busy => 4,

@@ -239,17 +239,28 @@ fn a_silent_peer_times_out() {
 }
 
 #[test]
-fn push_needs_a_local_source_and_pull_a_remote_one() {
+fn push_needs_a_local_source_and_pull_from_a_local_one_copies_locally() {
     let t = Tree::new();
     let out = bin().args(["push", "h:/x"]).arg(t.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    // A local SRC (a snapshot directory, say) is copied as push would.
+    t.file("snap/f", b"kept");
     let out = bin()
         .arg("pull")
-        .arg(t.path())
+        .arg(t.join("snap"))
         .arg(t.join("d"))
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(t.read("d/f"), b"kept");
+    // Nested in each other, as for push: refused.
+    let out = bin()
+        .arg("pull")
+        .arg(t.path())
+        .arg(t.join("d2"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
 }
 
 #[test]

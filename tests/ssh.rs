@@ -454,3 +454,66 @@ fn missing_remote_binary_is_exit_2_with_one_line_naming_remote_bin() {
         assert!(out.stdout.is_empty(), "{verb}: {}", show(&out));
     }
 }
+
+/// `versions` and `restore` against `root@127.0.0.1:DEST`: the far side answers in
+/// JSON, this side chooses the snapshot and pulls the file back.
+#[test]
+fn versions_and_restore_over_real_ssh() {
+    let Some(sshd) = sshd() else { return };
+    let src = tempfile::tempdir().unwrap();
+    let dst = tempfile::tempdir().unwrap();
+    fs::create_dir_all(src.path().join("home")).unwrap();
+    fs::write(src.path().join("home/a.txt"), b"one").unwrap();
+    let backup = || {
+        let out = bin()
+            .args(["backup", "-q"])
+            .arg(src.path())
+            .arg(dst.path())
+            .output()
+            .unwrap();
+        ok(out, "backup");
+    };
+    backup();
+    fs::write(src.path().join("home/a.txt"), b"second").unwrap();
+    backup();
+    let mut snaps: Vec<String> = fs::read_dir(dst.path().join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    snaps.sort_by_key(|n| (n.len(), n.clone()));
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let out = bin()
+        .arg("versions")
+        .args(sshd.args(&this_build()))
+        .arg("--json")
+        .arg(at(dst.path()))
+        .arg("home/a.txt")
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    let out = ok(out, "versions");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sizes: Vec<u64> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sizes, [3, 6], "{v}");
+    let to = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("restore")
+        .args(sshd.args(&this_build()))
+        .arg(at(dst.path()))
+        .arg("home/a.txt")
+        .arg("--to")
+        .arg(to.path())
+        .arg("--snapshot")
+        .arg(&snaps[0])
+        .timeout(RUN_LIMIT)
+        .output()
+        .unwrap();
+    ok(out, "restore");
+    assert_eq!(fs::read(to.path().join("home/a.txt")).unwrap(), b"one");
+    assert!(!to.path().join("home/.fsync-repl").exists());
+}

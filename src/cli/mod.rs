@@ -31,11 +31,15 @@ Exit codes:
   20  interrupted by SIGINT or SIGTERM
   23  partial transfer: some files failed, the rest were replicated
   24  some source files vanished before they could be copied
-  25  refused before deleting anything: more deletes than --max-delete allows"
+  25  refused before deleting anything: more deletes than --max-delete allows
+  26  verify found files that differ from their catalogue or from SRC (each named)"
     };
 }
 
 const EXIT_CODES: &str = exit_codes!();
+
+mod restore;
+pub use restore::*;
 
 const PUSH_DETAILS: &str = concat!(
     "\
@@ -90,6 +94,7 @@ pub enum Command {
     ///
     /// The remote side runs the engine (`fsync-repl serve --send`) and this side writes
     /// DEST with the same code as push: same semantics, options, output and exit codes.
+    /// A local SRC (a snapshot directory, say) is copied as push would copy it.
     #[command(after_help = EXIT_CODES)]
     Pull(PushArgs),
     /// The far side of a remote push or pull, started over ssh; speaks the protocol on
@@ -130,6 +135,21 @@ pub enum Command {
     /// Remove DEST's snapshots that no --keep-* rule keeps.
     #[command(after_help = EXIT_CODES, after_long_help = RETENTION_DETAILS)]
     Prune(PruneArgs),
+    /// Show every distinct version of a file or directory across DEST's snapshots and
+    /// current: which snapshots hold it, its size and mtime, and where it stayed unchanged.
+    #[command(after_help = EXIT_CODES)]
+    Versions(VersionsArgs),
+    /// Copy files or directories from a snapshot of DEST back into TARGET (the newest
+    /// holding them, --snapshot NAME, or --at TIME); never replaces a differing file
+    /// without --overwrite.
+    #[command(after_help = EXIT_CODES, after_long_help = restore::RESTORE_DETAILS)]
+    Restore(RestoreArgs),
+    /// Re-read DEST's snapshots and check every file against its content catalogue
+    /// (each inode once); --against SRC also compares current with SRC by content.
+    #[command(after_help = EXIT_CODES, after_long_help = restore::VERIFY_DETAILS)]
+    Verify(VerifyArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(CompletionsArgs),
 }
 
 mod backup;
@@ -146,7 +166,8 @@ use backup::{BACKUP_DETAILS, RETENTION_DETAILS};
 use watch::WATCH_DETAILS;
 
 /// Parses the process's arguments into a request. `Err` holds the exit code after
-/// help or the version was printed (0) or a one-line usage error (1).
+/// help, the version or shell completions were printed (0), or after a one-line
+/// usage error (1).
 pub fn parse() -> std::result::Result<Request, i32> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -171,6 +192,10 @@ pub fn parse() -> std::result::Result<Request, i32> {
             return Err(1);
         }
     };
+    if let Command::Completions(a) = &cli.command {
+        a.print();
+        return Err(0);
+    }
     cli.into_request().map_err(engine::fail)
 }
 
@@ -220,6 +245,14 @@ impl Cli {
                 json: a.json,
                 remote: a.remote.to_remote(),
             }),
+            Command::Versions(a) => Request::Versions(a.to_request()),
+            Command::Restore(a) => Request::Restore(a.to_request()?),
+            Command::Verify(a) => Request::Verify(a.to_request()?),
+            Command::Completions(_) => {
+                return Err(Error::Usage(
+                    "completions are printed while parsing, not run".into(),
+                ))
+            }
             Command::Prune(a) => Request::Prune(engine::Prune {
                 dest: location(&a.dest)?,
                 dry_run: a.dry_run,

@@ -1,7 +1,8 @@
 //! The far side's command line, made in one place from the typed settings.
 //!
 //! A remote push starts `fsync-repl serve ROOT`, a pull `serve --send ROOT`, a remote
-//! backup `snapshot` and `prune` on the host that holds DEST. Each of them is
+//! backup `snapshot` and `prune` on the host that holds DEST, `versions` and `verify`
+//! answer in JSON there. Each of them is
 //! described by a [`Far`] value; [`args`] renders it, and only it, into the arguments
 //! the far side's command line parses back into the same settings.
 
@@ -29,6 +30,18 @@ pub enum Far<'a> {
     },
     /// `snapshots DEST`.
     Snapshots { json: bool },
+    /// `versions --json DEST PATH`, its answer read by this side.
+    Versions {
+        shallow: bool,
+        path: &'a std::ffi::OsStr,
+    },
+    /// `verify --json DEST`, its answer read by this side.
+    Verify {
+        snapshots: &'a [String],
+        all: bool,
+        restart: bool,
+        read: &'a crate::options::ReadSettings,
+    },
     /// `prune DEST`, or `--make-room` for a backup's `--prune-when-full`.
     Prune {
         dry_run: bool,
@@ -42,6 +55,8 @@ pub enum Far<'a> {
 /// `timeout` in seconds of a serving session included.
 pub fn args(far: &Far<'_>, timeout: u64, path: &[u8]) -> Vec<OsString> {
     let mut a = Args::default();
+    // Positional arguments after DEST's path.
+    let mut after: Vec<OsString> = Vec::new();
     match far {
         Far::Receive(o) => {
             a.word("serve");
@@ -107,6 +122,37 @@ pub fn args(far: &Far<'_>, timeout: u64, path: &[u8]) -> Vec<OsString> {
             a.word("snapshots");
             a.flag(*json, "--json");
         }
+        Far::Versions { shallow, path } => {
+            a.word("versions");
+            a.word("--json");
+            a.flag(*shallow, "--shallow");
+            after.push(path.to_os_string());
+        }
+        Far::Verify {
+            snapshots,
+            all,
+            restart,
+            read,
+        } => {
+            a.word("verify");
+            a.word("--json");
+            for n in *snapshots {
+                a.value("--snapshot", n);
+            }
+            a.flag(*all, "--all");
+            a.flag(*restart, "--restart");
+            a.priority(&read.priority);
+            if let Some(b) = read.bwlimit {
+                a.value("--bwlimit", b);
+            }
+            if let Some(n) = read.iops_limit {
+                a.value("--iops-limit", n);
+            }
+            if read.jobs_given {
+                a.value("--jobs", read.jobs);
+            }
+            a.flag(read.quiet, "--quiet");
+        }
         Far::Prune {
             dry_run,
             make_room,
@@ -125,6 +171,7 @@ pub fn args(far: &Far<'_>, timeout: u64, path: &[u8]) -> Vec<OsString> {
     // After `--`: a path that starts with `-` is a path, not an option.
     a.word("--");
     a.0.push(OsString::from_vec(path.to_vec()));
+    a.0.extend(after);
     a.0
 }
 

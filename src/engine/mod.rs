@@ -12,6 +12,7 @@ mod backup_all;
 pub mod far;
 mod push;
 mod remote;
+pub mod restore;
 mod serve;
 mod snapshots;
 mod watch;
@@ -43,6 +44,9 @@ pub enum Request {
     Snapshot(Snapshot),
     Snapshots(Snapshots),
     Prune(Prune),
+    Versions(restore::Versions),
+    Restore(restore::Restore),
+    Verify(restore::Verify),
 }
 
 /// A push (local SRC) or a pull (remote SRC into a local DEST).
@@ -245,6 +249,9 @@ pub fn run(request: Request, interrupted: Arc<AtomicBool>) -> i32 {
         Request::Snapshot(s) => return snapshots::snapshot(&s, interrupted),
         Request::Snapshots(s) => return snapshots::snapshots(&s),
         Request::Prune(p) => return snapshots::prune(&p, interrupted),
+        Request::Versions(v) => return restore::versions_cmd(&v),
+        Request::Restore(r) => return restore::restore_cmd(&r, interrupted),
+        Request::Verify(v) => return restore::verify_cmd(&v, interrupted),
     };
     match report {
         Ok((opts, report)) => print_report(&opts, &report),

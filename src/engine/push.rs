@@ -72,7 +72,20 @@ pub(super) fn remote_name(host: &std::ffi::OsStr, path: &[u8]) -> PathBuf {
 
 /// Runs a pull from a remote SRC into a local DEST: the far side runs the engine
 /// (`serve --send`), this side writes with the same code as a push.
+/// A local SRC (a snapshot directory, say) is a local copy: push does it.
 pub(super) fn pull(t: &Transfer, interrupted: Arc<AtomicBool>) -> Result<Report> {
+    if !t.src.is_remote() {
+        return push(t, interrupted);
+    }
+    pull_into(t, &Term::for_options(&t.opts), interrupted)
+}
+
+/// [`pull`], its item and warning lines going to `term`.
+pub(super) fn pull_into(
+    t: &Transfer,
+    term: &dyn Output,
+    interrupted: Arc<AtomicBool>,
+) -> Result<Report> {
     let opts = &t.opts;
     let Location::Remote { host, path } = &t.src else {
         return Err(Error::Usage(
@@ -111,7 +124,6 @@ pub(super) fn pull(t: &Transfer, interrupted: Arc<AtomicBool>) -> Result<Report>
         abort.clone(),
         stalled(t.remote.timeout),
     );
-    let term = Term::for_options(opts);
     let mut outcome: Option<std::result::Result<Report, (i32, String)>> = None;
     let policy = Policy {
         delete: opts.delete,

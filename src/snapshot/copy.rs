@@ -60,6 +60,9 @@ pub struct Counts {
     pub added: AtomicU64,
     /// (inode, link count, size) of files with several names, to settle at the end.
     shared: Mutex<Vec<(u64, u64, u64)>>,
+    /// (path, inode, size) of the regular files as linked into the copy (for its
+    /// content catalogue).
+    pub linked: Mutex<Vec<(Vec<u8>, u64, u64)>>,
 }
 
 impl Counts {
@@ -171,6 +174,7 @@ impl Ctx<'_> {
         let list = at("read directory", rel, entries(src))?;
         let mut subdirs = Vec::new();
         let mut shared = Vec::new();
+        let mut linked = Vec::new();
         for (name, ty) in list {
             if rel.is_empty() && name == crate::identity::SIDECAR {
                 // `current`'s own records are not part of the tree.
@@ -227,6 +231,13 @@ impl Ctx<'_> {
                             .map_err(io::Error::from),
                     )?;
                     self.counts.files.fetch_add(1, Ordering::Relaxed);
+                    // What the copy holds (the name in SRC may have been replaced
+                    // since the stat above).
+                    if let Ok(d) = fsutil::stat_at(dst, &name) {
+                        if d.st_mode & 0o170000 == 0o100000 {
+                            linked.push((path(), d.st_ino, d.st_size as u64));
+                        }
+                    }
                     if st.st_mode & 0o170000 == 0o100000 {
                         let size = st.st_size as u64;
                         self.counts.bytes.fetch_add(size, Ordering::Relaxed);
@@ -241,6 +252,13 @@ impl Ctx<'_> {
             if self.cancel.load(Ordering::Relaxed) {
                 return Err(interrupted(rel));
             }
+        }
+        if !linked.is_empty() {
+            self.counts
+                .linked
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(linked);
         }
         if !shared.is_empty() {
             self.counts

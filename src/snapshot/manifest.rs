@@ -31,6 +31,12 @@ pub struct Manifest {
     /// Bytes it holds that no earlier snapshot held when it was taken.
     pub added_bytes: u64,
     pub duration_secs: f64,
+    /// Files its content catalogue had to read (inodes no earlier snapshot held).
+    #[serde(default)]
+    pub hashed_files: u64,
+    /// Bytes its content catalogue had to read.
+    #[serde(default)]
+    pub hashed_bytes: u64,
 }
 
 impl Manifest {
@@ -97,6 +103,8 @@ mod tests {
             bytes: 10,
             added_bytes: 4,
             duration_secs: 0.5,
+            hashed_files: 1,
+            hashed_bytes: 4,
         };
         let th = Throttle::new(None, None);
         write_manifest(dir.as_fd(), &m, &th).unwrap();

@@ -5,6 +5,7 @@
 //! DEST/snapshots/2026-11-27T01:02:03Z/   hard-link copies of current
 //! DEST/.fsync-repl/lock              held (flock) by the run that changes DEST
 //! DEST/.fsync-repl/snapshots/NAME.json   one manifest per snapshot
+//! DEST/.fsync-repl/snapshots/NAME.b3     its content catalogue (see [`catalogue`])
 //! ```
 //!
 //! A snapshot hard-links the files of `current`; that is safe because the engine never
@@ -16,6 +17,7 @@
 //! beneath DEST's descriptor without following symlinks (invariant 3), and all disk
 //! work passes the throttle (invariant 6).
 
+pub mod catalogue;
 pub mod copy;
 pub mod lock;
 mod manifest;
@@ -308,7 +310,10 @@ impl BackupDir {
             )?;
             for name in names {
                 let s = String::from_utf8_lossy(&name);
-                let orphan = match s.strip_suffix(".json") {
+                let orphan = match s
+                    .strip_suffix(".json")
+                    .or_else(|| s.strip_suffix(catalogue::SUFFIX))
+                {
                     Some(snap) => !live.iter().any(|l| l == snap),
                     None => s.starts_with(TEMP_PREFIX),
                 };
@@ -390,21 +395,51 @@ impl BackupDir {
             counts: Default::default(),
         };
         let pool = self.pool(o.jobs, o.priority)?;
-        let copied = pool.install(|| ctx.copy_dir(b""));
-        if let Err(e) = copied {
-            if o.cancel.load(Ordering::Relaxed) {
-                return Err(SnapshotError::Interrupted);
+        // The newest catalogue spares reading every inode its snapshot holds.
+        let prev = self
+            .list()?
+            .iter()
+            .rev()
+            .find_map(|s| catalogue::read_inodes(manifests.as_fd(), &s.name))
+            .unwrap_or_default();
+        let copied = pool.install(|| {
+            ctx.copy_dir(b"")?;
+            let linked =
+                std::mem::take(&mut *ctx.counts.linked.lock().unwrap_or_else(|p| p.into_inner()));
+            catalogue::build(tmp_dir.as_fd(), linked, &prev, o.throttle, o.cancel).map_err(
+                |(rel, source)| copy::TreeError {
+                    op: "hash",
+                    rel,
+                    source,
+                },
+            )
+        });
+        drop(prev);
+        let (catalogue, cost) = match copied {
+            Ok(c) => c,
+            Err(e) => {
+                if o.cancel.load(Ordering::Relaxed) {
+                    return Err(SnapshotError::Interrupted);
+                }
+                // Leave nothing behind (the next run would remove it anyway).
+                let mut rel = format!("{SNAPSHOTS}/").into_bytes();
+                rel.extend_from_slice(temp.as_bytes());
+                let _ = pool.install(|| self.remove_rel(&rel, o.throttle));
+                return Err(SnapshotError::Io {
+                    op: e.op,
+                    path: self.sub(CURRENT).join(crate::tree::as_path(&e.rel)),
+                    source: e.source,
+                });
             }
-            // Leave nothing behind (the next run would remove it anyway).
-            let mut rel = format!("{SNAPSHOTS}/").into_bytes();
-            rel.extend_from_slice(temp.as_bytes());
-            let _ = pool.install(|| self.remove_rel(&rel, o.throttle));
-            return Err(SnapshotError::Io {
-                op: e.op,
-                path: self.sub(CURRENT).join(crate::tree::as_path(&e.rel)),
-                source: e.source,
-            });
-        }
+        };
+        catalogue::write(manifests.as_fd(), &name, &catalogue, o.throttle).map_err(|e| {
+            SnapshotError::Io {
+                op: "write catalogue in",
+                path: self.sub(SIDECAR),
+                source: e,
+            }
+        })?;
+        drop(catalogue);
         let manifest = Manifest {
             name: name.clone(),
             time: o.now,
@@ -416,6 +451,8 @@ impl BackupDir {
             bytes: ctx.counts.bytes.load(Ordering::Relaxed),
             added_bytes: ctx.counts.added_bytes(),
             duration_secs: started.elapsed().as_secs_f64(),
+            hashed_files: cost.hashed_files,
+            hashed_bytes: cost.hashed_bytes,
         };
         write_manifest(manifests.as_fd(), &manifest, o.throttle).map_err(|e| {
             SnapshotError::Io {
@@ -483,6 +520,12 @@ impl BackupDir {
         if let Some(m) = self.dir(&format!("{SIDECAR}/{SNAPSHOTS}"), false)? {
             throttle.op();
             let _ = rfs::unlinkat(&m, format!("{name}.json").as_str(), AtFlags::empty());
+            throttle.op();
+            let _ = rfs::unlinkat(
+                &m,
+                format!("{name}{}", catalogue::SUFFIX).as_str(),
+                AtFlags::empty(),
+            );
         }
         let mut rel = format!("{SNAPSHOTS}/").into_bytes();
         rel.extend_from_slice(temp.as_bytes());
