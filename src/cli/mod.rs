@@ -336,6 +336,11 @@ pub struct RemoteArgs {
     /// memory): a bound on what a far side can make this side hold.
     #[arg(long, value_name = "N", default_value_t = crate::dest::remote::MAX_LISTING)]
     pub max_listing: u64,
+    /// Do not share one ssh connection between consecutive runs to the same host (by
+    /// default, when the remote shell is ssh, the first run leaves a master connection
+    /// open for 60 s, its socket in $XDG_RUNTIME_DIR/fsync-repl or /tmp/fsync-repl-UID).
+    #[arg(long)]
+    pub no_reuse: bool,
 }
 
 impl RemoteArgs {
@@ -345,6 +350,7 @@ impl RemoteArgs {
             rsh: self.rsh.clone(),
             port: self.port,
             remote_bin: self.remote_bin.clone(),
+            reuse: !self.no_reuse,
         }
     }
 }
