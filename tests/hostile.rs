@@ -1940,7 +1940,8 @@ fn inject_listing(entries: Vec<WireEntry>) -> impl FnMut(Reply) -> Vec<Out> {
     let mut once = Some(entries);
     move |r| match (&r, once.take()) {
         (Reply::ListEnd { id, .. }, Some(entries)) => {
-            let chunk = Reply::Listing { id: *id, entries };
+            let chunk = fsync_repl::protocol::listing::encode(&entries);
+            let chunk = Reply::Listing { id: *id, chunk };
             vec![Out::Reply(chunk), Out::Reply(r)]
         }
         (_, entries) => {
@@ -2094,8 +2095,8 @@ fn push_refuses_absurd_counts_and_lengths_in_replies() {
     type MakeFrame = fn(u64) -> Vec<u8>;
     let cases: [(&str, &str, MakeFrame); 4] = [
         ("listing of 2^40 entries", "malformed", |id| {
-            let entries = vec![];
-            claiming(&Reply::Listing { id, entries }, 1 << 40)
+            let chunk = vec![];
+            claiming(&Reply::Listing { id, chunk }, 1 << 40)
         }),
         ("2^62 listing problems", "malformed", |id| {
             let problems = vec![];

@@ -14,14 +14,15 @@
 //! every path, size and parameter before use.
 
 pub mod frame;
+pub mod listing;
 
 use serde::{Deserialize, Serialize};
 
 use crate::dest::{SetMeta, Staged};
 use crate::tree::{Kind, Meta};
 
-/// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 4;
+/// Protocol version; both sides must speak the same one (5: compact listings).
+pub const VERSION: u32 = 5;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,6 +281,9 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Everything the sender writes after this frame is one zstd stream (`--compress`);
+    /// no reply.
+    Compress,
 }
 
 /// Filesystem operations (see [`crate::dest::Destination`] for their meaning).
@@ -357,10 +361,12 @@ pub enum WireError {
 /// Answers from the receiver, each to the request with the same id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
-    /// A chunk of the listing (sorted within the chunk or not: the sender sorts).
+    /// A chunk of the listing, coded by [`listing`] (sorted within the chunk or not:
+    /// the sender sorts).
     Listing {
         id: u64,
-        entries: Vec<WireEntry>,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
     },
     /// The listing is complete; problems met while walking (path, message, vanished).
     ListEnd {

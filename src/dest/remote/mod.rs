@@ -34,8 +34,9 @@ use crate::throttle::Throttle;
 use crate::tree::{Kind, Listing};
 use crate::wire::{Abort, WireIn, WireOut};
 
-/// Files smaller than this go whole: a delta cannot pay for its round trip.
-const DELTA_MIN: u64 = 64 << 10;
+/// Files smaller than this go whole: below it a delta (its signature, at least one
+/// 700-byte block of literal data and its commands) costs more bytes than the file.
+const DELTA_MIN: u64 = 1024;
 
 /// Entries of a remote listing accepted by default (`--max-listing`): some 4 GiB of
 /// listing in memory at most.
@@ -46,6 +47,10 @@ const LISTING_ENTRY_BYTES: u64 = 256;
 
 /// What an entry of a listing costs in memory, roughly: the entry and its names.
 const ENTRY_OVERHEAD: u64 = 96;
+
+/// zstd level of a compressed session (`--compress`): well ahead of zlib's ratio at a
+/// fraction of its CPU time.
+const STREAM_LEVEL: i32 = 3;
 
 /// The failure of a session ended by SIGINT/SIGTERM.
 pub const INTERRUPTED: &str = "interrupted";
@@ -68,6 +73,8 @@ pub struct Conn {
     abort: Abort,
     /// The most entries of a remote listing this side accepts (`--max-listing`).
     max_listing: u64,
+    /// Whether what this side writes is one zstd stream (see [`Conn::compress_stream`]).
+    compressed: std::sync::atomic::AtomicBool,
     /// Bytes written to and read from the far side's pipes.
     sent: crate::wire::Counter,
     received: crate::wire::Counter,
@@ -167,6 +174,7 @@ impl Conn {
             closing,
             abort,
             max_listing: MAX_LISTING,
+            compressed: std::sync::atomic::AtomicBool::new(false),
             sent,
             received,
         })
@@ -175,6 +183,44 @@ impl Conn {
     /// Bytes sent to and received from the far side so far, both directions of its pipes.
     pub fn wire_bytes(&self) -> (u64, u64) {
         (self.sent.get(), self.received.get())
+    }
+
+    /// Makes everything this side writes from now on one zstd stream (`--compress`),
+    /// after telling the far side so: small files and deltas then compress against
+    /// everything sent before them, as rsync's zlib stream does. Returns whether the
+    /// stream is compressed (once switched, it stays so).
+    pub fn compress_stream(&self) -> bool {
+        if self.compressed.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut w = lock(&self.writer);
+        if self.failure().is_some()
+            || frame::write_frame(&mut *w, &ToReceiver::Request(Request::Compress)).is_err()
+        {
+            return false;
+        }
+        let old = std::mem::replace(&mut *w, BufWriter::new(Box::new(io::sink())));
+        // Unwritten bytes stay ahead of the switch: the far side reads them plain.
+        let raw = match old.into_inner() {
+            Ok(raw) => raw,
+            Err(e) => {
+                drop(w);
+                self.fail(format!("writing to the remote side: {}", e.error()));
+                return false;
+            }
+        };
+        match zstd::stream::write::Encoder::new(raw, STREAM_LEVEL) {
+            Ok(enc) => {
+                *w = BufWriter::with_capacity(1 << 20, Box::new(enc.auto_finish()));
+                self.compressed.store(true, Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                drop(w);
+                self.fail(format!("cannot start compression: {e}"));
+                false
+            }
+        }
     }
 
     /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
@@ -430,14 +476,18 @@ fn put_from_wire(e: WireError) -> PutError {
 pub struct RemoteDest {
     conn: Arc<Conn>,
     throttle: Arc<Throttle>,
-    /// zstd-compress file data and deltas (`--compress`).
+    /// zstd-compress each payload of file data and deltas (`--compress` when the
+    /// stream is not compressed as a whole).
     compress: bool,
     /// Whether the far side can set owners (from its listing).
     far_owners: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteDest {
+    /// With `compress`, the session's stream is compressed as a whole (each payload
+    /// only when that cannot be set up).
     pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>, compress: bool) -> RemoteDest {
+        let compress = compress && !conn.compress_stream();
         RemoteDest {
             conn,
             throttle,
@@ -489,224 +539,6 @@ impl RemoteDest {
             }),
         }
     }
-
-    fn send_whole(&self, id: u64, src: &SourceFile) -> Result<u64, PutError> {
-        let segments = if src.sparse {
-            crate::dest::local::data_segments(&src.file, src.size)?
-        } else {
-            vec![(0, src.size)]
-        };
-        let mut sent = 0;
-        let mut buf = vec![0u8; DATA_CHUNK.min(src.size.max(1) as usize)];
-        for (start, end) in segments {
-            let mut off = start;
-            while off < end {
-                let want = ((end - off) as usize).min(buf.len());
-                let n = self
-                    .throttle
-                    .io(|| src.file.read_at(&mut buf[..want], off))
-                    .map_err(PutError::Source)?;
-                if n == 0 {
-                    return Err(PutError::SourceChanged);
-                }
-                self.throttle.bytes(n as u64);
-                self.conn
-                    .send_data(id, off, &buf[..n], self.compress)
-                    .map_err(|e| PutError::Dest { op: "send", err: e })?;
-                off += n as u64;
-                sent += n as u64;
-            }
-        }
-        Ok(sent)
-    }
-
-    /// Sends the deltas of every window; returns the stats and the source's hash.
-    fn send_deltas(
-        &self,
-        id: u64,
-        src: &SourceFile,
-        sigs: &[serde_bytes::ByteBuf],
-    ) -> Result<(DataStats, Hash), PutError> {
-        let mut stats = DataStats::default();
-        let mut h = blake3::Hasher::new();
-        let mut out = Vec::new();
-        let w = delta::DEFAULT_WINDOW as u64;
-        let windows = src.size.div_ceil(w);
-        if windows != sigs.len() as u64 {
-            return Err(PutError::Dest {
-                op: "remote",
-                err: self
-                    .conn
-                    .fail("protocol error: signature count does not match the file".into()),
-            });
-        }
-        for (i, sig) in sigs.iter().enumerate() {
-            let range = i as u64 * w..((i as u64 + 1) * w).min(src.size);
-            let new = crate::dest::local::map_range(&src.file, &range).map_err(PutError::Source)?;
-            self.throttle.bytes(new.len() as u64);
-            h.update(&new);
-            out.clear();
-            delta::diff(sig, &new, &mut out).map_err(|e| PutError::Dest {
-                op: "remote",
-                err: self.conn.fail(format!(
-                    "protocol error: bad signature from the remote side: {e}"
-                )),
-            })?;
-            let s = delta::delta_stats(&out).map_err(|e| PutError::Dest {
-                op: "delta",
-                err: io::Error::other(e.to_string()),
-            })?;
-            stats.literal += s.literal;
-            stats.matched += s.matched;
-            let parts =
-                delta::split_delta(&out, frame::DELTA_PART).map_err(|e| PutError::Dest {
-                    op: "delta",
-                    err: io::Error::other(e.to_string()),
-                })?;
-            let n = parts.len();
-            for (part, piece) in parts.into_iter().enumerate() {
-                let (delta, zstd) = frame::pack(piece, self.compress);
-                self.conn
-                    .send_req(
-                        Request::Delta {
-                            id,
-                            index: i as u32,
-                            part: part as u32,
-                            last: part + 1 == n,
-                            zstd,
-                            delta,
-                        },
-                        false,
-                    )
-                    .map_err(|e| PutError::Dest { op: "send", err: e })?;
-            }
-        }
-        Ok((stats, *h.finalize().as_bytes()))
-    }
-
-    fn stage_once(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
-        Ok((self.wait_staged(id, &rx)?, stats))
-    }
-
-    /// Sends one file (its data or deltas, then its metadata); the far side's `Staged`
-    /// answer arrives on the returned receiver.
-    fn send_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(u64, Receiver<Reply>, DataStats), PutError> {
-        let id = self.conn.id();
-        let rx = self.conn.expect(id);
-        let want_delta = !Self::sends_whole(src, mode);
-        let wmode = if want_delta {
-            WireMode::Delta
-        } else {
-            WireMode::Whole
-        };
-        let send_err = |e| PutError::Dest { op: "send", err: e };
-        self.conn
-            .send_req(
-                Request::Begin {
-                    id,
-                    path: rel.to_vec(),
-                    size: src.size,
-                    mode: wmode,
-                },
-                want_delta,
-            )
-            .map_err(send_err)?;
-        // From here on, a failure of ours must tell the far side, or its temporary
-        // file and slot stay open until the session ends.
-        match self.send_body(id, &rx, src, meta, xattrs, want_delta) {
-            Ok(stats) => Ok((id, rx, stats)),
-            Err(e) => {
-                if !matches!(e, PutError::Dest { .. }) {
-                    let _ = self.conn.send_req(Request::Abort { id }, true);
-                }
-                lock(&self.conn.waiters).remove(&id);
-                Err(e)
-            }
-        }
-    }
-
-    /// The data and the end of a file whose `Begin` went out.
-    fn send_body(
-        &self,
-        id: u64,
-        rx: &Receiver<Reply>,
-        src: &SourceFile,
-        meta: &SetMeta,
-        xattrs: bool,
-        want_delta: bool,
-    ) -> Result<DataStats, PutError> {
-        let send_err = |e| PutError::Dest { op: "send", err: e };
-        let mut stats = DataStats::default();
-        let mut hash = [0u8; 32];
-        let mut whole = !want_delta;
-        if want_delta {
-            match self.conn.wait(id, rx).map_err(send_err)? {
-                Reply::Signature { windows, .. } => {
-                    let (s, h) = self.send_deltas(id, src, &windows)?;
-                    stats = s;
-                    hash = h;
-                }
-                Reply::NoBase { .. } => whole = true,
-                // The far side gave the file up (the abort that follows is a no-op).
-                Reply::Staged { result: Err(e), .. } => return Err(put_from_wire(e)),
-                other => {
-                    return Err(PutError::Dest {
-                        op: "remote",
-                        err: self
-                            .conn
-                            .fail(format!("protocol error: unexpected answer {other:?}")),
-                    })
-                }
-            }
-        }
-        if whole {
-            stats.literal = self.send_whole(id, src)?;
-        }
-        if !src.unchanged().map_err(PutError::Source)? {
-            return Err(PutError::SourceChanged);
-        }
-        let xattrs = if xattrs {
-            fsutil::xattrs_of_fd(src.file.as_fd())
-                .map_err(PutError::Source)?
-                .into_iter()
-                .map(|(n, v)| WireXattr(n, v))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        self.conn
-            .send_req(
-                Request::End {
-                    id,
-                    hash,
-                    meta: meta.into(),
-                    xattrs,
-                },
-                true,
-            )
-            .map_err(send_err)?;
-        Ok(stats)
-    }
-
-    /// Whether `stage_once` would send the file whole (no signature round trip).
-    fn sends_whole(src: &SourceFile, mode: DataMode) -> bool {
-        !(mode == DataMode::Delta && src.size >= DELTA_MIN && !src.sparse)
-    }
 }
 
 fn valid_staged(s: WireStaged) -> Option<Staged> {
@@ -717,369 +549,6 @@ fn valid_staged(s: WireStaged) -> Option<Staged> {
     .then_some(s)
 }
 
-impl Destination for RemoteDest {
-    fn broken(&self) -> Option<String> {
-        self.conn.failure()
-    }
-
-    fn is_remote(&self) -> bool {
-        true
-    }
-
-    fn sets_owners(&self) -> bool {
-        self.far_owners.load(Ordering::Relaxed)
-    }
-
-    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
-        let id = self.conn.id();
-        let rx = self.conn.expect(id);
-        self.conn
-            .send_req(
-                Request::List {
-                    id,
-                    xattrs: opts.xattrs,
-                    scope: opts.scope.as_ref().map(|s| {
-                        s.pairs()
-                            .map(|(p, r)| (serde_bytes::ByteBuf::from(p.to_vec()), r))
-                            .collect()
-                    }),
-                },
-                true,
-            )
-            .map_err(|e| e.to_string())?;
-        let mut listing = Listing::new();
-        // A far side that lists without end is refused before it exhausts this side.
-        let (max, mut count, mut bytes) = (self.conn.max_listing, 0u64, 0u64);
-        let max_bytes = max.saturating_mul(LISTING_ENTRY_BYTES);
-        let (problems, root) = loop {
-            match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
-                Reply::Listing { entries, .. } => {
-                    for e in entries {
-                        count += 1;
-                        bytes += ENTRY_OVERHEAD + (e.path.len() + e.target.len()) as u64;
-                        if count > max || bytes > max_bytes {
-                            let what = match count > max {
-                                true => format!("more than {max} entries"),
-                                false => format!("more than {max_bytes} bytes of entries"),
-                            };
-                            return Err(self
-                                .conn
-                                .fail(format!(
-                                    "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
-                                ))
-                                .to_string());
-                        }
-                        if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
-                            return Err(self
-                                .conn
-                                .fail(format!(
-                                    "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
-                                    escape(&e.path)
-                                ))
-                                .to_string());
-                        }
-                        add_entry(&mut listing, e).map_err(|m| self.conn.fail(m).to_string())?;
-                    }
-                }
-                Reply::ListEnd {
-                    problems: p,
-                    root,
-                    owners,
-                    ..
-                } => {
-                    self.far_owners.store(owners, Ordering::Relaxed);
-                    let p: Vec<Problem> = p
-                        .into_iter()
-                        .map(|(path, what, vanished)| Problem {
-                            path: path.into_vec(),
-                            // The peer's text: escaped before anything prints it.
-                            what: escape_str(&what),
-                            vanished,
-                        })
-                        .collect();
-                    break (p, root.map(|r| r.meta()));
-                }
-                other => {
-                    return Err(self
-                        .conn
-                        .fail(format!("protocol error: unexpected answer {other:?}"))
-                        .to_string())
-                }
-            }
-        };
-        lock(&self.conn.waiters).remove(&id);
-        listing.sort();
-        if let Some(i) = (1..listing.len()).find(|&i| listing.path(i) == listing.path(i - 1)) {
-            return Err(self
-                .conn
-                .fail(format!(
-                    "protocol error: the remote listing has duplicate entries for \"{}\"",
-                    escape(listing.path(i))
-                ))
-                .to_string());
-        }
-        Ok(Scanned {
-            root,
-            listing,
-            problems,
-            ..Scanned::default()
-        })
-    }
-
-    fn space(&self) -> io::Result<Space> {
-        let id = self.conn.id();
-        match self.conn.call(id, Request::Space { id })? {
-            Reply::Space {
-                space: Some((avail, total, inodes_avail, inodes_total)),
-                ..
-            } => Ok(Space {
-                avail,
-                total,
-                inodes_avail,
-                inodes_total,
-            }),
-            Reply::Space { space: None, .. } => Err(io::Error::other(
-                "the remote side cannot tell its free space",
-            )),
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
-        }
-    }
-
-    fn hash(&self, rel: &[u8]) -> Option<Hash> {
-        let id = self.conn.id();
-        match self
-            .conn
-            .call(
-                id,
-                Request::Hash {
-                    id,
-                    path: rel.to_vec(),
-                },
-            )
-            .ok()?
-        {
-            Reply::Hash { hash, .. } => hash,
-            _ => None,
-        }
-    }
-
-    fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()> {
-        self.op(FsOp::Remove {
-            path: rel.to_vec(),
-            kind: kind.into(),
-        })
-    }
-
-    fn remove_tree(&self, rel: &[u8]) -> io::Result<()> {
-        self.op(FsOp::RemoveTree { path: rel.to_vec() })
-    }
-
-    fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()> {
-        self.op(FsOp::Mkdir {
-            path: rel.to_vec(),
-            perm,
-        })
-    }
-
-    fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()> {
-        self.op(FsOp::Rename {
-            from: from.to_vec(),
-            to: to.to_vec(),
-        })
-    }
-
-    fn stage_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        match self.stage_once(rel, src, meta, mode, xattrs) {
-            // A delta that did not verify on the far side: send whole.
-            Err(PutError::SourceChanged)
-                if mode == DataMode::Delta && src.unchanged().unwrap_or(false) =>
-            {
-                self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
-            }
-            r => r,
-        }
-    }
-
-    fn start_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<Started<'_>, PutError> {
-        if !Self::sends_whole(src, mode) {
-            // A delta waits for signatures and may be resent whole: keep it in step.
-            return self
-                .stage_file(rel, src, meta, mode, xattrs)
-                .map(|(s, stats)| Started::Done(s, stats));
-        }
-        // Whole data needs no answer before the next file: many files are in flight.
-        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
-        Ok(Started::Waiting {
-            stats,
-            wait: Box::new(move || self.wait_staged(id, &rx)),
-        })
-    }
-
-    fn stage_local_copy(
-        &self,
-        rel: &[u8],
-        from: &[u8],
-        meta: &SetMeta,
-    ) -> Result<Staged, PutError> {
-        let id = self.conn.id();
-        let rx = self.conn.expect(id);
-        self.conn
-            .send_req(
-                Request::LocalCopy {
-                    id,
-                    path: rel.to_vec(),
-                    from: from.to_vec(),
-                    meta: meta.into(),
-                },
-                true,
-            )
-            .map_err(|e| PutError::Dest { op: "send", err: e })?;
-        self.wait_staged(id, &rx)
-    }
-
-    fn commit(&self, staged: &[Staged]) -> io::Result<Vec<(usize, io::Error)>> {
-        let id = self.conn.id();
-        let n = staged.len();
-        let staged = staged.iter().map(WireStaged::from).collect();
-        match self.conn.call(id, Request::Commit { id, staged })? {
-            Reply::Committed { result, .. } => {
-                let failed = result.map_err(from_wire)?;
-                // Indices name files of this batch, each once.
-                let mut seen = std::collections::HashSet::new();
-                failed
-                    .into_iter()
-                    .map(|(k, e)| {
-                        let k = k as usize;
-                        if k < n && seen.insert(k) {
-                            Ok((k, from_wire(e)))
-                        } else {
-                            Err(self.conn.fail(
-                                "protocol error: a commit failure names no file of the batch"
-                                    .into(),
-                            ))
-                        }
-                    })
-                    .collect()
-            }
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
-        }
-    }
-
-    fn discard(&self, staged: &Staged) {
-        let _ = self.conn.send_req(
-            Request::Discard {
-                staged: vec![staged.into()],
-            },
-            true,
-        );
-    }
-
-    fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {
-        self.op(FsOp::Link {
-            path: rel.to_vec(),
-            leader: leader.to_vec(),
-        })
-    }
-
-    fn symlink(&self, rel: &[u8], target: &[u8], meta: &SetMeta) -> io::Result<()> {
-        self.op(FsOp::Symlink {
-            path: rel.to_vec(),
-            target: target.to_vec(),
-            meta: meta.into(),
-        })
-    }
-
-    fn mknod(&self, rel: &[u8], meta: &SetMeta, rdev: u64) -> io::Result<()> {
-        self.op(FsOp::Mknod {
-            path: rel.to_vec(),
-            meta: meta.into(),
-            rdev,
-        })
-    }
-
-    fn set_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
-        self.op(FsOp::SetMeta {
-            path: rel.to_vec(),
-            meta: meta.into(),
-        })
-    }
-
-    fn set_dir_xattrs(&self, rel: &[u8], xattrs: &fsutil::Xattrs) -> io::Result<()> {
-        let xattrs = xattrs
-            .iter()
-            .map(|(n, v)| WireXattr(n.clone(), v.clone()))
-            .collect();
-        self.op(FsOp::SetDirXattrs {
-            path: rel.to_vec(),
-            xattrs,
-        })
-    }
-
-    fn set_dir_meta(&self, rel: &[u8], meta: &SetMeta) -> io::Result<()> {
-        self.op(FsOp::SetDirMeta {
-            path: rel.to_vec(),
-            meta: meta.into(),
-        })
-    }
-
-    fn finish(&self) -> io::Result<()> {
-        let id = self.conn.id();
-        self.call_done(id, Request::Finish { id })
-    }
-
-    fn source_record(&self) -> io::Result<Option<Vec<u8>>> {
-        let id = self.conn.id();
-        match self.conn.call(id, Request::SourceRecord { id })? {
-            Reply::Record { result, .. } => match result.map_err(from_wire)? {
-                Some(r) if r.len() > crate::identity::MAX_RECORD => Err(self
-                    .conn
-                    .fail("protocol error: the source record is too large".into())),
-                r => Ok(r.map(serde_bytes::ByteBuf::into_vec)),
-            },
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
-        }
-    }
-
-    fn set_source_record(&self, record: &[u8]) -> io::Result<()> {
-        let id = self.conn.id();
-        self.call_done(
-            id,
-            Request::SetSourceRecord {
-                id,
-                record: record.to_vec(),
-            },
-        )
-    }
-}
-
-/// Adds a wire entry to a listing after validating its path.
-fn add_entry(l: &mut Listing, e: WireEntry) -> Result<(), String> {
-    if !fsutil::valid_rel_path(&e.path) {
-        return Err(format!(
-            "protocol error: the remote listing has an invalid path \"{}\"",
-            escape(&e.path)
-        ));
-    }
-    l.push(&e.path, e.meta());
-    Ok(())
-}
+mod dest;
+mod listing;
+mod send;
