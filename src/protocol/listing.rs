@@ -292,12 +292,35 @@ impl<'a> Input<'a> {
 /// take at most `max_bytes` in all (the names are not validated here: the caller checks
 /// them as it checks any name from a peer).
 pub fn decode(chunk: &[u8], max_entries: usize, max_bytes: u64) -> Result<Vec<WireEntry>, String> {
-    let (&marker, body) = chunk.split_first().ok_or("empty listing chunk")?;
+    decode_bounded(chunk, max_entries, max_bytes).map_err(|e| e.to_string())
+}
+
+/// Why a chunk was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// It holds more entries or more bytes of names than allowed.
+    #[error("listing chunk has more than {0}")]
+    Bound(String),
+    /// It is malformed.
+    #[error("{0}")]
+    Bad(String),
+}
+
+/// [`decode`], telling a chunk over its bounds from a malformed one.
+pub fn decode_bounded(
+    chunk: &[u8],
+    max_entries: usize,
+    max_bytes: u64,
+) -> Result<Vec<WireEntry>, DecodeError> {
+    let bad = DecodeError::Bad;
+    let (&marker, body) = chunk
+        .split_first()
+        .ok_or_else(|| bad("empty listing chunk".into()))?;
     let raw = match marker {
         0 => body.to_vec(),
         1 => zstd::bulk::decompress(body, MAX_CHUNK)
-            .map_err(|e| format!("bad compressed listing chunk: {e}"))?,
-        m => return Err(format!("unknown listing chunk form {m}")),
+            .map_err(|e| bad(format!("bad compressed listing chunk: {e}")))?,
+        m => return Err(bad(format!("unknown listing chunk form {m}"))),
     };
     let mut input = Input(&raw);
     let mut out: Vec<WireEntry> = Vec::new();
@@ -305,78 +328,82 @@ pub fn decode(chunk: &[u8], max_entries: usize, max_bytes: u64) -> Result<Vec<Wi
     let mut bytes = 0u64;
     while !input.0.is_empty() {
         if out.len() >= max_entries {
-            return Err(format!("listing chunk has more than {max_entries} entries"));
+            return Err(DecodeError::Bound(format!("{max_entries} entries")));
         }
-        let flags = input.uint()?;
-        if flags > u64::from(ALL_FLAGS) {
-            return Err("unknown listing entry flags".into());
-        }
-        let flags = flags as u32;
-        let shared = input.uint()?;
-        if shared > prev.path.len() as u64 {
-            return Err("listing name shares more than the previous name has".into());
-        }
-        let mut e = prev.clone();
-        e.path.truncate(shared as usize);
-        e.path.extend_from_slice(input.bytes()?);
-        if flags & SAME_KIND == 0 {
-            e.kind = kind_of(u64::from(input.byte()?)).ok_or("unknown entry kind in listing")?;
-        }
-        if flags & SAME_PERM == 0 {
-            e.perm = input.u32()?;
-        }
-        if flags & SAME_OWNER == 0 {
-            e.uid = input.u32()?;
-            e.gid = input.u32()?;
-        }
-        e.size = input.uint()?;
-        e.alloc = match flags & ALLOC_ROUNDED {
-            0 => input.uint()?,
-            _ => rounded(e.size),
-        };
-        if flags & SAME_MTIME == 0 {
-            e.mtime = prev.mtime.wrapping_add(input.signed()?);
-        }
-        if flags & SAME_NSEC == 0 {
-            e.mtime_nsec = input.u32()?;
-        }
-        e.nlink = match flags & NLINK_ONE {
-            0 => input.u32()?,
-            _ => 1,
-        };
-        e.ino = prev.ino.wrapping_add(input.signed()? as u64);
-        e.target = match flags & HAS_TARGET {
-            0 => Vec::new(),
-            _ => input.bytes()?.to_vec(),
-        };
-        e.rdev = match flags & HAS_RDEV {
-            0 => 0,
-            _ => input.uint()?,
-        };
-        e.xattr_digest = match flags & HAS_XATTR {
-            0 => 0,
-            _ => {
-                let mut d = [0u8; 8];
-                for b in &mut d {
-                    *b = input.byte()?;
-                }
-                u64::from_le_bytes(d)
-            }
-        };
-        e.dev = match flags & HAS_DEV {
-            0 => 0,
-            _ => input.uint()?,
-        };
+        let e = next_entry(&mut input, &prev).map_err(bad)?;
         bytes += (e.path.len() + e.target.len()) as u64;
         if bytes > max_bytes {
-            return Err(format!(
-                "listing chunk has more than {max_bytes} bytes of names"
-            ));
+            return Err(DecodeError::Bound(format!("{max_bytes} bytes of names")));
         }
         prev.clone_from(&e);
         out.push(e);
     }
     Ok(out)
+}
+
+/// Decodes the entry after `prev`.
+fn next_entry(input: &mut Input<'_>, prev: &WireEntry) -> Result<WireEntry, String> {
+    let flags = input.uint()?;
+    if flags > u64::from(ALL_FLAGS) {
+        return Err("unknown listing entry flags".into());
+    }
+    let flags = flags as u32;
+    let shared = input.uint()?;
+    if shared > prev.path.len() as u64 {
+        return Err("listing name shares more than the previous name has".into());
+    }
+    let mut e = prev.clone();
+    e.path.truncate(shared as usize);
+    e.path.extend_from_slice(input.bytes()?);
+    if flags & SAME_KIND == 0 {
+        e.kind = kind_of(u64::from(input.byte()?)).ok_or("unknown entry kind in listing")?;
+    }
+    if flags & SAME_PERM == 0 {
+        e.perm = input.u32()?;
+    }
+    if flags & SAME_OWNER == 0 {
+        e.uid = input.u32()?;
+        e.gid = input.u32()?;
+    }
+    e.size = input.uint()?;
+    e.alloc = match flags & ALLOC_ROUNDED {
+        0 => input.uint()?,
+        _ => rounded(e.size),
+    };
+    if flags & SAME_MTIME == 0 {
+        e.mtime = prev.mtime.wrapping_add(input.signed()?);
+    }
+    if flags & SAME_NSEC == 0 {
+        e.mtime_nsec = input.u32()?;
+    }
+    e.nlink = match flags & NLINK_ONE {
+        0 => input.u32()?,
+        _ => 1,
+    };
+    e.ino = prev.ino.wrapping_add(input.signed()? as u64);
+    e.target = match flags & HAS_TARGET {
+        0 => Vec::new(),
+        _ => input.bytes()?.to_vec(),
+    };
+    e.rdev = match flags & HAS_RDEV {
+        0 => 0,
+        _ => input.uint()?,
+    };
+    e.xattr_digest = match flags & HAS_XATTR {
+        0 => 0,
+        _ => {
+            let mut d = [0u8; 8];
+            for b in &mut d {
+                *b = input.byte()?;
+            }
+            u64::from_le_bytes(d)
+        }
+    };
+    e.dev = match flags & HAS_DEV {
+        0 => 0,
+        _ => input.uint()?,
+    };
+    Ok(e)
 }
 
 #[cfg(test)]

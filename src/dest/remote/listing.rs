@@ -33,9 +33,22 @@ impl RemoteDest {
         let (problems, root) = loop {
             match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
                 Reply::Listing { chunk, .. } => {
-                    let cap = max_bytes.saturating_sub(bytes).min(CHUNK_NAME_BYTES);
-                    let entries = listing::decode(&chunk, listing::MAX_ENTRIES, cap)
-                        .map_err(|e| self.conn.fail(format!("protocol error: {e}")).to_string())?;
+                    // Names take at most what the bound leaves (less than what it
+                    // counts: the per-entry overhead comes on top below).
+                    let left = max_bytes.saturating_sub(bytes);
+                    let cap = left.min(CHUNK_NAME_BYTES);
+                    let entries = match listing::decode_bounded(&chunk, listing::MAX_ENTRIES, cap)
+                    {
+                        Ok(entries) => entries,
+                        Err(listing::DecodeError::Bound(_)) if cap == left => {
+                            return Err(self.conn.fail(format!(
+                                "the remote listing has more than {max_bytes} bytes of entries; refusing it (raise --max-listing if DEST is that large)"
+                            )).to_string())
+                        }
+                        Err(e) => {
+                            return Err(self.conn.fail(format!("protocol error: {e}")).to_string())
+                        }
+                    };
                     for e in entries {
                         count += 1;
                         bytes += ENTRY_OVERHEAD + (e.path.len() + e.target.len()) as u64;
