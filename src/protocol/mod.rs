@@ -15,6 +15,7 @@
 
 pub mod frame;
 pub mod listing;
+pub mod zstream;
 
 use serde::{Deserialize, Serialize};
 
@@ -230,7 +231,8 @@ pub enum Request {
     Data {
         id: u64,
         offset: u64,
-        /// `data` is zstd-compressed (`--compress`); at most [`frame::DATA_CHUNK`] unpacked.
+        /// `data` is the next part of the session's zstd stream ([`zstream`]); at most
+        /// [`frame::DATA_CHUNK`] unpacked.
         zstd: bool,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -243,7 +245,7 @@ pub enum Request {
         index: u32,
         part: u32,
         last: bool,
-        /// `delta` is zstd-compressed (`--compress`).
+        /// `delta` is the next part of the session's zstd stream ([`zstream`]).
         zstd: bool,
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
@@ -281,9 +283,6 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
-    /// Everything the sender writes after this frame is one zstd stream (`--compress`);
-    /// no reply.
-    Compress,
 }
 
 /// Filesystem operations (see [`crate::dest::Destination`] for their meaning).

@@ -25,6 +25,7 @@ use crate::dest::local::{map_range, LocalDest, TempFile};
 use crate::dest::{Destination, PutError, SetMeta, Staged};
 use crate::fsutil;
 use crate::protocol::frame::{self, ProtoError};
+use crate::protocol::zstream::Unpacker;
 use crate::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
 };
@@ -122,6 +123,8 @@ pub struct Receiver<'a> {
     /// session ends, however it ends.
     staged: HashSet<Staged>,
     out: BufWriter<Box<dyn Write + 'a>>,
+    /// The decoder of the peer's compressed payloads, once one came.
+    unpacker: Option<Unpacker>,
 }
 
 impl<'a> Receiver<'a> {
@@ -139,6 +142,7 @@ impl<'a> Receiver<'a> {
             files: HashMap::new(),
             staged: HashSet::new(),
             out: BufWriter::with_capacity(256 << 10, out),
+            unpacker: None,
         }
     }
 
@@ -153,6 +157,18 @@ impl<'a> Receiver<'a> {
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
         self
+    }
+
+    /// A payload as sent, or decoded as the next part of the session's stream.
+    fn unpack(&mut self, data: Vec<u8>, zstd: bool, limit: usize) -> Result<Vec<u8>, ProtoError> {
+        if !zstd {
+            return Ok(data);
+        }
+        let u = match &mut self.unpacker {
+            Some(u) => u,
+            None => self.unpacker.insert(Unpacker::new()?),
+        };
+        u.unpack(&data, limit)
     }
 
     fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
@@ -191,20 +207,10 @@ impl<'a> Receiver<'a> {
         frame::write_hello(&mut self.out)?;
         input.with_deadline(limit, no_hello, frame::read_hello)?;
         let mut buf = Vec::new();
-        let mut reader: Box<dyn std::io::Read + '_> = Box::new(input);
-        let mut compressed = false;
         loop {
-            match frame::read_frame::<ToReceiver, _>(&mut reader, &mut buf)? {
+            match frame::read_frame::<ToReceiver, _>(input, &mut buf)? {
                 None => return Ok(()),
                 Some(ToReceiver::Notice(n)) => notice(n),
-                Some(ToReceiver::Request(Request::Compress)) if !compressed => {
-                    // The rest of the stream is zstd (`--compress`).
-                    reader = Box::new(zstd::stream::read::Decoder::new(reader)?);
-                    compressed = true;
-                }
-                Some(ToReceiver::Request(Request::Compress)) => {
-                    return Err(bad("the peer switched to compression twice"))
-                }
                 Some(ToReceiver::Request(req)) => self.handle(req)?,
             }
         }
@@ -218,7 +224,6 @@ impl<'a> Receiver<'a> {
                 | Request::Hash { .. }
                 | Request::Finish { .. }
                 | Request::SourceRecord { .. }
-                | Request::Compress
         );
         if self.read_only && !harmless {
             return Err(bad("the peer asked to write during a dry run"));
@@ -253,7 +258,7 @@ impl<'a> Receiver<'a> {
                 zstd,
                 data,
             } => {
-                let data = frame::unpack(data, zstd, frame::DATA_CHUNK)?;
+                let data = self.unpack(data, zstd, frame::DATA_CHUNK)?;
                 self.data(id, offset, &data)
             }
             Request::Delta {
@@ -264,7 +269,7 @@ impl<'a> Receiver<'a> {
                 zstd,
                 delta,
             } => {
-                let delta = frame::unpack(delta, zstd, frame::DELTA_PART)?;
+                let delta = self.unpack(delta, zstd, frame::DELTA_PART)?;
                 self.delta(id, index, part, last, &delta)
             }
             Request::End {
@@ -338,8 +343,6 @@ impl<'a> Receiver<'a> {
                     .map_err(|e| wire_error("read the source record", &e));
                 self.reply(Reply::Record { id, result })
             }
-            // Handled where frames are read.
-            Request::Compress => Err(bad("unexpected compression switch")),
             Request::SetSourceRecord { id, record } => {
                 let result = self
                     .dest

@@ -23,6 +23,7 @@ use crate::delta;
 use crate::fsutil;
 use crate::plan::Hash;
 use crate::protocol::frame::{self, ProtoError, DATA_CHUNK};
+use crate::protocol::zstream::{self, Packer};
 use crate::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
 };
@@ -48,10 +49,6 @@ const LISTING_ENTRY_BYTES: u64 = 256;
 /// What an entry of a listing costs in memory, roughly: the entry and its names.
 const ENTRY_OVERHEAD: u64 = 96;
 
-/// zstd level of a compressed session (`--compress`): well ahead of zlib's ratio at a
-/// fraction of its CPU time.
-const STREAM_LEVEL: i32 = 3;
-
 /// The failure of a session ended by SIGINT/SIGTERM.
 pub const INTERRUPTED: &str = "interrupted";
 
@@ -73,8 +70,9 @@ pub struct Conn {
     abort: Abort,
     /// The most entries of a remote listing this side accepts (`--max-listing`).
     max_listing: u64,
-    /// Whether what this side writes is one zstd stream (see [`Conn::compress_stream`]).
-    compressed: std::sync::atomic::AtomicBool,
+    /// The session's compression stream (see [`crate::protocol::zstream`]) and level.
+    packer: Mutex<Option<Packer>>,
+    level: std::sync::atomic::AtomicI32,
     /// Bytes written to and read from the far side's pipes.
     sent: crate::wire::Counter,
     received: crate::wire::Counter,
@@ -174,7 +172,8 @@ impl Conn {
             closing,
             abort,
             max_listing: MAX_LISTING,
-            compressed: std::sync::atomic::AtomicBool::new(false),
+            packer: Mutex::new(None),
+            level: std::sync::atomic::AtomicI32::new(zstream::LIGHT),
             sent,
             received,
         })
@@ -185,42 +184,20 @@ impl Conn {
         (self.sent.get(), self.received.get())
     }
 
-    /// Makes everything this side writes from now on one zstd stream (`--compress`),
-    /// after telling the far side so: small files and deltas then compress against
-    /// everything sent before them, as rsync's zlib stream does. Returns whether the
-    /// stream is compressed (once switched, it stays so).
-    pub fn compress_stream(&self) -> bool {
-        if self.compressed.load(Ordering::Relaxed) {
-            return true;
-        }
-        let mut w = lock(&self.writer);
-        if self.failure().is_some()
-            || frame::write_frame(&mut *w, &ToReceiver::Request(Request::Compress)).is_err()
-        {
-            return false;
-        }
-        let old = std::mem::replace(&mut *w, BufWriter::new(Box::new(io::sink())));
-        // Unwritten bytes stay ahead of the switch: the far side reads them plain.
-        let raw = match old.into_inner() {
-            Ok(raw) => raw,
-            Err(e) => {
-                drop(w);
-                self.fail(format!("writing to the remote side: {}", e.error()));
-                return false;
-            }
+    /// The zstd level of this session's compressed payloads (before the first one).
+    pub fn set_level(&self, level: i32) {
+        self.level.store(level, Ordering::Relaxed);
+    }
+
+    /// Compresses `data` as the next part of the session's stream: call it only while
+    /// holding the writer, so payloads go out in the order they were compressed.
+    fn pack(&self, data: &[u8]) -> io::Result<Vec<u8>> {
+        let mut p = lock(&self.packer);
+        let packer = match &mut *p {
+            Some(p) => p,
+            None => p.insert(Packer::new(self.level.load(Ordering::Relaxed))?),
         };
-        match zstd::stream::write::Encoder::new(raw, STREAM_LEVEL) {
-            Ok(enc) => {
-                *w = BufWriter::with_capacity(1 << 20, Box::new(enc.auto_finish()));
-                self.compressed.store(true, Ordering::Relaxed);
-                true
-            }
-            Err(e) => {
-                drop(w);
-                self.fail(format!("cannot start compression: {e}"));
-                false
-            }
-        }
+        packer.pack(data)
     }
 
     /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
@@ -294,26 +271,53 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends a chunk of file data (compressed when that pays and `compress` is set).
+    /// Sends a chunk of file data, as the next part of the compressed stream when
+    /// `compress` is set.
     fn send_data(&self, id: u64, offset: u64, data: &[u8], compress: bool) -> io::Result<()> {
-        if compress {
-            let (data, zstd) = frame::pack(data.to_vec(), true);
-            return self.send_req(
-                Request::Data {
-                    id,
-                    offset,
-                    zstd,
-                    data,
-                },
-                false,
-            );
-        }
         if let Some(d) = self.failure() {
             return Err(io_proto(d));
         }
         let mut w = lock(&self.writer);
-        frame::write_data_frame(&mut *w, id, offset, false, data)
+        let packed;
+        let data = match compress {
+            true => {
+                packed = self
+                    .pack(data)
+                    .map_err(|e| self.fail(format!("compress: {e}")))?;
+                &packed[..]
+            }
+            false => data,
+        };
+        frame::write_data_frame(&mut *w, id, offset, compress, data)
             .map_err(|e| self.fail(e.to_string()))
+    }
+
+    /// Sends one part of a window's delta, compressed like [`Conn::send_data`].
+    fn send_delta(
+        &self,
+        (id, index, part, last): (u64, u32, u32, bool),
+        delta: Vec<u8>,
+        compress: bool,
+    ) -> io::Result<()> {
+        if let Some(d) = self.failure() {
+            return Err(io_proto(d));
+        }
+        let mut w = lock(&self.writer);
+        let delta = match compress {
+            true => self
+                .pack(&delta)
+                .map_err(|e| self.fail(format!("compress: {e}")))?,
+            false => delta,
+        };
+        let msg = ToReceiver::Request(Request::Delta {
+            id,
+            index,
+            part,
+            last,
+            zstd: compress,
+            delta,
+        });
+        frame::write_frame(&mut *w, &msg).map_err(|e| self.fail(e.to_string()))
     }
 
     fn send_req(&self, r: Request, flush: bool) -> io::Result<()> {
@@ -476,18 +480,20 @@ fn put_from_wire(e: WireError) -> PutError {
 pub struct RemoteDest {
     conn: Arc<Conn>,
     throttle: Arc<Throttle>,
-    /// zstd-compress each payload of file data and deltas (`--compress` when the
-    /// stream is not compressed as a whole).
+    /// Compress the data of large files too (`--compress`).
     compress: bool,
     /// Whether the far side can set owners (from its listing).
     far_owners: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteDest {
-    /// With `compress`, the session's stream is compressed as a whole (each payload
-    /// only when that cannot be set up).
+    /// Small files and deltas are always compressed (lightly); with `compress`, all
+    /// file data is, at a higher level. Data of already compressed types never is.
     pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>, compress: bool) -> RemoteDest {
-        let compress = compress && !conn.compress_stream();
+        conn.set_level(match compress {
+            true => zstream::STRONG,
+            false => zstream::LIGHT,
+        });
         RemoteDest {
             conn,
             throttle,

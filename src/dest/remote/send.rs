@@ -160,7 +160,7 @@ impl RemoteDest {
                 })?;
                 stats.literal = s.literal;
                 stats.matched = s.matched;
-                self.send_window(id, 0, out)?;
+                self.send_window(id, &small.rel, 0, out)?;
                 self.send_end(id, small.hash, small).map_err(send_err)?;
             }
             Reply::NoBase { .. } => {
@@ -182,9 +182,10 @@ impl RemoteDest {
     }
 
     fn send_small_data(&self, id: u64, small: &Small) -> io::Result<()> {
+        let compress = !zstream::precompressed(&small.rel);
         for (k, chunk) in small.data.chunks(DATA_CHUNK).enumerate() {
             self.conn
-                .send_data(id, (k * DATA_CHUNK) as u64, chunk, self.compress)?;
+                .send_data(id, (k * DATA_CHUNK) as u64, chunk, compress)?;
         }
         Ok(())
     }
@@ -199,33 +200,28 @@ impl RemoteDest {
         self.conn.send_req(end, true)
     }
 
-    /// Sends window `index`'s delta, in parts of at most [`frame::DELTA_PART`].
-    fn send_window(&self, id: u64, index: u32, out: Vec<u8>) -> Result<(), PutError> {
+    /// Sends window `index`'s delta, in parts of at most [`frame::DELTA_PART`],
+    /// compressed unless the file is of an already compressed type.
+    fn send_window(&self, id: u64, rel: &[u8], index: u32, out: Vec<u8>) -> Result<(), PutError> {
         let parts = delta::split_delta(&out, frame::DELTA_PART).map_err(|e| PutError::Dest {
             op: "delta",
             err: io::Error::other(e.to_string()),
         })?;
         let n = parts.len();
+        let compress = !zstream::precompressed(rel);
         for (part, piece) in parts.into_iter().enumerate() {
-            let (delta, zstd) = frame::pack(piece, self.compress);
             self.conn
-                .send_req(
-                    Request::Delta {
-                        id,
-                        index,
-                        part: part as u32,
-                        last: part + 1 == n,
-                        zstd,
-                        delta,
-                    },
-                    false,
-                )
+                .send_delta((id, index, part as u32, part + 1 == n), piece, compress)
                 .map_err(|e| PutError::Dest { op: "send", err: e })?;
         }
         Ok(())
     }
 
-    fn send_whole(&self, id: u64, src: &SourceFile) -> Result<u64, PutError> {
+    /// Sends a file's data whole: compressed when small, or under `--compress`, unless
+    /// it is of an already compressed type.
+    fn send_whole(&self, id: u64, rel: &[u8], src: &SourceFile) -> Result<u64, PutError> {
+        let compress =
+            (self.compress || src.size <= SMALL_DELTA_MAX) && !zstream::precompressed(rel);
         let segments = if src.sparse {
             crate::dest::local::data_segments(&src.file, src.size)?
         } else {
@@ -246,7 +242,7 @@ impl RemoteDest {
                 }
                 self.throttle.bytes(n as u64);
                 self.conn
-                    .send_data(id, off, &buf[..n], self.compress)
+                    .send_data(id, off, &buf[..n], compress)
                     .map_err(|e| PutError::Dest { op: "send", err: e })?;
                 off += n as u64;
                 sent += n as u64;
@@ -259,6 +255,7 @@ impl RemoteDest {
     fn send_deltas(
         &self,
         id: u64,
+        rel: &[u8],
         src: &SourceFile,
         sigs: &[serde_bytes::ByteBuf],
     ) -> Result<(DataStats, Hash), PutError> {
@@ -293,7 +290,7 @@ impl RemoteDest {
             })?;
             stats.literal += s.literal;
             stats.matched += s.matched;
-            self.send_window(id, i as u32, std::mem::take(&mut out))?;
+            self.send_window(id, rel, i as u32, std::mem::take(&mut out))?;
         }
         Ok((stats, *h.finalize().as_bytes()))
     }
@@ -342,7 +339,7 @@ impl RemoteDest {
             .map_err(send_err)?;
         // From here on, a failure of ours must tell the far side, or its temporary
         // file and slot stay open until the session ends.
-        match self.send_body(id, &rx, src, meta, xattrs, want_delta) {
+        match self.send_body(id, &rx, rel, src, meta, xattrs, want_delta) {
             Ok(stats) => Ok((id, rx, stats)),
             Err(e) => {
                 if !matches!(e, PutError::Dest { .. }) {
@@ -359,6 +356,7 @@ impl RemoteDest {
         &self,
         id: u64,
         rx: &Receiver<Reply>,
+        rel: &[u8],
         src: &SourceFile,
         meta: &SetMeta,
         xattrs: bool,
@@ -371,7 +369,7 @@ impl RemoteDest {
         if want_delta {
             match self.conn.wait(id, rx).map_err(send_err)? {
                 Reply::Signature { windows, .. } => {
-                    let (s, h) = self.send_deltas(id, src, &windows)?;
+                    let (s, h) = self.send_deltas(id, rel, src, &windows)?;
                     stats = s;
                     hash = h;
                 }
@@ -389,7 +387,7 @@ impl RemoteDest {
             }
         }
         if whole {
-            stats.literal = self.send_whole(id, src)?;
+            stats.literal = self.send_whole(id, rel, src)?;
         }
         if !src.unchanged().map_err(PutError::Source)? {
             return Err(PutError::SourceChanged);
@@ -432,10 +430,11 @@ mod tests {
     /// A far side that answers a small file's delta with a signature of another basis
     /// than the one it applies (as when its file changed meanwhile), so the rebuilt file
     /// does not verify; it records the file that then comes whole.
-    fn lying_peer(mut input: File, mut output: File, basis: Vec<u8>) -> Vec<u8> {
+    fn lying_peer(mut input: File, mut output: File, basis: Vec<u8>, expected: Vec<u8>) -> Vec<u8> {
         write_hello(&mut output).unwrap();
         read_hello(&mut input).unwrap();
         let (mut buf, mut whole, mut hashes) = (Vec::new(), Vec::new(), Vec::new());
+        let mut unpacker = crate::protocol::zstream::Unpacker::new().unwrap();
         loop {
             let Some(ToReceiver::Request(r)) = read_frame(&mut input, &mut buf).unwrap() else {
                 return whole;
@@ -456,13 +455,23 @@ mod tests {
                         WireMode::Whole => None,
                     }
                 }
-                Request::Delta { .. } => None,
-                Request::Data { offset, data, .. } => {
+                Request::Delta { zstd, delta, .. } => {
+                    if zstd {
+                        unpacker.unpack(&delta, 1 << 20).unwrap();
+                    }
+                    None
+                }
+                Request::Data {
+                    offset, data, zstd, ..
+                } => {
                     assert_eq!(offset as usize, whole.len());
+                    assert!(zstd, "a small file's data is compressed");
+                    let data = unpacker.unpack(&data, 1 << 20).unwrap();
                     whole.extend_from_slice(&data);
                     None
                 }
                 Request::End { id, hash, .. } if hashes.is_empty() => {
+                    assert_eq!(hash, *blake3::hash(&expected).as_bytes());
                     hashes.push(hash);
                     Some(Reply::Staged {
                         id,
@@ -499,8 +508,14 @@ mod tests {
 
         let (to_peer_r, to_peer_w) = rustix::pipe::pipe().unwrap();
         let (from_peer_r, from_peer_w) = rustix::pipe::pipe().unwrap();
+        let expected = new.clone();
         let peer = std::thread::spawn(move || {
-            lying_peer(File::from(to_peer_r), File::from(from_peer_w), basis)
+            lying_peer(
+                File::from(to_peer_r),
+                File::from(from_peer_w),
+                basis,
+                expected,
+            )
         });
         let abort = Abort::default();
         let t = Some(Duration::from_secs(30));
