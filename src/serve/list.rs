@@ -56,12 +56,13 @@ impl Receiver<'_> {
             });
             if enc.len() == LIST_CHUNK || enc.raw_len() >= LIST_CHUNK_BYTES {
                 let chunk = enc.finish();
-                frame::write_frame(&mut self.out, &Reply::Listing { id, chunk })?;
+                // Compressed already: raw, beside the stream.
+                frame::write_frame(self.out.raw()?, &Reply::Listing { id, chunk })?;
             }
         }
         if !enc.is_empty() {
             let chunk = enc.finish();
-            frame::write_frame(&mut self.out, &Reply::Listing { id, chunk })?;
+            frame::write_frame(self.out.raw()?, &Reply::Listing { id, chunk })?;
         }
         let problems = scanned
             .problems

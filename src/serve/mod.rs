@@ -25,7 +25,7 @@ use crate::dest::local::{map_range, LocalDest, TempFile};
 use crate::dest::{Destination, PutError, SetMeta, Staged};
 use crate::fsutil;
 use crate::protocol::frame::{self, ProtoError};
-use crate::protocol::zstream::Unpacker;
+use crate::protocol::zstream::{self, Unpacker, ZReader, ZWriter};
 use crate::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
 };
@@ -122,7 +122,7 @@ pub struct Receiver<'a> {
     /// Temporary files written and not yet committed or discarded: removed when the
     /// session ends, however it ends.
     staged: HashSet<Staged>,
-    out: BufWriter<Box<dyn Write + 'a>>,
+    out: ZWriter<BufWriter<Box<dyn Write + 'a>>>,
     /// The decoder of the peer's compressed payloads, once one came.
     unpacker: Option<Unpacker>,
 }
@@ -141,7 +141,10 @@ impl<'a> Receiver<'a> {
             aside: SetAside::default(),
             files: HashMap::new(),
             staged: HashSet::new(),
-            out: BufWriter::with_capacity(256 << 10, out),
+            out: ZWriter::new(
+                BufWriter::with_capacity(256 << 10, out),
+                Some(zstream::LIGHT),
+            ),
             unpacker: None,
         }
     }
@@ -204,11 +207,12 @@ impl<'a> Receiver<'a> {
         (limit, no_hello): (Duration, String),
         notice: &mut dyn FnMut(Notice),
     ) -> Result<(), ProtoError> {
-        frame::write_hello(&mut self.out)?;
+        frame::write_hello(self.out.raw()?)?;
         input.with_deadline(limit, no_hello, frame::read_hello)?;
         let mut buf = Vec::new();
+        let mut input = ZReader::new(input);
         loop {
-            match frame::read_frame::<ToReceiver, _>(input, &mut buf)? {
+            match frame::read_frame::<ToReceiver, _>(&mut input, &mut buf)? {
                 None => return Ok(()),
                 Some(ToReceiver::Notice(n)) => notice(n),
                 Some(ToReceiver::Request(req)) => self.handle(req)?,

@@ -23,7 +23,7 @@ use crate::delta;
 use crate::fsutil;
 use crate::plan::Hash;
 use crate::protocol::frame::{self, ProtoError, DATA_CHUNK};
-use crate::protocol::zstream::{self, Packer};
+use crate::protocol::zstream::{self, ZReader, ZWriter};
 use crate::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
 };
@@ -58,7 +58,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// One protocol session.
 pub struct Conn {
-    writer: Mutex<BufWriter<Box<dyn Write + Send>>>,
+    writer: Mutex<ZWriter<BufWriter<Box<dyn Write + Send>>>>,
     waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>>,
     dead: Arc<Mutex<Option<String>>>,
     next: AtomicU64,
@@ -70,9 +70,6 @@ pub struct Conn {
     abort: Abort,
     /// The most entries of a remote listing this side accepts (`--max-listing`).
     max_listing: u64,
-    /// The session's compression stream (see [`crate::protocol::zstream`]) and level.
-    packer: Mutex<Option<Packer>>,
-    level: std::sync::atomic::AtomicI32,
     /// Bytes written to and read from the far side's pipes.
     sent: crate::wire::Counter,
     received: crate::wire::Counter,
@@ -125,7 +122,7 @@ impl Conn {
                 let ok = hello.is_ok();
                 let _ = tx.send(hello.map(|_| ()));
                 if ok {
-                    route(&mut reader, &w2, &d2, &c2, &a2);
+                    route(&mut ZReader::new(reader), &w2, &d2, &c2, &a2);
                 }
             })
             .map_err(ProtoError::Io)?;
@@ -163,7 +160,7 @@ impl Conn {
             }
         }
         Ok(Conn {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(ZWriter::new(writer, Some(zstream::LIGHT))),
             waiters,
             dead,
             next: AtomicU64::new(1),
@@ -172,8 +169,6 @@ impl Conn {
             closing,
             abort,
             max_listing: MAX_LISTING,
-            packer: Mutex::new(None),
-            level: std::sync::atomic::AtomicI32::new(zstream::LIGHT),
             sent,
             received,
         })
@@ -184,20 +179,9 @@ impl Conn {
         (self.sent.get(), self.received.get())
     }
 
-    /// The zstd level of this session's compressed payloads (before the first one).
+    /// The zstd level of what this side writes (before anything was compressed).
     pub fn set_level(&self, level: i32) {
-        self.level.store(level, Ordering::Relaxed);
-    }
-
-    /// Compresses `data` as the next part of the session's stream: call it only while
-    /// holding the writer, so payloads go out in the order they were compressed.
-    fn pack(&self, data: &[u8]) -> io::Result<Vec<u8>> {
-        let mut p = lock(&self.packer);
-        let packer = match &mut *p {
-            Some(p) => p,
-            None => p.insert(Packer::new(self.level.load(Ordering::Relaxed))?),
-        };
-        packer.pack(data)
+        lock(&self.writer).set_level(Some(level));
     }
 
     /// Ends the session `grace` after `flag` (the run's SIGINT/SIGTERM) is set, unless it
@@ -271,28 +255,24 @@ impl Conn {
         Ok(())
     }
 
-    /// Sends a chunk of file data, as the next part of the compressed stream when
-    /// `compress` is set.
+    /// Sends a chunk of file data, in the compressed stream when `compress` is set,
+    /// else raw beside it.
     fn send_data(&self, id: u64, offset: u64, data: &[u8], compress: bool) -> io::Result<()> {
         if let Some(d) = self.failure() {
             return Err(io_proto(d));
         }
         let mut w = lock(&self.writer);
-        let packed;
-        let data = match compress {
-            true => {
-                packed = self
-                    .pack(data)
-                    .map_err(|e| self.fail(format!("compress: {e}")))?;
-                &packed[..]
-            }
-            false => data,
+        let r = match compress {
+            true => frame::write_data_frame(&mut *w, id, offset, false, data),
+            false => w
+                .raw()
+                .map_err(ProtoError::Io)
+                .and_then(|raw| frame::write_data_frame(raw, id, offset, false, data)),
         };
-        frame::write_data_frame(&mut *w, id, offset, compress, data)
-            .map_err(|e| self.fail(e.to_string()))
+        r.map_err(|e| self.fail(e.to_string()))
     }
 
-    /// Sends one part of a window's delta, compressed like [`Conn::send_data`].
+    /// Sends one part of a window's delta, placed like [`Conn::send_data`]'s data.
     fn send_delta(
         &self,
         (id, index, part, last): (u64, u32, u32, bool),
@@ -303,21 +283,22 @@ impl Conn {
             return Err(io_proto(d));
         }
         let mut w = lock(&self.writer);
-        let delta = match compress {
-            true => self
-                .pack(&delta)
-                .map_err(|e| self.fail(format!("compress: {e}")))?,
-            false => delta,
-        };
         let msg = ToReceiver::Request(Request::Delta {
             id,
             index,
             part,
             last,
-            zstd: compress,
+            zstd: false,
             delta,
         });
-        frame::write_frame(&mut *w, &msg).map_err(|e| self.fail(e.to_string()))
+        let r = match compress {
+            true => frame::write_frame(&mut *w, &msg),
+            false => w
+                .raw()
+                .map_err(ProtoError::Io)
+                .and_then(|raw| frame::write_frame(raw, &msg)),
+        };
+        r.map_err(|e| self.fail(e.to_string()))
     }
 
     fn send_req(&self, r: Request, flush: bool) -> io::Result<()> {
@@ -392,8 +373,9 @@ impl Conn {
                 let _ = w.flush();
             }
             // Replacing the writer drops the pipe to the child, which sees end of input.
-            let old = std::mem::replace(&mut *w, BufWriter::new(Box::new(io::sink())));
-            let _ = old.into_parts();
+            let sink: Box<dyn Write + Send> = Box::new(io::sink());
+            let old = std::mem::replace(&mut *w, ZWriter::new(BufWriter::new(sink), None));
+            let _ = old.into_inner().into_parts();
         }
         let grace = if failed { Duration::ZERO } else { EXIT_GRACE };
         let status = lock(&self.child).take().and_then(|mut c| c.end(grace));
@@ -403,7 +385,7 @@ impl Conn {
 }
 
 fn route(
-    reader: &mut WireIn,
+    reader: &mut impl io::Read,
     waiters: &Mutex<HashMap<u64, Sender<Reply>>>,
     dead: &Mutex<Option<String>>,
     closing: &std::sync::atomic::AtomicBool,
@@ -487,8 +469,9 @@ pub struct RemoteDest {
 }
 
 impl RemoteDest {
-    /// Small files and deltas are always compressed (lightly); with `compress`, all
-    /// file data is, at a higher level. Data of already compressed types never is.
+    /// Requests, small files and deltas are always compressed (lightly); with
+    /// `compress`, all file data is, at a higher level. Data of already compressed
+    /// types never is.
     pub fn new(conn: Arc<Conn>, throttle: Arc<Throttle>, compress: bool) -> RemoteDest {
         conn.set_level(match compress {
             true => zstream::STRONG,
