@@ -29,6 +29,8 @@
 #   SCRATCH    scratch parent (use tmpfs)                     [/dev/shm]
 #   FSYNC_REPL binary [REPO/target/release/fsync-repl after `cargo build --release`]
 #   RUNS       hyperfine runs per timing [5]          KEEP=1 keep the scratch dir
+#   FR_OPTS    extra fsync-repl options, e.g. "--no-adaptive" (its back-off yields to
+#              other work's I/O stalls on a busy machine; rsync has none)       [none]
 # Tools: bash, hyperfine, rsync, ssh, sshd + ssh-keygen (openssh-server), python3, pip.
 # Needs root for the throw-away sshd on 127.0.0.1. Exit 1 when a replica is wrong.
 set -euo pipefail
@@ -140,7 +142,8 @@ EOF
 chmod +x "$WORK/count-ssh"
 
 # fr/rs OPTS... -> a command line pushing $SRC to $1 (the last word) on the target.
-fr() { local d=${*: -1}; echo "$(q "$FR") push -q --json --delete ${*:1:$#-1} --rsh $(q "${RSHC:-$SSHW}") --port $PORT --remote-bin $(q "$FR") $(q "$SRC") $(q "$HOST:$d")"; }
+FR_OPTS=${FR_OPTS:-}
+fr() { local d=${*: -1}; echo "$(q "$FR") push -q --json --delete $FR_OPTS ${*:1:$#-1} --rsh $(q "${RSHC:-$SSHW}") --port $PORT --remote-bin $(q "$FR") $(q "$SRC") $(q "$HOST:$d")"; }
 rs() { local d=${*: -1}; echo "rsync -a -H --delete ${*:1:$#-1} -e $(q "$SSHW -p $PORT") $(q "$SRC")/ $(q "$HOST:$d")/"; }
 SUMMARY=$WORK/summary.tsv
 : >"$SUMMARY"
@@ -224,7 +227,7 @@ for v in "${VERSIONS[@]:1}"; do
 done
 
 echo
-echo "$PACKAGE ${VERSIONS[*]}; fsync-repl $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) vs $(rsync --version | head -1 | awk '{print $3}'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "$PACKAGE ${VERSIONS[*]}; FR_OPTS=${FR_OPTS:-none}; fsync-repl $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null) vs $(rsync --version | head -1 | awk '{print $3}'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
 python3 - "$SUMMARY" <<'EOF'
 import sys
 rows = [(l.rstrip("\n").split("\t") + [""] * 7)[:7] for l in open(sys.argv[1]) if l.strip()]

@@ -372,7 +372,7 @@ mod tests {
         wire.extend_from_slice(&bomb);
         let mut out = Vec::new();
         assert!(ZReader::new(&wire[..]).read_to_end(&mut out).is_err());
-        let mut huge = (MAX_FRAME + 1 | ZFRAME).to_le_bytes().to_vec();
+        let mut huge = ((MAX_FRAME + 1) | ZFRAME).to_le_bytes().to_vec();
         huge.extend_from_slice(&[0; 16]);
         assert!(ZReader::new(&huge[..]).read_to_end(&mut out).is_err());
         let mut junk = (5 | ZFRAME).to_le_bytes().to_vec();

@@ -339,7 +339,7 @@ impl RemoteDest {
             .map_err(send_err)?;
         // From here on, a failure of ours must tell the far side, or its temporary
         // file and slot stay open until the session ends.
-        match self.send_body(id, &rx, rel, src, meta, xattrs, want_delta) {
+        match self.send_body((id, &rx), rel, src, meta, xattrs, want_delta) {
             Ok(stats) => Ok((id, rx, stats)),
             Err(e) => {
                 if !matches!(e, PutError::Dest { .. }) {
@@ -354,8 +354,7 @@ impl RemoteDest {
     /// The data and the end of a file whose `Begin` went out.
     fn send_body(
         &self,
-        id: u64,
-        rx: &Receiver<Reply>,
+        (id, rx): (u64, &Receiver<Reply>),
         rel: &[u8],
         src: &SourceFile,
         meta: &SetMeta,
