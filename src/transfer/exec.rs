@@ -312,16 +312,6 @@ impl<'a> Run<'a> {
         self.advance(e.size);
     }
 
-    /// A started file once its data has landed (see [`Run::settle`]).
-    fn finish<'o>(
-        &self,
-        op: &'o FileOp,
-        r: Result<Started<'a>, PutError>,
-    ) -> Option<(&'o FileOp, Staged, DataStats)> {
-        let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
-        Some((op, s, stats))
-    }
-
     pub(super) fn files(&self, ops: &[FileOp]) {
         let mut start = 0;
         while start < ops.len() && !self.halted() {
@@ -340,19 +330,18 @@ impl<'a> Run<'a> {
                 .par_iter()
                 .filter_map(|op| Some((op, self.start(op)?)))
                 .collect();
-            // A remote file still waiting for its signature or its answer is finished
-            // on the wide pool, so that their round trips overlap.
+            // Files still waiting for a signature or an answer (remote) finish on the
+            // wide pool, so that their round trips overlap.
+            let finish = || {
+                let settle = |(op, r): (_, Result<Started<'a>, _>)| {
+                    let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
+                    Some((op, s, stats))
+                };
+                started.into_par_iter().filter_map(settle).collect()
+            };
             let done: Vec<(&FileOp, Staged, DataStats)> = match &self.wide {
-                Some(pool) => pool.install(|| {
-                    started
-                        .into_par_iter()
-                        .filter_map(|(op, r)| self.finish(op, r))
-                        .collect()
-                }),
-                None => started
-                    .into_iter()
-                    .filter_map(|(op, r)| self.finish(op, r))
-                    .collect(),
+                Some(pool) => pool.install(finish),
+                None => finish(),
             };
             let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();
             // Draining, the files already copied are still put in place.
