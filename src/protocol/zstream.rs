@@ -92,8 +92,12 @@ impl std::fmt::Debug for Unpacker {
 
 impl Unpacker {
     pub fn new() -> io::Result<Unpacker> {
+        let mut dec = Decoder::new()?;
+        // A peer's stream may not make this side hold a window of more than 16 MiB
+        // (zstd's own default allows 128 MiB; our levels use at most 4 MiB).
+        dec.set_parameter(zstd::stream::raw::DParameter::WindowLogMax(24))?;
         Ok(Unpacker {
-            dec: Decoder::new()?,
+            dec,
             scratch: vec![0; 64 << 10],
         })
     }
