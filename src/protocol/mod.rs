@@ -8,8 +8,11 @@
 //!
 //! Framing ([`frame`]): after a handshake of magic bytes and versions, each message is a
 //! little-endian `u32` length followed by a postcard body, at most [`frame::MAX_FRAME`]
-//! bytes. Requests carry an id; the receiver answers each one with a [`Reply`] carrying
-//! the same id, in order, so the sender can keep many requests in flight (pipelining).
+//! bytes; after the handshake a frame may instead be a part of the side's zstd stream
+//! ([`zstream`]: a length with its top bit set), and listings travel coded by
+//! [`listing`] (version 5). Requests carry an id; the receiver answers each one with a
+//! [`Reply`] carrying the same id, in order, so the sender can keep many requests in
+//! flight (pipelining).
 //! Decoding never panics and never allocates more than a frame; the receiver validates
 //! every path, size and parameter before use.
 
