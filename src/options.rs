@@ -27,6 +27,17 @@ pub struct ReadSettings {
     pub quiet: bool,
 }
 
+/// How snapshot and prune work may press on the disk.
+#[derive(Debug, Clone, Copy)]
+pub struct DiskSettings {
+    pub iops_limit: Option<u32>,
+    pub priority: crate::throttle::priority::Priority,
+    pub jobs: usize,
+    /// `jobs` was given, rather than derived from the cores (a far side derives its own).
+    pub jobs_given: bool,
+    pub quiet: bool,
+}
+
 /// Options of a replication run. Every field is documented by its `push` flag.
 #[derive(Debug, Clone)]
 pub struct Options {

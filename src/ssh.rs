@@ -84,6 +84,36 @@ pub struct RemoteShell {
     pub rsh: Option<String>,
     pub port: Option<u16>,
     pub remote_bin: OsString,
+    /// Share one ssh connection between consecutive runs to the same host (OpenSSH
+    /// connection multiplexing) when the remote shell is ssh; `--no-reuse` turns it off.
+    pub reuse: bool,
+}
+
+/// How long an idle shared ssh connection stays open after its last session.
+pub const CONTROL_PERSIST: &str = "60";
+
+/// The directory of shared ssh connections' sockets, private to this user: in
+/// `$XDG_RUNTIME_DIR` or else `/tmp/fsync-repl-UID`, created with mode 0700. `None`
+/// when it cannot be made, or is not a directory of ours that only we can enter.
+pub fn control_dir() -> Option<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let uid = rustix::process::geteuid().as_raw();
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(d) if !d.is_empty() && std::path::Path::new(&d).is_absolute() => {
+            PathBuf::from(d).join("fsync-repl")
+        }
+        _ => PathBuf::from(format!("/tmp/fsync-repl-{uid}")),
+    };
+    let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+    let m = std::fs::symlink_metadata(&dir).ok()?;
+    // Room for the socket's name (%C: 40 characters) within sun_path.
+    let fits = dir.as_os_str().len() + 1 + 40 < 100;
+    (m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0 && fits).then_some(dir)
+}
+
+/// Whether `prog` is OpenSSH's client (by name).
+fn is_ssh(prog: &str) -> bool {
+    std::path::Path::new(prog).file_name() == Some(OsStr::new("ssh"))
 }
 
 impl RemoteShell {
@@ -104,6 +134,21 @@ impl RemoteShell {
         };
         let mut c = Command::new(prog);
         c.args(rest);
+        // After the user's own words: ssh takes the first value of an option, so a
+        // ControlPath or ControlMaster in --rsh wins.
+        if let Some(dir) = self
+            .reuse
+            .then(control_dir)
+            .flatten()
+            .filter(|_| is_ssh(prog))
+        {
+            let mut path = OsString::from("ControlPath=");
+            path.push(dir.join("%C"));
+            c.args(["-o", "ControlMaster=auto", "-o"])
+                .arg(format!("ControlPersist={CONTROL_PERSIST}"))
+                .arg("-o")
+                .arg(path);
+        }
         if let Some(p) = self.port {
             c.arg("-p").arg(p.to_string());
         }
@@ -265,6 +310,7 @@ mod tests {
             rsh: Some("ssh -o 'Foo bar'".into()),
             port: Some(2222),
             remote_bin: "/opt/fsync-repl".into(),
+            reuse: false,
         };
         let c = sh
             .command(OsStr::new("h"), &["serve".into(), "a b".into()])
@@ -288,5 +334,48 @@ mod tests {
                 "'a b'"
             ]
         );
+    }
+
+    #[test]
+    fn ssh_shares_its_connection_in_a_private_directory_unless_told_not_to() {
+        let runtime = tempfile::tempdir().unwrap();
+        // The variable is read when the command is built; no other test reads it.
+        std::env::set_var("XDG_RUNTIME_DIR", runtime.path());
+        let args = |rsh: &str, reuse: bool| -> Vec<String> {
+            let sh = RemoteShell {
+                rsh: Some(rsh.into()),
+                port: None,
+                remote_bin: "fsync-repl".into(),
+                reuse,
+            };
+            let c = sh.command(OsStr::new("h"), &[]).unwrap();
+            c.get_args()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect()
+        };
+        let dir = runtime.path().join("fsync-repl");
+        let on = args("/usr/bin/ssh -T", true);
+        let path = format!("ControlPath={}/%C", dir.display());
+        assert_eq!(
+            on[..7],
+            [
+                "-T",
+                "-o",
+                "ControlMaster=auto",
+                "-o",
+                "ControlPersist=60",
+                "-o",
+                &path
+            ]
+        );
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        // Off when asked, and for a remote shell that is not ssh.
+        assert_eq!(args("ssh -T", false), ["-T", "h", "--", "'fsync-repl'"]);
+        assert_eq!(args("rsh-wrapper", true), ["h", "--", "'fsync-repl'"]);
+        // A directory others can enter is not used.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(args("ssh", true), ["h", "--", "'fsync-repl'"]);
     }
 }

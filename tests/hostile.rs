@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 use fsync_repl::protocol::frame::{
     read_frame, read_hello, write_frame, write_hello, MAGIC, MAX_FRAME,
 };
+use fsync_repl::protocol::zstream::ZReader;
 use fsync_repl::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireKind, WireMeta, WireMode,
     WireStaged, WireXattr, VERSION,
@@ -348,6 +349,8 @@ where
         let _ = tx.send(Msg::Hello(hello));
         let mut buf = Vec::new();
         if ok {
+            // What a peer writes after its handshake may be compressed (see zstream).
+            let mut r = ZReader::new(&mut r);
             loop {
                 let (msg, done) = match read_frame::<T, _>(&mut r, &mut buf) {
                     Ok(Some(m)) => (Msg::Frame(m), false),
@@ -1813,7 +1816,8 @@ impl Mitm {
         thread::spawn(move || {
             if read_hello(&mut from).is_ok() && write_hello(&mut sin).is_ok() {
                 let mut buf = Vec::new();
-                while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut from, &mut buf) {
+                let mut zfrom = ZReader::new(&mut from);
+                while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut zfrom, &mut buf) {
                     let ok = write_frame(&mut sin, &m).is_ok();
                     lock(&reqs).push(match m {
                         ToReceiver::Request(Request::Data { id, offset, .. }) => {
@@ -1835,7 +1839,8 @@ impl Mitm {
         thread::spawn(move || {
             if read_hello(&mut sout).is_ok() && write_to(&t2, &hello()) {
                 let mut buf = Vec::new();
-                'frames: while let Ok(Some(r)) = read_frame::<Reply, _>(&mut sout, &mut buf) {
+                let mut zout = ZReader::new(&mut sout);
+                'frames: while let Ok(Some(r)) = read_frame::<Reply, _>(&mut zout, &mut buf) {
                     for out in tamper(r) {
                         let ok = match out {
                             Out::Reply(r) => write_to(&t2, &frame(&r)),
@@ -1940,7 +1945,8 @@ fn inject_listing(entries: Vec<WireEntry>) -> impl FnMut(Reply) -> Vec<Out> {
     let mut once = Some(entries);
     move |r| match (&r, once.take()) {
         (Reply::ListEnd { id, .. }, Some(entries)) => {
-            let chunk = Reply::Listing { id: *id, entries };
+            let chunk = fsync_repl::protocol::listing::encode(&entries);
+            let chunk = Reply::Listing { id: *id, chunk };
             vec![Out::Reply(chunk), Out::Reply(r)]
         }
         (_, entries) => {
@@ -2094,8 +2100,8 @@ fn push_refuses_absurd_counts_and_lengths_in_replies() {
     type MakeFrame = fn(u64) -> Vec<u8>;
     let cases: [(&str, &str, MakeFrame); 4] = [
         ("listing of 2^40 entries", "malformed", |id| {
-            let entries = vec![];
-            claiming(&Reply::Listing { id, entries }, 1 << 40)
+            let chunk = vec![];
+            claiming(&Reply::Listing { id, chunk }, 1 << 40)
         }),
         ("2^62 listing problems", "malformed", |id| {
             let problems = vec![];
@@ -2505,7 +2511,8 @@ fn push_ends_when_the_receiver_stops_reading() {
         read_hello(&mut from).expect("the client's handshake");
         to.write_all(&hello()).expect("handshake");
         let mut buf = Vec::new();
-        while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut from, &mut buf) {
+        let mut zfrom = ZReader::new(&mut from);
+        while let Ok(Some(m)) = read_frame::<ToReceiver, _>(&mut zfrom, &mut buf) {
             let r = match m {
                 ToReceiver::Request(Request::Begin { .. }) => break,
                 ToReceiver::Request(ref r) => match common::peer::routine_answer(r) {
@@ -2518,6 +2525,7 @@ fn push_ends_when_the_receiver_stops_reading() {
                 break;
             }
         }
+        drop(zfrom);
         // Neither read nor answer any more: the wire stays open, held by the test.
         let _ = tx.send((to, from));
     });

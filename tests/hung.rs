@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use fsync_repl::protocol::frame::{read_frame, read_hello, write_frame, write_hello};
+use fsync_repl::protocol::zstream::ZReader;
 use fsync_repl::protocol::{Notice, Reply, Request, ToReceiver, WireMode};
 
 const BIN: &str = env!("CARGO_BIN_EXE_fsync-repl");
@@ -275,7 +276,7 @@ fn watch_keeps_retrying_a_remote_side_that_goes_silent() {
 struct Serve {
     child: Child,
     stdin: Option<ChildStdin>,
-    out: Option<std::process::ChildStdout>,
+    out: Option<ZReader<std::process::ChildStdout>>,
     buf: Vec<u8>,
 }
 
@@ -299,7 +300,7 @@ impl Serve {
         Serve {
             child,
             stdin,
-            out,
+            out: out.map(ZReader::new),
             buf: Vec::new(),
         }
     }

@@ -499,7 +499,17 @@ fn the_summary_counts_the_wire_both_ways_as_the_pipe_saw_it() {
     // The counting shell's `dd` sees every byte the client writes to the far side.
     let wire = WireCount::new();
     let (src, dst) = (Tree::new(), Tree::new());
-    src.file("a", &vec![5u8; 300 << 10]).file("d/b", b"small");
+    // Incompressible: small files' data travels compressed.
+    let mut x = 88172645463325252u64;
+    let noise: Vec<u8> = (0..300 << 10)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    src.file("a", &noise).file("d/b", b"small");
     let out = bin()
         .args(["push", "--json"])
         .args(wire.args())

@@ -517,3 +517,61 @@ fn versions_and_restore_over_real_ssh() {
     assert_eq!(fs::read(to.path().join("home/a.txt")).unwrap(), b"one");
     assert!(!to.path().join("home/.fsync-repl").exists());
 }
+
+/// Logins the server accepted so far (one per ssh connection, not per session).
+fn logins(sshd: &Sshd) -> usize {
+    sshd.log().matches("Accepted publickey").count()
+}
+
+#[test]
+fn consecutive_runs_share_one_ssh_connection_unless_told_not_to() {
+    let Some(sshd) = sshd() else { return };
+    let src = Tree::new();
+    src.file("a", b"a\n").file("d/b", &noise(50_000, 3));
+    let work = Tree::new();
+    let runtime = Tree::new();
+    let run = |extra: &[&str], dst: &Path| {
+        let out = bin()
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .arg("push")
+            .args(extra)
+            .args(sshd.args(Path::new(env!("CARGO_BIN_EXE_fsync-repl"))))
+            .arg(src.path())
+            .arg(at(dst))
+            .timeout(RUN_LIMIT)
+            .output()
+            .expect("run fsync-repl");
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    };
+    let sockets = || -> Vec<PathBuf> {
+        use std::os::unix::fs::FileTypeExt;
+        fs::read_dir(runtime.join("fsync-repl"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let before = logins(&sshd);
+    run(&["--no-reuse"], &work.join("x"));
+    run(&["--no-reuse"], &work.join("x"));
+    assert_eq!(logins(&sshd), before + 2, "{}", sshd.log());
+    assert!(sockets().is_empty(), "--no-reuse left a shared connection");
+    for dst in ["y", "y", "z"] {
+        run(&[], &work.join(dst));
+    }
+    assert_same_tree(src.path(), &work.join("y"));
+    assert_same_tree(src.path(), &work.join("z"));
+    // Three runs, one login: the later runs went through the first one's connection.
+    assert_eq!(logins(&sshd), before + 3, "{}", sshd.log());
+    let socks = sockets();
+    assert_eq!(socks.len(), 1, "{socks:?}");
+    // The shared connection ends now rather than when it has idled long enough.
+    let _ = StdCommand::new("ssh")
+        .arg("-o")
+        .arg(format!("ControlPath={}", socks[0].display()))
+        .args(["-O", "exit", "127.0.0.1"])
+        .output();
+}

@@ -113,14 +113,14 @@ pub struct DiskArgs {
 
 impl DiskArgs {
     /// The plain settings these flags describe.
-    pub fn to_settings(&self) -> Result<crate::snapshot::DiskSettings> {
+    pub fn to_settings(&self) -> Result<crate::options::DiskSettings> {
         let priority = self.priority.to_priority()?;
         if self.iops_limit == Some(0) || self.jobs == Some(0) {
             return Err(Error::Usage(
                 "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
             ));
         }
-        Ok(crate::snapshot::DiskSettings {
+        Ok(crate::options::DiskSettings {
             iops_limit: self.iops_limit,
             priority,
             jobs: self.jobs.unwrap_or_else(|| {

@@ -69,6 +69,11 @@ pub struct RemoteArgs {
     /// memory): a bound on what a far side can make this side hold.
     #[arg(long, value_name = "N", default_value_t = crate::dest::remote::MAX_LISTING)]
     pub max_listing: u64,
+    /// Do not share one ssh connection between consecutive runs to the same host (by
+    /// default, when the remote shell is ssh, the first run leaves a master connection
+    /// open for 60 s, its socket in $XDG_RUNTIME_DIR/fsync-repl or /tmp/fsync-repl-UID).
+    #[arg(long)]
+    pub no_reuse: bool,
 }
 
 impl RemoteArgs {
@@ -79,6 +84,7 @@ impl RemoteArgs {
                 rsh: self.rsh.clone(),
                 port: self.port,
                 remote_bin: self.remote_bin.clone(),
+                reuse: !self.no_reuse,
             },
             timeout: self.timeout,
             max_listing: self.max_listing,
@@ -142,7 +148,9 @@ pub struct EngineArgs {
     /// Use rolling-checksum deltas for changed files (default for local: whole files).
     #[arg(long, conflicts_with = "whole_file")]
     pub delta: bool,
-    /// Compress file data and deltas on the wire (zstd; remote transfers only).
+    /// Compress everything on the wire harder (zstd level 6), large files' data included
+    /// (remote transfers only). Without it requests, deltas and small files still go
+    /// through zstd level 1; already-compressed file types (jpg, zip, gz, mp4...) never do.
     #[arg(short = 'z', long)]
     pub compress: bool,
     /// Always copy changed files whole.

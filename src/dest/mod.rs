@@ -78,11 +78,9 @@ impl PutError {
 pub enum Started<'a> {
     /// The temporary file is written.
     Done(Staged, DataStats),
-    /// The data is on its way; `wait` returns once the far side has written it.
-    Waiting {
-        stats: DataStats,
-        wait: Box<dyn FnOnce() -> Result<Staged, PutError> + Send + 'a>,
-    },
+    /// The data is on its way; the function returns once the far side has written it
+    /// (with what the transfer cost, known only then for a delta).
+    Waiting(Box<dyn FnOnce() -> Result<(Staged, DataStats), PutError> + Send + 'a>),
 }
 
 impl Started<'_> {
@@ -90,7 +88,7 @@ impl Started<'_> {
     pub fn finish(self) -> Result<(Staged, DataStats), PutError> {
         match self {
             Started::Done(s, stats) => Ok((s, stats)),
-            Started::Waiting { stats, wait } => wait().map(|s| (s, stats)),
+            Started::Waiting(wait) => wait(),
         }
     }
 }

@@ -14,9 +14,10 @@ use super::snapshots::{give_up, print_manifest, prune_with, take_options};
 use super::{Backup, Location, Record, Term, Transfer};
 use crate::config::JobResult;
 use crate::error::{Error, ExitCode, Result, Shortfall};
+use crate::options::DiskSettings;
 use crate::options::Options;
 use crate::report::Report;
-use crate::snapshot::{BackupDir, DiskSettings, TakeOptions};
+use crate::snapshot::{BackupDir, TakeOptions};
 use crate::throttle::Throttle;
 use crate::transfer::{push_local, ProgressMode};
 

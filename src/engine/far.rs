@@ -9,9 +9,9 @@
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 
+use crate::options::DiskSettings;
 use crate::options::{FsyncMode, Options};
 use crate::snapshot::retention::Policy;
-use crate::snapshot::DiskSettings;
 
 /// A command for the far side.
 pub enum Far<'a> {

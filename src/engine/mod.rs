@@ -26,10 +26,10 @@ pub use crate::ssh::Location;
 pub use remote::Remote;
 
 use crate::error::Result;
+use crate::options::DiskSettings;
 use crate::options::Options;
 use crate::report::Report;
 use crate::snapshot::retention::Policy;
-use crate::snapshot::DiskSettings;
 use crate::transfer::{Output, ProgressMode};
 
 /// What to do: one variant per operation.

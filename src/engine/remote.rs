@@ -35,6 +35,7 @@ impl Default for Remote {
                 rsh: None,
                 port: None,
                 remote_bin: "fsync-repl".into(),
+                reuse: true,
             },
             timeout: 300,
             max_listing: MAX_LISTING,

@@ -8,8 +8,9 @@ use super::far::Far;
 use super::remote::run_far;
 use super::{fail, Location, Prune, Snapshot, Snapshots};
 use crate::error::{Error, Result};
+use crate::options::DiskSettings;
 use crate::snapshot::retention::{self, Candidate, Policy};
-use crate::snapshot::{BackupDir, DiskSettings, Manifest, TakeOptions};
+use crate::snapshot::{BackupDir, Manifest, TakeOptions};
 use crate::throttle::Throttle;
 use crate::units::human_bytes;
 

@@ -8,12 +8,17 @@
 //!
 //! Framing ([`frame`]): after a handshake of magic bytes and versions, each message is a
 //! little-endian `u32` length followed by a postcard body, at most [`frame::MAX_FRAME`]
-//! bytes. Requests carry an id; the receiver answers each one with a [`Reply`] carrying
-//! the same id, in order, so the sender can keep many requests in flight (pipelining).
+//! bytes; after the handshake a frame may instead be a part of the side's zstd stream
+//! ([`zstream`]: a length with its top bit set), and listings travel coded by
+//! [`listing`] (version 5). Requests carry an id; the receiver answers each one with a
+//! [`Reply`] carrying the same id, in order, so the sender can keep many requests in
+//! flight (pipelining).
 //! Decoding never panics and never allocates more than a frame; the receiver validates
 //! every path, size and parameter before use.
 
 pub mod frame;
+pub mod listing;
+pub mod zstream;
 
 use serde::{Deserialize, Serialize};
 
@@ -21,8 +26,8 @@ use crate::temp::Staged;
 use crate::tree::SetMeta;
 use crate::tree::{Kind, Meta};
 
-/// Protocol version; both sides must speak the same one.
-pub const VERSION: u32 = 4;
+/// Protocol version; both sides must speak the same one (5: compact listings).
+pub const VERSION: u32 = 5;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -230,7 +235,8 @@ pub enum Request {
     Data {
         id: u64,
         offset: u64,
-        /// `data` is zstd-compressed (`--compress`); at most [`frame::DATA_CHUNK`] unpacked.
+        /// `data` is the next part of the session's zstd stream ([`zstream`]); at most
+        /// [`frame::DATA_CHUNK`] unpacked.
         zstd: bool,
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
@@ -243,7 +249,7 @@ pub enum Request {
         index: u32,
         part: u32,
         last: bool,
-        /// `delta` is zstd-compressed (`--compress`).
+        /// `delta` is the next part of the session's zstd stream ([`zstream`]).
         zstd: bool,
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
@@ -358,10 +364,12 @@ pub enum WireError {
 /// Answers from the receiver, each to the request with the same id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Reply {
-    /// A chunk of the listing (sorted within the chunk or not: the sender sorts).
+    /// A chunk of the listing, coded by [`listing`] (sorted within the chunk or not:
+    /// the sender sorts).
     Listing {
         id: u64,
-        entries: Vec<WireEntry>,
+        #[serde(with = "serde_bytes")]
+        chunk: Vec<u8>,
     },
     /// The listing is complete; problems met while walking (path, message, vanished).
     ListEnd {

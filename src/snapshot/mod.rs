@@ -36,17 +36,6 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags, RenameFlags};
 use crate::fsutil;
 use crate::throttle::Throttle;
 
-/// How snapshot and prune work may press on the disk.
-#[derive(Debug, Clone, Copy)]
-pub struct DiskSettings {
-    pub iops_limit: Option<u32>,
-    pub priority: crate::throttle::priority::Priority,
-    pub jobs: usize,
-    /// `jobs` was given, rather than derived from the cores (a far side derives its own).
-    pub jobs_given: bool,
-    pub quiet: bool,
-}
-
 /// The replica's directory name inside DEST.
 pub const CURRENT: &str = "current";
 /// The snapshots' directory name inside DEST.

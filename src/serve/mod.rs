@@ -25,6 +25,7 @@ use crate::dest::local::{map_range, LocalDest, TempFile};
 use crate::dest::{Destination, PutError, SetMeta, Staged};
 use crate::fsutil;
 use crate::protocol::frame::{self, ProtoError};
+use crate::protocol::zstream::{self, Unpacker, ZReader, ZWriter};
 use crate::protocol::{
     FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
 };
@@ -38,8 +39,10 @@ const MAX_OPEN_FILES: usize = 4096;
 const MAX_FILE_SIZE: u64 = 16 << 40;
 /// Files with more windows than this are sent whole (their signatures would not fit a frame).
 const MAX_SIG_WINDOWS: u64 = 128;
-/// Listing entries per frame.
-const LIST_CHUNK: usize = 2048;
+/// Listing entries per frame, at most ([`crate::protocol::listing::MAX_ENTRIES`]).
+const LIST_CHUNK: usize = 4096;
+/// Coded listing bytes per frame before compression, about.
+const LIST_CHUNK_BYTES: usize = 1 << 20;
 
 fn bad(msg: impl Into<String>) -> ProtoError {
     ProtoError::Bad(msg.into())
@@ -71,6 +74,7 @@ fn put_error(e: PutError) -> WireError {
     }
 }
 
+/// A file being received.
 struct Incoming {
     temp: TempFile,
     size: u64,
@@ -84,31 +88,6 @@ struct Incoming {
     windows: u32,
     written: u64,
     hasher: blake3::Hasher,
-}
-
-/// Writes at a temporary file's running offset through the destination's throttle.
-struct TempWriter<'a> {
-    dest: &'a LocalDest,
-    temp: &'a TempFile,
-    offset: &'a mut u64,
-    hasher: &'a mut blake3::Hasher,
-}
-
-impl Write for TempWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.dest
-            .write_temp(self.temp, *self.offset, buf)
-            .map_err(|e| match e {
-                PutError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
-                other => io::Error::other(other.to_string()),
-            })?;
-        self.hasher.update(buf);
-        *self.offset += buf.len() as u64;
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 /// What the receiver's own side asked for: a peer that sends more is refused, whatever
@@ -143,7 +122,9 @@ pub struct Receiver<'a> {
     /// Temporary files written and not yet committed or discarded: removed when the
     /// session ends, however it ends.
     staged: HashSet<Staged>,
-    out: BufWriter<Box<dyn Write + 'a>>,
+    out: ZWriter<BufWriter<Box<dyn Write + 'a>>>,
+    /// The decoder of the peer's compressed payloads, once one came.
+    unpacker: Option<Unpacker>,
 }
 
 impl<'a> Receiver<'a> {
@@ -160,7 +141,11 @@ impl<'a> Receiver<'a> {
             aside: SetAside::default(),
             files: HashMap::new(),
             staged: HashSet::new(),
-            out: BufWriter::with_capacity(256 << 10, out),
+            out: ZWriter::new(
+                BufWriter::with_capacity(256 << 10, out),
+                Some(zstream::LIGHT),
+            ),
+            unpacker: None,
         }
     }
 
@@ -175,6 +160,18 @@ impl<'a> Receiver<'a> {
     pub fn read_only(mut self) -> Self {
         self.read_only = true;
         self
+    }
+
+    /// A payload as sent, or decoded as the next part of the session's stream.
+    fn unpack(&mut self, data: Vec<u8>, zstd: bool, limit: usize) -> Result<Vec<u8>, ProtoError> {
+        if !zstd {
+            return Ok(data);
+        }
+        let u = match &mut self.unpacker {
+            Some(u) => u,
+            None => self.unpacker.insert(Unpacker::new()?),
+        };
+        u.unpack(&data, limit)
     }
 
     fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
@@ -210,11 +207,12 @@ impl<'a> Receiver<'a> {
         (limit, no_hello): (Duration, String),
         notice: &mut dyn FnMut(Notice),
     ) -> Result<(), ProtoError> {
-        frame::write_hello(&mut self.out)?;
+        frame::write_hello(self.out.raw()?)?;
         input.with_deadline(limit, no_hello, frame::read_hello)?;
         let mut buf = Vec::new();
+        let mut input = ZReader::new(input);
         loop {
-            match frame::read_frame::<ToReceiver, _>(input, &mut buf)? {
+            match frame::read_frame::<ToReceiver, _>(&mut input, &mut buf)? {
                 None => return Ok(()),
                 Some(ToReceiver::Notice(n)) => notice(n),
                 Some(ToReceiver::Request(req)) => self.handle(req)?,
@@ -264,7 +262,7 @@ impl<'a> Receiver<'a> {
                 zstd,
                 data,
             } => {
-                let data = frame::unpack(data, zstd, frame::DATA_CHUNK)?;
+                let data = self.unpack(data, zstd, frame::DATA_CHUNK)?;
                 self.data(id, offset, &data)
             }
             Request::Delta {
@@ -275,7 +273,7 @@ impl<'a> Receiver<'a> {
                 zstd,
                 delta,
             } => {
-                let delta = frame::unpack(delta, zstd, frame::DELTA_PART)?;
+                let delta = self.unpack(delta, zstd, frame::DELTA_PART)?;
                 self.delta(id, index, part, last, &delta)
             }
             Request::End {
@@ -359,97 +357,6 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    fn list(
-        &mut self,
-        id: u64,
-        xattrs: bool,
-        scope: Option<Vec<(serde_bytes::ByteBuf, bool)>>,
-    ) -> Result<(), ProtoError> {
-        let scope = match scope {
-            Some(pairs) => Some(std::sync::Arc::new(
-                crate::scope::Scope::from_pairs(pairs.iter().map(|(p, r)| (p.as_slice(), *r)))
-                    .map_err(|e| bad(format!("list request: {e}")))?,
-            )),
-            None => None,
-        };
-        let opts = ScanOptions {
-            xattrs,
-            scope,
-            ..ScanOptions::default()
-        };
-        let scanned = match self.dest.list(&opts) {
-            Ok(s) => s,
-            Err(e) => {
-                return self.reply(Reply::ListEnd {
-                    id,
-                    root: None,
-                    owners: self.dest.sets_owners(),
-                    problems: vec![(serde_bytes::ByteBuf::new(), e, false)],
-                })
-            }
-        };
-        let l = &scanned.listing;
-        let mut chunk = Vec::with_capacity(LIST_CHUNK);
-        for i in 0..l.len() {
-            let e = l.get(i);
-            chunk.push(WireEntry {
-                path: l.path(i).to_vec(),
-                kind: e.kind.into(),
-                perm: e.perm,
-                uid: e.uid,
-                gid: e.gid,
-                size: e.size,
-                alloc: e.alloc(),
-                mtime: e.mtime,
-                mtime_nsec: e.mtime_nsec,
-                nlink: e.nlink.into(),
-                ino: e.ino,
-                dev: 0,
-                target: l.target(i).to_vec(),
-                rdev: l.rdev(i),
-                xattr_digest: l.xattr_digest(i),
-            });
-            if chunk.len() == LIST_CHUNK {
-                let entries = std::mem::take(&mut chunk);
-                frame::write_frame(&mut self.out, &Reply::Listing { id, entries })?;
-            }
-        }
-        if !chunk.is_empty() {
-            frame::write_frame(&mut self.out, &Reply::Listing { id, entries: chunk })?;
-        }
-        let problems = scanned
-            .problems
-            .into_iter()
-            .map(|p| (serde_bytes::ByteBuf::from(p.path), p.what, p.vanished))
-            .collect();
-        let root = scanned.root.as_ref().map(|m| WireEntry {
-            path: Vec::new(),
-            kind: m.kind.into(),
-            perm: m.perm,
-            uid: m.uid,
-            gid: m.gid,
-            size: 0,
-            alloc: 0,
-            mtime: m.mtime,
-            mtime_nsec: m.mtime_nsec,
-            nlink: m.nlink,
-            ino: m.ino,
-            dev: 0,
-            target: Vec::new(),
-            rdev: 0,
-            xattr_digest: match m.extra {
-                Some(crate::tree::Extra::Xattrs(d)) => d,
-                _ => 0,
-            },
-        });
-        self.reply(Reply::ListEnd {
-            id,
-            root,
-            owners: self.dest.sets_owners(),
-            problems,
-        })
-    }
-
     fn op(&mut self, op: FsOp) -> Result<(), WireError> {
         if let Some(why) = self.forbidden(&op) {
             return Err(WireError::Os {
@@ -528,227 +435,6 @@ impl<'a> Receiver<'a> {
         }
     }
 
-    fn begin(
-        &mut self,
-        id: u64,
-        path: Vec<u8>,
-        size: u64,
-        mode: WireMode,
-    ) -> Result<(), ProtoError> {
-        if self.files.contains_key(&id) {
-            return Err(bad(format!("file id {id} announced twice")));
-        }
-        if self.files.len() >= MAX_OPEN_FILES {
-            return Err(bad("too many files in flight"));
-        }
-        if size > MAX_FILE_SIZE {
-            return Err(bad(format!("announced file size {size} is absurd")));
-        }
-        // The receiver keeps its own reserve whatever the sender planned (invariant 5).
-        if !self.fits(size) {
-            return self.reply(Reply::Staged {
-                id,
-                result: Err(WireError::NoSpace),
-            });
-        }
-        let temp = match self.dest.begin_temp(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                // Answered at End (the sender streams without waiting); remember the failure.
-                // Its later frames are ignored; the sender reads this answer at End.
-                return self.reply(Reply::Staged {
-                    id,
-                    result: Err(put_error(e)),
-                });
-            }
-        };
-        let mut inc = Incoming {
-            temp,
-            size,
-            mode,
-            old: None,
-            next_window: 0,
-            next_part: 0,
-            window_start: 0,
-            windows: 0,
-            written: 0,
-            hasher: blake3::Hasher::new(),
-        };
-        if mode == WireMode::Delta {
-            let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
-            let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
-            match old {
-                Some((file, old_len)) if windows <= MAX_SIG_WINDOWS && size > 0 => {
-                    let params = delta::SigParams::for_len(size.min(delta::DEFAULT_WINDOW as u64));
-                    let mut sigs = Vec::new();
-                    for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
-                        let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
-                        self.dest.throttle().bytes(base.len() as u64);
-                        let sig =
-                            delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
-                        sigs.push(serde_bytes::ByteBuf::from(sig));
-                    }
-                    inc.windows = sigs.len() as u32;
-                    inc.old = Some((file, old_len));
-                    self.files.insert(id, inc);
-                    return self.reply(Reply::Signature {
-                        id,
-                        block_size: params.block_size,
-                        windows: sigs,
-                    });
-                }
-                _ => {
-                    inc.mode = WireMode::Whole;
-                    self.files.insert(id, inc);
-                    return self.reply(Reply::NoBase { id });
-                }
-            }
-        }
-        self.files.insert(id, inc);
-        Ok(())
-    }
-
-    fn data(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<(), ProtoError> {
-        let Some(f) = self.files.get_mut(&id) else {
-            return Ok(()); // a file that already failed
-        };
-        if f.mode != WireMode::Whole {
-            return Err(bad("data frame for a delta transfer"));
-        }
-        let end = offset
-            .checked_add(data.len() as u64)
-            .filter(|&e| e <= f.size)
-            .ok_or_else(|| bad(format!("data beyond the announced size of file {id}")))?;
-        if let Err(e) = self.dest.write_temp(&f.temp, offset, data) {
-            self.fail(id, e)?;
-            return Ok(());
-        }
-        f.written = f.written.max(end);
-        Ok(())
-    }
-
-    fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
-        if let Some(f) = self.files.remove(&id) {
-            self.dest.abort_temp(f.temp);
-        }
-        self.reply(Reply::Staged {
-            id,
-            result: Err(put_error(e)),
-        })
-    }
-
-    fn delta(
-        &mut self,
-        id: u64,
-        index: u32,
-        part: u32,
-        last: bool,
-        delta_bytes: &[u8],
-    ) -> Result<(), ProtoError> {
-        let Some(f) = self.files.get_mut(&id) else {
-            return Ok(());
-        };
-        if f.mode != WireMode::Delta
-            || index != f.next_window
-            || index >= f.windows
-            || part != f.next_part
-        {
-            return Err(bad(format!(
-                "unexpected delta window {index} for file {id}"
-            )));
-        }
-        let Some((old, old_len)) = &f.old else {
-            return Err(bad("delta without a basis"));
-        };
-        let Some(w) = delta::windows(f.size, *old_len, delta::DEFAULT_WINDOW).nth(index as usize)
-        else {
-            return Err(bad("delta window out of range"));
-        };
-        let base = map_range(old, &w.base).map_err(ProtoError::Io)?;
-        let want = (w.new.end - w.new.start) as usize;
-        if part == 0 {
-            f.window_start = f.written;
-        }
-        // What the window may still produce.
-        let room = (f.window_start + want as u64).saturating_sub(f.written) as usize;
-        let mut wr = TempWriter {
-            dest: self.dest,
-            temp: &f.temp,
-            offset: &mut f.written,
-            hasher: &mut f.hasher,
-        };
-        match delta::apply(&base, delta_bytes, &mut wr, room) {
-            Ok(_) if !last => {
-                f.next_part += 1;
-                Ok(())
-            }
-            Ok(_) if f.written - f.window_start == want as u64 => {
-                f.next_window += 1;
-                f.next_part = 0;
-                Ok(())
-            }
-            Ok(_) => Err(bad(format!(
-                "delta window {index} of file {id} has the wrong length"
-            ))),
-            Err(delta::DeltaError::Io(e)) if fsutil::is_no_space(&e) => {
-                self.fail(id, PutError::NoSpace)
-            }
-            Err(delta::DeltaError::Io(e)) => self.fail(
-                id,
-                PutError::Dest {
-                    op: "write",
-                    err: e,
-                },
-            ),
-            Err(e) => Err(bad(format!("bad delta for file {id}: {e}"))),
-        }
-    }
-
-    fn end(
-        &mut self,
-        id: u64,
-        hash: [u8; 32],
-        meta: SetMeta,
-        xattrs: Vec<WireXattr>,
-    ) -> Result<(), ProtoError> {
-        let Some(f) = self.files.remove(&id) else {
-            return Ok(()); // failed earlier: its Staged error was sent then
-        };
-        let complete = match f.mode {
-            WireMode::Whole => {
-                // Holes at the end: set the length (a no-op when all data was written).
-                if f.written < f.size {
-                    if let Err(e) = f.temp.file.set_len(f.size) {
-                        self.dest.abort_temp(f.temp);
-                        return self.reply(Reply::Staged {
-                            id,
-                            result: Err(wire_error("truncate", &e)),
-                        });
-                    }
-                }
-                true
-            }
-            WireMode::Delta => {
-                f.next_window == f.windows && *f.hasher.finalize().as_bytes() == hash
-            }
-        };
-        if !complete || meta.kind != Kind::File {
-            self.dest.abort_temp(f.temp);
-            return self.reply(Reply::Staged {
-                id,
-                result: Err(WireError::Corrupt),
-            });
-        }
-        // Extended attributes nobody asked for (-X) are not applied.
-        let x: fsutil::Xattrs = match self.policy.xattrs {
-            true => xattrs.into_iter().map(|w| (w.0, w.1)).collect(),
-            false => Vec::new(),
-        };
-        let result = self.dest.finish_temp(f.temp, &meta, &x).map_err(put_error);
-        let result = result.map(|s| self.track(s));
-        self.reply(Reply::Staged { id, result })
-    }
-
     /// Remembers a staged temporary file until it is committed or discarded.
     fn track(&mut self, s: Staged) -> WireStaged {
         let w = WireStaged::from(&s);
@@ -795,3 +481,6 @@ impl<'a> Receiver<'a> {
         Ok(self.track(s))
     }
 }
+
+mod file;
+mod list;

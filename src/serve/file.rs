@@ -1,0 +1,296 @@
+//! Receiving one file: its temporary file, whole data or deltas against the current
+//! file, and the BLAKE3 check before it is staged.
+
+use super::*;
+
+/// Files up to this size get a short strong hash per block in their signature.
+const SHORT_SUMS_MAX: u64 = 1 << 20;
+
+/// A signature's parameters for a file of `len` bytes: rsync's block size (about the
+/// square root of the length, at least 700 bytes) and, up to [`SHORT_SUMS_MAX`], rsync's
+/// strong-hash length (2 or 3 bytes beside the 4-byte rolling sum, where the default
+/// keeps 8): a block taken for another by mistake only costs a resend, as the rebuilt
+/// file is checked against the sender's BLAKE3 and sent again whole when it differs.
+pub(super) fn sig_params(len: u64) -> delta::SigParams {
+    let mut p = delta::SigParams::for_len(len);
+    if len <= SHORT_SUMS_MAX {
+        // rsync's sum_sizes_sqroot: 10 bits of bias, 2 per bit of the length, less one
+        // per bit of the block size, less the rolling sum's 32, rounded up to bytes.
+        let bits = |mut v: u64| {
+            let mut n = 0i64;
+            while v > 1 {
+                v >>= 1;
+                n += 1;
+            }
+            n
+        };
+        let b = (10 + 2 * bits(len) - bits(u64::from(p.block_size))).max(0);
+        p.strong_len = ((b + 1 - 32 + 7) / 8).clamp(2, delta::DEFAULT_STRONG_LEN as i64) as u32;
+    }
+    p
+}
+
+/// Writes at a temporary file's running offset through the destination's throttle.
+struct TempWriter<'a> {
+    dest: &'a LocalDest,
+    temp: &'a TempFile,
+    offset: &'a mut u64,
+    hasher: &'a mut blake3::Hasher,
+}
+
+impl Write for TempWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.dest
+            .write_temp(self.temp, *self.offset, buf)
+            .map_err(|e| match e {
+                PutError::NoSpace => io::Error::from(rustix::io::Errno::NOSPC),
+                other => io::Error::other(other.to_string()),
+            })?;
+        self.hasher.update(buf);
+        *self.offset += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Receiver<'_> {
+    pub(super) fn begin(
+        &mut self,
+        id: u64,
+        path: Vec<u8>,
+        size: u64,
+        mode: WireMode,
+    ) -> Result<(), ProtoError> {
+        if self.files.contains_key(&id) {
+            return Err(bad(format!("file id {id} announced twice")));
+        }
+        if self.files.len() >= MAX_OPEN_FILES {
+            return Err(bad("too many files in flight"));
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(bad(format!("announced file size {size} is absurd")));
+        }
+        // The receiver keeps its own reserve whatever the sender planned (invariant 5).
+        if !self.fits(size) {
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::NoSpace),
+            });
+        }
+        let temp = match self.dest.begin_temp(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                // Answered at End (the sender streams without waiting); remember the failure.
+                // Its later frames are ignored; the sender reads this answer at End.
+                return self.reply(Reply::Staged {
+                    id,
+                    result: Err(put_error(e)),
+                });
+            }
+        };
+        let mut inc = Incoming {
+            temp,
+            size,
+            mode,
+            old: None,
+            next_window: 0,
+            next_part: 0,
+            window_start: 0,
+            windows: 0,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        if mode == WireMode::Delta {
+            let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
+            let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
+            match old {
+                Some((file, old_len)) if windows <= MAX_SIG_WINDOWS && size > 0 => {
+                    let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
+                    let mut sigs = Vec::new();
+                    for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
+                        let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
+                        self.dest.throttle().bytes(base.len() as u64);
+                        let sig =
+                            delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
+                        sigs.push(serde_bytes::ByteBuf::from(sig));
+                    }
+                    inc.windows = sigs.len() as u32;
+                    inc.old = Some((file, old_len));
+                    self.files.insert(id, inc);
+                    return self.reply(Reply::Signature {
+                        id,
+                        block_size: params.block_size,
+                        windows: sigs,
+                    });
+                }
+                _ => {
+                    inc.mode = WireMode::Whole;
+                    self.files.insert(id, inc);
+                    return self.reply(Reply::NoBase { id });
+                }
+            }
+        }
+        self.files.insert(id, inc);
+        Ok(())
+    }
+
+    pub(super) fn data(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<(), ProtoError> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(()); // a file that already failed
+        };
+        if f.mode != WireMode::Whole {
+            return Err(bad("data frame for a delta transfer"));
+        }
+        let end = offset
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= f.size)
+            .ok_or_else(|| bad(format!("data beyond the announced size of file {id}")))?;
+        if let Err(e) = self.dest.write_temp(&f.temp, offset, data) {
+            self.fail(id, e)?;
+            return Ok(());
+        }
+        f.written = f.written.max(end);
+        Ok(())
+    }
+
+    pub(super) fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
+        if let Some(f) = self.files.remove(&id) {
+            self.dest.abort_temp(f.temp);
+        }
+        self.reply(Reply::Staged {
+            id,
+            result: Err(put_error(e)),
+        })
+    }
+
+    pub(super) fn delta(
+        &mut self,
+        id: u64,
+        index: u32,
+        part: u32,
+        last: bool,
+        delta_bytes: &[u8],
+    ) -> Result<(), ProtoError> {
+        let Some(f) = self.files.get_mut(&id) else {
+            return Ok(());
+        };
+        if f.mode != WireMode::Delta
+            || index != f.next_window
+            || index >= f.windows
+            || part != f.next_part
+        {
+            return Err(bad(format!(
+                "unexpected delta window {index} for file {id}"
+            )));
+        }
+        let Some((old, old_len)) = &f.old else {
+            return Err(bad("delta without a basis"));
+        };
+        let Some(w) = delta::windows(f.size, *old_len, delta::DEFAULT_WINDOW).nth(index as usize)
+        else {
+            return Err(bad("delta window out of range"));
+        };
+        let base = map_range(old, &w.base).map_err(ProtoError::Io)?;
+        let want = (w.new.end - w.new.start) as usize;
+        if part == 0 {
+            f.window_start = f.written;
+        }
+        // What the window may still produce.
+        let room = (f.window_start + want as u64).saturating_sub(f.written) as usize;
+        let mut wr = TempWriter {
+            dest: self.dest,
+            temp: &f.temp,
+            offset: &mut f.written,
+            hasher: &mut f.hasher,
+        };
+        match delta::apply(&base, delta_bytes, &mut wr, room) {
+            Ok(_) if !last => {
+                f.next_part += 1;
+                Ok(())
+            }
+            Ok(_) if f.written - f.window_start == want as u64 => {
+                f.next_window += 1;
+                f.next_part = 0;
+                Ok(())
+            }
+            Ok(_) => Err(bad(format!(
+                "delta window {index} of file {id} has the wrong length"
+            ))),
+            Err(delta::DeltaError::Io(e)) if fsutil::is_no_space(&e) => {
+                self.fail(id, PutError::NoSpace)
+            }
+            Err(delta::DeltaError::Io(e)) => self.fail(
+                id,
+                PutError::Dest {
+                    op: "write",
+                    err: e,
+                },
+            ),
+            Err(e) => Err(bad(format!("bad delta for file {id}: {e}"))),
+        }
+    }
+
+    pub(super) fn end(
+        &mut self,
+        id: u64,
+        hash: [u8; 32],
+        meta: SetMeta,
+        xattrs: Vec<WireXattr>,
+    ) -> Result<(), ProtoError> {
+        let Some(f) = self.files.remove(&id) else {
+            return Ok(()); // failed earlier: its Staged error was sent then
+        };
+        let complete = match f.mode {
+            WireMode::Whole => {
+                // Holes at the end: set the length (a no-op when all data was written).
+                if f.written < f.size {
+                    if let Err(e) = f.temp.file.set_len(f.size) {
+                        self.dest.abort_temp(f.temp);
+                        return self.reply(Reply::Staged {
+                            id,
+                            result: Err(wire_error("truncate", &e)),
+                        });
+                    }
+                }
+                true
+            }
+            WireMode::Delta => {
+                f.next_window == f.windows && *f.hasher.finalize().as_bytes() == hash
+            }
+        };
+        if !complete || meta.kind != Kind::File {
+            self.dest.abort_temp(f.temp);
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::Corrupt),
+            });
+        }
+        // Extended attributes nobody asked for (-X) are not applied.
+        let x: fsutil::Xattrs = match self.policy.xattrs {
+            true => xattrs.into_iter().map(|w| (w.0, w.1)).collect(),
+            false => Vec::new(),
+        };
+        let result = self.dest.finish_temp(f.temp, &meta, &x).map_err(put_error);
+        let result = result.map(|s| self.track(s));
+        self.reply(Reply::Staged { id, result })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sig_params;
+
+    #[test]
+    fn small_files_get_rsync_s_short_sums_and_large_ones_the_default() {
+        let p = sig_params(20_000);
+        assert_eq!((p.block_size, p.strong_len), (700, 2));
+        assert_eq!(sig_params(1 << 20).strong_len, 2);
+        assert_eq!(sig_params(1000).block_size, 700);
+        assert_eq!(
+            sig_params(64 << 20).strong_len,
+            crate::delta::DEFAULT_STRONG_LEN
+        );
+    }
+}
