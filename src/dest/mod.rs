@@ -19,6 +19,18 @@ pub use crate::temp::Staged;
 use crate::tree::Kind;
 pub use crate::tree::SetMeta;
 
+/// Why a destination could not be listed.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// Its tree could not be read: the root, or a directory the walk must enter.
+    #[error("{0}")]
+    Unreadable(String),
+    /// The session failed, or the far side broke the protocol or a bound (the session
+    /// is over).
+    #[error("{0}")]
+    Session(#[source] io::Error),
+}
+
 /// How file data is produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DataMode {
@@ -97,7 +109,7 @@ impl Started<'_> {
 /// root, validated, and never contain `.` or `..` components.
 pub trait Destination: Sync {
     /// Lists the destination (temporary files of interrupted runs are reported apart).
-    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String>;
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError>;
     /// Free space on the destination's filesystem.
     fn space(&self) -> io::Result<Space>;
     /// Content hash of a regular file.

@@ -29,7 +29,7 @@ impl Receiver<'_> {
                     id,
                     root: None,
                     owners: self.dest.sets_owners(),
-                    problems: vec![(serde_bytes::ByteBuf::new(), e, false)],
+                    problems: vec![(serde_bytes::ByteBuf::new(), e.to_string(), false)],
                 })
             }
         };

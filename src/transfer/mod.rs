@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dest::local::LocalDest;
-use crate::dest::{Destination, SetMeta};
+use crate::dest::{Destination, ListError, SetMeta};
 use crate::error::{Error, ExitCode, Result};
 use crate::identity::SourceId;
 use crate::options::Options;
@@ -257,9 +257,12 @@ fn push_in_pool(
         path: src_path.to_path_buf(),
         what: e,
     })?;
-    let dscanned = dscanned.map_err(|e| Error::Selection {
-        path: dest_path.to_path_buf(),
-        what: e,
+    let dscanned = dscanned.map_err(|e| match e {
+        ListError::Unreadable(what) => Error::Selection {
+            path: dest_path.to_path_buf(),
+            what,
+        },
+        ListError::Session(e) => Error::Protocol(e.to_string()),
     })?;
     stopped()?;
     // Owners only where the writing side can set them: a receiver that is not root

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
-use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged};
+use super::{DataMode, DataStats, Destination, ListError, PutError, SetMeta, Space, Staged};
 use crate::cache::Tracked;
 use crate::fsutil;
 use crate::identity::{MAX_RECORD, RECORD, SIDECAR};
@@ -275,12 +275,12 @@ fn temp_salt() -> u32 {
 }
 
 impl Destination for LocalDest {
-    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError> {
         let opts = ScanOptions {
             throttle: Some(self.throttle.clone()),
             ..opts.clone()
         };
-        scan::scan(self.root.as_fd(), &opts)
+        scan::scan(self.root.as_fd(), &opts).map_err(ListError::Unreadable)
     }
 
     fn space(&self) -> io::Result<Space> {

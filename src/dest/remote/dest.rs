@@ -15,7 +15,7 @@ impl Destination for RemoteDest {
         self.far_owners.load(Ordering::Relaxed)
     }
 
-    fn list(&self, opts: &ScanOptions) -> Result<Scanned, String> {
+    fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError> {
         self.fetch_listing(opts)
     }
 

@@ -9,7 +9,7 @@ const CHUNK_NAME_BYTES: u64 = 64 << 20;
 
 impl RemoteDest {
     /// The far side's listing (see [`Destination::list`]).
-    pub(super) fn fetch_listing(&self, opts: &ScanOptions) -> Result<Scanned, String> {
+    pub(super) fn fetch_listing(&self, opts: &ScanOptions) -> Result<Scanned, ListError> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
         self.conn
@@ -25,13 +25,13 @@ impl RemoteDest {
                 },
                 true,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(ListError::Session)?;
         let mut listing = Listing::new();
         // A far side that lists without end is refused before it exhausts this side.
         let (max, mut count, mut bytes) = (self.conn.max_listing, 0u64, 0u64);
         let max_bytes = max.saturating_mul(LISTING_ENTRY_BYTES);
         let (problems, root) = loop {
-            match self.conn.wait(id, &rx).map_err(|e| e.to_string())? {
+            match self.conn.wait(id, &rx).map_err(ListError::Session)? {
                 Reply::Listing { chunk, .. } => {
                     // Names take at most what the bound leaves (less than what it
                     // counts: the per-entry overhead comes on top below).
@@ -41,12 +41,12 @@ impl RemoteDest {
                     {
                         Ok(entries) => entries,
                         Err(listing::DecodeError::Bound(_)) if cap == left => {
-                            return Err(self.conn.fail(format!(
+                            return Err(ListError::Session(self.conn.fail(format!(
                                 "the remote listing has more than {max_bytes} bytes of entries; refusing it (raise --max-listing if DEST is that large)"
-                            )).to_string())
+                            ))))
                         }
                         Err(e) => {
-                            return Err(self.conn.fail(format!("protocol error: {e}")).to_string())
+                            return Err(ListError::Session(self.conn.fail(format!("protocol error: {e}"))))
                         }
                     };
                     for e in entries {
@@ -57,23 +57,20 @@ impl RemoteDest {
                                 true => format!("more than {max} entries"),
                                 false => format!("more than {max_bytes} bytes of entries"),
                             };
-                            return Err(self
-                                .conn
-                                .fail(format!(
+                            return Err(ListError::Session(self.conn.fail(format!(
                                     "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
                                 ))
-                                .to_string());
+                                ));
                         }
                         if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
-                            return Err(self
-                                .conn
-                                .fail(format!(
+                            return Err(ListError::Session(self.conn.fail(format!(
                                     "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
                                     escape(&e.path)
                                 ))
-                                .to_string());
+                                ));
                         }
-                        add_entry(&mut listing, e).map_err(|m| self.conn.fail(m).to_string())?;
+                        add_entry(&mut listing, e)
+                            .map_err(|m| ListError::Session(self.conn.fail(m)))?;
                     }
                 }
                 Reply::ListEnd {
@@ -95,23 +92,20 @@ impl RemoteDest {
                     break (p, root.map(|r| r.meta()));
                 }
                 other => {
-                    return Err(self
-                        .conn
-                        .fail(format!("protocol error: unexpected answer {other:?}"))
-                        .to_string())
+                    return Err(ListError::Session(
+                        self.conn
+                            .fail(format!("protocol error: unexpected answer {other:?}")),
+                    ))
                 }
             }
         };
         lock(&self.conn.waiters).remove(&id);
         listing.sort();
         if let Some(i) = (1..listing.len()).find(|&i| listing.path(i) == listing.path(i - 1)) {
-            return Err(self
-                .conn
-                .fail(format!(
-                    "protocol error: the remote listing has duplicate entries for \"{}\"",
-                    escape(listing.path(i))
-                ))
-                .to_string());
+            return Err(ListError::Session(self.conn.fail(format!(
+                "protocol error: the remote listing has duplicate entries for \"{}\"",
+                escape(listing.path(i))
+            ))));
         }
         Ok(Scanned {
             root,

@@ -18,7 +18,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::{DataMode, DataStats, Destination, PutError, SetMeta, Space, Staged, Started};
+use super::{
+    DataMode, DataStats, Destination, ListError, PutError, SetMeta, Space, Staged, Started,
+};
 use crate::delta;
 use crate::fsutil;
 use crate::plan::Hash;
