@@ -50,8 +50,28 @@ pub struct PlanOptions {
 pub enum FileSource {
     /// Read from SRC; `old` is the destination entry it replaces (a delta basis).
     Source { old: Option<u32> },
-    /// Copy a file the destination already holds at this path (before any deletes).
-    Local(Vec<u8>),
+    /// Copy a file the destination already holds (before any deletes).
+    Local(Origin),
+}
+
+/// Where a file to copy inside the destination is, once the renames are done; an index,
+/// not a path, so that a plan of millions of files stays small.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Where the destination entry `dst` is.
+    Dst(u32),
+    /// Where the source entry `src` now is (the file was renamed there).
+    Moved(u32),
+}
+
+impl Origin {
+    /// The path the origin names.
+    pub fn path<'a>(self, src: &'a Listing, dst: &'a Listing) -> &'a [u8] {
+        match self {
+            Origin::Dst(j) => dst.path(j as usize),
+            Origin::Moved(i) => src.path(i as usize),
+        }
+    }
 }
 
 /// Regular file data to produce at a source entry's path.
@@ -142,6 +162,20 @@ pub fn build(
     opts: &PlanOptions,
     hasher: &dyn ContentHasher,
 ) -> Plan {
+    build_with(src, dst, &tree::Marks::default(), filter, opts, hasher)
+}
+
+/// [`build`] from a destination listing that leaves out what equals the source: the
+/// source entries marked in `same` have an equal entry in DEST (see
+/// [`tree::Baseline`]) and are up to date.
+pub fn build_with(
+    src: &Listing,
+    dst: &Listing,
+    same: &tree::Marks,
+    filter: &Filter,
+    opts: &PlanOptions,
+    hasher: &dyn ContentHasher,
+) -> Plan {
     let mut plan = Plan::default();
     let leaders: HashMap<u32, u32> = src
         .link_leaders()
@@ -152,8 +186,6 @@ pub fn build(
 
     // Pairs needing a hash comparison under --checksum: (src, dst).
     let mut checksum_pairs: Vec<(u32, u32)> = Vec::new();
-    // New regular files that may be produced from destination content.
-    let mut new_files: Vec<u32> = Vec::new();
     // Destination files that stay as they are (twins for local copies).
     let mut staying: Vec<u32> = Vec::new();
     // Hard-link members already sharing their leader's inode: (member, leader).
@@ -173,9 +205,13 @@ pub fn build(
             _ => std::cmp::Ordering::Greater,
         };
         match ord {
+            std::cmp::Ordering::Less if same.get(i) => {
+                plan.unchanged += 1;
+                i += 1;
+            }
             std::cmp::Ordering::Less => {
-                new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
-                dirty_dirs.insert(tree::parent(src.path(i)).to_vec());
+                new_entry(src, i as u32, &leaders, opts, &mut plan);
+                dirty(&mut dirty_dirs, tree::parent(src.path(i)));
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
@@ -215,8 +251,8 @@ pub fn build(
                             cleared = Some(path.to_vec());
                         }
                     }
-                    new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
-                    dirty_dirs.insert(tree::parent(path).to_vec());
+                    new_entry(src, i as u32, &leaders, opts, &mut plan);
+                    dirty(&mut dirty_dirs, tree::parent(path));
                 } else {
                     let changed = same_kind(
                         src,
@@ -234,7 +270,7 @@ pub fn build(
                         &mut linked_ok,
                     );
                     if changed {
-                        dirty_dirs.insert(tree::parent(path).to_vec());
+                        dirty(&mut dirty_dirs, tree::parent(path));
                     }
                 }
                 i += 1;
@@ -257,7 +293,15 @@ pub fn build(
     // their bytes, not the opens, dominate. Each file is hashed at most once, and the
     // work is linear in new files plus candidates.
     let mut new_by_size: HashMap<u64, u64> = HashMap::new();
-    for &i in &new_files {
+    // New regular files (produced from SRC, nothing replaced yet) may be produced from
+    // destination content instead.
+    let new_files = || {
+        plan.files
+            .iter()
+            .filter(|op| op.from == FileSource::Source { old: None })
+            .map(|op| op.src)
+    };
+    for i in new_files() {
         let size = src.get(i as usize).size;
         if size >= opts.move_min_size.max(1) {
             *new_by_size.entry(size).or_default() += 1;
@@ -280,9 +324,7 @@ pub fn build(
     };
     classes(&doomed, 0);
     classes(&staying, TWIN_MIN_SIZE);
-    let movable: Vec<u32> = new_files
-        .iter()
-        .copied()
+    let movable: Vec<u32> = new_files()
         .filter(|&i| by_size.contains_key(&src.get(i as usize).size))
         .collect();
     for &i in &movable {
@@ -315,7 +357,7 @@ pub fn build(
                 src: s,
                 from: FileSource::Source { old: Some(d) },
             });
-            dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+            dirty(&mut dirty_dirs, tree::parent(src.path(s as usize)));
         }
     }
 
@@ -383,8 +425,8 @@ pub fn build(
             continue;
         };
         let from = match consumed.get(&first) {
-            Some(&moved_to) => src.path(moved_to as usize).to_vec(),
-            None => dst.path(first as usize).to_vec(),
+            Some(&moved_to) => Origin::Moved(moved_to),
+            None => Origin::Dst(first),
         };
         plan.files[i].from = FileSource::Local(from);
     }
@@ -398,7 +440,7 @@ pub fn build(
         if rewritten.contains(&l) {
             plan.unchanged -= 1;
             plan.links.push((m, l));
-            dirty_dirs.insert(tree::parent(src.path(m as usize)).to_vec());
+            dirty(&mut dirty_dirs, tree::parent(src.path(m as usize)));
         }
     }
 
@@ -413,14 +455,14 @@ pub fn build(
     }
     doomed.retain(|j| !consumed.contains_key(j) && !keep_dirs.contains(dst.path(*j as usize)));
     for &j in &doomed {
-        dirty_dirs.insert(tree::parent(dst.path(j as usize)).to_vec());
+        dirty(&mut dirty_dirs, tree::parent(dst.path(j as usize)));
     }
     doomed.reverse();
     plan.deletes = doomed;
 
     // Directory metadata: new directories, changed ones, and those whose contents changed.
     for &(s, _) in &plan.moves {
-        dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+        dirty(&mut dirty_dirs, tree::parent(src.path(s as usize)));
     }
     let mut dirmeta: Vec<u32> = Vec::new();
     for (i, e) in src.entries().iter().enumerate() {
@@ -448,6 +490,14 @@ pub fn build(
     plan
 }
 
+/// Notes a directory whose contents change; allocates only for a directory not noted yet
+/// (an initial copy meets each directory once per entry in it).
+fn dirty(dirs: &mut HashSet<Vec<u8>>, dir: &[u8]) {
+    if !dirs.contains(dir) {
+        dirs.insert(dir.to_vec());
+    }
+}
+
 fn meta_or_rewrite(plan: &mut Plan, s: u32, d: u32, de: &tree::Entry) {
     // A file with other links (a snapshot, say) must not change in place: rewrite it.
     if de.kind == Kind::File && de.nlink > 1 {
@@ -466,7 +516,6 @@ fn new_entry(
     leaders: &HashMap<u32, u32>,
     opts: &PlanOptions,
     plan: &mut Plan,
-    new_files: &mut Vec<u32>,
 ) {
     let e = src.get(i as usize);
     match e.kind {
@@ -479,7 +528,6 @@ fn new_entry(
                     src: i,
                     from: FileSource::Source { old: None },
                 });
-                new_files.push(i);
             }
         }
         Kind::Symlink => plan.symlinks.push(i),
@@ -757,7 +805,10 @@ mod tests {
             .iter()
             .find(|f| src.path(f.src as usize) == b"twin")
             .unwrap();
-        assert_eq!(twin.from, FileSource::Local(b"keep".to_vec()));
+        let FileSource::Local(o) = twin.from else {
+            panic!("{twin:?}")
+        };
+        assert_eq!(o.path(&src, &dst), b"keep");
     }
 
     #[test]
@@ -950,7 +1001,10 @@ mod tests {
         assert_eq!(p.moves.len(), 1);
         assert_eq!(paths(&src, [p.moves[0].0]), vec!["b"]);
         assert_eq!(p.files.len(), 1);
-        assert_eq!(p.files[0].from, FileSource::Local(b"b".to_vec()));
+        let FileSource::Local(o) = p.files[0].from else {
+            panic!("{:?}", p.files[0])
+        };
+        assert_eq!(o.path(&src, &dst), b"b");
     }
 
     #[test]
