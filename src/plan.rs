@@ -177,6 +177,11 @@ pub fn build_with(
     hasher: &dyn ContentHasher,
 ) -> Plan {
     let mut plan = Plan::default();
+    // At most every source file is written: reserved once (pages untouched cost
+    // nothing), the list of an initial copy of millions never grows by copying.
+    let files = src.entries().iter().filter(|e| e.kind == Kind::File);
+    plan.files
+        .reserve_exact(files.count().saturating_sub(same.count() as usize));
     let leaders: HashMap<u32, u32> = src
         .link_leaders()
         .into_iter()
@@ -435,7 +440,14 @@ pub fn build_with(
 
     // A leader written anew gets a new inode: its members follow it, so the group stays
     // one group.
-    let rewritten: HashSet<u32> = plan.files.iter().map(|op| op.src).collect();
+    // (A set of the leaders only: the files of an initial copy number millions.)
+    let leaders_ok: HashSet<u32> = linked_ok.iter().map(|&(_, l)| l).collect();
+    let rewritten: HashSet<u32> = plan
+        .files
+        .iter()
+        .map(|op| op.src)
+        .filter(|l| leaders_ok.contains(l))
+        .collect();
     for (m, l) in linked_ok {
         if rewritten.contains(&l) {
             plan.unchanged -= 1;
@@ -560,7 +572,7 @@ fn same_kind(
                 // A hard-link member: correct if it shares the inode of the leader's copy.
                 let ok = dst
                     .find(src.path(l as usize))
-                    .is_some_and(|lj| dst.get(lj).ino == d.ino && dst_leaders.contains_key(&ju));
+                    .is_some_and(|lj| dst.ino(lj) == dst.ino(j) && dst_leaders.contains_key(&ju));
                 let leader_unchanged = dst.find(src.path(l as usize)).is_some_and(|lj| {
                     let (le, ld) = (src.get(l as usize), dst.get(lj));
                     le.size == ld.size && same_mtime(le, ld) && !meta_differs(le, ld, opts, true)
