@@ -1,52 +1,85 @@
 #!/usr/bin/env bash
-# Production shape: many files of equal size, and a million entries.
+# Production shape: many files of equal size, millions of entries, many homes.
 #
-#   benches/scale.sh [samesize] [million]            (default: both)
+#   benches/scale.sh [samesize] [grow] [stale] [homes]      (default: all four)
 #
 #   samesize  100,000 files of 100 bytes (100 dirs x 1,000), 4,000 of them missing from
-#             DEST; push --delete vs rsync -aH --delete          goal: ratio <= 1.0
-#   million   HOMES x 100 dirs x 50 small files (HOMES=200: 1,020,201 entries, 7 sizes):
-#             initial copy (goal <= 0.5), no-change (goal <= 0.3) and 240,000 files
-#             missing from DEST (reported), with the peak RSS of each tool (wait4, from
-#             GNU time; goal: fsync-repl <= 96 MiB)
+#             DEST; push --delete vs rsync -aH --delete              goal: ratio <= 1.0
+#   grow      initial copy and no-change at 100k, 1M (7 sizes) and 3M entries (empty
+#             files: the inodes, not the bytes, are the load), each with the peak RSS of
+#             both tools (GNU time; for rsync its largest process). Goals at 1M: initial
+#             <= 0.5, no-change <= 0.3, fsync-repl <= 96 MiB; 1M -> 3M at most doubles.
+#   stale     a 300,000-file subtree in DEST that SRC no longer has, push --delete on the
+#             1M tree (empty files) vs rsync -aH --delete            goal: ratio <= 0.6
+#   homes     5,000 top-level directories with a few files each: initial and no-change
+#             (no per-home fixed cost; reported)
 #
-# Trees live on SCRATCH (tmpfs: this measures CPU and memory, not a disk); the million
-# tree needs ~3.1M inodes for SRC and two replicas, so its tmpfs is mounted with enough
-# (root) when SCRATCH has too few. Each timing is one hyperfine invocation holding both
-# tools, each tool's DEST reset by its own --prepare. Every replica is compared with its source at the end.
+# Trees come from the project's generator (`examples/corpus.rs grid`) and live on a tmpfs
+# mounted here with room for their inodes (one per entry; root needed): this measures
+# CPU and memory, not a disk. CPU time (user + system, all threads and processes) is
+# reported beside wall time: on a loaded machine the scheduler shares the cores per
+# thread, which favours rsync's three processes in wall time. Every timing is RUNS rounds, medians reported (initial
+# copies alternate the tools; no-change runs keep one replica at a time, which is what
+# bounds the tmpfs: ~4 GiB per million small files); every replica is compared with its
+# source.
 #
-# Environment: SCRATCH [/dev/shm], RUNS [3], HOMES [200], FSYNC_REPL
-# [target/release/fsync-repl]. Tools: hyperfine, rsync, python3, GNU time.
+# Environment: SCRATCH [/dev/shm], RUNS [3], FSYNC_REPL [target/release/fsync-repl].
+# Tools: rsync, GNU time, python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCRATCH=${SCRATCH:-/dev/shm}
 RUNS=${RUNS:-3}
-HOMES=${HOMES:-200}
 BIN=${FSYNC_REPL:-target/release/fsync-repl}
 [ -x "$BIN" ] || cargo build --release --quiet
+cargo build --release --quiet --example corpus
+GEN=$(realpath target/release/examples/corpus)
 BIN=$(realpath "$BIN")
 scenarios=("$@")
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(samesize million)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(samesize grow stale homes)
 
 W=$(mktemp -d "$SCRATCH/fsync-repl-scale.XXXXXX")
 cleanup() {
-    mountpoint -q "$W/m" 2>/dev/null && umount "$W/m"
+    mountpoint -q "$W/t" 2>/dev/null && umount "$W/t"
     rm -rf "$W"
 }
 trap cleanup EXIT
 
-ratio() { # JSON -> "fsync-repl median / rsync median = ratio"
-    python3 - "$1" <<'EOF'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-a, b = r[0]["median"], r[1]["median"]
-print(f"fsync-repl {a:.3f} s, rsync {b:.3f} s (medians), ratio {a / b:.3f}")
-EOF
+fs() { # INODES: a fresh tmpfs at $W/t with room for that many inodes
+    mountpoint -q "$W/t" 2>/dev/null && umount "$W/t"
+    mkdir -p "$W/t"
+    mount -t tmpfs -o "size=12g,nr_inodes=$(($1 + 100000))" tmpfs "$W/t"
 }
 
-peak() { # COMMAND... -> peak RSS in MiB (GNU time)
-    /usr/bin/time -f "%M" "$@" 2>&1 >/dev/null | tail -1 | awk '{printf "%.1f", $1 / 1024}'
+grid() { # DIR HOMES DIRS FILES [more generator options]
+    local dir=$1 h=$2 d=$3 f=$4
+    shift 4
+    "$GEN" grid "$dir" --homes "$h" --dirs "$d" --files "$f" "$@" 2>/dev/null
+}
+
+run() { # LOGFILE COMMAND...: appends "seconds peak-KiB cpu-seconds" of one run
+    local log=$1
+    shift
+    /usr/bin/time -o "$log.one" -f "%e %M %U %S" "$@" >/dev/null
+    cat "$log.one" >>"$log"
+}
+
+med() { # LOGFILE COLUMN -> median
+    awk '{print $1, $2, $3 + $4}' "$1" | sort -n -k"$2" |
+        awk -v c="$2" '{v[NR]=$c} END {print v[int((NR+1)/2)]}'
+}
+
+report() { # LABEL: compares $W/f.log and $W/r.log, then clears them
+    python3 - "$1" "$(med "$W/f.log" 1)" "$(med "$W/r.log" 1)" \
+        "$(med "$W/f.log" 2)" "$(med "$W/r.log" 2)" \
+        "$(med "$W/f.log" 3)" "$(med "$W/r.log" 3)" <<'EOF'
+import sys
+label, ft, rt, fm, rm, fc, rc = sys.argv[1], *map(float, sys.argv[2:])
+print(f"{label}: fsync-repl {ft:.2f} s, rsync {rt:.2f} s, ratio {ft / max(rt, 0.001):.3f}; "
+      f"CPU {fc:.2f} s vs {rc:.2f} s, ratio {fc / max(rc, 0.001):.3f}; "
+      f"peak RSS fsync-repl {fm / 1024:.1f} MiB, rsync {rm / 1024:.1f} MiB")
+EOF
+    rm -f "$W/f.log" "$W/r.log"
 }
 
 same() { # SRC DEST: fails the script when the replica differs (directory times aside)
@@ -61,83 +94,82 @@ same() { # SRC DEST: fails the script when the replica differs (directory times 
 }
 
 samesize() {
-    local d="$W/same"
-    mkdir -p "$d"
-    python3 - "$d/src" <<'EOF'
-import os, random, sys
-rng = random.Random(1)
-for i in range(100):
-    p = os.path.join(sys.argv[1], f"d{i:03}")
-    os.makedirs(p)
-    for f in range(1000):
-        with open(os.path.join(p, f"f{f:04}"), "wb") as fh:
-            fh.write(rng.randbytes(100))
-EOF
+    fs 400000
+    local d="$W/t"
+    grid "$d/src" 1 100 1000 --sizes 1
     cp -a "$d/src" "$d/base"
-    python3 - "$d/base" <<'EOF'
+    python3 - "$d/base/home0000" <<'EOF'
 import os, sys
 for i in range(100):
     for f in range(0, 1000, 25):
-        os.remove(os.path.join(sys.argv[1], f"d{i:03}", f"f{f:04}"))
+        os.remove(os.path.join(sys.argv[1], f"d{i:03}", f"f{f:03}"))
 EOF
-    hyperfine --runs "$RUNS" --export-json "$W/same.json" \
-        --prepare "rm -rf $d/a && cp -a $d/base $d/a" \
-        --prepare "rm -rf $d/b && cp -a $d/base $d/b" \
-        "$BIN push -q --delete $d/src $d/a" "rsync -aH --delete $d/src/ $d/b/" >/dev/null
-    echo "samesize, 100,000 x 100 B, 4,000 missing: $(ratio "$W/same.json")"
-    # Checked on runs of their own, whatever order hyperfine ran its preparations in.
-    rm -rf "$d/a" "$d/b" && cp -a "$d/base" "$d/a" && cp -a "$d/base" "$d/b"
-    "$BIN" push -q --delete "$d/src" "$d/a"
-    rsync -aH --delete "$d/src/" "$d/b/"
+    for _ in $(seq "$RUNS"); do
+        rm -rf "$d/a" "$d/b" && cp -a "$d/base" "$d/a" && cp -a "$d/base" "$d/b"
+        run "$W/f.log" "$BIN" push -q --delete "$d/src" "$d/a"
+        run "$W/r.log" rsync -aH --delete "$d/src/" "$d/b/"
+    done
+    report "samesize, 100,000 x 100 B, 4,000 missing"
     same "$d/src" "$d/a"
     same "$d/src" "$d/b"
-    rm -rf "$d"
 }
 
-million() {
-    local d="$W/m"
-    mkdir -p "$d"
-    local need=$((HOMES * 5100 * 3 + 1000))
-    if [ "$(df --output=iavail "$SCRATCH" | tail -1)" -lt "$need" ]; then
-        mount -t tmpfs -o "size=8g,nr_inodes=$((need + 100000))" tmpfs "$d"
-    fi
-    python3 - "$d/src" "$HOMES" <<'EOF'
-import os, sys
-root, homes = sys.argv[1], int(sys.argv[2])
-data = [bytes([65 + i % 26]) * (i % 7 * 100 + 10) for i in range(50)]
-for h in range(homes):
-    for k in range(100):
-        p = os.path.join(root, f"home{h:03}", f"d{k:02}")
-        os.makedirs(p)
-        for f in range(50):
-            with open(os.path.join(p, f"f{f:02}"), "wb") as fh:
-                fh.write(data[f])
-EOF
-    local entries; entries=$(find "$d/src" | wc -l)
-    hyperfine --runs 1 --export-json "$W/m-initial.json" \
-        --prepare "rm -rf $d/a" --prepare "rm -rf $d/b" \
-        "$BIN push -q $d/src $d/a" "rsync -aH $d/src/ $d/b/" >/dev/null
-    echo "million ($entries entries), initial copy: $(ratio "$W/m-initial.json")"
-    hyperfine --runs "$RUNS" --export-json "$W/m-nochange.json" \
-        "$BIN push -q --delete $d/src $d/a" "rsync -aH --delete $d/src/ $d/b/" >/dev/null
-    echo "million, no-change: $(ratio "$W/m-nochange.json")"
-    echo "million, no-change peak RSS: fsync-repl $(peak "$BIN" push -q --delete "$d/src" "$d/a") MiB, rsync $(peak rsync -aH --delete "$d/src/" "$d/b/") MiB (largest process)"
-    same "$d/src" "$d/a"
-    # 48 files of every fourth directory gone from both replicas: 240,000 at HOMES=200.
-    python3 - "$d/a" "$d/b" "$HOMES" <<'EOF'
-import os, sys
-a, b, homes = sys.argv[1], sys.argv[2], int(sys.argv[3])
-for h in range(homes):
-    for k in range(0, 100, 4):
-        for f in range(48):
-            for r in (a, b):
-                os.remove(os.path.join(r, f"home{h:03}", f"d{k:02}", f"f{f:02}"))
-EOF
-    hyperfine --runs 1 --export-json "$W/m-missing.json" \
-        "$BIN push -q --delete $d/src $d/a" "rsync -aH --delete $d/src/ $d/b/" >/dev/null
-    echo "million, files missing from DEST: $(ratio "$W/m-missing.json")"
+pair() { # LABEL SRC: initial copy and no-change, both tools (one replica at a time)
+    local label=$1 src=$2 d="$W/t"
+    for _ in $(seq "$RUNS"); do
+        rm -rf "$d/a" && run "$W/f.log" "$BIN" push -q "$src" "$d/a"
+        rm -rf "$d/a" && run "$W/r.log" rsync -aH "$src/" "$d/a/"
+    done
+    report "$label, initial copy"
+    rm -rf "$d/a" && "$BIN" push -q "$src" "$d/a"
+    for _ in $(seq "$RUNS"); do
+        run "$W/f.log" "$BIN" push -q --delete "$src" "$d/a"
+    done
+    same "$src" "$d/a"
+    rm -rf "$d/a" && rsync -aH "$src/" "$d/a/"
+    for _ in $(seq "$RUNS"); do
+        run "$W/r.log" rsync -aH --delete "$src/" "$d/a/"
+    done
+    same "$src" "$d/a"
+    report "$label, no-change"
+    rm -rf "$d/a"
+}
+
+grow() {
+    fs 350000
+    grid "$W/t/src" 20 100 50
+    pair "100k ($(find "$W/t/src" | wc -l) entries)" "$W/t/src"
+    fs 2200000
+    grid "$W/t/src" 200 100 50
+    pair "1M ($(find "$W/t/src" | wc -l) entries)" "$W/t/src"
+    fs 6300000
+    grid "$W/t/src" 600 100 50 --empty
+    pair "3M empty files ($(find "$W/t/src" | wc -l) entries)" "$W/t/src"
+}
+
+stale() {
+    fs 3800000
+    local d="$W/t"
+    grid "$d/src" 200 100 50 --empty
+    "$BIN" push -q "$d/src" "$d/a"
+    rsync -aH "$d/src/" "$d/b/"
+    for _ in $(seq "$RUNS"); do
+        for r in a b; do
+            rm -rf "$d/$r/stale"
+            grid "$d/$r/stale" 60 100 49 --empty
+        done
+        run "$W/f.log" "$BIN" push -q --delete "$d/src" "$d/a"
+        run "$W/r.log" rsync -aH --delete "$d/src/" "$d/b/"
+    done
+    report "stale subtree of 300,000 files deleted from the 1M tree"
     same "$d/src" "$d/a"
     same "$d/src" "$d/b"
+}
+
+homes() {
+    fs 200000
+    grid "$W/t/src" 5000 1 4
+    pair "5,000 homes x 4 files" "$W/t/src"
 }
 
 for s in "${scenarios[@]}"; do

@@ -7,6 +7,8 @@
 //! cargo run --release --example corpus -- mutate DIR [--seed S]   # a day of use
 //! cargo run --release --example corpus -- describe DIR
 //! cargo run --release --example corpus -- compare SRC DEST [--no-mtimes]
+//! cargo run --release --example corpus -- grid DIR --homes H --dirs D --files F
+//!                                             [--sizes N] [--empty]
 //! ```
 //!
 //! `make` without options writes the benchmark corpus (8 homes, ~16k files, ~0.5 GB).
@@ -19,6 +21,9 @@ mod compare;
 #[path = "../tests/common/corpus.rs"]
 #[allow(dead_code)]
 mod corpus;
+#[path = "../tests/common/grid.rs"]
+#[allow(dead_code)]
+mod grid;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +32,8 @@ const USAGE: &str =
     "usage: corpus make DIR [--users N] [--small N] [--medium N] [--large-mib N] [--seed S]
        corpus mutate DIR [--seed S]
        corpus describe DIR
-       corpus compare SRC DEST [--no-mtimes]";
+       corpus compare SRC DEST [--no-mtimes]
+       corpus grid DIR --homes H --dirs D --files F [--sizes N] [--empty]";
 
 fn main() -> ExitCode {
     match run(std::env::args_os().skip(1).collect()) {
@@ -45,6 +51,13 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, String> {
     let mut spec = corpus::Spec::default();
     let mut seed: Option<u64> = None;
     let mut mtimes = true;
+    let mut g = grid::Grid {
+        homes: 1,
+        dirs: 1,
+        files: 1,
+        sizes: 7,
+        empty: false,
+    };
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut num = |name: &str| -> Result<u64, String> {
@@ -60,6 +73,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, String> {
             Some("--large-mib") => spec.large_mib = num("--large-mib")? as usize,
             Some("--seed") => seed = Some(num("--seed")?),
             Some("--no-mtimes") => mtimes = false,
+            Some("--homes") => g.homes = num("--homes")? as usize,
+            Some("--dirs") => g.dirs = num("--dirs")? as usize,
+            Some("--files") => g.files = num("--files")? as usize,
+            Some("--sizes") => g.sizes = num("--sizes")?.max(1) as usize,
+            Some("--empty") => g.empty = true,
             Some(s) if s.starts_with("--") => return Err(format!("unknown option {s}")),
             _ => paths.push(PathBuf::from(a)),
         }
@@ -79,6 +97,11 @@ fn run(args: Vec<std::ffi::OsString>) -> Result<ExitCode, String> {
             }
             corpus::make(&paths[0], &spec);
             describe(&paths[0]);
+        }
+        "grid" => {
+            want(1)?;
+            grid::make(&paths[0], &g);
+            eprintln!("{} entries", g.entries());
         }
         "mutate" => {
             want(1)?;

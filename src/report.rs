@@ -265,7 +265,9 @@ pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing) -> Vec<String> {
         let line = match &op.from {
             FileSource::Source { old: None } => format!("+f {}", escape(p)),
             FileSource::Source { old: Some(_) } => format!(">f {}", escape(p)),
-            FileSource::Local(from) => format!("cf {} <= {}", escape(p), escape(from)),
+            FileSource::Local(from) => {
+                format!("cf {} <= {}", escape(p), escape(from.path(src, dst)))
+            }
         };
         push(p, line);
     }

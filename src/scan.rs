@@ -41,6 +41,9 @@ pub struct ScanOptions {
     pub scope: Option<Arc<Scope>>,
     /// Once set, no further directory is read (a signal): the caller drops the listing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// The other side's listing: entries equal to it are marked there, not listed (see
+    /// [`tree::Baseline`]).
+    pub baseline: Option<Arc<tree::Baseline>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -234,10 +237,23 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     if let Some(t) = &ctx.opts.throttle {
         t.op();
     }
-    let names = match fsutil::read_dir_names(dir.as_fd()) {
+    let mut names = match fsutil::read_dir_names(dir.as_fd()) {
         Ok(n) => n,
         Err(e) => return problem(ctx, &rel, &e),
     };
+    // Where this directory's entries begin in the baseline, if it holds the directory;
+    // names in sorted order then meet its entries in order.
+    let baseline = ctx.opts.baseline.as_deref();
+    let mut cursor = baseline.and_then(|b| {
+        if rel.is_empty() {
+            Some(0)
+        } else {
+            b.seek(0, &rel).ok().map(|k| k + 1)
+        }
+    });
+    if cursor.is_some() {
+        names.sort_unstable();
+    }
     let mut chain = chain;
     if ctx.opts.ignore_files && names.iter().any(|n| n == IGNORE_FILE) {
         match read_ignore_file(dir.as_fd()) {
@@ -285,6 +301,17 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
                 continue;
             }
         };
+        if let (Some(b), Some(from)) = (baseline, cursor) {
+            match b.seek(from, &path) {
+                Ok(k) => {
+                    cursor = Some(k + 1);
+                    if b.matches(k, &meta) {
+                        continue;
+                    }
+                }
+                Err(k) => cursor = Some(k),
+            }
+        }
         let is_dir = meta.kind == Kind::Dir;
         if (!ctx.filter.is_empty() || chain.is_some())
             && ctx.filter.decide(chain.as_deref(), &path, is_dir)
@@ -362,6 +389,89 @@ mod tests {
         for p in &paths {
             assert!(scope.admits(p.as_bytes()), "{p}");
         }
+    }
+
+    #[test]
+    fn a_walk_against_a_baseline_lists_only_what_differs() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        for root in [&a, &b] {
+            for d in ["d/e", "x"] {
+                std::fs::create_dir_all(root.join(d)).unwrap();
+            }
+            for f in ["d/same", "d/e/same", "d/mode", "d/size", "x/only-here"] {
+                std::fs::write(root.join(f), b"abc").unwrap();
+            }
+            std::os::unix::fs::symlink("t", root.join("d/link")).unwrap();
+        }
+        std::fs::remove_file(a.join("x/only-here")).unwrap();
+        std::fs::write(b.join("d/size"), b"abcd").unwrap();
+        std::fs::write(b.join("d/extra"), b"abc").unwrap();
+        std::fs::set_permissions(b.join("d/mode"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Same mtimes on both sides, as a replica has them.
+        for f in [
+            "d/same", "d/e/same", "d/mode", "d/size", "d/extra", "d/link",
+        ] {
+            let t = std::fs::File::open(a.join("d/same")).unwrap();
+            let m = t.metadata().unwrap().modified().unwrap();
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(b.join(f))
+                .and_then(|f| f.set_modified(m));
+            let _ = std::fs::File::options()
+                .write(true)
+                .open(a.join(f))
+                .and_then(|f| f.set_modified(m));
+        }
+        let walk = |root: &std::path::Path, baseline: Option<Arc<tree::Baseline>>| {
+            let fd = std::fs::File::open(root).unwrap();
+            let opts = ScanOptions {
+                baseline,
+                ..ScanOptions::default()
+            };
+            scan(fd.as_fd(), &opts).unwrap().listing
+        };
+        let names = |l: &Listing| -> Vec<String> {
+            (0..l.len())
+                .map(|i| String::from_utf8_lossy(l.path(i)).into_owned())
+                .collect()
+        };
+        let base = Arc::new(tree::Baseline::new(walk(&a, None), 1 << 16));
+        let got = walk(&b, Some(base.clone()));
+        // Directories always; the changed, the new and the symlink (its mtime is its
+        // own, unset here) as they are; the equal files only as marks.
+        let listed = names(&got);
+        for p in [
+            "d",
+            "d/e",
+            "d/extra",
+            "d/mode",
+            "d/size",
+            "x",
+            "x/only-here",
+        ] {
+            assert!(
+                listed.contains(&p.to_string()),
+                "{p} missing from {listed:?}"
+            );
+        }
+        for p in ["d/same", "d/e/same"] {
+            assert!(!listed.contains(&p.to_string()), "{p} listed: {listed:?}");
+            let k = base.listing.find(p.as_bytes()).unwrap();
+            assert!(base.same.get(k), "{p} not marked");
+        }
+        for p in ["d/mode", "d/size", "d", "d/e"] {
+            assert!(
+                !base.same.get(base.listing.find(p.as_bytes()).unwrap()),
+                "{p}"
+            );
+        }
+        // Every entry of the walked side is either listed or marked, once.
+        assert_eq!(
+            base.same.count() as usize + listed.len(),
+            walk(&b, None).len()
+        );
     }
 
     #[test]

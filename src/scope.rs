@@ -172,9 +172,9 @@ impl Scope {
 /// show the old content or metadata.
 pub fn links_outside(sl: &Listing, touched: impl Iterator<Item = u32>) -> u64 {
     let mut names: std::collections::HashMap<u64, (u32, u16)> = Default::default();
-    for e in sl.entries() {
+    for (i, e) in sl.entries().iter().enumerate() {
         if e.kind == Kind::File && e.nlink > 1 {
-            let n = names.entry(e.ino).or_insert((0, e.nlink));
+            let n = names.entry(sl.ino(i)).or_insert((0, e.nlink));
             n.0 += 1;
         }
     }
@@ -182,13 +182,12 @@ pub fn links_outside(sl: &Listing, touched: impl Iterator<Item = u32>) -> u64 {
         return 0;
     }
     let mut inodes: Vec<u64> = touched
-        .map(|i| sl.get(i as usize))
-        .filter(|e| {
+        .map(|i| sl.ino(i as usize))
+        .filter(|ino| {
             names
-                .get(&e.ino)
+                .get(ino)
                 .is_some_and(|&(n, nlink)| n < u32::from(nlink))
         })
-        .map(|e| e.ino)
         .collect();
     inodes.sort_unstable();
     inodes.dedup();

@@ -70,7 +70,10 @@ impl Kind {
     }
 }
 
-/// Metadata of one entry. Paths and link targets are stored in the listing's arena.
+/// Metadata of one entry. Paths are stored in the listing's arena; what few entries
+/// have (a symlink target, a device number, an attribute digest, a sparse file's
+/// allocation, the inode of a file with more than one link) in side tables keyed by the
+/// entry's index, so that the record stays at 48 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     path_off: u64,
@@ -82,29 +85,14 @@ pub struct Entry {
     pub gid: u32,
     /// Size in bytes (files and symlinks).
     pub size: u64,
-    /// KiB actually allocated (saturating; see [`Entry::alloc`]).
-    alloc_kib: u32,
     pub mtime: i64,
     pub mtime_nsec: u32,
     /// Link count, saturating at `u16::MAX` (only "more than one" matters).
     pub nlink: u16,
-    pub ino: u64,
-    /// Index into the listing's side table (symlink target, device number), or `NONE`.
-    extra: u32,
 }
 
-const NONE: u32 = u32::MAX;
-
-impl Entry {
-    /// Bytes actually allocated (`st_blocks * 512`, in whole KiB): less than `size` for
-    /// sparse files.
-    pub fn alloc(&self) -> u64 {
-        u64::from(self.alloc_kib) << 10
-    }
-}
-
-// Keep the record at one cache line: listings of millions of entries depend on it.
-const _: () = assert!(std::mem::size_of::<Entry>() <= 64);
+// Listings of millions of entries depend on the record's size.
+const _: () = assert!(std::mem::size_of::<Entry>() <= 48);
 
 /// Rare per-entry data kept out of the fixed-size record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,8 +148,11 @@ impl Meta {
 pub struct Listing {
     arena: Vec<u8>,
     entries: Vec<Entry>,
-    extras: Vec<Extra>,
-    /// (entry index, device, inode) of regular files with more than one link.
+    /// (entry index, side data), sorted by index.
+    extras: Vec<(u32, Extra)>,
+    /// (entry index, bytes allocated) of files that take less than their size, sorted.
+    sparse: Vec<(u32, u64)>,
+    /// (entry index, device, inode) of regular files with more than one link, sorted.
     links: Vec<(u32, u64, u64)>,
     sorted: bool,
 }
@@ -231,13 +222,12 @@ impl Listing {
     /// Adds an entry; the listing must be [`sort`](Self::sort)ed before lookups.
     pub fn push(&mut self, path: &[u8], meta: Meta) {
         let idx = self.entries.len() as u32;
-        let extra = match meta.extra {
-            Some(x) => {
-                self.extras.push(x);
-                (self.extras.len() - 1) as u32
-            }
-            None => NONE,
-        };
+        if let Some(x) = meta.extra {
+            self.extras.push((idx, x));
+        }
+        if meta.kind == Kind::File && meta.alloc < meta.size {
+            self.sparse.push((idx, meta.alloc));
+        }
         if meta.kind == Kind::File && meta.nlink > 1 {
             self.links.push((idx, meta.dev, meta.ino));
         }
@@ -249,12 +239,9 @@ impl Listing {
             uid: meta.uid,
             gid: meta.gid,
             size: meta.size,
-            alloc_kib: meta.alloc.div_ceil(1024).min(u64::from(u32::MAX)) as u32,
             mtime: meta.mtime,
             mtime_nsec: meta.mtime_nsec,
             nlink: meta.nlink.min(u32::from(u16::MAX)) as u16,
-            ino: meta.ino,
-            extra,
         });
         self.arena.extend_from_slice(path);
         self.sorted = false;
@@ -308,16 +295,7 @@ impl Listing {
             self.sort();
             return;
         }
-        if !self.links.is_empty() {
-            let mut new_index = vec![0u32; n];
-            for (k, &old) in order.iter().enumerate() {
-                new_index[old as usize] = k as u32;
-            }
-            for l in &mut self.links {
-                l.0 = new_index[l.0 as usize];
-            }
-            self.links.sort_unstable_by_key(|l| l.0);
-        }
+        self.renumber_side(&order);
         // Gather in place, cycle by cycle: position k takes the entry at order[k].
         let mut done = vec![false; n];
         for k in 0..n {
@@ -340,27 +318,47 @@ impl Listing {
         self.sorted = true;
     }
 
-    /// Copies entry `i` of `from` (with its path, side data and link record).
+    /// After entries move (entry `order[k]` goes to position `k`), the side tables
+    /// follow them.
+    fn renumber_side(&mut self, order: &[u32]) {
+        if self.extras.is_empty() && self.sparse.is_empty() && self.links.is_empty() {
+            return;
+        }
+        let mut new_index = vec![0u32; order.len()];
+        for (k, &old) in order.iter().enumerate() {
+            new_index[old as usize] = k as u32;
+        }
+        for x in &mut self.extras {
+            x.0 = new_index[x.0 as usize];
+        }
+        self.extras.sort_by_key(|x| x.0);
+        for x in &mut self.sparse {
+            x.0 = new_index[x.0 as usize];
+        }
+        self.sparse.sort_unstable_by_key(|x| x.0);
+        for l in &mut self.links {
+            l.0 = new_index[l.0 as usize];
+        }
+        self.links.sort_unstable_by_key(|l| l.0);
+    }
+
+    /// Copies entry `i` of `from` (with its path and side data).
     fn push_copy(&mut self, from: &Listing, i: usize) {
         let e = from.entries[i];
         let idx = self.entries.len() as u32;
-        let extra = match from.extra(i) {
-            Some(x) => {
-                self.extras.push(x.clone());
-                (self.extras.len() - 1) as u32
-            }
-            None => NONE,
-        };
-        if e.kind == Kind::File && e.nlink > 1 {
-            // A part's link records are in push order, so sorted by index.
-            if let Ok(k) = from.links.binary_search_by_key(&(i as u32), |l| l.0) {
-                let (_, dev, ino) = from.links[k];
-                self.links.push((idx, dev, ino));
-            }
+        let key = i as u32;
+        if let Some(x) = from.extra(i) {
+            self.extras.push((idx, x.clone()));
+        }
+        if let Ok(k) = from.sparse.binary_search_by_key(&key, |x| x.0) {
+            self.sparse.push((idx, from.sparse[k].1));
+        }
+        if let Ok(k) = from.links.binary_search_by_key(&key, |l| l.0) {
+            let (_, dev, ino) = from.links[k];
+            self.links.push((idx, dev, ino));
         }
         self.entries.push(Entry {
             path_off: self.arena.len() as u64,
-            extra,
             ..e
         });
         self.arena.extend_from_slice(from.path(i));
@@ -372,8 +370,8 @@ impl Listing {
         let arena = &self.arena;
         let path =
             |e: &Entry| &arena[e.path_off as usize..e.path_off as usize + e.path_len as usize];
-        if !self.links.is_empty() {
-            // Remember link records by inode key, then re-index after sorting.
+        if !(self.extras.is_empty() && self.sparse.is_empty() && self.links.is_empty()) {
+            // Side data is keyed by index: re-index it after sorting.
             let mut order: Vec<u32> = (0..self.entries.len() as u32).collect();
             order.sort_unstable_by(|&a, &b| {
                 path_cmp(
@@ -381,15 +379,8 @@ impl Listing {
                     path(&self.entries[b as usize]),
                 )
             });
-            let mut new_index = vec![0u32; order.len()];
-            for (new, &old) in order.iter().enumerate() {
-                new_index[old as usize] = new as u32;
-            }
             self.entries = order.iter().map(|&i| self.entries[i as usize]).collect();
-            for l in &mut self.links {
-                l.0 = new_index[l.0 as usize];
-            }
-            self.links.sort_unstable_by_key(|l| l.0);
+            self.renumber_side(&order);
         } else {
             self.entries
                 .sort_unstable_by(|a, b| path_cmp(path(a), path(b)));
@@ -411,8 +402,29 @@ impl Listing {
     }
 
     pub fn extra(&self, i: usize) -> Option<&Extra> {
-        let x = self.entries[i].extra;
-        (x != NONE).then(|| &self.extras[x as usize])
+        let k = self
+            .extras
+            .binary_search_by_key(&(i as u32), |x| x.0)
+            .ok()?;
+        Some(&self.extras[k].1)
+    }
+
+    /// Bytes the entry takes on disk where that is less than its size (a sparse file);
+    /// its size otherwise.
+    pub fn alloc(&self, i: usize) -> u64 {
+        match self.sparse.binary_search_by_key(&(i as u32), |x| x.0) {
+            Ok(k) => self.sparse[k].1,
+            Err(_) => self.entries[i].size,
+        }
+    }
+
+    /// The inode of a file with more than one link (0 for every other entry: only
+    /// hard-link groups need it).
+    pub fn ino(&self, i: usize) -> u64 {
+        match self.links.binary_search_by_key(&(i as u32), |l| l.0) {
+            Ok(k) => self.links[k].2,
+            Err(_) => 0,
+        }
     }
 
     /// The symlink target of entry `i`.
@@ -470,6 +482,116 @@ impl Listing {
         }
         out.sort_unstable();
         out
+    }
+}
+
+/// One bit per entry of a listing, set from the walk's threads, read afterwards.
+#[derive(Debug, Default)]
+pub struct Marks(Vec<std::sync::atomic::AtomicU64>);
+
+impl Marks {
+    /// Room for `n` entries, none marked.
+    pub fn new(n: usize) -> Marks {
+        Marks((0..n.div_ceil(64)).map(|_| Default::default()).collect())
+    }
+
+    pub fn set(&self, i: usize) {
+        self.0[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether entry `i` is marked (never, for an empty set).
+    pub fn get(&self, i: usize) -> bool {
+        self.0
+            .get(i / 64)
+            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (i % 64)) != 0)
+    }
+
+    pub fn count(&self) -> u64 {
+        let ones = |w: &std::sync::atomic::AtomicU64| {
+            w.load(std::sync::atomic::Ordering::Relaxed).count_ones()
+        };
+        self.0.iter().map(|w| u64::from(ones(w))).sum()
+    }
+}
+
+/// The other side's listing, so that a walk lists only what differs from it.
+///
+/// Memory is what bounds a run of millions of entries, and in a run that changes little
+/// almost every destination entry equals its source entry. A walk given a baseline does
+/// not list a file or symlink whose every compared field equals the baseline entry at
+/// its path (kind, size, mtime, mode, owner, one link on both sides, symlink target,
+/// extended-attribute digest); it marks that entry in [`Baseline::same`] instead.
+/// Directories, hard-linked files and files from `keep_from` bytes up (candidates for
+/// copies inside the destination) are always listed. The plan counts a marked entry as
+/// up to date, which is what it would have decided from the full listing.
+#[derive(Debug)]
+pub struct Baseline {
+    pub listing: Listing,
+    /// Entries of `listing` with an equal entry on the walked side.
+    pub same: Marks,
+    /// Files of at least this size are always listed.
+    pub keep_from: u64,
+}
+
+impl Baseline {
+    pub fn new(listing: Listing, keep_from: u64) -> Baseline {
+        let same = Marks::new(listing.len());
+        Baseline {
+            listing,
+            same,
+            keep_from,
+        }
+    }
+
+    /// The index of the baseline entry at `path`, searching forward from `from` (a
+    /// gallop: cheap when the entries are met in path order, as a directory's sorted
+    /// names are). `Err` holds where the search can resume.
+    pub fn seek(&self, from: usize, path: &[u8]) -> Result<usize, usize> {
+        let l = &self.listing;
+        let n = l.len();
+        let less = |e: &Entry| {
+            path_cmp(&l.arena[e.path_off as usize..][..e.path_len as usize], path) == Ordering::Less
+        };
+        // Everything before `lo` sorts before `path`; `hi` does not, or is the end.
+        let (mut lo, mut hi, mut step) = (from, from, 1usize);
+        while hi < n && less(&l.entries[hi]) {
+            lo = hi + 1;
+            hi = lo.saturating_add(step);
+            step = step.saturating_mul(2);
+        }
+        let hi = hi.min(n);
+        let k = lo + l.entries[lo..hi].partition_point(less);
+        if k < l.len() && l.path(k) == path {
+            Ok(k)
+        } else {
+            Err(k)
+        }
+    }
+
+    /// True (and the entry marked) when `meta` at the baseline's entry `k` needs no
+    /// listing.
+    pub fn matches(&self, k: usize, meta: &Meta) -> bool {
+        let e = self.listing.get(k);
+        let same = e.kind == meta.kind
+            && matches!(e.kind, Kind::File | Kind::Symlink)
+            && e.nlink == 1
+            && meta.nlink == 1
+            && e.size == meta.size
+            && (e.kind != Kind::File || e.size < self.keep_from)
+            && e.mtime == meta.mtime
+            && e.mtime_nsec == meta.mtime_nsec
+            && e.perm == meta.perm
+            && e.uid == meta.uid
+            && e.gid == meta.gid
+            && match (&meta.extra, self.listing.extra(k)) {
+                (None, None) => true,
+                (Some(a), Some(b)) => a == b,
+                _ => false,
+            };
+        if same {
+            self.same.set(k);
+        }
+        same
     }
 }
 
@@ -534,6 +656,101 @@ mod tests {
         assert!(leaders.contains(&(z, a)));
         assert!(leaders.contains(&(a, a)));
         assert!(leaders.contains(&(c2, c)));
+    }
+
+    #[test]
+    fn a_baseline_finds_entries_forward_and_marks_only_equal_ones() {
+        let mut l = Listing::new();
+        for p in ["a", "a/f1", "a/f2", "a/x", "a/x/deep", "a/z", "b"] {
+            let k = if p == "a" || p == "a/x" {
+                Kind::Dir
+            } else {
+                Kind::File
+            };
+            l.push(p.as_bytes(), meta(k));
+        }
+        l.sort();
+        let b = Baseline::new(l, 1 << 16);
+        // Forward from the directory's first entry, past a subtree, and misses.
+        assert_eq!(b.seek(1, b"a/f2"), Ok(2));
+        assert_eq!(b.seek(3, b"a/z"), Ok(5));
+        assert_eq!(b.seek(0, b"a/y"), Err(5));
+        assert_eq!(b.seek(0, b"c"), Err(7));
+        assert_eq!(b.seek(6, b"b"), Ok(6));
+        // Equal metadata marks; any difference, a directory or a second link does not.
+        assert!(b.matches(1, &meta(Kind::File)));
+        let mut later = meta(Kind::File);
+        later.mtime = 1;
+        assert!(!b.matches(2, &later));
+        let mut linked = meta(Kind::File);
+        linked.nlink = 2;
+        assert!(!b.matches(5, &linked));
+        assert!(!b.matches(0, &meta(Kind::Dir)));
+        assert!(b.same.get(1) && !b.same.get(2) && !b.same.get(5) && !b.same.get(0));
+        assert_eq!(b.same.count(), 1);
+        // Files big enough to be copied inside DEST stay listed.
+        let mut l = Listing::new();
+        let mut big = meta(Kind::File);
+        big.size = 1 << 16;
+        l.push(b"big", big.clone());
+        l.sort();
+        let b = Baseline::new(l, 1 << 16);
+        assert!(!b.matches(0, &big));
+    }
+
+    #[test]
+    fn side_data_follows_its_entry_through_both_orderings() {
+        // (path, symlink?, sparse allocation, links)
+        let rows: [(&str, bool, u64, u32); 5] = [
+            ("z", false, 0, 2),
+            ("d/l", true, 0, 1),
+            ("d", false, 0, 1),
+            ("a", false, 4096, 1),
+            ("b", false, 8192, 3),
+        ];
+        let build = |part: &[(&str, bool, u64, u32)]| {
+            let mut l = Listing::new();
+            for (n, &(p, link, alloc, nlink)) in part.iter().enumerate() {
+                let mut m = meta(if p == "d" {
+                    Kind::Dir
+                } else if link {
+                    Kind::Symlink
+                } else {
+                    Kind::File
+                });
+                m.size = 10_000;
+                m.alloc = if alloc > 0 { alloc } else { 12_288 };
+                m.nlink = nlink;
+                m.ino = 100 + n as u64;
+                if link {
+                    m.extra = Some(Extra::Target(p.as_bytes().to_vec()));
+                }
+                l.push(p.as_bytes(), m);
+            }
+            l
+        };
+        let check = |l: &Listing| {
+            let at = |p: &str| l.find(p.as_bytes()).unwrap();
+            assert_eq!(l.target(at("d/l")), b"d/l");
+            assert_eq!(l.extra(at("a")), None);
+            assert_eq!(l.alloc(at("a")), 4096);
+            assert_eq!(l.alloc(at("b")), 8192);
+            assert_eq!(l.alloc(at("z")), 10_000);
+            assert!(l.ino(at("z")) != 0 && l.ino(at("b")) != 0);
+            assert_ne!(l.ino(at("z")), l.ino(at("b")));
+            assert_eq!(l.ino(at("a")), 0);
+        };
+        let mut sorted = build(&rows);
+        sorted.sort();
+        check(&sorted);
+        // As a walk assembles it: per directory, then ordered by directories.
+        let mut walked = Listing::new();
+        let mut ranges = std::collections::HashMap::new();
+        ranges.insert(b"d".to_vec(), walked.extend_from(&build(&rows[1..2])));
+        let top = [rows[0], rows[2], rows[3], rows[4]];
+        ranges.insert(Vec::new(), walked.extend_from(&build(&top)));
+        walked.order_by_dirs(ranges);
+        check(&walked);
     }
 
     #[test]

@@ -174,6 +174,37 @@ fn a_mass_delete_is_refused_whole_and_allowed_when_asked() {
 }
 
 #[test]
+fn the_delete_guard_counts_the_unchanged_entries_of_dest_too() {
+    // A local DEST is listed against SRC: its entries equal to SRC's are marked, not
+    // listed. They are DEST's all the same, in the share and in the message.
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        fill(src.path(), 300);
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        for i in 0..200 {
+            fs::remove_file(src.join(format!("home{}/f{i}", i % 5))).unwrap();
+        }
+        let out = push(t, src.path(), dst.path(), &["--delete"]);
+        assert_eq!(code(&out), Some(25), "{t:?}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("refusing to delete 200 of its 305 entries"),
+            "{t:?}: {}",
+            stderr(&out)
+        );
+        // 120 of 305 is less than half: allowed, though only 125 entries are listed.
+        let (src, dst) = (Tree::new(), Tree::new());
+        fill(src.path(), 300);
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        for i in 0..120 {
+            fs::remove_file(src.join(format!("home{}/f{i}", i % 5))).unwrap();
+        }
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        assert_eq!(files(dst.path()).len(), 180, "{t:?}");
+        assert_same_tree(src.path(), dst.path());
+    }
+}
+
+#[test]
 fn an_emptied_source_never_empties_a_small_replica() {
     for &t in TRANSPORTS {
         let (src, dst) = (Tree::new(), Tree::new());

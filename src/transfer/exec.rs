@@ -202,7 +202,7 @@ impl<'a> Run<'a> {
         Some(match &op.from {
             FileSource::Local(from) => self
                 .dest
-                .stage_local_copy(path, from, &meta)
+                .stage_local_copy(path, from.path(self.sl, self.dl), &meta)
                 .map(|s| Started::Done(s, Default::default())),
             FileSource::Source { old } => {
                 let mode = if self.opts.delta && old.is_some() {

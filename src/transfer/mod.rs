@@ -35,13 +35,7 @@ use crate::source::Source;
 use crate::space;
 use crate::text::escape;
 use crate::throttle::Throttle;
-use crate::tree::{self, Kind, Listing};
-
-/// The result of a run: the report and, for `--itemize`/`--dry-run`, the lines.
-#[derive(Debug)]
-pub struct Outcome {
-    pub report: Report,
-}
+use crate::tree::{self, Baseline, Kind, Listing};
 
 struct Hasher<'a> {
     src: &'a Source,
@@ -226,8 +220,9 @@ fn push_in_pool(
         throttle: Some(throttle.clone()),
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
+        baseline: None,
     };
-    let dst_opts = ScanOptions {
+    let mut dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
         // to see them (a directory holding excluded files must not be deleted).
         excludes: Vec::new(),
@@ -239,21 +234,35 @@ fn push_in_pool(
         // Both sides cover exactly the same part, so deletes stay inside it.
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
+        baseline: None,
     };
-    let list_dest = || match dest {
-        Some(d) => d.list(&dst_opts),
+    let list_dest = |dst_opts: &ScanOptions| match dest {
+        Some(d) => d.list(dst_opts),
         None => Ok(Scanned::default()),
     };
-    // A remote listing is mostly waiting, so it overlaps the local scan; two local
-    // scans run one after the other (each is parallel already), which keeps only one
-    // listing's assembly in memory at a time.
+    // A remote listing is mostly waiting, so it overlaps the local scan. Two local
+    // scans run one after the other (each is parallel already), and the second lists
+    // only what differs from the first: entries equal on both sides are marked in the
+    // source listing instead, so a run that changes little holds one listing, not two.
+    // (`--checksum` compares contents, so it lists everything.)
     let (scanned, dscanned) = if dest.is_some_and(|d| d.is_remote()) {
-        rayon::join(|| crate::scan::scan(src.root(), &src_opts), list_dest)
+        rayon::join(
+            || crate::scan::scan(src.root(), &src_opts),
+            || list_dest(&dst_opts),
+        )
     } else {
         let s = crate::scan::scan(src.root(), &src_opts);
-        (s, list_dest())
+        let mut s = s.map_err(|e| Error::Selection {
+            path: src_path.to_path_buf(),
+            what: e,
+        })?;
+        if !opts.checksum {
+            let listing = std::mem::take(&mut s.listing);
+            dst_opts.baseline = Some(Arc::new(Baseline::new(listing, plan::TWIN_MIN_SIZE)));
+        }
+        (Ok(s), list_dest(&dst_opts))
     };
-    let scanned = scanned.map_err(|e| Error::Selection {
+    let mut scanned = scanned.map_err(|e| Error::Selection {
         path: src_path.to_path_buf(),
         what: e,
     })?;
@@ -264,6 +273,14 @@ fn push_in_pool(
         },
         ListError::Session(e) => Error::Protocol(e.to_string()),
     })?;
+    // The source listing, with the entries found equal in DEST marked.
+    let baseline = match dst_opts.baseline.take() {
+        Some(b) => b,
+        None => Arc::new(Baseline::new(
+            std::mem::take(&mut scanned.listing),
+            plan::TWIN_MIN_SIZE,
+        )),
+    };
     stopped()?;
     // Owners only where the writing side can set them: a receiver that is not root
     // cannot, so they are neither compared nor sent (rsync does the same).
@@ -302,7 +319,7 @@ fn push_in_pool(
             format!("destination {}: {}", escape(&p.path), p.what),
         );
     }
-    let (sl, dl) = (&scanned.listing, &dscanned.listing);
+    let (sl, dl) = (&baseline.listing, &dscanned.listing);
 
     let plan_opts = PlanOptions {
         delete: opts.delete,
@@ -324,7 +341,7 @@ fn push_in_pool(
                 throttle: &throttle,
                 stop: &stop,
             };
-            plan::build(sl, dl, &scanned.filter, &plan_opts, &hasher)
+            plan::build_with(sl, dl, &baseline.same, &scanned.filter, &plan_opts, &hasher)
         }
         None => {
             struct NoHash;
@@ -359,7 +376,8 @@ fn push_in_pool(
     crate::guard::check(
         crate::guard::Deletes {
             doomed: doomed_entries(&plan, dl),
-            dest_entries: (dl.len() as u64).max(opts.dest_entries.unwrap_or(0)),
+            dest_entries: (dl.len() as u64 + baseline.same.count())
+                .max(opts.dest_entries.unwrap_or(0)),
             source_empty: opts.scope.is_none() && sl.is_empty(),
         },
         opts.max_delete,

@@ -103,7 +103,7 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     for op in &plan.files {
         let e = src.get(op.src as usize);
         // Sparse files take what their data takes.
-        let size = e.alloc().min(e.size);
+        let size = src.alloc(op.src as usize).min(e.size);
         match &op.from {
             FileSource::Source { old: Some(j) } => {
                 let old = dst.get(*j as usize);

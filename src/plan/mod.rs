@@ -14,118 +14,8 @@ use rayon::prelude::*;
 use crate::scan::Filter;
 use crate::tree::{self, Kind, Listing};
 
-/// A BLAKE3 content hash.
-pub type Hash = [u8; 32];
-
-/// Which listing an index refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    Src,
-    Dst,
-}
-
-/// Supplies content hashes of regular files; `None` when the file cannot be read.
-pub trait ContentHasher: Sync {
-    fn hash(&self, side: Side, idx: usize) -> Option<Hash>;
-}
-
-/// Options that change the plan.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PlanOptions {
-    pub delete: bool,
-    pub delete_excluded: bool,
-    pub checksum: bool,
-    /// Compare and replicate owners.
-    pub owners: bool,
-    /// Replicate FIFOs, sockets and devices.
-    pub specials: bool,
-    /// Smallest file considered for move detection.
-    pub move_min_size: u64,
-    /// Compare extended attributes (listing digests).
-    pub xattrs: bool,
-}
-
-/// Where the content of a new file comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FileSource {
-    /// Read from SRC; `old` is the destination entry it replaces (a delta basis).
-    Source { old: Option<u32> },
-    /// Copy a file the destination already holds at this path (before any deletes).
-    Local(Vec<u8>),
-}
-
-/// Regular file data to produce at a source entry's path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FileOp {
-    pub src: u32,
-    pub from: FileSource,
-}
-
-/// The plan of a run.
-#[derive(Debug, Default)]
-pub struct Plan {
-    /// Temporary files of an interrupted run (dst index), removed first whatever
-    /// `--delete` says. A source entry with such a name is replicated like any other.
-    pub temps: Vec<u32>,
-    /// Destination entries (dst index) in the way of a different kind: removed (whole
-    /// subtree for directories) before anything is created.
-    pub clear: Vec<u32>,
-    /// Directories to create (src index), parents first.
-    pub mkdirs: Vec<u32>,
-    /// Renames inside the destination: (src index of the new path, dst index of the old).
-    pub moves: Vec<(u32, u32)>,
-    /// File data to write: from SRC, or copied from inside the destination.
-    pub files: Vec<FileOp>,
-    /// Hard links: (src index of the member, src index of its group leader).
-    pub links: Vec<(u32, u32)>,
-    /// Symlinks to create or replace (src index).
-    pub symlinks: Vec<u32>,
-    /// FIFOs, sockets and devices to create or replace (src index).
-    pub specials: Vec<u32>,
-    /// In-place metadata updates of files and symlinks: (src index, dst index).
-    pub meta: Vec<(u32, u32)>,
-    /// Destination entries to delete (dst index), children before parents.
-    pub deletes: Vec<u32>,
-    /// Directories whose mode, owner and mtime are set last (src index), deepest first.
-    pub dirmeta: Vec<u32>,
-    /// Source entries skipped, with the reason (src index).
-    pub skipped: Vec<(u32, &'static str)>,
-    /// Source entries already up to date.
-    pub unchanged: u64,
-    /// The root directory's contents change (its mtime must be set again).
-    pub root_dirty: bool,
-}
-
-impl Plan {
-    /// Indexes of the source entries whose destination the plan changes (content,
-    /// metadata, links or moves).
-    pub fn touched(&self) -> impl Iterator<Item = u32> + '_ {
-        self.files
-            .iter()
-            .map(|f| f.src)
-            .chain(self.meta.iter().map(|m| m.0))
-            .chain(self.links.iter().map(|l| l.0))
-            .chain(self.moves.iter().map(|m| m.0))
-    }
-
-    /// Number of changes the plan makes.
-    pub fn changes(&self) -> usize {
-        self.temps.len()
-            + self.clear.len()
-            + self.mkdirs.len()
-            + self.moves.len()
-            + self.files.len()
-            + self.links.len()
-            + self.symlinks.len()
-            + self.specials.len()
-            + self.meta.len()
-            + self.deletes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.changes() == 0 && self.dirmeta.is_empty()
-    }
-}
+mod types;
+pub use types::*;
 
 fn same_mtime(a: &tree::Entry, b: &tree::Entry) -> bool {
     a.mtime == b.mtime && a.mtime_nsec == b.mtime_nsec
@@ -153,7 +43,26 @@ pub fn build(
     opts: &PlanOptions,
     hasher: &dyn ContentHasher,
 ) -> Plan {
+    build_with(src, dst, &tree::Marks::default(), filter, opts, hasher)
+}
+
+/// [`build`] from a destination listing that leaves out what equals the source: the
+/// source entries marked in `same` have an equal entry in DEST (see
+/// [`tree::Baseline`]) and are up to date.
+pub fn build_with(
+    src: &Listing,
+    dst: &Listing,
+    same: &tree::Marks,
+    filter: &Filter,
+    opts: &PlanOptions,
+    hasher: &dyn ContentHasher,
+) -> Plan {
     let mut plan = Plan::default();
+    // At most every source file is written: reserved once (pages untouched cost
+    // nothing), the list of an initial copy of millions never grows by copying.
+    let files = src.entries().iter().filter(|e| e.kind == Kind::File);
+    plan.files
+        .reserve_exact(files.count().saturating_sub(same.count() as usize));
     let leaders: HashMap<u32, u32> = src
         .link_leaders()
         .into_iter()
@@ -163,8 +72,6 @@ pub fn build(
 
     // Pairs needing a hash comparison under --checksum: (src, dst).
     let mut checksum_pairs: Vec<(u32, u32)> = Vec::new();
-    // New regular files that may be produced from destination content.
-    let mut new_files: Vec<u32> = Vec::new();
     // Destination files that stay as they are (twins for local copies).
     let mut staying: Vec<u32> = Vec::new();
     // Hard-link members already sharing their leader's inode: (member, leader).
@@ -184,9 +91,13 @@ pub fn build(
             _ => std::cmp::Ordering::Greater,
         };
         match ord {
+            std::cmp::Ordering::Less if same.get(i) => {
+                plan.unchanged += 1;
+                i += 1;
+            }
             std::cmp::Ordering::Less => {
-                new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
-                dirty_dirs.insert(tree::parent(src.path(i)).to_vec());
+                new_entry(src, i as u32, &leaders, opts, &mut plan);
+                dirty(&mut dirty_dirs, tree::parent(src.path(i)));
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
@@ -226,8 +137,8 @@ pub fn build(
                             cleared = Some(path.to_vec());
                         }
                     }
-                    new_entry(src, i as u32, &leaders, opts, &mut plan, &mut new_files);
-                    dirty_dirs.insert(tree::parent(path).to_vec());
+                    new_entry(src, i as u32, &leaders, opts, &mut plan);
+                    dirty(&mut dirty_dirs, tree::parent(path));
                 } else {
                     let changed = same_kind(
                         src,
@@ -245,7 +156,7 @@ pub fn build(
                         &mut linked_ok,
                     );
                     if changed {
-                        dirty_dirs.insert(tree::parent(path).to_vec());
+                        dirty(&mut dirty_dirs, tree::parent(path));
                     }
                 }
                 i += 1;
@@ -268,7 +179,15 @@ pub fn build(
     // their bytes, not the opens, dominate. Each file is hashed at most once, and the
     // work is linear in new files plus candidates.
     let mut new_by_size: HashMap<u64, u64> = HashMap::new();
-    for &i in &new_files {
+    // New regular files (produced from SRC, nothing replaced yet) may be produced from
+    // destination content instead.
+    let new_files = || {
+        plan.files
+            .iter()
+            .filter(|op| op.from == FileSource::Source { old: None })
+            .map(|op| op.src)
+    };
+    for i in new_files() {
         let size = src.get(i as usize).size;
         if size >= opts.move_min_size.max(1) {
             *new_by_size.entry(size).or_default() += 1;
@@ -291,9 +210,7 @@ pub fn build(
     };
     classes(&doomed, 0);
     classes(&staying, TWIN_MIN_SIZE);
-    let movable: Vec<u32> = new_files
-        .iter()
-        .copied()
+    let movable: Vec<u32> = new_files()
         .filter(|&i| by_size.contains_key(&src.get(i as usize).size))
         .collect();
     for &i in &movable {
@@ -326,7 +243,7 @@ pub fn build(
                 src: s,
                 from: FileSource::Source { old: Some(d) },
             });
-            dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+            dirty(&mut dirty_dirs, tree::parent(src.path(s as usize)));
         }
     }
 
@@ -394,8 +311,8 @@ pub fn build(
             continue;
         };
         let from = match consumed.get(&first) {
-            Some(&moved_to) => src.path(moved_to as usize).to_vec(),
-            None => dst.path(first as usize).to_vec(),
+            Some(&moved_to) => Origin::Moved(moved_to),
+            None => Origin::Dst(first),
         };
         plan.files[i].from = FileSource::Local(from);
     }
@@ -404,12 +321,19 @@ pub fn build(
 
     // A leader written anew gets a new inode: its members follow it, so the group stays
     // one group.
-    let rewritten: HashSet<u32> = plan.files.iter().map(|op| op.src).collect();
+    // (A set of the leaders only: the files of an initial copy number millions.)
+    let leaders_ok: HashSet<u32> = linked_ok.iter().map(|&(_, l)| l).collect();
+    let rewritten: HashSet<u32> = plan
+        .files
+        .iter()
+        .map(|op| op.src)
+        .filter(|l| leaders_ok.contains(l))
+        .collect();
     for (m, l) in linked_ok {
         if rewritten.contains(&l) {
             plan.unchanged -= 1;
             plan.links.push((m, l));
-            dirty_dirs.insert(tree::parent(src.path(m as usize)).to_vec());
+            dirty(&mut dirty_dirs, tree::parent(src.path(m as usize)));
         }
     }
 
@@ -424,14 +348,14 @@ pub fn build(
     }
     doomed.retain(|j| !consumed.contains_key(j) && !keep_dirs.contains(dst.path(*j as usize)));
     for &j in &doomed {
-        dirty_dirs.insert(tree::parent(dst.path(j as usize)).to_vec());
+        dirty(&mut dirty_dirs, tree::parent(dst.path(j as usize)));
     }
     doomed.reverse();
     plan.deletes = doomed;
 
     // Directory metadata: new directories, changed ones, and those whose contents changed.
     for &(s, _) in &plan.moves {
-        dirty_dirs.insert(tree::parent(src.path(s as usize)).to_vec());
+        dirty(&mut dirty_dirs, tree::parent(src.path(s as usize)));
     }
     let mut dirmeta: Vec<u32> = Vec::new();
     for (i, e) in src.entries().iter().enumerate() {
@@ -459,6 +383,14 @@ pub fn build(
     plan
 }
 
+/// Notes a directory whose contents change; allocates only for a directory not noted yet
+/// (an initial copy meets each directory once per entry in it).
+fn dirty(dirs: &mut HashSet<Vec<u8>>, dir: &[u8]) {
+    if !dirs.contains(dir) {
+        dirs.insert(dir.to_vec());
+    }
+}
+
 fn meta_or_rewrite(plan: &mut Plan, s: u32, d: u32, de: &tree::Entry) {
     // A file with other links (a snapshot, say) must not change in place: rewrite it.
     if de.kind == Kind::File && de.nlink > 1 {
@@ -477,7 +409,6 @@ fn new_entry(
     leaders: &HashMap<u32, u32>,
     opts: &PlanOptions,
     plan: &mut Plan,
-    new_files: &mut Vec<u32>,
 ) {
     let e = src.get(i as usize);
     match e.kind {
@@ -490,7 +421,6 @@ fn new_entry(
                     src: i,
                     from: FileSource::Source { old: None },
                 });
-                new_files.push(i);
             }
         }
         Kind::Symlink => plan.symlinks.push(i),
@@ -523,7 +453,7 @@ fn same_kind(
                 // A hard-link member: correct if it shares the inode of the leader's copy.
                 let ok = dst
                     .find(src.path(l as usize))
-                    .is_some_and(|lj| dst.get(lj).ino == d.ino && dst_leaders.contains_key(&ju));
+                    .is_some_and(|lj| dst.ino(lj) == dst.ino(j) && dst_leaders.contains_key(&ju));
                 let leader_unchanged = dst.find(src.path(l as usize)).is_some_and(|lj| {
                     let (le, ld) = (src.get(l as usize), dst.get(lj));
                     le.size == ld.size && same_mtime(le, ld) && !meta_differs(le, ld, opts, true)
@@ -768,7 +698,10 @@ mod tests {
             .iter()
             .find(|f| src.path(f.src as usize) == b"twin")
             .unwrap();
-        assert_eq!(twin.from, FileSource::Local(b"keep".to_vec()));
+        let FileSource::Local(o) = twin.from else {
+            panic!("{twin:?}")
+        };
+        assert_eq!(o.path(&src, &dst), b"keep");
     }
 
     #[test]
@@ -961,7 +894,10 @@ mod tests {
         assert_eq!(p.moves.len(), 1);
         assert_eq!(paths(&src, [p.moves[0].0]), vec!["b"]);
         assert_eq!(p.files.len(), 1);
-        assert_eq!(p.files[0].from, FileSource::Local(b"b".to_vec()));
+        let FileSource::Local(o) = p.files[0].from else {
+            panic!("{:?}", p.files[0])
+        };
+        assert_eq!(o.path(&src, &dst), b"b");
     }
 
     #[test]
