@@ -286,34 +286,10 @@ pub fn render_metrics(results: &[JobResult], previous: &str) -> String {
     out
 }
 
-/// Writes the metrics file atomically: a temporary file beside it, then a rename, so
-/// the collector never reads half a file.
+/// Writes the metrics file atomically (see [`crate::fsutil::replace_shared`]), keeping
+/// other jobs' figures.
 pub fn write_metrics(path: &Path, results: &[JobResult]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    // Runs sharing the file take turns reading, merging and replacing it.
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!(".{name}.lock")))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let text = render_metrics(results, &previous);
-    let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    r
+    crate::fsutil::replace_shared(path, |previous| render_metrics(results, previous))
 }
 
 #[cfg(test)]

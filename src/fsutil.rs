@@ -362,6 +362,40 @@ pub fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
+/// Replaces the file at `path` with `text_of(what it held)`, atomically: a temporary
+/// file beside it, made durable, then renamed, so a reader (a metrics collector) never
+/// sees half a file. Writers sharing the file take turns (an flock on a lock file beside
+/// it), so each merges into what the last one wrote.
+pub fn replace_shared(
+    path: &std::path::Path,
+    text_of: impl FnOnce(&str) -> String,
+) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(format!(".{name}.lock")))?;
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+    let previous = std::fs::read_to_string(path).unwrap_or_default();
+    let text = text_of(&previous);
+    let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
+    let r = (|| {
+        let mut f = std::fs::File::create(&temp)?;
+        std::io::Write::write_all(&mut f, text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if r.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -177,3 +177,10 @@ impl Options {
         self.delete = true;
     }
 }
+
+/// Worker threads when `--jobs` is not given: one per core.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}

@@ -123,11 +123,7 @@ impl DiskArgs {
         Ok(crate::options::DiskSettings {
             iops_limit: self.iops_limit,
             priority,
-            jobs: self.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            }),
+            jobs: self.jobs.unwrap_or_else(crate::options::default_jobs),
             jobs_given: self.jobs.is_some(),
             quiet: self.quiet,
         })

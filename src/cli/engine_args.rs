@@ -287,11 +287,7 @@ impl EngineArgs {
             compress: self.compress,
             numeric_ids: self.numeric_ids,
             jobs_given: self.jobs.is_some(),
-            jobs: self.jobs.unwrap_or_else(|| {
-                std::thread::available_parallelism()
-                    .map(|n| n.get())
-                    .unwrap_or(2)
-            }),
+            jobs: self.jobs.unwrap_or_else(crate::options::default_jobs),
             min_free,
             fsync: match self.fsync {
                 FsyncArg::Batch => FsyncMode::Batch,

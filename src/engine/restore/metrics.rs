@@ -3,7 +3,6 @@
 //! collector never reads half a file. The file may be shared with backups' metrics and
 //! other DESTs' verifies: every other family and sample in it is kept.
 
-use std::io::Write;
 use std::path::Path;
 
 /// (name, help, value) of each family a verify writes.
@@ -114,33 +113,10 @@ pub fn render(
     out
 }
 
-/// Replaces the file at `path` with [`render`]'s text, atomically; runs sharing the
-/// file take turns (an flock on a lock file beside it).
+/// Replaces the file at `path` with [`render`]'s text, atomically (see
+/// [`crate::fsutil::replace_shared`]).
 pub fn write(path: &Path, text_of: impl FnOnce(&str) -> String) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(dir.join(format!(".{name}.lock")))?;
-    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
-    let previous = std::fs::read_to_string(path).unwrap_or_default();
-    let text = text_of(&previous);
-    let temp = dir.join(format!(".{name}.fsync-tmp.{}", std::process::id()));
-    let r = (|| {
-        let mut f = std::fs::File::create(&temp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&temp, path)
-    })();
-    if r.is_err() {
-        let _ = std::fs::remove_file(&temp);
-    }
-    r
+    crate::fsutil::replace_shared(path, text_of)
 }
 
 #[cfg(test)]
