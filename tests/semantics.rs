@@ -1835,3 +1835,42 @@ fn dry_run_prints_the_plan_and_writes_nothing() {
         assert!(temp_files(&d).is_empty());
     }
 }
+
+/// A production-shaped tree at a small size (many homes, every directory holding files of
+/// the same few sizes and contents): the first push copies it exactly, over both
+/// transports; after files went missing from DEST, files were renamed in SRC and a whole
+/// home was deleted, one `push --delete` makes DEST equal to SRC again.
+#[test]
+fn a_grid_of_homes_with_repeating_sizes_replicates_and_converges() {
+    use common::grid::{self, Grid};
+    let g = Grid {
+        homes: 40,
+        dirs: 3,
+        files: 12,
+        sizes: 3,
+        empty: false,
+    };
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        grid::make(src.path(), &g);
+        push_ok(t, src.path(), dst.path(), &[]);
+        assert_same_tree(src.path(), dst.path());
+        let entries = walkdir::WalkDir::new(dst.path())
+            .min_depth(1)
+            .into_iter()
+            .filter_entry(|e| e.file_name() != ".fsync-repl")
+            .count() as u64;
+        assert_eq!(entries, g.entries(), "{t:?}: every entry of the grid");
+        for h in 0..g.homes {
+            fs::remove_file(dst.join(Grid::path(h, 0, 1))).unwrap();
+        }
+        for h in 0..10 {
+            let from = src.join(Grid::path(h, 1, 2));
+            fs::rename(&from, from.with_file_name("renamed")).unwrap();
+        }
+        fs::remove_dir_all(src.join("home0039")).unwrap();
+        push_ok(t, src.path(), dst.path(), &["--delete"]);
+        assert_same_tree(src.path(), dst.path());
+        assert!(!dst.join("home0039").exists(), "{t:?}");
+    }
+}

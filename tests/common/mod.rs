@@ -13,6 +13,7 @@ pub use assert_cmd::Command;
 
 pub mod compare;
 pub mod corpus;
+pub mod grid;
 pub mod peer;
 #[allow(unused_imports)]
 pub use compare::{tree_diff, tree_diff_opts};
