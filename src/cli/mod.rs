@@ -375,6 +375,50 @@ mod tests {
     }
 
     #[test]
+    fn a_remote_verify_and_versions_ask_the_far_side_for_the_same() {
+        let Request::Verify(v) = request(&[
+            "verify",
+            "--snapshot",
+            "2026-11-26T03:00:00Z",
+            "--snapshot=-odd",
+            "--restart",
+            "--bwlimit",
+            "4M",
+            "--iops-limit",
+            "50",
+            "--jobs",
+            "3",
+            "-q",
+            "--ionice",
+            "best-effort:6",
+            "h:/b",
+        ]) else {
+            panic!("not a verify")
+        };
+        let far = Far::Verify {
+            snapshots: &v.snapshot,
+            all: v.all,
+            restart: v.restart,
+            read: &v.read,
+        };
+        let Request::Verify(w) = far_side(&far) else {
+            panic!("not a verify")
+        };
+        assert_eq!(w.snapshot, v.snapshot);
+        assert_eq!((w.all, w.restart, w.json), (false, true, true));
+        assert_eq!(format!("{:?}", w.read), format!("{:?}", v.read));
+        let path = std::ffi::OsStr::new("-home/a b.txt");
+        let Request::Versions(x) = far_side(&Far::Versions {
+            shallow: true,
+            path,
+        }) else {
+            panic!("not versions")
+        };
+        assert_eq!((x.path.as_os_str(), x.shallow, x.json), (path, true, true));
+        assert_eq!(x.dest, "/some/where");
+    }
+
+    #[test]
     fn a_remote_prune_and_snapshot_get_the_same_rules_and_limits() {
         let Request::Prune(p) = request(&[
             "prune",
