@@ -114,20 +114,31 @@ pub struct DiskArgs {
 impl DiskArgs {
     /// The plain settings these flags describe.
     pub fn to_settings(&self) -> Result<crate::options::DiskSettings> {
-        let priority = self.priority.to_priority()?;
-        if self.iops_limit == Some(0) || self.jobs == Some(0) {
-            return Err(Error::Usage(
-                "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
-            ));
-        }
-        Ok(crate::options::DiskSettings {
-            iops_limit: self.iops_limit,
-            priority,
-            jobs: self.jobs.unwrap_or_else(crate::options::default_jobs),
-            jobs_given: self.jobs.is_some(),
-            quiet: self.quiet,
-        })
+        disk_settings(self.iops_limit, &self.priority, self.jobs, self.quiet)
     }
+}
+
+/// The disk settings of `--iops-limit`, `--ionice`/`--nice`, `--jobs` and `--quiet`
+/// (snapshot and prune; restore and verify add a byte rate).
+pub(super) fn disk_settings(
+    iops_limit: Option<u32>,
+    priority: &PriorityArgs,
+    jobs: Option<usize>,
+    quiet: bool,
+) -> Result<crate::options::DiskSettings> {
+    let priority = priority.to_priority()?;
+    if iops_limit == Some(0) || jobs == Some(0) {
+        return Err(Error::Usage(
+            "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
+        ));
+    }
+    Ok(crate::options::DiskSettings {
+        iops_limit,
+        priority,
+        jobs: jobs.unwrap_or_else(crate::options::default_jobs),
+        jobs_given: jobs.is_some(),
+        quiet,
+    })
 }
 
 /// Arguments of `backup`.

@@ -97,18 +97,15 @@ impl ReadArgs {
             }
             None => None,
         };
-        if self.iops_limit == Some(0) || self.jobs == Some(0) {
-            return Err(Error::Usage(
-                "--iops-limit 0 and --jobs 0 would never finish; give a positive number".into(),
-            ));
-        }
+        let d =
+            super::backup::disk_settings(self.iops_limit, &self.priority, self.jobs, self.quiet)?;
         Ok(ReadSettings {
             bwlimit,
-            iops_limit: self.iops_limit,
-            priority: self.priority.to_priority()?,
-            jobs: self.jobs.unwrap_or_else(crate::options::default_jobs),
-            jobs_given: self.jobs.is_some(),
-            quiet: self.quiet,
+            iops_limit: d.iops_limit,
+            priority: d.priority,
+            jobs: d.jobs,
+            jobs_given: d.jobs_given,
+            quiet: d.quiet,
         })
     }
 }

@@ -135,18 +135,44 @@ pub(super) fn connect(
     ))
 }
 
+/// The most a far side's JSON answer may hold.
+const MAX_ANSWER: u64 = 256 << 20;
+
 /// Runs `fsync-repl` with `far` on `host` with this process's stdout and stderr;
 /// returns its exit code.
 pub(super) fn run_far(remote: &Remote, host: &OsStr, far: &Far<'_>, path: &[u8]) -> Result<i32> {
+    run_far_with(remote, host, far, path, false).map(|(code, _)| code)
+}
+
+/// Runs `fsync-repl` with `far` on `host`, its stderr ours; with `answer` its stdout is
+/// captured (bounded) and returned, else it is ours too. The exit code is one of ours.
+pub(super) fn run_far_with(
+    remote: &Remote,
+    host: &OsStr,
+    far: &Far<'_>,
+    path: &[u8],
+    answer: bool,
+) -> Result<(i32, Vec<u8>)> {
+    use std::io::Read;
     let args: Vec<OsString> = far::args(far, remote.timeout, path);
     let mut c = remote.shell.command(host, &args)?;
     c.stdin(std::process::Stdio::null());
-    let status = c.status().map_err(|e| Error::Selection {
+    if answer {
+        c.stdout(std::process::Stdio::piped());
+    }
+    let mut child = c.spawn().map_err(|e| Error::Selection {
         path: PathBuf::from(host),
         what: format!("cannot start the remote shell: {e}; install ssh or pass --rsh"),
     })?;
+    let mut out = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        let _ = o.take(MAX_ANSWER).read_to_end(&mut out);
+    }
+    let status = child
+        .wait()
+        .map_err(|e| Error::Protocol(format!("waiting for the remote shell: {e}")))?;
     match status.code() {
-        Some(c @ (0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24)) => Ok(c),
+        Some(c @ (0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24 | 25 | 26)) => Ok((c, out)),
         other => Err(Error::Protocol(format!(
             "the remote fsync-repl ended with {}; is --remote-bin right?",
             other.map_or("a signal".to_string(), |c| format!("exit code {c}"))

@@ -332,15 +332,13 @@ impl<'a> Run<'a> {
                 .filter_map(|op| Some((op, self.start(op)?)))
                 .collect();
             // Files still waiting for a signature or an answer (remote) finish on the
-            // wide pool, so that their round trips overlap; once halted, in order.
+            // wide pool, so that their round trips overlap.
             let settle = |(op, r): (_, Result<Started<'a>, PutError>)| {
                 let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
                 Some((op, s, stats))
             };
             let done: Vec<(&FileOp, Staged, DataStats)> = match &self.wide {
-                Some(pool) if !self.halted() => {
-                    pool.install(|| started.into_par_iter().filter_map(settle).collect())
-                }
+                Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).collect()),
                 _ => started.into_iter().filter_map(settle).collect(),
             };
             let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();

@@ -148,16 +148,7 @@ impl RemoteDest {
         match self.conn.wait(id, rx).map_err(send_err)? {
             Reply::Signature { windows, .. } if windows.len() == 1 => {
                 let mut out = Vec::new();
-                delta::diff(&windows[0], &small.data, &mut out).map_err(|e| PutError::Dest {
-                    op: "remote",
-                    err: self.conn.fail(format!(
-                        "protocol error: bad signature from the remote side: {e}"
-                    )),
-                })?;
-                let s = delta::delta_stats(&out).map_err(|e| PutError::Dest {
-                    op: "delta",
-                    err: io::Error::other(e.to_string()),
-                })?;
+                let s = self.diff(&windows[0], &small.data, &mut out)?;
                 stats.literal = s.literal;
                 stats.matched = s.matched;
                 self.send_window(id, &small.rel, 0, out)?;
@@ -278,21 +269,32 @@ impl RemoteDest {
             self.throttle.bytes(new.len() as u64);
             h.update(&new);
             out.clear();
-            delta::diff(sig, &new, &mut out).map_err(|e| PutError::Dest {
-                op: "remote",
-                err: self.conn.fail(format!(
-                    "protocol error: bad signature from the remote side: {e}"
-                )),
-            })?;
-            let s = delta::delta_stats(&out).map_err(|e| PutError::Dest {
-                op: "delta",
-                err: io::Error::other(e.to_string()),
-            })?;
+            let s = self.diff(sig, &new, &mut out)?;
             stats.literal += s.literal;
             stats.matched += s.matched;
             self.send_window(id, rel, i as u32, std::mem::take(&mut out))?;
         }
         Ok((stats, *h.finalize().as_bytes()))
+    }
+
+    /// The delta of `data` against the far side's `signature`, into `out`, and what it
+    /// holds. A signature that does not parse ends the session (it came from the peer).
+    fn diff(
+        &self,
+        signature: &[u8],
+        data: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<delta::DeltaStats, PutError> {
+        delta::diff(signature, data, out).map_err(|e| PutError::Dest {
+            op: "remote",
+            err: self.conn.fail(format!(
+                "protocol error: bad signature from the remote side: {e}"
+            )),
+        })?;
+        delta::delta_stats(out).map_err(|e| PutError::Dest {
+            op: "delta",
+            err: io::Error::other(e.to_string()),
+        })
     }
 
     pub(super) fn stage_once(

@@ -207,27 +207,6 @@ impl Output for Capture {
     }
 }
 
-/// Output of the restore itself.
-struct Term {
-    quiet: bool,
-}
-
-impl Output for Term {
-    fn item(&self, line: &str) {
-        println!("{line}");
-    }
-    fn warn(&self, line: &str) {
-        eprintln!("fsync-repl: {line}");
-    }
-    fn progress(&self) -> ProgressMode {
-        if !self.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-            ProgressMode::Terminal
-        } else {
-            ProgressMode::Off
-        }
-    }
-}
-
 fn options(a: &Restore, s: &ReadSettings, it: &Item) -> Options {
     Options {
         excludes: it.excludes.clone(),
@@ -362,8 +341,9 @@ pub fn run(a: &Restore, interrupted: Arc<AtomicBool>) -> Result<i32> {
     let mut reports = Vec::new();
     for it in &items {
         let had = record_of(&it.target).exists();
-        let term = Term { quiet: s.quiet };
-        let r = copy(a, &location, it, options(a, &s, it), &term, &interrupted);
+        let o = options(a, &s, it);
+        let term = crate::engine::Term::for_options(&o);
+        let r = copy(a, &location, it, o, &term, &interrupted);
         forget_record(&it.target, had);
         let r = r?;
         for e in &r.errors {

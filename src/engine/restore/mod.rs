@@ -16,22 +16,20 @@ pub mod versions;
 pub mod when;
 
 use std::ffi::{OsStr, OsString};
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use super::far::{self, Far};
+use super::far::Far;
+use super::remote::run_far_with;
 use super::Remote;
 use crate::error::{Error, ExitCode, Result};
 pub use crate::options::ReadSettings;
 use crate::snapshot::BackupDir;
 use crate::ssh::{parse_location, Location};
 use crate::throttle::Throttle;
-
-/// The most a far side's JSON answer may hold.
-const MAX_ANSWER: u64 = 256 << 20;
 
 /// `versions DEST PATH`.
 pub struct Versions {
@@ -76,32 +74,6 @@ pub struct Verify {
     pub remote: Remote,
 }
 
-/// Runs `fsync-repl ARGS` on `host`, its stdout captured (bounded), its stderr ours.
-/// Returns its exit code (one of ours) and what it printed.
-fn far_answer(remote: &Remote, host: &OsStr, args: &[OsString]) -> Result<(i32, Vec<u8>)> {
-    let mut c = remote.shell.command(host, args)?;
-    c.stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped());
-    let mut child = c.spawn().map_err(|e| Error::Selection {
-        path: PathBuf::from(host),
-        what: format!("cannot start the remote shell: {e}; install ssh or pass --rsh"),
-    })?;
-    let mut out = Vec::new();
-    if let Some(o) = child.stdout.take() {
-        let _ = o.take(MAX_ANSWER).read_to_end(&mut out);
-    }
-    let status = child
-        .wait()
-        .map_err(|e| Error::Protocol(format!("waiting for the remote shell: {e}")))?;
-    match status.code() {
-        Some(c @ (0 | 1 | 2 | 3 | 11 | 12 | 20 | 23 | 24 | 25 | 26)) => Ok((c, out)),
-        other => Err(Error::Protocol(format!(
-            "the remote fsync-repl ended with {}; is --remote-bin right?",
-            other.map_or("a signal".to_string(), |c| format!("exit code {c}"))
-        ))),
-    }
-}
-
 /// Parses a far side's JSON answer; a far side that failed said why on stderr.
 fn answer<T: serde::de::DeserializeOwned>(code: i32, out: &[u8]) -> Result<T> {
     serde_json::from_slice(out).map_err(|e| match code {
@@ -139,8 +111,8 @@ pub(crate) fn find_versions(
             Ok((if v.versions.is_empty() { 3 } else { 0 }, v))
         }
         Location::Remote { host, path: dir } => {
-            let args = far::args(&Far::Versions { shallow, path }, remote.timeout, &dir);
-            let (code, out) = far_answer(remote, &host, &args)?;
+            let far = Far::Versions { shallow, path };
+            let (code, out) = run_far_with(remote, &host, &far, &dir, true)?;
             Ok((code, answer(code, &out)?))
         }
     }
@@ -192,8 +164,7 @@ pub fn verify_cmd(a: &Verify, interrupted: Arc<AtomicBool>) -> i32 {
                     restart: a.restart,
                     read: &a.read,
                 };
-                let args = far::args(&far, a.remote.timeout, &path);
-                let (code, out) = far_answer(&a.remote, &host, &args)?;
+                let (code, out) = run_far_with(&a.remote, &host, &far, &path, true)?;
                 let o: verify::Outcome = answer(code, &out)?;
                 match code {
                     0 | 26 => Ok(o),
