@@ -485,114 +485,26 @@ impl Listing {
     }
 }
 
-/// One bit per entry of a listing, set from the walk's threads, read afterwards.
-#[derive(Debug, Default)]
-pub struct Marks(Vec<std::sync::atomic::AtomicU64>);
-
-impl Marks {
-    /// Room for `n` entries, none marked.
-    pub fn new(n: usize) -> Marks {
-        Marks((0..n.div_ceil(64)).map(|_| Default::default()).collect())
-    }
-
-    pub fn set(&self, i: usize) {
-        self.0[i / 64].fetch_or(1 << (i % 64), std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Whether entry `i` is marked (never, for an empty set).
-    pub fn get(&self, i: usize) -> bool {
-        self.0
-            .get(i / 64)
-            .is_some_and(|w| w.load(std::sync::atomic::Ordering::Relaxed) & (1 << (i % 64)) != 0)
-    }
-
-    pub fn count(&self) -> u64 {
-        let ones = |w: &std::sync::atomic::AtomicU64| {
-            w.load(std::sync::atomic::Ordering::Relaxed).count_ones()
-        };
-        self.0.iter().map(|w| u64::from(ones(w))).sum()
-    }
-}
-
-/// The other side's listing, so that a walk lists only what differs from it.
-///
-/// Memory is what bounds a run of millions of entries, and in a run that changes little
-/// almost every destination entry equals its source entry. A walk given a baseline does
-/// not list a file or symlink whose every compared field equals the baseline entry at
-/// its path (kind, size, mtime, mode, owner, one link on both sides, symlink target,
-/// extended-attribute digest); it marks that entry in [`Baseline::same`] instead.
-/// Directories, hard-linked files and files from `keep_from` bytes up (candidates for
-/// copies inside the destination) are always listed. The plan counts a marked entry as
-/// up to date, which is what it would have decided from the full listing.
-#[derive(Debug)]
-pub struct Baseline {
-    pub listing: Listing,
-    /// Entries of `listing` with an equal entry on the walked side.
-    pub same: Marks,
-    /// Files of at least this size are always listed.
-    pub keep_from: u64,
-}
-
-impl Baseline {
-    pub fn new(listing: Listing, keep_from: u64) -> Baseline {
-        let same = Marks::new(listing.len());
-        Baseline {
-            listing,
-            same,
-            keep_from,
-        }
-    }
-
-    /// The index of the baseline entry at `path`, searching forward from `from` (a
-    /// gallop: cheap when the entries are met in path order, as a directory's sorted
-    /// names are). `Err` holds where the search can resume.
-    pub fn seek(&self, from: usize, path: &[u8]) -> Result<usize, usize> {
-        let l = &self.listing;
-        let n = l.len();
-        let less = |e: &Entry| {
-            path_cmp(&l.arena[e.path_off as usize..][..e.path_len as usize], path) == Ordering::Less
-        };
-        // Everything before `lo` sorts before `path`; `hi` does not, or is the end.
-        let (mut lo, mut hi, mut step) = (from, from, 1usize);
-        while hi < n && less(&l.entries[hi]) {
-            lo = hi + 1;
-            hi = lo.saturating_add(step);
-            step = step.saturating_mul(2);
-        }
-        let hi = hi.min(n);
-        let k = lo + l.entries[lo..hi].partition_point(less);
-        if k < l.len() && l.path(k) == path {
-            Ok(k)
-        } else {
-            Err(k)
-        }
-    }
-
-    /// True (and the entry marked) when `meta` at the baseline's entry `k` needs no
-    /// listing.
-    pub fn matches(&self, k: usize, meta: &Meta) -> bool {
-        let e = self.listing.get(k);
-        let same = e.kind == meta.kind
-            && matches!(e.kind, Kind::File | Kind::Symlink)
-            && e.nlink == 1
-            && meta.nlink == 1
-            && e.size == meta.size
-            && (e.kind != Kind::File || e.size < self.keep_from)
-            && e.mtime == meta.mtime
-            && e.mtime_nsec == meta.mtime_nsec
-            && e.perm == meta.perm
-            && e.uid == meta.uid
-            && e.gid == meta.gid
-            && match (&meta.extra, self.listing.extra(k)) {
-                (None, None) => true,
-                (Some(a), Some(b)) => a == b,
-                _ => false,
-            };
-        if same {
-            self.same.set(k);
-        }
-        same
-    }
+/// Whether an entry needs no listing because the other side's entry at its path is
+/// equal: a file or symlink whose every compared field is the same (kind, size, mtime,
+/// mode, owner, one link on both sides, symlink target, extended-attribute digest).
+/// Directories and hard-linked files are never left out (their sides are compared by
+/// the plan), nor files from `keep_from` bytes up (candidates for copies inside the
+/// destination). The plan counts such an entry as up to date, which is what it would
+/// decide from both listings.
+pub fn unchanged(a: &Meta, b: &Meta, keep_from: u64) -> bool {
+    a.kind == b.kind
+        && matches!(a.kind, Kind::File | Kind::Symlink)
+        && a.nlink == 1
+        && b.nlink == 1
+        && a.size == b.size
+        && (a.kind != Kind::File || a.size < keep_from)
+        && a.mtime == b.mtime
+        && a.mtime_nsec == b.mtime_nsec
+        && a.perm == b.perm
+        && a.uid == b.uid
+        && a.gid == b.gid
+        && a.extra == b.extra
 }
 
 #[cfg(test)]
@@ -659,43 +571,29 @@ mod tests {
     }
 
     #[test]
-    fn a_baseline_finds_entries_forward_and_marks_only_equal_ones() {
-        let mut l = Listing::new();
-        for p in ["a", "a/f1", "a/f2", "a/x", "a/x/deep", "a/z", "b"] {
-            let k = if p == "a" || p == "a/x" {
-                Kind::Dir
-            } else {
-                Kind::File
-            };
-            l.push(p.as_bytes(), meta(k));
-        }
-        l.sort();
-        let b = Baseline::new(l, 1 << 16);
-        // Forward from the directory's first entry, past a subtree, and misses.
-        assert_eq!(b.seek(1, b"a/f2"), Ok(2));
-        assert_eq!(b.seek(3, b"a/z"), Ok(5));
-        assert_eq!(b.seek(0, b"a/y"), Err(5));
-        assert_eq!(b.seek(0, b"c"), Err(7));
-        assert_eq!(b.seek(6, b"b"), Ok(6));
-        // Equal metadata marks; any difference, a directory or a second link does not.
-        assert!(b.matches(1, &meta(Kind::File)));
+    fn only_equal_files_and_symlinks_are_unchanged() {
+        let file = meta(Kind::File);
+        assert!(unchanged(&file, &meta(Kind::File), 1 << 16));
         let mut later = meta(Kind::File);
         later.mtime = 1;
-        assert!(!b.matches(2, &later));
+        assert!(!unchanged(&file, &later, 1 << 16));
+        let mut mode = meta(Kind::File);
+        mode.perm = 0o600;
+        assert!(!unchanged(&file, &mode, 1 << 16));
         let mut linked = meta(Kind::File);
         linked.nlink = 2;
-        assert!(!b.matches(5, &linked));
-        assert!(!b.matches(0, &meta(Kind::Dir)));
-        assert!(b.same.get(1) && !b.same.get(2) && !b.same.get(5) && !b.same.get(0));
-        assert_eq!(b.same.count(), 1);
+        assert!(!unchanged(&linked, &linked.clone(), 1 << 16));
+        assert!(!unchanged(&meta(Kind::Dir), &meta(Kind::Dir), 1 << 16));
+        let mut link = meta(Kind::Symlink);
+        link.extra = Some(Extra::Target(b"t".to_vec()));
+        let mut other = link.clone();
+        assert!(unchanged(&link, &other, 1 << 16));
+        other.extra = Some(Extra::Target(b"u".to_vec()));
+        assert!(!unchanged(&link, &other, 1 << 16));
         // Files big enough to be copied inside DEST stay listed.
-        let mut l = Listing::new();
         let mut big = meta(Kind::File);
         big.size = 1 << 16;
-        l.push(b"big", big.clone());
-        l.sort();
-        let b = Baseline::new(l, 1 << 16);
-        assert!(!b.matches(0, &big));
+        assert!(!unchanged(&big, &big.clone(), 1 << 16));
     }
 
     #[test]

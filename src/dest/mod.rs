@@ -13,7 +13,7 @@ pub mod remote;
 use std::io;
 
 use crate::plan::Hash;
-use crate::scan::{ScanOptions, Scanned};
+use crate::scan::{Paired, ScanOptions, Scanned};
 pub use crate::space::Space;
 pub use crate::temp::Staged;
 use crate::tree::Kind;
@@ -110,6 +110,18 @@ impl Started<'_> {
 pub trait Destination: Sync {
     /// Lists the destination (temporary files of interrupted runs are reported apart).
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError>;
+    /// Lists the source (`src`, walked with `src_opts`) and the destination together,
+    /// only what differs ([`crate::scan::scan_pair`]); `None` when the destination is
+    /// not on this machine. A source problem is an `Err(String)` in the inner result.
+    fn list_with_source(
+        &self,
+        _src: std::os::fd::BorrowedFd<'_>,
+        _src_opts: &ScanOptions,
+        _opts: &ScanOptions,
+        _keep_from: u64,
+    ) -> Option<Result<Paired, String>> {
+        None
+    }
     /// Free space on the destination's filesystem.
     fn space(&self) -> io::Result<Space>;
     /// Content hash of a regular file.

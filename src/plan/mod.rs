@@ -35,24 +35,12 @@ pub const MOVE_HASH_RATIO: u64 = 4;
 /// below it a copy costs about what the hashing would.
 pub const TWIN_MIN_SIZE: u64 = 64 << 10;
 
-/// Builds the plan that turns `dst` into a replica of `src`.
+/// Builds the plan that turns `dst` into a replica of `src`. The listings may leave
+/// out entries equal on both sides (see [`crate::scan::scan_pair`]): the caller counts
+/// those as unchanged.
 pub fn build(
     src: &Listing,
     dst: &Listing,
-    filter: &Filter,
-    opts: &PlanOptions,
-    hasher: &dyn ContentHasher,
-) -> Plan {
-    build_with(src, dst, &tree::Marks::default(), filter, opts, hasher)
-}
-
-/// [`build`] from a destination listing that leaves out what equals the source: the
-/// source entries marked in `same` have an equal entry in DEST (see
-/// [`tree::Baseline`]) and are up to date.
-pub fn build_with(
-    src: &Listing,
-    dst: &Listing,
-    same: &tree::Marks,
     filter: &Filter,
     opts: &PlanOptions,
     hasher: &dyn ContentHasher,
@@ -61,8 +49,7 @@ pub fn build_with(
     // At most every source file is written: reserved once (pages untouched cost
     // nothing), the list of an initial copy of millions never grows by copying.
     let files = src.entries().iter().filter(|e| e.kind == Kind::File);
-    plan.files
-        .reserve_exact(files.count().saturating_sub(same.count() as usize));
+    plan.files.reserve_exact(files.count());
     let leaders: HashMap<u32, u32> = src
         .link_leaders()
         .into_iter()
@@ -91,10 +78,6 @@ pub fn build_with(
             _ => std::cmp::Ordering::Greater,
         };
         match ord {
-            std::cmp::Ordering::Less if same.get(i) => {
-                plan.unchanged += 1;
-                i += 1;
-            }
             std::cmp::Ordering::Less => {
                 new_entry(src, i as u32, &leaders, opts, &mut plan);
                 dirty(&mut dirty_dirs, tree::parent(src.path(i)));

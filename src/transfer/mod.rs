@@ -35,7 +35,7 @@ use crate::source::Source;
 use crate::space;
 use crate::text::escape;
 use crate::throttle::Throttle;
-use crate::tree::{self, Baseline, Kind, Listing};
+use crate::tree::{self, Kind, Listing};
 
 struct Hasher<'a> {
     src: &'a Source,
@@ -220,9 +220,8 @@ fn push_in_pool(
         throttle: Some(throttle.clone()),
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
-        baseline: None,
     };
-    let mut dst_opts = ScanOptions {
+    let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
         // to see them (a directory holding excluded files must not be deleted).
         excludes: Vec::new(),
@@ -234,53 +233,48 @@ fn push_in_pool(
         // Both sides cover exactly the same part, so deletes stay inside it.
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
-        baseline: None,
     };
     let list_dest = |dst_opts: &ScanOptions| match dest {
         Some(d) => d.list(dst_opts),
         None => Ok(Scanned::default()),
     };
-    // A remote listing is mostly waiting, so it overlaps the local scan. Two local
-    // scans run one after the other (each is parallel already), and the second lists
-    // only what differs from the first: entries equal on both sides are marked in the
-    // source listing instead, so a run that changes little holds one listing, not two.
-    // (`--checksum` compares contents, so it lists everything.)
-    let (scanned, dscanned) = if dest.is_some_and(|d| d.is_remote()) {
-        rayon::join(
-            || crate::scan::scan(src.root(), &src_opts),
-            || list_dest(&dst_opts),
-        )
-    } else {
-        let s = crate::scan::scan(src.root(), &src_opts);
-        let mut s = s.map_err(|e| Error::Selection {
-            path: src_path.to_path_buf(),
-            what: e,
-        })?;
-        if !opts.checksum {
-            let listing = std::mem::take(&mut s.listing);
-            dst_opts.baseline = Some(Arc::new(Baseline::new(listing, plan::TWIN_MIN_SIZE)));
-        }
-        (Ok(s), list_dest(&dst_opts))
-    };
-    let mut scanned = scanned.map_err(|e| Error::Selection {
+    let src_error = |what: String| Error::Selection {
         path: src_path.to_path_buf(),
-        what: e,
-    })?;
-    let dscanned = dscanned.map_err(|e| match e {
+        what,
+    };
+    let dest_error = |e: ListError| match e {
         ListError::Unreadable(what) => Error::Selection {
             path: dest_path.to_path_buf(),
             what,
         },
         ListError::Session(e) => Error::Protocol(e.to_string()),
-    })?;
-    // The source listing, with the entries found equal in DEST marked.
-    let baseline = match dst_opts.baseline.take() {
-        Some(b) => b,
-        None => Arc::new(Baseline::new(
-            std::mem::take(&mut scanned.listing),
-            plan::TWIN_MIN_SIZE,
-        )),
     };
+    // A local DEST is walked together with SRC, and only what differs is listed:
+    // entries equal on both sides are counted, not held, so a run that changes little
+    // holds what changed and the directories, however large the tree. A remote listing
+    // is mostly waiting, so it overlaps the local scan. (`--checksum` compares
+    // contents, so it lists both sides whole.)
+    let paired = dest
+        .filter(|_| !opts.checksum)
+        .and_then(|d| d.list_with_source(src.root(), &src_opts, &dst_opts, plan::TWIN_MIN_SIZE));
+    let (mut scanned, dscanned, equal) = match paired {
+        Some(p) => {
+            let p = p.map_err(src_error)?;
+            (p.src, p.dst, p.equal)
+        }
+        None if dest.is_some_and(|d| d.is_remote()) => {
+            let (s, d) = rayon::join(
+                || crate::scan::scan(src.root(), &src_opts),
+                || list_dest(&dst_opts),
+            );
+            (s.map_err(src_error)?, d.map_err(dest_error)?, 0)
+        }
+        None => {
+            let s = crate::scan::scan(src.root(), &src_opts).map_err(src_error)?;
+            (s, list_dest(&dst_opts).map_err(dest_error)?, 0)
+        }
+    };
+    let sl = std::mem::take(&mut scanned.listing);
     stopped()?;
     // Owners only where the writing side can set them: a receiver that is not root
     // cannot, so they are neither compared nor sent (rsync does the same).
@@ -319,7 +313,7 @@ fn push_in_pool(
             format!("destination {}: {}", escape(&p.path), p.what),
         );
     }
-    let (sl, dl) = (&baseline.listing, &dscanned.listing);
+    let (sl, dl) = (&sl, &dscanned.listing);
 
     let plan_opts = PlanOptions {
         delete: opts.delete,
@@ -341,7 +335,7 @@ fn push_in_pool(
                 throttle: &throttle,
                 stop: &stop,
             };
-            plan::build_with(sl, dl, &baseline.same, &scanned.filter, &plan_opts, &hasher)
+            plan::build(sl, dl, &scanned.filter, &plan_opts, &hasher)
         }
         None => {
             struct NoHash;
@@ -376,20 +370,20 @@ fn push_in_pool(
     crate::guard::check(
         crate::guard::Deletes {
             doomed: doomed_entries(&plan, dl),
-            dest_entries: (dl.len() as u64 + baseline.same.count())
-                .max(opts.dest_entries.unwrap_or(0)),
-            source_empty: opts.scope.is_none() && sl.is_empty(),
+            dest_entries: (dl.len() as u64 + equal).max(opts.dest_entries.unwrap_or(0)),
+            source_empty: opts.scope.is_none() && sl.is_empty() && equal == 0,
         },
         opts.max_delete,
         &src_path.display().to_string(),
         &dest_path.display().to_string(),
     )
     .map_err(Error::TooManyDeletes)?;
+    plan.unchanged += equal;
     let unchanged = plan.unchanged;
     if opts.dry_run {
         let mut r = Report::from_counters(
             &counters,
-            sl.len() as u64,
+            sl.len() as u64 + equal,
             unchanged,
             started.elapsed(),
             Duration::ZERO,
@@ -553,7 +547,7 @@ fn push_in_pool(
     }
     let mut report = Report::from_counters(
         &run.counters,
-        sl.len() as u64,
+        sl.len() as u64 + equal,
         unchanged,
         started.elapsed(),
         throttle.waited(),

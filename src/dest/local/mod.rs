@@ -283,6 +283,26 @@ impl Destination for LocalDest {
         scan::scan(self.root.as_fd(), &opts).map_err(ListError::Unreadable)
     }
 
+    fn list_with_source(
+        &self,
+        src: BorrowedFd<'_>,
+        src_opts: &ScanOptions,
+        opts: &ScanOptions,
+        keep_from: u64,
+    ) -> Option<Result<scan::Paired, String>> {
+        let opts = ScanOptions {
+            throttle: Some(self.throttle.clone()),
+            ..opts.clone()
+        };
+        Some(scan::scan_pair(
+            src,
+            src_opts,
+            self.root.as_fd(),
+            &opts,
+            keep_from,
+        ))
+    }
+
     fn space(&self) -> io::Result<Space> {
         Ok(Space::of(&rfs::fstatvfs(&self.root)?))
     }

@@ -7,7 +7,8 @@
 //! `--exclude` patterns apply from the root, and `.fsyncignore` files apply to their
 //! directory and below, deeper files overriding shallower ones. The ignore crate's
 //! default filters (hidden files, .gitignore) are deliberately not used: a backup must
-//! not skip them.
+//! not skip them. [`scan_pair`] walks a source and a local replica together and lists
+//! only what differs.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -20,7 +21,10 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil;
 use crate::scope::Scope;
+
+mod pair;
 use crate::tree::{self, as_path, Kind, Listing};
+pub use pair::{scan_pair, Paired};
 
 /// Name of the per-directory filter file.
 pub const IGNORE_FILE: &[u8] = b".fsyncignore";
@@ -41,9 +45,6 @@ pub struct ScanOptions {
     pub scope: Option<Arc<Scope>>,
     /// Once set, no further directory is read (a signal): the caller drops the listing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
-    /// The other side's listing: entries equal to it are marked there, not listed (see
-    /// [`tree::Baseline`]).
-    pub baseline: Option<Arc<tree::Baseline>>,
 }
 
 /// A non-fatal problem met during the walk.
@@ -167,6 +168,7 @@ type DirRanges = HashMap<Vec<u8>, (u32, u32)>;
 struct Ctx<'a> {
     root: BorrowedFd<'a>,
     root_dev: u64,
+    root_meta: Option<tree::Meta>,
     opts: &'a ScanOptions,
     filter: Filter,
     /// All entries, and each directory's range of them keyed by its path.
@@ -181,36 +183,51 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Walks the tree under `root` (an open directory) on the current rayon pool.
 pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String> {
-    let root_st = rustix::fs::fstat(root).map_err(|e| format!("stat of the root: {e}"))?;
-    let ctx = Ctx {
-        root,
-        root_dev: root_st.st_dev,
-        opts,
-        filter: Filter::from_patterns(&opts.excludes)?,
-        out: Mutex::new((Listing::new(), HashMap::new())),
-        rules: Mutex::new(HashMap::new()),
-        problems: Mutex::new(Vec::new()),
-    };
-    let mut root_meta = tree::Meta::from_stat(&root_st);
-    if let (true, Some(m)) = (opts.xattrs, root_meta.as_mut()) {
-        let x = fsutil::xattrs_of_fd(root).unwrap_or_default();
-        if !x.is_empty() {
-            m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)));
+    let ctx = Ctx::new(root, opts)?;
+    rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
+    Ok(ctx.finish())
+}
+
+impl<'a> Ctx<'a> {
+    fn new(root: BorrowedFd<'a>, opts: &'a ScanOptions) -> Result<Ctx<'a>, String> {
+        let root_st = rustix::fs::fstat(root).map_err(|e| format!("stat of the root: {e}"))?;
+        let mut root_meta = tree::Meta::from_stat(&root_st);
+        if let (true, Some(m)) = (opts.xattrs, root_meta.as_mut()) {
+            let x = fsutil::xattrs_of_fd(root).unwrap_or_default();
+            if !x.is_empty() {
+                m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)));
+            }
+        }
+        Ok(Ctx {
+            root,
+            root_dev: root_st.st_dev,
+            root_meta,
+            opts,
+            filter: Filter::from_patterns(&opts.excludes)?,
+            out: Mutex::new((Listing::new(), HashMap::new())),
+            rules: Mutex::new(HashMap::new()),
+            problems: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The walk's result, its listing in path order.
+    fn finish(self) -> Scanned {
+        let (mut listing, ranges) = self.out.into_inner().unwrap_or_else(|p| p.into_inner());
+        listing.order_by_dirs(ranges);
+        let mut filter = self.filter;
+        filter.rules = self.rules.into_inner().unwrap_or_else(|p| p.into_inner());
+        let mut problems = self
+            .problems
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
+        Scanned {
+            root: self.root_meta,
+            listing,
+            filter,
+            problems,
         }
     }
-    rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
-    let (mut listing, ranges) = ctx.out.into_inner().unwrap_or_else(|p| p.into_inner());
-    listing.order_by_dirs(ranges);
-    let mut filter = ctx.filter;
-    filter.rules = ctx.rules.into_inner().unwrap_or_else(|p| p.into_inner());
-    let mut problems = ctx.problems.into_inner().unwrap_or_else(|p| p.into_inner());
-    problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
-    Ok(Scanned {
-        root: root_meta,
-        listing,
-        filter,
-        problems,
-    })
 }
 
 fn problem(ctx: &Ctx<'_>, path: &[u8], e: &std::io::Error) {
@@ -222,12 +239,7 @@ fn problem(ctx: &Ctx<'_>, path: &[u8], e: &std::io::Error) {
 }
 
 fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<Arc<Chain>>) {
-    if ctx
-        .opts
-        .cancel
-        .as_ref()
-        .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
-    {
+    if ctx.cancelled() {
         return;
     }
     let dir = match fsutil::open_dir(ctx.root, &rel) {
@@ -237,39 +249,11 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     if let Some(t) = &ctx.opts.throttle {
         t.op();
     }
-    let mut names = match fsutil::read_dir_names(dir.as_fd()) {
+    let names = match fsutil::read_dir_names(dir.as_fd()) {
         Ok(n) => n,
         Err(e) => return problem(ctx, &rel, &e),
     };
-    // Where this directory's entries begin in the baseline, if it holds the directory;
-    // names in sorted order then meet its entries in order.
-    let baseline = ctx.opts.baseline.as_deref();
-    let mut cursor = baseline.and_then(|b| {
-        if rel.is_empty() {
-            Some(0)
-        } else {
-            b.seek(0, &rel).ok().map(|k| k + 1)
-        }
-    });
-    if cursor.is_some() {
-        names.sort_unstable();
-    }
-    let mut chain = chain;
-    if ctx.opts.ignore_files && names.iter().any(|n| n == IGNORE_FILE) {
-        match read_ignore_file(dir.as_fd()) {
-            Ok(Some(gi)) => {
-                let gi = Arc::new(gi);
-                lock(&ctx.rules).insert(rel.clone(), gi.clone());
-                chain = Some(Arc::new(Chain {
-                    dir: rel.clone(),
-                    gi,
-                    parent: chain,
-                }));
-            }
-            Ok(None) => {}
-            Err(e) => problem(ctx, &tree::join(&rel, IGNORE_FILE), &e),
-        }
-    }
+    let chain = ctx.chain_for(dir.as_fd(), &rel, &names, chain);
     let scope = ctx.opts.scope.as_deref();
     let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
@@ -282,55 +266,104 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         if !listed && !scope.is_some_and(|s| s.leads_to(&path)) {
             continue;
         }
-        let meta = match fsutil::meta_at(dir.as_fd(), &name) {
-            Ok(Some(mut m)) => {
-                if ctx.opts.xattrs && matches!(m.kind, Kind::File | Kind::Dir) {
-                    match fsutil::xattrs_at(dir.as_fd(), &name) {
-                        Ok(x) if !x.is_empty() => {
-                            m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)))
-                        }
-                        Ok(_) => {}
-                        Err(e) => problem(ctx, &path, &e),
-                    }
-                }
-                m
-            }
-            Ok(None) => continue,
-            Err(e) => {
-                problem(ctx, &path, &e);
-                continue;
-            }
+        let Some(meta) = ctx.meta(dir.as_fd(), &name, &path) else {
+            continue;
         };
-        if let (Some(b), Some(from)) = (baseline, cursor) {
-            match b.seek(from, &path) {
-                Ok(k) => {
-                    cursor = Some(k + 1);
-                    if b.matches(k, &meta) {
-                        continue;
-                    }
-                }
-                Err(k) => cursor = Some(k),
-            }
-        }
-        let is_dir = meta.kind == Kind::Dir;
-        if (!ctx.filter.is_empty() || chain.is_some())
-            && ctx.filter.decide(chain.as_deref(), &path, is_dir)
-        {
+        if ctx.excluded(chain.as_deref(), &path, meta.kind == Kind::Dir) {
             continue;
         }
-        let descend = is_dir
-            && !(ctx.opts.one_file_system && meta.dev != ctx.root_dev)
-            && scope.is_none_or(|s| s.descends(&path));
+        let descend = ctx.descends(&path, &meta);
         local.push(&path, meta);
         if descend {
             let chain = chain.clone();
             s.spawn(move |s| walk(ctx, s, path, chain));
         }
     }
-    if !local.is_empty() {
-        let mut out = lock(&ctx.out);
-        let range = out.0.extend_from(&local);
-        out.1.insert(rel, range);
+    ctx.add(rel, &local);
+}
+
+impl Ctx<'_> {
+    /// The filter chain in force beneath `rel`: the parent's, plus the directory's own
+    /// `.fsyncignore` if it has one (and the walk reads them).
+    fn chain_for(
+        &self,
+        dir: BorrowedFd<'_>,
+        rel: &[u8],
+        names: &[Vec<u8>],
+        chain: Option<Arc<Chain>>,
+    ) -> Option<Arc<Chain>> {
+        if !self.opts.ignore_files || !names.iter().any(|n| n == IGNORE_FILE) {
+            return chain;
+        }
+        match read_ignore_file(dir) {
+            Ok(Some(gi)) => {
+                let gi = Arc::new(gi);
+                lock(&self.rules).insert(rel.to_vec(), gi.clone());
+                Some(Arc::new(Chain {
+                    dir: rel.to_vec(),
+                    gi,
+                    parent: chain,
+                }))
+            }
+            Ok(None) => chain,
+            Err(e) => {
+                problem(self, &tree::join(rel, IGNORE_FILE), &e);
+                chain
+            }
+        }
+    }
+
+    /// The entry `name` of `dir` (at `path`), with its attribute digest when the walk
+    /// reads them; `None` when it cannot be listed (the problem is recorded).
+    fn meta(&self, dir: BorrowedFd<'_>, name: &[u8], path: &[u8]) -> Option<tree::Meta> {
+        match fsutil::meta_at(dir, name) {
+            Ok(Some(mut m)) => {
+                if self.opts.xattrs && matches!(m.kind, Kind::File | Kind::Dir) {
+                    match fsutil::xattrs_at(dir, name) {
+                        Ok(x) if !x.is_empty() => {
+                            m.extra = Some(tree::Extra::Xattrs(fsutil::xattrs_digest(&x)))
+                        }
+                        Ok(_) => {}
+                        Err(e) => problem(self, path, &e),
+                    }
+                }
+                Some(m)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                problem(self, path, &e);
+                None
+            }
+        }
+    }
+
+    /// Whether the filters leave `path` out.
+    fn excluded(&self, chain: Option<&Chain>, path: &[u8], is_dir: bool) -> bool {
+        (!self.filter.is_empty() || chain.is_some()) && self.filter.decide(chain, path, is_dir)
+    }
+
+    /// Whether the walk goes on beneath `path`.
+    fn descends(&self, path: &[u8], meta: &tree::Meta) -> bool {
+        meta.kind == Kind::Dir
+            && !(self.opts.one_file_system && meta.dev != self.root_dev)
+            && self.opts.scope.as_deref().is_none_or(|s| s.descends(path))
+    }
+
+    /// Adds one directory's entries to the listing.
+    fn add(&self, rel: Vec<u8>, local: &Listing) {
+        if !local.is_empty() {
+            let mut out = lock(&self.out);
+            let range = out.0.extend_from(local);
+            out.1.insert(rel, range);
+        }
+    }
+
+    /// Whether a signal asked the walk to stop.
+    fn cancelled(&self) -> bool {
+        self.opts
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -389,89 +422,6 @@ mod tests {
         for p in &paths {
             assert!(scope.admits(p.as_bytes()), "{p}");
         }
-    }
-
-    #[test]
-    fn a_walk_against_a_baseline_lists_only_what_differs() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        for root in [&a, &b] {
-            for d in ["d/e", "x"] {
-                std::fs::create_dir_all(root.join(d)).unwrap();
-            }
-            for f in ["d/same", "d/e/same", "d/mode", "d/size", "x/only-here"] {
-                std::fs::write(root.join(f), b"abc").unwrap();
-            }
-            std::os::unix::fs::symlink("t", root.join("d/link")).unwrap();
-        }
-        std::fs::remove_file(a.join("x/only-here")).unwrap();
-        std::fs::write(b.join("d/size"), b"abcd").unwrap();
-        std::fs::write(b.join("d/extra"), b"abc").unwrap();
-        std::fs::set_permissions(b.join("d/mode"), std::fs::Permissions::from_mode(0o600)).unwrap();
-        // Same mtimes on both sides, as a replica has them.
-        for f in [
-            "d/same", "d/e/same", "d/mode", "d/size", "d/extra", "d/link",
-        ] {
-            let t = std::fs::File::open(a.join("d/same")).unwrap();
-            let m = t.metadata().unwrap().modified().unwrap();
-            let _ = std::fs::File::options()
-                .write(true)
-                .open(b.join(f))
-                .and_then(|f| f.set_modified(m));
-            let _ = std::fs::File::options()
-                .write(true)
-                .open(a.join(f))
-                .and_then(|f| f.set_modified(m));
-        }
-        let walk = |root: &std::path::Path, baseline: Option<Arc<tree::Baseline>>| {
-            let fd = std::fs::File::open(root).unwrap();
-            let opts = ScanOptions {
-                baseline,
-                ..ScanOptions::default()
-            };
-            scan(fd.as_fd(), &opts).unwrap().listing
-        };
-        let names = |l: &Listing| -> Vec<String> {
-            (0..l.len())
-                .map(|i| String::from_utf8_lossy(l.path(i)).into_owned())
-                .collect()
-        };
-        let base = Arc::new(tree::Baseline::new(walk(&a, None), 1 << 16));
-        let got = walk(&b, Some(base.clone()));
-        // Directories always; the changed, the new and the symlink (its mtime is its
-        // own, unset here) as they are; the equal files only as marks.
-        let listed = names(&got);
-        for p in [
-            "d",
-            "d/e",
-            "d/extra",
-            "d/mode",
-            "d/size",
-            "x",
-            "x/only-here",
-        ] {
-            assert!(
-                listed.contains(&p.to_string()),
-                "{p} missing from {listed:?}"
-            );
-        }
-        for p in ["d/same", "d/e/same"] {
-            assert!(!listed.contains(&p.to_string()), "{p} listed: {listed:?}");
-            let k = base.listing.find(p.as_bytes()).unwrap();
-            assert!(base.same.get(k), "{p} not marked");
-        }
-        for p in ["d/mode", "d/size", "d", "d/e"] {
-            assert!(
-                !base.same.get(base.listing.find(p.as_bytes()).unwrap()),
-                "{p}"
-            );
-        }
-        // Every entry of the walked side is either listed or marked, once.
-        assert_eq!(
-            base.same.count() as usize + listed.len(),
-            walk(&b, None).len()
-        );
     }
 
     #[test]
