@@ -234,86 +234,86 @@ impl Report {
 /// `=` hard link, `-` delete), the second the kind (`f` file, `d` directory, `L`
 /// symlink, `p` FIFO, `s` socket, `D` device). Moves and copies end with `<= OLD`,
 /// hard links with `=> LEADER`, symlinks with `-> TARGET`.
-pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing) -> Vec<String> {
-    let mut lines: Vec<(Vec<u8>, String)> = Vec::new();
-    let mut push = |path: &[u8], s: String| lines.push((path.to_vec(), s));
+///
+/// The lines are made one at a time and handed to `emit`: what is held is one small
+/// record per change (a million changes would otherwise be hundreds of megabytes of
+/// text).
+pub fn itemize(plan: &Plan, src: &Listing, dst: &Listing, mut emit: impl FnMut(&str)) {
+    /// One line to make, by indices into the listings (or, for files, the plan).
+    #[derive(Clone, Copy)]
+    enum Item {
+        Clear(u32),
+        Mkdir(u32),
+        Move(u32, u32),
+        File(u32),
+        Link(u32, u32),
+        Symlink(u32),
+        Special(u32),
+        Meta(u32),
+        Delete(u32),
+        DirMeta(u32),
+    }
+    let mut items: Vec<Item> = Vec::new();
+    items.extend(plan.clear.iter().map(|&j| Item::Clear(j)));
+    items.extend(plan.mkdirs.iter().map(|&i| Item::Mkdir(i)));
+    items.extend(plan.moves.iter().map(|&(i, j)| Item::Move(i, j)));
+    items.extend((0..plan.files.len() as u32).map(Item::File));
+    items.extend(plan.links.iter().map(|&(i, l)| Item::Link(i, l)));
+    items.extend(plan.symlinks.iter().map(|&i| Item::Symlink(i)));
+    items.extend(plan.specials.iter().map(|&i| Item::Special(i)));
+    items.extend(plan.meta.iter().map(|&(i, _)| Item::Meta(i)));
+    items.extend(plan.deletes.iter().map(|&j| Item::Delete(j)));
+    items.extend(plan.dirmeta.iter().copied().filter_map(|i| {
+        let p = src.path(i as usize);
+        let j = dst.find(p)?;
+        let (s, d) = (src.get(i as usize), dst.get(j));
+        (d.kind == Kind::Dir
+            && (s.perm != d.perm || s.mtime != d.mtime || s.mtime_nsec != d.mtime_nsec))
+            .then_some(Item::DirMeta(i))
+    }));
+    let (sp, dp) = (|i: u32| src.path(i as usize), |j: u32| dst.path(j as usize));
+    let path = |item: &Item| match *item {
+        Item::Clear(j) | Item::Delete(j) => dp(j),
+        Item::File(k) => sp(plan.files[k as usize].src),
+        Item::Mkdir(i)
+        | Item::Move(i, _)
+        | Item::Link(i, _)
+        | Item::Symlink(i)
+        | Item::Special(i)
+        | Item::Meta(i)
+        | Item::DirMeta(i) => sp(i),
+    };
+    // Stable: entries at one path keep the order above (a clear before what replaces it).
+    items.sort_by(|a, b| tree::path_cmp(path(a), path(b)));
     let k = |l: &Listing, i: u32| l.get(i as usize).kind.letter();
-    for &j in &plan.clear {
-        push(
-            dst.path(j as usize),
-            format!("-{} {}", k(dst, j), escape(dst.path(j as usize))),
-        );
-    }
-    for &i in &plan.mkdirs {
-        push(
-            src.path(i as usize),
-            format!("+d {}", escape(src.path(i as usize))),
-        );
-    }
-    for &(i, j) in &plan.moves {
-        push(
-            src.path(i as usize),
-            format!(
-                "~f {} <= {}",
-                escape(src.path(i as usize)),
-                escape(dst.path(j as usize))
-            ),
-        );
-    }
-    for op in &plan.files {
-        let p = src.path(op.src as usize);
-        let line = match &op.from {
-            FileSource::Source { old: None } => format!("+f {}", escape(p)),
-            FileSource::Source { old: Some(_) } => format!(">f {}", escape(p)),
-            FileSource::Local(from) => {
-                format!("cf {} <= {}", escape(p), escape(from.path(src, dst)))
+    for item in &items {
+        let p = escape(path(item));
+        let line = match *item {
+            Item::Clear(j) | Item::Delete(j) => format!("-{} {p}", k(dst, j)),
+            Item::Mkdir(_) => format!("+d {p}"),
+            Item::Move(_, j) => format!("~f {p} <= {}", escape(dp(j))),
+            Item::File(f) => match &plan.files[f as usize].from {
+                FileSource::Source { old: None } => format!("+f {p}"),
+                FileSource::Source { old: Some(_) } => format!(">f {p}"),
+                FileSource::Local(from) => format!("cf {p} <= {}", escape(from.path(src, dst))),
+            },
+            Item::Link(_, l) => format!("=f {p} => {}", escape(sp(l))),
+            Item::Symlink(i) => {
+                let op = if dst.find(sp(i)).is_some() { '>' } else { '+' };
+                format!("{op}L {p} -> {}", escape(src.target(i as usize)))
             }
+            Item::Special(i) | Item::Meta(i) => {
+                let op = if matches!(item, Item::Special(_)) {
+                    '+'
+                } else {
+                    '.'
+                };
+                format!("{op}{} {p}", k(src, i))
+            }
+            Item::DirMeta(_) => format!(".d {p}"),
         };
-        push(p, line);
+        emit(&line);
     }
-    for &(i, l) in &plan.links {
-        push(
-            src.path(i as usize),
-            format!(
-                "=f {} => {}",
-                escape(src.path(i as usize)),
-                escape(src.path(l as usize))
-            ),
-        );
-    }
-    for &i in &plan.symlinks {
-        let p = src.path(i as usize);
-        let op = if dst.find(p).is_some() { '>' } else { '+' };
-        push(
-            p,
-            format!("{op}L {} -> {}", escape(p), escape(src.target(i as usize))),
-        );
-    }
-    for &i in &plan.specials {
-        let p = src.path(i as usize);
-        push(p, format!("+{} {}", k(src, i), escape(p)));
-    }
-    for &(i, _) in &plan.meta {
-        let p = src.path(i as usize);
-        push(p, format!(".{} {}", k(src, i), escape(p)));
-    }
-    for &j in &plan.deletes {
-        let p = dst.path(j as usize);
-        push(p, format!("-{} {}", k(dst, j), escape(p)));
-    }
-    for &i in &plan.dirmeta {
-        let p = src.path(i as usize);
-        if let Some(j) = dst.find(p) {
-            let (s, d) = (src.get(i as usize), dst.get(j));
-            if d.kind == Kind::Dir
-                && (s.perm != d.perm || s.mtime != d.mtime || s.mtime_nsec != d.mtime_nsec)
-            {
-                push(p, format!(".d {}", escape(p)));
-            }
-        }
-    }
-    lines.sort_by(|a, b| tree::path_cmp(&a.0, &b.0));
-    lines.into_iter().map(|l| l.1).collect()
 }
 
 #[cfg(test)]

@@ -362,9 +362,7 @@ fn push_in_pool(
     }
 
     if opts.dry_run || opts.itemize {
-        for line in itemize(&plan, sl, dl) {
-            out.item(&line);
-        }
+        itemize(&plan, sl, dl, |line| out.item(line));
     }
     // Invariant 7: nothing is written when the plan would empty the replica.
     crate::guard::check(
