@@ -128,6 +128,19 @@ pub trait Destination: Sync {
     fn hash(&self, rel: &[u8]) -> Option<Hash>;
     /// Removes a non-directory entry, or an empty directory.
     fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()>;
+    /// Removes the non-directory entries `names` (name, kind) of the directory `dir`,
+    /// calling `done` with each one's index and result. A local destination opens the
+    /// directory once for all of them.
+    fn remove_in(
+        &self,
+        dir: &[u8],
+        names: &[(&[u8], Kind)],
+        done: &mut dyn FnMut(usize, io::Result<()>),
+    ) {
+        for (k, &(name, kind)) in names.iter().enumerate() {
+            done(k, self.remove(&crate::tree::join(dir, name), kind));
+        }
+    }
     /// Removes an entry and, for a directory, everything beneath it.
     fn remove_tree(&self, rel: &[u8]) -> io::Result<()>;
     /// Creates a directory (its final metadata is set later by `set_dir_meta`).

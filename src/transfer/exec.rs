@@ -522,12 +522,23 @@ impl<'a> Run<'a> {
                     .then_some(dir)
             }));
         }
-        self.each(&others, |&j| {
-            let p = dl.path(j as usize);
-            match dest.remove(p, dl.get(j as usize).kind) {
+        // Directory by directory (in pieces, so that one huge directory still goes in
+        // parallel): a local destination opens each directory once for its deletes.
+        let path = |j: u32| dl.path(j as usize);
+        let pieces: Vec<&[u32]> = others
+            .chunk_by(|&a, &b| crate::tree::parent(path(a)) == crate::tree::parent(path(b)))
+            .flat_map(|group| group.chunks(256))
+            .collect();
+        self.each(&pieces, |piece| {
+            let names: Vec<(&[u8], Kind)> = piece
+                .iter()
+                .map(|&j| (crate::tree::file_name(path(j)), dl.get(j as usize).kind))
+                .collect();
+            let dir = crate::tree::parent(path(piece[0]));
+            dest.remove_in(dir, &names, &mut |k, r| match r {
                 Ok(()) => self.counters.add(&self.counters.deleted, 1),
-                Err(e) => self.dest_error("delete", p, e),
-            }
+                Err(e) => self.dest_error("delete", path(piece[k]), e),
+            });
         });
         // A directory whose contents this run's scope did not list is not deleted
         // blind, nor any doomed directory above it: the caller lists the topmost

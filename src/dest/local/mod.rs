@@ -328,6 +328,37 @@ impl Destination for LocalDest {
         }
     }
 
+    fn remove_in(
+        &self,
+        dir: &[u8],
+        names: &[(&[u8], Kind)],
+        done: &mut dyn FnMut(usize, io::Result<()>),
+    ) {
+        let fd = match self.dir(dir) {
+            Ok(fd) => fd,
+            Err(e) => {
+                for k in 0..names.len() {
+                    done(k, Err(io::Error::new(e.kind(), e.to_string())));
+                }
+                return;
+            }
+        };
+        for (k, &(name, kind)) in names.iter().enumerate() {
+            if kind == Kind::Dir || !fsutil::valid_name(name) {
+                done(k, Err(invalid("not a file name")));
+                continue;
+            }
+            self.throttle.op();
+            done(
+                k,
+                match rfs::unlinkat(&fd, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(e.into()),
+                },
+            );
+        }
+    }
+
     fn remove_tree(&self, rel: &[u8]) -> io::Result<()> {
         let (parent, name) = split(rel)?;
         let dir = self.dir(parent)?;
