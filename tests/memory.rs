@@ -10,6 +10,8 @@ use common::*;
 use std::path::Path;
 
 /// Peak resident size (KiB) of one `push -q --delete SRC DST`, and whether it succeeded.
+// The child is reaped by `wait4` below, which also gives its own resource usage.
+#[allow(clippy::zombie_processes)]
 fn peak_kib(src: &Path, dst: &Path) -> (i64, bool) {
     let child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fsync-repl"))
         .env_remove("FSYNC_REPL_CONFIG")
