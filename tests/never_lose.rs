@@ -571,6 +571,53 @@ fn a_signal_during_the_scan_stops_the_run() {
 }
 
 #[test]
+fn a_signal_during_the_deletes_stops_the_run() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..40 {
+        src.file(format!("keep/f{i}"), b"x");
+    }
+    push_ok(Transport::Local, src.path(), dst.path(), &[]);
+    for i in 0..600 {
+        dst.file(format!("stale/f{i:03}"), b"old");
+    }
+    let stale = || fs::read_dir(dst.join("stale")).map_or(0, |d| d.count());
+    // One delete per operation at 20 a second: the deletes alone take 30 s.
+    let mut child = push_std(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--iops-limit", "20", "--delete", "--max-delete", "100%"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stale() == 600 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(stale() < 600, "the deletes never began");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    // A generous bound, far below the deletes' own length.
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert_eq!(status, Some(20), "the deletes did not stop on SIGINT");
+    let left = stale();
+    assert!(
+        left > 300,
+        "{left} stale files left: the deletes went on after SIGINT"
+    );
+    assert_eq!(
+        files(dst.path()).len(),
+        40 + left,
+        "a kept file was touched"
+    );
+}
+
+#[test]
 fn a_backup_of_an_unmounted_source_takes_no_snapshot_and_keeps_current() {
     if !root_or_skip("mounting a tmpfs on SRC") {
         return;

@@ -130,7 +130,7 @@ pub trait Destination: Sync {
     fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()>;
     /// Removes the non-directory entries `names` (name, kind) of the directory `dir`,
     /// calling `done` with each one's index and result. A local destination opens the
-    /// directory once for all of them.
+    /// directory once for all of them, and stops at a signal (the rest get no call).
     fn remove_in(
         &self,
         dir: &[u8],

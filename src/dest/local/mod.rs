@@ -344,6 +344,10 @@ impl Destination for LocalDest {
             }
         };
         for (k, &(name, kind)) in names.iter().enumerate() {
+            if self.cancelled() {
+                // A signal: the rest stay for the next run.
+                return;
+            }
             if kind == Kind::Dir || !fsutil::valid_name(name) {
                 done(k, Err(invalid("not a file name")));
                 continue;
