@@ -257,12 +257,19 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     let scope = ctx.opts.scope.as_deref();
     let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
+    // One buffer for every entry's path; a directory to walk takes its own copy.
+    let mut path = rel.clone();
+    if !rel.is_empty() {
+        path.push(b'/');
+    }
+    let base = path.len();
     for name in names {
         if rel.is_empty() && name == crate::identity::SIDECAR {
             // The replica's own records, at the root of either side.
             continue;
         }
-        let path = tree::join(&rel, &name);
+        path.truncate(base);
+        path.extend_from_slice(&name);
         if !listed && !scope.is_some_and(|s| s.leads_to(&path)) {
             continue;
         }
@@ -275,8 +282,8 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         let descend = ctx.descends(&path, &meta);
         local.push(&path, meta);
         if descend {
-            let chain = chain.clone();
-            s.spawn(move |s| walk(ctx, s, path, chain));
+            let (sub, chain) = (path.clone(), chain.clone());
+            s.spawn(move |s| walk(ctx, s, sub, chain));
         }
     }
     ctx.add(rel, &local);

@@ -100,6 +100,13 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
             && (listed || scope.is_some_and(|s| s.leads_to(path)))
     };
     let (mut sl, mut dl) = (Listing::new(), Listing::new());
+    // One buffer for every entry's path: most entries are equal and only counted.
+    let mut path = rel.clone();
+    if !rel.is_empty() {
+        path.push(b'/');
+    }
+    let base = path.len();
+    let mut equal = 0;
     let (mut i, mut j) = (0, 0);
     while i < snames.len() || j < dnames.len() {
         let (ours, theirs) = match (snames.get(i), dnames.get(j)) {
@@ -110,7 +117,8 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
         let name = if ours { &snames[i] } else { &dnames[j] };
         i += usize::from(ours);
         j += usize::from(theirs);
-        let path = tree::join(&rel, name);
+        path.truncate(base);
+        path.extend_from_slice(name);
         if !wanted(name, &path) {
             continue;
         }
@@ -123,7 +131,7 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
             .flatten();
         if let (Some(a), Some(b)) = (&sm, &dm) {
             if tree::unchanged(a, b, p.keep_from) {
-                p.equal.fetch_add(1, Ordering::Relaxed);
+                equal += 1;
                 continue;
             }
         }
@@ -135,19 +143,26 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
         if let Some(m) = dm {
             dl.push(&path, m);
         }
+        let sub = || path.clone();
         match (src_down, dst_down) {
             (true, true) => {
                 let chain = chain.clone();
-                s.spawn(move |s| walk_pair(p, s, path, chain));
+                let sub = sub();
+                s.spawn(move |s| walk_pair(p, s, sub, chain));
             }
             (true, false) => {
                 let chain = chain.clone();
-                s.spawn(move |s| walk(&p.src, s, path, chain));
+                let sub = sub();
+                s.spawn(move |s| walk(&p.src, s, sub, chain));
             }
-            (false, true) => s.spawn(move |s| walk(&p.dst, s, path, None)),
+            (false, true) => {
+                let sub = sub();
+                s.spawn(move |s| walk(&p.dst, s, sub, None))
+            }
             (false, false) => {}
         }
     }
+    p.equal.fetch_add(equal, Ordering::Relaxed);
     p.src.add(rel.clone(), &sl);
     p.dst.add(rel, &dl);
 }
