@@ -8,6 +8,7 @@
 //! All bytes and operations pass the run's [`Throttle`] (invariant 6).
 
 mod data;
+pub mod partial;
 mod temp_file;
 pub use data::{data_segments, map_range, MapOrEmpty, Tee};
 pub use temp_file::TempFile;
@@ -213,20 +214,6 @@ impl LocalDest {
         Some((Tracked::new(File::from(fd), len, self.keep_cache), len))
     }
 
-    /// Removes what a run killed while writing the source record left in the replica's
-    /// own directory, where no listing looks (invariant 4). Done before each write of
-    /// the record: a run killed mid-write left no record (or the old one), so the next
-    /// run writes it again and cleans up first.
-    fn remove_sidecar_temps(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
-        for name in fsutil::read_dir_names(dir)? {
-            if crate::temp::is_temp_name(&name) {
-                self.throttle.op();
-                let _ = rfs::unlinkat(dir, name.as_slice(), AtFlags::empty());
-            }
-        }
-        Ok(())
-    }
-
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
     pub fn throttle(&self) -> &Throttle {
         &self.throttle
@@ -353,6 +340,11 @@ impl Destination for LocalDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
+        if mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
+            if let Some(r) = self.stage_resumable(rel, src, meta, xattrs) {
+                return r;
+            }
+        }
         let mut t = self.begin_temp(rel)?;
         let result = (|| {
             let stats = match mode {
@@ -586,6 +578,10 @@ impl Destination for LocalDest {
         let dir = self.dir(rel)?;
         self.throttle.op();
         self.apply_meta_fd(dir.as_fd(), meta)
+    }
+
+    fn completed(&self) -> io::Result<()> {
+        self.clear_partials()
     }
 
     fn finish(&self) -> io::Result<()> {

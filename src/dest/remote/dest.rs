@@ -235,6 +235,11 @@ impl Destination for RemoteDest {
         })
     }
 
+    fn completed(&self) -> io::Result<()> {
+        let id = self.conn.id();
+        self.call_done(id, Request::Completed { id })
+    }
+
     fn finish(&self) -> io::Result<()> {
         let id = self.conn.id();
         self.call_done(id, Request::Finish { id })
