@@ -47,6 +47,8 @@ pub struct LocalDest {
     cancel: Arc<AtomicBool>,
     /// Leave what is read and written in the page cache (`--keep-cache`).
     keep_cache: bool,
+    /// Staged files that are also a kept partial file (see [`partial`]).
+    parked: std::sync::Mutex<std::collections::HashSet<Staged>>,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -111,6 +113,7 @@ impl LocalDest {
             salt: temp_salt(),
             cancel,
             keep_cache,
+            parked: Default::default(),
         })
     }
 
@@ -478,7 +481,7 @@ impl Destination for LocalDest {
                 }),
             };
             match result {
-                Ok(()) => {}
+                Ok(()) => self.landed(s),
                 Err(e) if fsutil::is_dest_wide(&e) => return Err(e),
                 Err(e) => failed.push((k, e)),
             }
@@ -493,6 +496,7 @@ impl Destination for LocalDest {
         if let Ok(dir) = self.dir(&staged.dir) {
             let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
         }
+        self.unparked(staged);
     }
 
     fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {

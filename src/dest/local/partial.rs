@@ -3,13 +3,16 @@
 //! A file of at least [`RESUME_MIN`] bytes sent whole is written in the replica's own
 //! directory, `.fsync-repl/partial/<key>.<slot>` (`<key>`: a hash of its relative path),
 //! beside `<key>.id`, the record of the source file it comes from (relative path, size,
-//! mtime), written before the first byte. Only once complete is it moved beside its
-//! final name under a temporary name and committed like any other temporary file
-//! (invariants 2 and 4: no final name ever holds a partial file). No listing, `--delete`,
-//! mass-delete guard or snapshot looks into that directory.
+//! mtime), written before the first byte. Only once complete and verified does it get a
+//! temporary name beside its final name (a hard link) and is committed like any other
+//! temporary file; its partial name goes once it is in place (invariants 2 and 4: no
+//! final name ever holds a partial file, and a file with a second name is never resumed
+//! or written through). No listing, `--delete`, mass-delete guard or snapshot looks into
+//! that directory.
 //!
-//! A run cut by a signal or a lost connection keeps what was written (a SIGKILL leaves
-//! it anyway); the bytes written are the data file's length. The next run that sends the
+//! A run cut by a signal or a lost connection keeps what was written, even a complete
+//! file that was not committed yet (a SIGKILL leaves it anyway); the bytes written are
+//! the data file's length. The next run that sends the
 //! same source file (same size and mtime) takes it as a basis: locally the kept prefix is
 //! compared with the source and the copy goes on after it; a far side answers with the
 //! signatures of the kept file, so only what it lacks crosses the wire. The result is
@@ -97,7 +100,9 @@ pub enum Resumed {
     Basis(Tracked, u64),
 }
 
-fn key(rel: &[u8]) -> String {
+/// The name partial files of `rel` go by (a hash of the path: any path gives a plain
+/// name of 32 hex digits).
+pub fn key(rel: &[u8]) -> String {
     let h = blake3::hash(rel);
     h.as_bytes()[..16]
         .iter()
@@ -136,6 +141,10 @@ fn parse(buf: &[u8]) -> Option<(Vec<u8>, Ident)> {
         .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
         .collect::<Option<Vec<u8>>>()?;
     Some((path, id))
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn unlink(dir: BorrowedFd<'_>, name: &str) {
@@ -191,7 +200,10 @@ impl LocalDest {
     fn kept_slot(&self, dir: BorrowedFd<'_>, key: &str, size: u64) -> Option<(u8, u64)> {
         let len = |n: u8| {
             let st = fsutil::stat_at(dir, format!("{key}.{n}").as_bytes()).ok()?;
+            // A second name may be a final file's (a run killed between its commit
+            // and the removal of its partial file): never written through, never used.
             let ok = FileType::from_raw_mode(st.st_mode) == FileType::RegularFile
+                && st.st_nlink == 1
                 && st.st_size as u64 <= size
                 && st.st_size > 0;
             Some((n, st.st_size as u64)).filter(|_| ok)
@@ -279,7 +291,8 @@ impl LocalDest {
             Some((n, len)) if in_place => {
                 let fd = open(n, OFlags::RDWR)?;
                 let st = rfs::fstat(&fd).map_err(no_space_or("stat partial file"))?;
-                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+                if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile || st.st_nlink != 1
+                {
                     return Ok(None);
                 }
                 (n, Resumed::InPlace(len.min(st.st_size as u64)), Some(fd))
@@ -313,28 +326,56 @@ impl LocalDest {
         )))
     }
 
-    /// Moves a complete partial file beside its final name under a temporary name;
-    /// its record and any other data file of its key go.
+    /// Gives a complete partial file a temporary name beside its final name (a hard
+    /// link: until it is committed, a cut run still finds it complete); the other data
+    /// file of its key goes.
     pub(super) fn unpark(&self, t: &mut TempFile) -> Result<(), PutError> {
         let Some(slot) = t.partial.take() else {
             return Ok(());
         };
         let tmp = self.temp_name(&t.staged.name);
         self.throttle.op();
-        if let Err(e) = rfs::renameat(
+        let linked = rfs::linkat(
             &slot.dir,
             slot.data(slot.n).as_str(),
             &t.dir,
             tmp.as_slice(),
-        ) {
+            AtFlags::empty(),
+        );
+        if let Err(e) = linked {
             t.partial = Some(slot);
-            return Err(PutError::dest("move partial file")(e.into()));
+            return Err(PutError::dest("link partial file")(e.into()));
         }
         t.staged.tmp = tmp;
         self.throttle.op();
         unlink(slot.dir.as_fd(), &slot.data(1 - slot.n));
-        unlink(slot.dir.as_fd(), &slot.id());
+        lock(&self.parked).insert(t.staged.clone());
         Ok(())
+    }
+
+    /// A staged file was renamed into place: the partial file it was goes, with its
+    /// record (the final file is never written through that name).
+    pub(super) fn landed(&self, s: &Staged) {
+        if !lock(&self.parked).remove(s) {
+            return;
+        }
+        let Ok(Some(dir)) = self.partial_dir(false) else {
+            return;
+        };
+        let rel = match s.dir.is_empty() {
+            true => s.name.clone(),
+            false => [&s.dir[..], b"/", &s.name].concat(),
+        };
+        let k = key(&rel);
+        self.throttle.op();
+        for name in [format!("{k}.0"), format!("{k}.1"), format!("{k}.id")] {
+            unlink(dir.as_fd(), &name);
+        }
+    }
+
+    /// A staged file was discarded: the partial file it was stays for the next run.
+    pub(super) fn unparked(&self, s: &Staged) {
+        lock(&self.parked).remove(s);
     }
 
     /// Removes a partial file with its record (its source changed, or it failed).
@@ -377,19 +418,26 @@ impl LocalDest {
         Ok(())
     }
 
-    /// Removes every partial file (the run completed).
+    /// Removes every partial file (the run completed). Whatever stands at the partial
+    /// directory's name that is not a directory (a symlink, say) is removed, not followed.
     pub fn clear_partials(&self) -> std::io::Result<()> {
-        let Some(dir) = self.partial_dir(false)? else {
+        let Ok(sidecar) = self.dir(SIDECAR) else {
             return Ok(());
         };
-        for name in fsutil::read_dir_names(dir.as_fd())? {
-            self.throttle.op();
-            let _ = rfs::unlinkat(&dir, name.as_slice(), AtFlags::empty());
+        match fsutil::open_dir(sidecar.as_fd(), PARTIAL_DIR) {
+            Ok(dir) => {
+                for name in fsutil::read_dir_names(dir.as_fd())? {
+                    let _ = self.remove_tree_at(dir.as_fd(), &name);
+                }
+                self.throttle.op();
+                let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::REMOVEDIR);
+            }
+            Err(e) if fsutil::is_not_found(&e) => {}
+            Err(_) => {
+                self.throttle.op();
+                let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::empty());
+            }
         }
-        drop(dir);
-        let sidecar = self.dir(SIDECAR)?;
-        self.throttle.op();
-        let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::REMOVEDIR);
         Ok(())
     }
 
