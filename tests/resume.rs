@@ -144,7 +144,7 @@ fn cut(mut cmd: StdCommand, dst: &Path, rel: &str, at: u64, sig: Signal) -> Outp
         .spawn()
         .expect("start the run");
     let deadline = Instant::now() + Duration::from_secs(300);
-    while !kept_len(dst, rel).is_some_and(|n| n >= at) {
+    while kept_len(dst, rel).is_none_or(|n| n < at) {
         if let Some(st) = child.try_wait().expect("try_wait") {
             let out = child.wait_with_output().expect("output");
             panic!(
@@ -307,6 +307,10 @@ fn a_partial_file_whose_source_changed_is_discarded() {
     }
 }
 
+/// Plants something in DEST's partial directory (the directory, a directory outside
+/// DEST, the source's first half).
+type Plant<'a> = dyn Fn(&Path, &Path, &[u8]) + 'a;
+
 /// A partial file's record as the tool writes it.
 fn record(rel: &[u8], size: u64, mtime: i64) -> Vec<u8> {
     let hex: String = rel.iter().map(|b| format!("{b:02x}")).collect();
@@ -320,7 +324,7 @@ fn a_corrupt_or_hostile_partial_record_is_removed_and_never_followed() {
     let k = key(b"f.bin");
     // Each case plants, beside or instead of a good record, what would be a perfect
     // basis (the source's first half) if it were taken.
-    let cases: &[(&str, &dyn Fn(&Path, &Path, &[u8]))] = &[
+    let cases: &[(&str, &Plant)] = &[
         ("a record naming a path outside", &|p, _, prefix| {
             fs::write(
                 p.join(format!("{k}.id")),

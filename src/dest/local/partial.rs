@@ -143,6 +143,17 @@ fn parse(buf: &[u8]) -> Option<(Vec<u8>, Ident)> {
     Some((path, id))
 }
 
+/// The filesystem and mount a directory is on.
+fn mount_of(fd: BorrowedFd<'_>) -> Option<(u32, u32, u64)> {
+    let flags = rfs::StatxFlags::BASIC_STATS | rfs::StatxFlags::MNT_ID;
+    let st = rfs::statx(fd, "", AtFlags::EMPTY_PATH, flags).ok()?;
+    let mnt = match st.stx_mask & rfs::StatxFlags::MNT_ID.bits() {
+        0 => 0,
+        _ => st.stx_mnt_id,
+    };
+    Some((st.stx_dev_major, st.stx_dev_minor, mnt))
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -250,8 +261,9 @@ impl LocalDest {
         let Ok(Some(dir)) = self.partial_dir(true) else {
             return Ok(None);
         };
-        let dev = |fd: BorrowedFd<'_>| rfs::fstat(fd).map(|st| st.st_dev).ok();
-        if dev(dir.as_fd()).is_none() || dev(dir.as_fd()) != dev(target.as_fd()) {
+        // A complete partial file gets a name beside its target by link(2), which does
+        // not cross filesystems or mounts (a bind mount of the same one included).
+        if mount_of(dir.as_fd()).is_none() || mount_of(dir.as_fd()) != mount_of(target.as_fd()) {
             return Ok(None);
         }
         let key = key(rel);
@@ -342,14 +354,23 @@ impl LocalDest {
             tmp.as_slice(),
             AtFlags::empty(),
         );
-        if let Err(e) = linked {
-            t.partial = Some(slot);
-            return Err(PutError::dest("link partial file")(e.into()));
+        let moved = linked.is_err();
+        if moved {
+            // No second name (EMLINK, a filesystem without hard links): moved instead.
+            let from = slot.data(slot.n);
+            if let Err(e) = rfs::renameat(&slot.dir, from.as_str(), &t.dir, tmp.as_slice()) {
+                t.partial = Some(slot);
+                return Err(PutError::dest("move partial file")(e.into()));
+            }
         }
         t.staged.tmp = tmp;
         self.throttle.op();
         unlink(slot.dir.as_fd(), &slot.data(1 - slot.n));
-        lock(&self.parked).insert(t.staged.clone());
+        if moved {
+            unlink(slot.dir.as_fd(), &slot.id());
+        } else {
+            lock(&self.parked).insert(t.staged.clone());
+        }
         Ok(())
     }
 
