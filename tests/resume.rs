@@ -216,10 +216,16 @@ fn at(path: &Path) -> OsString {
 }
 
 fn ssh_push(sshd: &Sshd, src: &Path, dst: &Path, args: &[&str]) -> StdCommand {
+    let mut ssh = sshd.args(Path::new(env!("CARGO_BIN_EXE_fsync-repl")));
+    // A debug build's delta of a 64 MiB window of new data can take longer than the
+    // usual 30 s of silence on a loaded machine.
+    if let Some(k) = ssh.iter().position(|a| a == "--timeout") {
+        ssh[k + 1] = "300".into();
+    }
     let mut c = StdCommand::new(env!("CARGO_BIN_EXE_fsync-repl"));
     c.env_remove("FSYNC_REPL_CONFIG")
         .arg("push")
-        .args(sshd.args(Path::new(env!("CARGO_BIN_EXE_fsync-repl"))))
+        .args(ssh)
         .args(args)
         .arg(src)
         .arg(at(dst));

@@ -323,8 +323,7 @@ impl RemoteDest {
         let rx = self.conn.expect(id);
         // A large file sent whole is resumed from what a cut transfer left on the far
         // side, as a delta against it.
-        let resume =
-            mode == DataMode::Whole && crate::dest::local::partial::resumable(src.size, src.sparse);
+        let resume = Self::resumes(src, mode);
         let want_delta = !Self::sends_whole(src, mode) || resume;
         let wmode = if want_delta {
             WireMode::Delta
@@ -423,6 +422,12 @@ impl RemoteDest {
             )
             .map_err(send_err)?;
         Ok(stats)
+    }
+
+    /// Whether the file is sent as a resumable one (a delta against what a cut transfer
+    /// kept on the far side, if anything).
+    pub(super) fn resumes(src: &SourceFile, mode: DataMode) -> bool {
+        mode == DataMode::Whole && crate::dest::local::partial::resumable(src.size, src.sparse)
     }
 
     /// Whether `stage_once` would send the file whole (no signature round trip).
