@@ -239,7 +239,7 @@ impl Receiver<'_> {
 
     pub(super) fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
         if let Some(f) = self.files.remove(&id) {
-            self.dest.abort_temp(f.temp);
+            self.dest.fail_temp(f.temp);
         }
         self.reply(Reply::Staged {
             id,

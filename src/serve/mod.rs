@@ -364,8 +364,8 @@ impl<'a> Receiver<'a> {
                 self.resume(id, path, ident)
             }
             Request::Completed { id } => {
-                let result =
-                    (self.dest.completed()).map_err(|e| wire_error("remove partial files", &e));
+                let result = self.dest.completed();
+                let result = result.map_err(|e| wire_error("remove partial files", &e));
                 self.reply(Reply::Done { id, result })
             }
             Request::SetSourceRecord { id, record } => {

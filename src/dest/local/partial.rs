@@ -439,6 +439,15 @@ impl LocalDest {
         Ok(())
     }
 
+    /// Removes the temporary file of a transfer that failed, unless the run was
+    /// interrupted: then, like a cut transfer's, its partial file stays.
+    pub fn fail_temp(&self, t: TempFile) {
+        match self.cancelled() {
+            true => self.keep_temp(t),
+            false => self.abort_temp(t),
+        }
+    }
+
     /// Removes every partial file (the run completed). Whatever stands at the partial
     /// directory's name that is not a directory (a symlink, say) is removed, not followed.
     pub fn clear_partials(&self) -> std::io::Result<()> {
@@ -557,6 +566,74 @@ impl LocalDest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::FileExt;
+    use std::sync::Arc;
+
+    fn names(dir: &std::path::Path) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.map(|e| e.unwrap())
+                    .map(|e| {
+                        let n = e.file_name().to_string_lossy().into_owned();
+                        (n, e.metadata().unwrap().len())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_cut_keeps_the_longer_data_file_and_another_source_takes_it_away() {
+        let t = tempfile::tempdir().unwrap();
+        let throttle = Arc::new(crate::throttle::Throttle::new(None, None));
+        let opts = crate::options::Options::default();
+        let d = LocalDest::open(t.path(), &opts, throttle, Default::default()).unwrap();
+        let dir = t.path().join(".fsync-repl/partial");
+        let k = key(b"f");
+        let id = Ident {
+            size: 100 << 20,
+            mtime: 5,
+            mtime_nsec: 0,
+        };
+        let begin = |id, in_place| d.begin_partial(b"f", id, in_place).unwrap().unwrap();
+
+        let (f, r) = begin(id, false);
+        assert!(matches!(r, Resumed::Fresh));
+        f.file.write_all_at(&[1; 4096], 0).unwrap();
+        d.keep_temp(f);
+        let kept = |n: u64, slot: u8| vec![(format!("{k}.{slot}"), n), (format!("{k}.id"), 38)];
+        assert_eq!(names(&dir), kept(4096, 0));
+
+        // Cut again before the new file is longer than its basis: the basis stays.
+        let (f, r) = begin(id, false);
+        assert!(matches!(r, Resumed::Basis(_, 4096)));
+        f.file.write_all_at(&[1; 100], 0).unwrap();
+        d.keep_temp(f);
+        assert_eq!(names(&dir), kept(4096, 0));
+
+        // Past it: the new one stays.
+        let (f, _) = begin(id, false);
+        f.file.write_all_at(&[1; 8192], 0).unwrap();
+        d.keep_temp(f);
+        assert_eq!(names(&dir), kept(8192, 1));
+
+        // Written on in place.
+        let (f, r) = begin(id, true);
+        assert!(matches!(r, Resumed::InPlace(8192)));
+        d.keep_temp(f);
+        assert_eq!(names(&dir), kept(8192, 1));
+
+        // Another source: the kept file goes, the new one starts empty; aborted, nothing
+        // of it is left.
+        let (f, r) = begin(Ident { mtime: 6, ..id }, true);
+        assert!(matches!(r, Resumed::Fresh));
+        d.abort_temp(f);
+        assert_eq!(names(&dir), vec![]);
+        d.clear_partials().unwrap();
+        assert!(!dir.exists());
+    }
 
     #[test]
     fn records_round_trip_and_refuse_what_is_not_one() {
