@@ -468,3 +468,41 @@ fn a_cut_pull_goes_on_with_what_its_receiver_kept() {
     assert_same_tree(src.path(), &d);
     assert_none_left(&d);
 }
+
+#[test]
+fn a_completed_run_removes_what_cut_runs_left_and_spares_what_is_being_written() {
+    for &t in TRANSPORTS {
+        let src = Tree::new();
+        let dst = Tree::new();
+        let d = dst.join("r");
+        src.file("a", b"a\n");
+        let p = partial_dir(&d);
+        fs::create_dir_all(&p).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // One left by a run cut yesterday, for a file no longer in SRC; one being
+        // written by another run (dated after this run began), left alone.
+        let (old, busy) = (key(b"gone.bin"), key(b"busy.bin"));
+        for (k, when) in [(&old, now - 86_400), (&busy, now + 3_600)] {
+            let rel = if *k == old { "gone.bin" } else { "busy.bin" };
+            fs::write(
+                p.join(format!("{k}.id")),
+                record(rel.as_bytes(), 1 << 27, MTIME),
+            )
+            .unwrap();
+            fs::write(p.join(format!("{k}.0")), vec![7u8; 1 << 20]).unwrap();
+            for n in ["id", "0"] {
+                set_mtime(&p.join(format!("{k}.{n}")), when, 0);
+            }
+        }
+        push_ok(t, src.path(), &d, &[]);
+        assert_eq!(
+            partials(&d),
+            vec![format!("{busy}.0"), format!("{busy}.id")],
+            "{t:?}"
+        );
+        assert_same_tree(src.path(), &d);
+    }
+}

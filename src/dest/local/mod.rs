@@ -47,8 +47,8 @@ pub struct LocalDest {
     cancel: Arc<AtomicBool>,
     /// Leave what is read and written in the page cache (`--keep-cache`).
     keep_cache: bool,
-    /// Staged files that are also a kept partial file (see [`partial`]).
-    parked: std::sync::Mutex<std::collections::HashSet<Staged>>,
+    /// Partial files of this run (see [`partial`]).
+    partials: partial::State,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -113,7 +113,7 @@ impl LocalDest {
             salt: temp_salt(),
             cancel,
             keep_cache,
-            parked: Default::default(),
+            partials: partial::State::new(),
         })
     }
 

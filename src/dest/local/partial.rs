@@ -90,6 +90,28 @@ impl Slot {
     }
 }
 
+/// What a destination knows of partial files.
+#[derive(Debug)]
+pub struct State {
+    /// Staged files that are also a kept partial file (until committed or discarded).
+    parked: std::sync::Mutex<std::collections::HashSet<Staged>>,
+    /// When the destination was opened, less a second (file times are coarse): partial
+    /// files written since may be another run's, in progress.
+    since: std::time::SystemTime,
+}
+
+impl State {
+    pub fn new() -> State {
+        let now = std::time::SystemTime::now();
+        State {
+            parked: Default::default(),
+            since: now
+                .checked_sub(std::time::Duration::from_secs(1))
+                .unwrap_or(now),
+        }
+    }
+}
+
 /// What a partial file began with.
 pub enum Resumed {
     /// Nothing kept: the whole file is written.
@@ -369,7 +391,7 @@ impl LocalDest {
         if moved {
             unlink(slot.dir.as_fd(), &slot.id());
         } else {
-            lock(&self.parked).insert(t.staged.clone());
+            lock(&self.partials.parked).insert(t.staged.clone());
         }
         Ok(())
     }
@@ -377,7 +399,7 @@ impl LocalDest {
     /// A staged file was renamed into place: the partial file it was goes, with its
     /// record (the final file is never written through that name).
     pub(super) fn landed(&self, s: &Staged) {
-        if !lock(&self.parked).remove(s) {
+        if !lock(&self.partials.parked).remove(s) {
             return;
         }
         let Ok(Some(dir)) = self.partial_dir(false) else {
@@ -396,7 +418,7 @@ impl LocalDest {
 
     /// A staged file was discarded: the partial file it was stays for the next run.
     pub(super) fn unparked(&self, s: &Staged) {
-        lock(&self.parked).remove(s);
+        lock(&self.partials.parked).remove(s);
     }
 
     /// Removes a partial file with its record (its source changed, or it failed).
@@ -448,26 +470,46 @@ impl LocalDest {
         }
     }
 
-    /// Removes every partial file (the run completed). Whatever stands at the partial
-    /// directory's name that is not a directory (a symlink, say) is removed, not followed.
+    /// Removes every partial file a cut run left (the run completed): those of a key
+    /// none of whose entries was written since this run began (the others may be a
+    /// concurrent run's, in progress). Whatever stands at the partial directory's name
+    /// that is not a directory (a symlink, say) is removed, not followed.
     pub fn clear_partials(&self) -> std::io::Result<()> {
         let Ok(sidecar) = self.dir(SIDECAR) else {
             return Ok(());
         };
-        match fsutil::open_dir(sidecar.as_fd(), PARTIAL_DIR) {
-            Ok(dir) => {
-                for name in fsutil::read_dir_names(dir.as_fd())? {
-                    let _ = self.remove_tree_at(dir.as_fd(), &name);
-                }
-                self.throttle.op();
-                let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::REMOVEDIR);
-            }
-            Err(e) if fsutil::is_not_found(&e) => {}
+        let dir = match fsutil::open_dir(sidecar.as_fd(), PARTIAL_DIR) {
+            Ok(dir) => dir,
+            Err(e) if fsutil::is_not_found(&e) => return Ok(()),
             Err(_) => {
                 self.throttle.op();
                 let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::empty());
+                return Ok(());
             }
+        };
+        let names = fsutil::read_dir_names(dir.as_fd())?;
+        let key_of = |n: &[u8]| n.split(|&b| b == b'.').next().unwrap_or_default().to_vec();
+        let since = self.partials.since;
+        let recent: std::collections::HashSet<Vec<u8>> = names
+            .iter()
+            .filter(|n| {
+                fsutil::stat_at(dir.as_fd(), n).is_ok_and(|st| {
+                    let t = std::time::UNIX_EPOCH
+                        + std::time::Duration::new(
+                            st.st_mtime.max(0) as u64,
+                            st.st_mtime_nsec as u32,
+                        );
+                    t >= since
+                })
+            })
+            .map(|n| key_of(n))
+            .collect();
+        for name in names.iter().filter(|n| !recent.contains(&key_of(n))) {
+            let _ = self.remove_tree_at(dir.as_fd(), name);
         }
+        drop(dir);
+        self.throttle.op();
+        let _ = rfs::unlinkat(&sidecar, PARTIAL_DIR, AtFlags::REMOVEDIR);
         Ok(())
     }
 
