@@ -113,7 +113,7 @@ impl LocalDest {
             salt: temp_salt(),
             cancel,
             keep_cache,
-            partials: partial::State::new(),
+            partials: Default::default(),
         })
     }
 

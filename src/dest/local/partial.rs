@@ -100,8 +100,8 @@ pub struct State {
     since: std::time::SystemTime,
 }
 
-impl State {
-    pub fn new() -> State {
+impl Default for State {
+    fn default() -> State {
         let now = std::time::SystemTime::now();
         State {
             parked: Default::default(),
