@@ -12,15 +12,16 @@
 //!
 //! A run cut by a signal or a lost connection keeps what was written, even a complete
 //! file that was not committed yet (a SIGKILL leaves it anyway); the bytes written are
-//! the data file's length. The next run that sends the
-//! same source file (same size and mtime) takes it as a basis: locally the kept prefix is
-//! compared with the source and the copy goes on after it; a far side answers with the
-//! signatures of the kept file, so only what it lacks crosses the wire. The result is
-//! verified as any delta is (BLAKE3 of the whole file), so a kept file that is not what
-//! its record says costs bytes, never correctness. A record that names another path,
+//! the data file's length. The next run that sends the same source file (same size and
+//! mtime) takes it as a basis: locally, the kept prefix is compared with the source and
+//! the copy goes on after the part that matches; a far side answers with the signatures
+//! of the kept file, so only what it lacks crosses the wire, and the rebuilt file is
+//! checked against the sender's BLAKE3 as any delta is. A kept file that is not what its
+//! record says thus costs bytes, never correctness. A record that names another path,
 //! another size or mtime, or does not parse, is removed with its data, never followed; a
-//! data file is opened only if it is a regular file no larger than the record's size. A
-//! run that completes removes every partial file left.
+//! data file is used only if it is a regular file with one name, no larger than the
+//! record's size. A run that completes removes what cut runs left (not what another run
+//! is writing).
 
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
