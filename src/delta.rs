@@ -279,6 +279,18 @@ pub fn signature_params(signature: &[u8]) -> Result<SigParams, DeltaError> {
 /// Appends to `out` the delta that turns the signature's base into `new`.
 pub fn diff(signature: &[u8], new: &[u8], out: &mut Vec<u8>) -> Result<(), DeltaError> {
     signature_params(signature)?;
+    if signature.len() == SIG_HEADER_LEN {
+        // No blocks (an empty base, as past the end of a shorter basis): nothing can
+        // match, so all is literal, without rolling a checksum over every byte.
+        out.extend_from_slice(&DELTA_MAGIC.to_be_bytes());
+        for chunk in new.chunks(u32::MAX as usize) {
+            out.push(OP_LITERAL_N1 + 2);
+            out.extend_from_slice(&(chunk.len() as u32).to_be_bytes());
+            out.extend_from_slice(chunk);
+        }
+        out.push(OP_END);
+        return Ok(());
+    }
     let sig = Signature::deserialize(signature.to_vec())
         .map_err(|e| DeltaError::MalformedSignature(e.to_string()))?;
     diff_parsed(&sig, new, out)
@@ -794,6 +806,28 @@ mod tests {
         let (s, _) = delta_copy(b"", b"hello", &mut out, 4096).expect("no base");
         assert_eq!(out, b"hello");
         assert_eq!(s.literal, 5);
+    }
+
+    #[test]
+    fn a_signature_of_no_blocks_gives_one_literal_that_applies_and_splits() {
+        let new: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let sig = signature(b"", SigParams::for_len(new.len() as u64)).unwrap();
+        assert_eq!(sig.len(), SIG_HEADER_LEN, "no blocks");
+        let mut d = Vec::new();
+        diff(&sig, &new, &mut d).unwrap();
+        let st = delta_stats(&d).unwrap();
+        assert_eq!((st.literal, st.matched), (100_000, 0));
+        let mut out = Vec::new();
+        apply(b"", &d, &mut out, new.len()).unwrap();
+        assert_eq!(out, new);
+        let mut joined = Vec::new();
+        for part in split_delta(&d, 4096).unwrap() {
+            apply(b"", &part, &mut joined, new.len()).unwrap();
+        }
+        assert_eq!(joined, new);
+        d.clear();
+        diff(&sig, b"", &mut d).unwrap();
+        assert_eq!(delta_stats(&d).unwrap(), DeltaStats::default());
     }
 
     /// `base` and a copy of it with a few overwrites, insertions and deletions.

@@ -206,6 +206,11 @@ pub trait Destination: Sync {
     fn broken(&self) -> Option<String> {
         None
     }
+    /// The run completed: what cut transfers kept for a later run
+    /// ([`local::partial`]) is no longer needed.
+    fn completed(&self) -> io::Result<()> {
+        Ok(())
+    }
     /// Final durability barrier for directory entries (renames, links, deletes).
     fn finish(&self) -> io::Result<()>;
     /// The record of the source this replica was made from

@@ -27,7 +27,7 @@ use crate::tree::SetMeta;
 use crate::tree::{Kind, Meta};
 
 /// Protocol version; both sides must speak the same one (5: compact listings).
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// An entry of a listing on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -287,6 +287,20 @@ pub enum Request {
         #[serde(with = "serde_bytes")]
         record: Vec<u8>,
     },
+    /// Like `Begin` with `Delta`, for a large file the receiver keeps as a partial file
+    /// if the transfer is cut ([`crate::dest::local::partial`]): the signatures answered
+    /// are those of the partial file a cut transfer of the same source file (`size`,
+    /// `mtime`) left, or `NoBase`.
+    Resume {
+        id: u64,
+        #[serde(with = "serde_bytes")]
+        path: Vec<u8>,
+        size: u64,
+        mtime: i64,
+        mtime_nsec: u32,
+    },
+    /// The run completed: partial files of cut transfers are removed; `Done`.
+    Completed { id: u64 },
 }
 
 /// Filesystem operations (see [`crate::dest::Destination`] for their meaning).

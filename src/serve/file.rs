@@ -2,6 +2,7 @@
 //! file, and the BLAKE3 check before it is staged.
 
 use super::*;
+use crate::dest::local::partial::{Ident, Resumed};
 
 /// Files up to this size get a short strong hash per block in their signature.
 const SHORT_SUMS_MAX: u64 = 1 << 20;
@@ -136,6 +137,87 @@ impl Receiver<'_> {
         Ok(())
     }
 
+    /// A large file kept as a partial file if its transfer is cut: answered with the
+    /// signatures of what a cut transfer of the same source file kept, or `NoBase`.
+    pub(super) fn resume(
+        &mut self,
+        id: u64,
+        path: Vec<u8>,
+        ident: Ident,
+    ) -> Result<(), ProtoError> {
+        let size = ident.size;
+        if self.files.contains_key(&id) {
+            return Err(bad(format!("file id {id} announced twice")));
+        }
+        if self.files.len() >= MAX_OPEN_FILES {
+            return Err(bad("too many files in flight"));
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(bad(format!("announced file size {size} is absurd")));
+        }
+        if !self.fits(size) {
+            return self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::NoSpace),
+            });
+        }
+        let (temp, resumed) = match self.dest.begin_partial(&path, ident, false) {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                // No partial file for it: an ordinary whole transfer.
+                self.begin(id, path, size, WireMode::Whole)?;
+                return match self.files.contains_key(&id) {
+                    true => self.reply(Reply::NoBase { id }),
+                    false => Ok(()), // answered with its failure
+                };
+            }
+            Err(e) => {
+                return self.reply(Reply::Staged {
+                    id,
+                    result: Err(put_error(e)),
+                })
+            }
+        };
+        let mut inc = Incoming {
+            temp,
+            size,
+            mode: WireMode::Whole,
+            old: None,
+            next_window: 0,
+            next_part: 0,
+            window_start: 0,
+            windows: 0,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        };
+        let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
+        let Resumed::Basis(file, old_len) = resumed else {
+            self.files.insert(id, inc);
+            return self.reply(Reply::NoBase { id });
+        };
+        if windows > MAX_SIG_WINDOWS || size == 0 {
+            self.files.insert(id, inc);
+            return self.reply(Reply::NoBase { id });
+        }
+        let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
+        let mut sigs = Vec::new();
+        for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
+            let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
+            self.dest.throttle().bytes(base.len() as u64);
+            let sig = delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
+            sigs.push(serde_bytes::ByteBuf::from(sig));
+        }
+        inc.mode = WireMode::Delta;
+        inc.windows = sigs.len() as u32;
+        inc.old = Some((file, old_len));
+        self.files.insert(id, inc);
+        self.reply(Reply::Signature {
+            id,
+            block_size: params.block_size,
+            windows: sigs,
+        })
+    }
+
     pub(super) fn data(&mut self, id: u64, offset: u64, data: &[u8]) -> Result<(), ProtoError> {
         let Some(f) = self.files.get_mut(&id) else {
             return Ok(()); // a file that already failed
@@ -157,7 +239,7 @@ impl Receiver<'_> {
 
     pub(super) fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
         if let Some(f) = self.files.remove(&id) {
-            self.dest.abort_temp(f.temp);
+            self.dest.fail_temp(f.temp);
         }
         self.reply(Reply::Staged {
             id,

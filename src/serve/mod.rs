@@ -12,8 +12,9 @@
 //! file in flight will still write, and local copies (invariant 5); the options of this
 //! side's own user hold whatever the peer sends ([`Policy`]: no deletes or moves without
 //! `--delete`, no extended attributes without `-X`). However a session ends, the
-//! temporary files of unfinished and of never-committed transfers are removed, and
-//! entries set aside to make way are put back.
+//! temporary files of unfinished and of never-committed transfers are removed (a large
+//! file's partial file stays in the replica's own directory for the next run to resume,
+//! see [`crate::dest::local::partial`]), and entries set aside to make way are put back.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
@@ -190,8 +191,9 @@ impl<'a> Receiver<'a> {
         notice: &mut dyn FnMut(Notice),
     ) -> Result<(), ProtoError> {
         let result = self.serve(input, handshake, notice);
+        // Cut transfers: what a partial file holds stays for the next run.
         for (_, f) in self.files.drain() {
-            self.dest.abort_temp(f.temp);
+            self.dest.keep_temp(f.temp);
         }
         for s in self.staged.drain() {
             self.dest.discard(&s);
@@ -346,6 +348,25 @@ impl<'a> Receiver<'a> {
                     .map(|r| r.map(serde_bytes::ByteBuf::from))
                     .map_err(|e| wire_error("read the source record", &e));
                 self.reply(Reply::Record { id, result })
+            }
+            Request::Resume {
+                id,
+                path,
+                size,
+                mtime,
+                mtime_nsec,
+            } => {
+                let ident = crate::dest::local::partial::Ident {
+                    size,
+                    mtime,
+                    mtime_nsec,
+                };
+                self.resume(id, path, ident)
+            }
+            Request::Completed { id } => {
+                let result = self.dest.completed();
+                let result = result.map_err(|e| wire_error("remove partial files", &e));
+                self.reply(Reply::Done { id, result })
             }
             Request::SetSourceRecord { id, record } => {
                 let result = self

@@ -514,6 +514,12 @@ fn push_in_pool(
             }
         }
     }
+    // A run that completed leaves no partial file of a cut transfer behind.
+    if !run.halted() && dest.broken().is_none() && run.counters.problems().is_empty() {
+        if let Err(e) = dest.completed() {
+            run.dest_error("remove partial files", b"", e);
+        }
+    }
     if let Err(e) = dest.finish() {
         run.dest_error("syncfs", b"", e);
     }

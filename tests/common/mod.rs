@@ -15,6 +15,7 @@ pub mod compare;
 pub mod corpus;
 pub mod grid;
 pub mod peer;
+pub mod sshd;
 #[allow(unused_imports)]
 pub use compare::{tree_diff, tree_diff_opts};
 

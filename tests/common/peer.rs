@@ -22,9 +22,10 @@ pub fn routine_answer(req: &Request) -> Option<Reply> {
             id,
             result: Ok(None),
         },
-        Request::Op { id, .. } | Request::Finish { id } | Request::SetSourceRecord { id, .. } => {
-            Reply::Done { id, result: Ok(()) }
-        }
+        Request::Op { id, .. }
+        | Request::Finish { id }
+        | Request::Completed { id }
+        | Request::SetSourceRecord { id, .. } => Reply::Done { id, result: Ok(()) },
         Request::Commit { id, .. } => Reply::Committed {
             id,
             result: Ok(vec![]),

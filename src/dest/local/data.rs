@@ -50,7 +50,7 @@ impl LocalDest {
         Ok(stats)
     }
 
-    fn copy_range(
+    pub(super) fn copy_range(
         &self,
         src: &SourceFile,
         out: &File,

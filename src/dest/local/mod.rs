@@ -8,6 +8,7 @@
 //! All bytes and operations pass the run's [`Throttle`] (invariant 6).
 
 mod data;
+pub mod partial;
 mod temp_file;
 pub use data::{data_segments, map_range, MapOrEmpty, Tee};
 pub use temp_file::TempFile;
@@ -46,6 +47,8 @@ pub struct LocalDest {
     cancel: Arc<AtomicBool>,
     /// Leave what is read and written in the page cache (`--keep-cache`).
     keep_cache: bool,
+    /// Partial files of this run (see [`partial`]).
+    partials: partial::State,
 }
 
 fn invalid(what: &str) -> io::Error {
@@ -110,6 +113,7 @@ impl LocalDest {
             salt: temp_salt(),
             cancel,
             keep_cache,
+            partials: Default::default(),
         })
     }
 
@@ -211,20 +215,6 @@ impl LocalDest {
         let (fd, st) = fsutil::open_regular(self.root.as_fd(), rel).ok()?;
         let len = st.st_size as u64;
         Some((Tracked::new(File::from(fd), len, self.keep_cache), len))
-    }
-
-    /// Removes what a run killed while writing the source record left in the replica's
-    /// own directory, where no listing looks (invariant 4). Done before each write of
-    /// the record: a run killed mid-write left no record (or the old one), so the next
-    /// run writes it again and cleans up first.
-    fn remove_sidecar_temps(&self, dir: BorrowedFd<'_>) -> io::Result<()> {
-        for name in fsutil::read_dir_names(dir)? {
-            if crate::temp::is_temp_name(&name) {
-                self.throttle.op();
-                let _ = rfs::unlinkat(dir, name.as_slice(), AtFlags::empty());
-            }
-        }
-        Ok(())
     }
 
     /// Accounts bytes read by the caller on the destination's behalf (delta bases).
@@ -408,6 +398,11 @@ impl Destination for LocalDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
+        if mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
+            if let Some(r) = self.stage_resumable(rel, src, meta, xattrs) {
+                return r;
+            }
+        }
         let mut t = self.begin_temp(rel)?;
         let result = (|| {
             let stats = match mode {
@@ -541,7 +536,7 @@ impl Destination for LocalDest {
                 }),
             };
             match result {
-                Ok(()) => {}
+                Ok(()) => self.landed(s),
                 Err(e) if fsutil::is_dest_wide(&e) => return Err(e),
                 Err(e) => failed.push((k, e)),
             }
@@ -556,6 +551,7 @@ impl Destination for LocalDest {
         if let Ok(dir) = self.dir(&staged.dir) {
             let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
         }
+        self.unparked(staged);
     }
 
     fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {
@@ -641,6 +637,10 @@ impl Destination for LocalDest {
         let dir = self.dir(rel)?;
         self.throttle.op();
         self.apply_meta_fd(dir.as_fd(), meta)
+    }
+
+    fn completed(&self) -> io::Result<()> {
+        self.clear_partials()
     }
 
     fn finish(&self) -> io::Result<()> {

@@ -17,6 +17,8 @@ pub struct TempFile {
     pub file: File,
     pub(super) dir: OwnedFd,
     pub(super) staged: Staged,
+    /// Written as a partial file, kept if the transfer is cut (see [`super::partial`]).
+    pub(super) partial: Option<super::partial::Slot>,
 }
 
 impl LocalDest {
@@ -33,6 +35,7 @@ impl LocalDest {
                 tmp,
                 name: name.to_vec(),
             },
+            partial: None,
         })
     }
 
@@ -53,11 +56,12 @@ impl LocalDest {
     /// On error the temporary file is removed.
     pub fn finish_temp(
         &self,
-        t: TempFile,
+        mut t: TempFile,
         meta: &SetMeta,
         xattrs: &fsutil::Xattrs,
     ) -> Result<Staged, PutError> {
         let r = (|| {
+            self.unpark(&mut t)?;
             for (name, value) in xattrs {
                 self.throttle.op();
                 rfs::fsetxattr(&t.file, name.as_slice(), value, rfs::XattrFlags::empty())
@@ -87,10 +91,21 @@ impl LocalDest {
         }
     }
 
-    /// Removes a temporary file that will not be committed.
+    /// Removes a temporary file that will not be committed (a partial file too, with
+    /// its record; see [`LocalDest::keep_temp`] for a cut transfer).
     pub fn abort_temp(&self, t: TempFile) {
-        let TempFile { file, dir, staged } = t;
+        let TempFile {
+            file,
+            dir,
+            staged,
+            partial,
+        } = t;
         drop(file);
-        let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
+        match partial {
+            Some(slot) => self.drop_partial(&slot),
+            None => {
+                let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
+            }
+        }
     }
 }

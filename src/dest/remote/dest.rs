@@ -92,9 +92,11 @@ impl Destination for RemoteDest {
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
         match self.stage_once(rel, src, meta, mode, xattrs) {
-            // A delta that did not verify on the far side: send whole.
+            // A delta that did not verify on the far side: send whole (a resumed file:
+            // the far side dropped what it kept).
             Err(PutError::SourceChanged)
-                if mode == DataMode::Delta && src.unchanged().unwrap_or(false) =>
+                if (mode == DataMode::Delta || Self::resumes(src, mode))
+                    && src.unchanged().unwrap_or(false) =>
             {
                 self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
             }
@@ -113,7 +115,7 @@ impl Destination for RemoteDest {
         if Self::small_delta(src, mode) {
             return self.start_small(rel, src, meta, xattrs);
         }
-        if !Self::sends_whole(src, mode) {
+        if !Self::sends_whole(src, mode) || Self::resumes(src, mode) {
             // A delta waits for signatures and may be resent whole: keep it in step.
             return self
                 .stage_file(rel, src, meta, mode, xattrs)
@@ -233,6 +235,11 @@ impl Destination for RemoteDest {
             path: rel.to_vec(),
             meta: meta.into(),
         })
+    }
+
+    fn completed(&self) -> io::Result<()> {
+        let id = self.conn.id();
+        self.call_done(id, Request::Completed { id })
     }
 
     fn finish(&self) -> io::Result<()> {

@@ -321,24 +321,32 @@ impl RemoteDest {
     ) -> Result<(u64, Receiver<Reply>, DataStats), PutError> {
         let id = self.conn.id();
         let rx = self.conn.expect(id);
-        let want_delta = !Self::sends_whole(src, mode);
+        // A large file sent whole is resumed from what a cut transfer left on the far
+        // side, as a delta against it.
+        let resume = Self::resumes(src, mode);
+        let want_delta = !Self::sends_whole(src, mode) || resume;
         let wmode = if want_delta {
             WireMode::Delta
         } else {
             WireMode::Whole
         };
         let send_err = |e| PutError::Dest { op: "send", err: e };
-        self.conn
-            .send_req(
-                Request::Begin {
-                    id,
-                    path: rel.to_vec(),
-                    size: src.size,
-                    mode: wmode,
-                },
-                want_delta,
-            )
-            .map_err(send_err)?;
+        let begin = match resume {
+            true => Request::Resume {
+                id,
+                path: rel.to_vec(),
+                size: src.size,
+                mtime: src.mtime.0,
+                mtime_nsec: src.mtime.1,
+            },
+            false => Request::Begin {
+                id,
+                path: rel.to_vec(),
+                size: src.size,
+                mode: wmode,
+            },
+        };
+        self.conn.send_req(begin, want_delta).map_err(send_err)?;
         // From here on, a failure of ours must tell the far side, or its temporary
         // file and slot stay open until the session ends.
         match self.send_body((id, &rx), rel, src, meta, xattrs, want_delta) {
@@ -414,6 +422,12 @@ impl RemoteDest {
             )
             .map_err(send_err)?;
         Ok(stats)
+    }
+
+    /// Whether the file is sent as a resumable one (a delta against what a cut transfer
+    /// kept on the far side, if anything).
+    pub(super) fn resumes(src: &SourceFile, mode: DataMode) -> bool {
+        mode == DataMode::Whole && crate::dest::local::partial::resumable(src.size, src.sparse)
     }
 
     /// Whether `stage_once` would send the file whole (no signature round trip).
