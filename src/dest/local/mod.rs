@@ -9,6 +9,7 @@
 
 mod data;
 pub mod partial;
+mod remove;
 mod temp_file;
 pub use data::{data_segments, map_range, MapOrEmpty, Tee};
 pub use temp_file::TempFile;
@@ -228,23 +229,6 @@ impl LocalDest {
         rfs::renameat(dir, tmp, dir, name)?;
         Ok(())
     }
-
-    fn remove_tree_at(&self, dir: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-        let st = fsutil::stat_at(dir, name)?;
-        if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            let sub =
-                fsutil::open_beneath(dir, name, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;
-            for child in fsutil::read_dir_names(sub.as_fd())? {
-                self.remove_tree_at(sub.as_fd(), &child)?;
-            }
-            self.throttle.op();
-            rfs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-        } else {
-            self.throttle.op();
-            rfs::unlinkat(dir, name, AtFlags::empty())?;
-        }
-        Ok(())
-    }
 }
 
 /// A staged file's names are single components and its temporary name is one of ours.
@@ -303,19 +287,7 @@ impl Destination for LocalDest {
     }
 
     fn remove(&self, rel: &[u8], kind: Kind) -> io::Result<()> {
-        let (parent, name) = split(rel)?;
-        let dir = self.dir(parent)?;
-        self.throttle.op();
-        let flags = if kind == Kind::Dir {
-            AtFlags::REMOVEDIR
-        } else {
-            AtFlags::empty()
-        };
-        match rfs::unlinkat(&dir, name, flags) {
-            Ok(()) => Ok(()),
-            Err(rustix::io::Errno::NOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        self.remove_entry(rel, kind)
     }
 
     fn remove_in(
@@ -324,42 +296,11 @@ impl Destination for LocalDest {
         names: &[(&[u8], Kind)],
         done: &mut dyn FnMut(usize, io::Result<()>),
     ) {
-        let fd = match self.dir(dir) {
-            Ok(fd) => fd,
-            Err(e) => {
-                for k in 0..names.len() {
-                    done(k, Err(io::Error::new(e.kind(), e.to_string())));
-                }
-                return;
-            }
-        };
-        for (k, &(name, kind)) in names.iter().enumerate() {
-            if self.cancelled() {
-                // A signal: the rest stay for the next run.
-                return;
-            }
-            if kind == Kind::Dir || !fsutil::valid_name(name) {
-                done(k, Err(invalid("not a file name")));
-                continue;
-            }
-            self.throttle.op();
-            done(
-                k,
-                match rfs::unlinkat(&fd, name, AtFlags::empty()) {
-                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                    Err(e) => Err(e.into()),
-                },
-            );
-        }
+        self.remove_files_in(dir, names, done)
     }
 
     fn remove_tree(&self, rel: &[u8]) -> io::Result<()> {
-        let (parent, name) = split(rel)?;
-        let dir = self.dir(parent)?;
-        match self.remove_tree_at(dir.as_fd(), name) {
-            Err(e) if fsutil::is_not_found(&e) => Ok(()),
-            r => r,
-        }
+        self.remove_subtree(rel)
     }
 
     fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()> {
