@@ -738,6 +738,9 @@ fn sigterm_and_sigint_stop_with_exit_20_and_leave_no_temp_files() {
                 "{name}: no message saying the run was interrupted\n{}",
                 show(&out)
             );
+            // The client is gone; its far side (a remote DEST) may still be removing
+            // its temporary files.
+            wait_for_far_side(b.dst.path());
             let temps = temp_files(b.dst.path());
             assert!(temps.is_empty(), "{name}: temporary files left: {temps:?}");
             b.assert_old_or_new(false);
