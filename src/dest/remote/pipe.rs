@@ -33,6 +33,9 @@ pub(super) type Sent = (Receiver<Reply>, Small, Result<DataStats, PutError>);
 #[derive(Debug, Default)]
 pub(super) struct Pipe {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// Jobs the workers finished: a collector waiting longer than the timeout for a
+    /// file behind many others keeps waiting while this moves.
+    finished: Arc<AtomicU64>,
 }
 
 impl RemoteDest {
@@ -44,10 +47,10 @@ impl RemoteDest {
             let rx = Arc::new(Mutex::new(rx));
             for _ in 0..WORKERS {
                 let me = self.worker_twin();
-                let rx = rx.clone();
+                let (rx, finished) = (rx.clone(), self.pipe.finished.clone());
                 let started = std::thread::Builder::new()
                     .name("fsync-repl-delta".into())
-                    .spawn(move || me.work(&rx));
+                    .spawn(move || me.work(&rx, &finished));
                 if started.is_err() {
                     break;
                 }
@@ -71,7 +74,7 @@ impl RemoteDest {
     }
 
     /// A worker's loop: until the queue closes (its destination is dropped).
-    fn work(&self, jobs: &Mutex<mpsc::Receiver<Job>>) {
+    fn work(&self, jobs: &Mutex<mpsc::Receiver<Job>>, finished: &AtomicU64) {
         loop {
             let job = {
                 let q = lock(jobs);
@@ -85,14 +88,29 @@ impl RemoteDest {
                 }
             };
             let sent = self.send_small(job.id, &job.rx, &job.small);
+            finished.fetch_add(1, Ordering::Relaxed);
             // A collector that gave up is no reason to stop the others.
             let _ = job.done.send((job.rx, job.small, sent));
         }
     }
 
-    /// Waits for a job handed to the workers, within the session's timeout.
+    /// Waits for a job handed to the workers, while they finish others within the
+    /// session's timeout (each of their waits for the far side has that timeout too).
     pub(super) fn collect(&self, done: &mpsc::Receiver<Sent>) -> Result<Sent, PutError> {
-        match done.recv_timeout(self.conn.timeout) {
+        let mut seen = self.pipe.finished.load(Ordering::Relaxed);
+        let waited = loop {
+            match done.recv_timeout(self.conn.timeout) {
+                Err(RecvTimeoutError::Timeout) => {
+                    let now = self.pipe.finished.load(Ordering::Relaxed);
+                    if now == seen {
+                        break Err(RecvTimeoutError::Timeout);
+                    }
+                    seen = now;
+                }
+                other => break other,
+            }
+        };
+        match waited {
             Ok(s) => Ok(s),
             Err(RecvTimeoutError::Timeout) => Err(PutError::Dest {
                 op: "remote",
