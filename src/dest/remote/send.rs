@@ -5,15 +5,17 @@
 //! are in flight at once: its `Begin` goes out at start, and the signature, the delta and
 //! the far side's answer are handled when the transfer collects it. The far side checks
 //! the rebuilt file's BLAKE3 against the sender's; on a mismatch the file goes again,
-//! whole, from the same bytes.
+//! whole, from the same bytes. The deltas are computed and sent by the delta workers
+//! ([`super::pipe`]) as the signatures arrive.
 
+use super::pipe::Job;
 use super::*;
 
 /// Files up to this size go as in-memory deltas (see the module documentation).
 const SMALL_DELTA_MAX: u64 = 1 << 20;
 
 /// A small file's content, read once, and what goes with it.
-struct Small {
+pub(super) struct Small {
     rel: Vec<u8>,
     data: Vec<u8>,
     hash: Hash,
@@ -79,18 +81,35 @@ impl RemoteDest {
             lock(&self.conn.waiters).remove(&id);
             return Err(PutError::Dest { op: "send", err: e });
         }
-        Ok(Started::Waiting(Box::new(move || {
-            self.finish_small(id, &rx, &small)
-        })))
+        let (done, sent) = std::sync::mpsc::sync_channel(1);
+        match self.enqueue(Job {
+            id,
+            rx,
+            small,
+            done,
+        }) {
+            Ok(()) => Ok(Started::Waiting(Box::new(move || {
+                let (rx, small, stats) = self.collect(&sent).inspect_err(|_| {
+                    lock(&self.conn.waiters).remove(&id);
+                })?;
+                self.finish_small(id, &rx, &small, stats)
+            }))),
+            // No worker: this file's collector sends it.
+            Err(job) => Ok(Started::Waiting(Box::new(move || {
+                let stats = self.send_small(job.id, &job.rx, &job.small);
+                self.finish_small(job.id, &job.rx, &job.small, stats)
+            }))),
+        }
     }
 
-    /// The signature, the delta and the answer of an in-memory delta; whole on mismatch.
-    fn finish_small(
+    /// The signature and the delta (or whole data) of an in-memory delta, then `End`;
+    /// a failure of ours tells the far side to drop the file.
+    pub(super) fn send_small(
         &self,
         id: u64,
         rx: &Receiver<Reply>,
         small: &Small,
-    ) -> Result<(Staged, DataStats), PutError> {
+    ) -> Result<DataStats, PutError> {
         let sent = self.small_body(id, rx, small);
         if let Err(e) = &sent {
             if !matches!(e, PutError::Dest { .. }) {
@@ -98,6 +117,17 @@ impl RemoteDest {
             }
             lock(&self.conn.waiters).remove(&id);
         }
+        sent
+    }
+
+    /// The far side's answer to a sent in-memory delta; whole on mismatch.
+    fn finish_small(
+        &self,
+        id: u64,
+        rx: &Receiver<Reply>,
+        small: &Small,
+        sent: Result<DataStats, PutError>,
+    ) -> Result<(Staged, DataStats), PutError> {
         let stats = sent?;
         match self.wait_staged(id, rx) {
             // The far side's rebuilt file did not hash like ours: send it whole.
