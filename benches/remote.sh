@@ -307,15 +307,17 @@ reps = [json.loads(l) for l in open(sys.argv[4]) if l.startswith("{")][int(sys.a
 f, r, s = res["fsync-repl"], res["rsync"], res["ssh-startup"]
 scen, target = sys.argv[2], sys.argv[3]
 ms = lambda x: f"{x * 1000:.1f} ms"
+# hyperfine gives no standard deviation for a single run.
+dev = lambda x: f" ± {(x.get('stddev') or 0) * 1000:.1f}"
 for stat in ("mean", "median"):
     ratio = f[stat] / r[stat]
-    sd = lambda x: f" ± {x['stddev'] * 1000:.1f}" if stat == "mean" else ""
+    sd = lambda x: dev(x) if stat == "mean" else ""
     verdict = "pass" if ratio <= float(target) else "FAIL"
     print(f"{scen}\ttime ({stat})\t{ms(f[stat])}{sd(f)}\t{ms(r[stat])}{sd(r)}\t{ratio:.3f}\t<= {target}\t{verdict}")
 # Local CPU only (the client and its ssh): the far side runs under sshd, outside hyperfine.
 fc, rc = f["user"] + f["system"], r["user"] + r["system"]
 print(f"{scen}\tlocal cpu user+sys (mean)\t{ms(fc)}\t{ms(rc)}\t{fc / rc:.3f}\t-\t-")
-print(f"{scen}\tssh start-up `ssh true` {ms(s['mean'])} ± {s['stddev'] * 1000:.1f}: share of run\t"
+print(f"{scen}\tssh start-up `ssh true` {ms(s['mean'])}{dev(s)}: share of run\t"
       f"{s['mean'] / f['mean']:.0%}\t{s['mean'] / r['mean']:.0%}\t-\t-\t-")
 print(f"{scen}\ttime minus ssh start-up (mean)\t{ms(f['mean'] - s['mean'])}\t{ms(r['mean'] - s['mean'])}\t"
       f"{(f['mean'] - s['mean']) / max(r['mean'] - s['mean'], 1e-9):.3f}\t-\t-")
