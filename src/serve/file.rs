@@ -64,21 +64,8 @@ impl Receiver<'_> {
         size: u64,
         mode: WireMode,
     ) -> Result<(), ProtoError> {
-        if self.files.contains_key(&id) {
-            return Err(bad(format!("file id {id} announced twice")));
-        }
-        if self.files.len() >= MAX_OPEN_FILES {
-            return Err(bad("too many files in flight"));
-        }
-        if size > MAX_FILE_SIZE {
-            return Err(bad(format!("announced file size {size} is absurd")));
-        }
-        // The receiver keeps its own reserve whatever the sender planned (invariant 5).
-        if !self.fits(size) {
-            return self.reply(Reply::Staged {
-                id,
-                result: Err(WireError::NoSpace),
-            });
+        if !self.announced(id, size)? {
+            return Ok(());
         }
         let temp = match self.dest.begin_temp(&path) {
             Ok(t) => t,
@@ -91,50 +78,13 @@ impl Receiver<'_> {
                 });
             }
         };
-        let mut inc = Incoming {
-            temp,
-            size,
-            mode,
-            old: None,
-            next_window: 0,
-            next_part: 0,
-            window_start: 0,
-            windows: 0,
-            written: 0,
-            hasher: blake3::Hasher::new(),
-        };
-        if mode == WireMode::Delta {
-            let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
-            let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
-            match old {
-                Some((file, old_len)) if windows <= MAX_SIG_WINDOWS && size > 0 => {
-                    let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
-                    let mut sigs = Vec::new();
-                    for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
-                        let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
-                        self.dest.throttle().bytes(base.len() as u64);
-                        let sig =
-                            delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
-                        sigs.push(serde_bytes::ByteBuf::from(sig));
-                    }
-                    inc.windows = sigs.len() as u32;
-                    inc.old = Some((file, old_len));
-                    self.files.insert(id, inc);
-                    return self.reply(Reply::Signature {
-                        id,
-                        block_size: params.block_size,
-                        windows: sigs,
-                    });
-                }
-                _ => {
-                    inc.mode = WireMode::Whole;
-                    self.files.insert(id, inc);
-                    return self.reply(Reply::NoBase { id });
-                }
-            }
+        let inc = Incoming::new(temp, size);
+        if mode != WireMode::Delta {
+            self.files.insert(id, inc);
+            return Ok(());
         }
-        self.files.insert(id, inc);
-        Ok(())
+        let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
+        self.offer_basis(id, inc, old)
     }
 
     /// A large file kept as a partial file if its transfer is cut: answered with the
@@ -146,20 +96,8 @@ impl Receiver<'_> {
         ident: Ident,
     ) -> Result<(), ProtoError> {
         let size = ident.size;
-        if self.files.contains_key(&id) {
-            return Err(bad(format!("file id {id} announced twice")));
-        }
-        if self.files.len() >= MAX_OPEN_FILES {
-            return Err(bad("too many files in flight"));
-        }
-        if size > MAX_FILE_SIZE {
-            return Err(bad(format!("announced file size {size} is absurd")));
-        }
-        if !self.fits(size) {
-            return self.reply(Reply::Staged {
-                id,
-                result: Err(WireError::NoSpace),
-            });
+        if !self.announced(id, size)? {
+            return Ok(());
         }
         let (temp, resumed) = match self.dest.begin_partial(&path, ident, false) {
             Ok(Some(x)) => x,
@@ -178,27 +116,51 @@ impl Receiver<'_> {
                 })
             }
         };
-        let mut inc = Incoming {
-            temp,
-            size,
-            mode: WireMode::Whole,
-            old: None,
-            next_window: 0,
-            next_part: 0,
-            window_start: 0,
-            windows: 0,
-            written: 0,
-            hasher: blake3::Hasher::new(),
+        let basis = match resumed {
+            Resumed::Basis(file, len) => Some((file, len)),
+            _ => None,
         };
-        let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
-        let Resumed::Basis(file, old_len) = resumed else {
-            self.files.insert(id, inc);
-            return self.reply(Reply::NoBase { id });
-        };
-        if windows > MAX_SIG_WINDOWS || size == 0 {
-            self.files.insert(id, inc);
-            return self.reply(Reply::NoBase { id });
+        self.offer_basis(id, Incoming::new(temp, size), basis)
+    }
+
+    /// Checks a file's announcement (bad ones end the session) and the receiver's own
+    /// reserve (invariant 5, whatever the sender planned): `false` when the file was
+    /// answered with no space.
+    fn announced(&mut self, id: u64, size: u64) -> Result<bool, ProtoError> {
+        if self.files.contains_key(&id) {
+            return Err(bad(format!("file id {id} announced twice")));
         }
+        if self.files.len() >= MAX_OPEN_FILES {
+            return Err(bad("too many files in flight"));
+        }
+        if size > MAX_FILE_SIZE {
+            return Err(bad(format!("announced file size {size} is absurd")));
+        }
+        if !self.fits(size) {
+            self.reply(Reply::Staged {
+                id,
+                result: Err(WireError::NoSpace),
+            })?;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Takes file `id` in: against `basis` (a file and its length) when there is one
+    /// to offer, answered with its signatures window by window; otherwise whole, with
+    /// `NoBase`.
+    fn offer_basis(
+        &mut self,
+        id: u64,
+        mut inc: Incoming,
+        basis: Option<(crate::cache::Tracked, u64)>,
+    ) -> Result<(), ProtoError> {
+        let size = inc.size;
+        let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
+        let Some((file, old_len)) = basis.filter(|_| windows <= MAX_SIG_WINDOWS && size > 0) else {
+            self.files.insert(id, inc);
+            return self.reply(Reply::NoBase { id });
+        };
         let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
         let mut sigs = Vec::new();
         for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {

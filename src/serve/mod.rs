@@ -91,6 +91,24 @@ struct Incoming {
     hasher: blake3::Hasher,
 }
 
+impl Incoming {
+    /// A file sent whole into `temp` (until a basis is offered).
+    fn new(temp: TempFile, size: u64) -> Incoming {
+        Incoming {
+            temp,
+            size,
+            mode: WireMode::Whole,
+            old: None,
+            next_window: 0,
+            next_part: 0,
+            window_start: 0,
+            windows: 0,
+            written: 0,
+            hasher: blake3::Hasher::new(),
+        }
+    }
+}
+
 /// What the receiver's own side asked for: a peer that sends more is refused, whatever
 /// it sends (the far side of a pull runs the engine, but the client gave the options).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
