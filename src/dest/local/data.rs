@@ -91,31 +91,14 @@ impl LocalDest {
         Ok(())
     }
 
-    fn read_write(
-        &self,
-        src: &SourceFile,
-        out: &File,
-        mut off: u64,
-        end: u64,
-    ) -> Result<(), PutError> {
+    fn read_write(&self, src: &SourceFile, out: &File, off: u64, end: u64) -> Result<(), PutError> {
         use std::os::unix::fs::FileExt;
         let mut buf = vec![0u8; (self.throttle.chunk()).min(1 << 20)];
-        while off < end {
-            let want = ((end - off) as usize).min(buf.len());
-            let n = self
-                .throttle
-                .io(|| src.file.read_at(&mut buf[..want], off))
-                .map_err(PutError::Source)?;
-            if n == 0 {
-                return Err(PutError::SourceChanged);
-            }
-            self.throttle.bytes(n as u64);
+        read_chunks(src, &self.throttle, (off, end), &mut buf, |at, data| {
             self.throttle
-                .io(|| out.write_all_at(&buf[..n], off))
-                .map_err(PutError::dest("write"))?;
-            off += n as u64;
-        }
-        Ok(())
+                .io(|| out.write_all_at(data, at))
+                .map_err(PutError::dest("write"))
+        })
     }
 
     /// Rebuilds the file from the destination's old version with rsync deltas; falls
@@ -244,6 +227,31 @@ fn delta_err(e: delta::DeltaError) -> PutError {
         op: "delta",
         err: io::Error::other(e.to_string()),
     }
+}
+
+/// Reads `range` (start, end) of a source file through the throttle, a buffer at a
+/// time, handing each piece and its offset to `put`. A file that ends early has changed.
+pub fn read_chunks(
+    src: &SourceFile,
+    throttle: &crate::throttle::Throttle,
+    (mut off, end): (u64, u64),
+    buf: &mut [u8],
+    mut put: impl FnMut(u64, &[u8]) -> Result<(), PutError>,
+) -> Result<(), PutError> {
+    use std::os::unix::fs::FileExt;
+    while off < end {
+        let want = ((end - off) as usize).min(buf.len());
+        let n = throttle
+            .io(|| src.file.read_at(&mut buf[..want], off))
+            .map_err(PutError::Source)?;
+        if n == 0 {
+            return Err(PutError::SourceChanged);
+        }
+        throttle.bytes(n as u64);
+        put(off, &buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 /// The data segments of a sparse file, found with SEEK_DATA / SEEK_HOLE.

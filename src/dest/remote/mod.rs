@@ -547,3 +547,44 @@ mod dest;
 mod listing;
 mod pipe;
 mod send;
+
+/// A destination connected to an in-process far side, for the protocol's unit tests.
+#[cfg(test)]
+mod testing {
+    use super::*;
+    use std::fs::File;
+
+    /// A [`RemoteDest`] whose far side is `peer`, run on a thread with its input and
+    /// output pipes; join the handle for what the peer returns.
+    pub(super) fn connected<T: Send + 'static>(
+        peer: impl FnOnce(File, File) -> T + Send + 'static,
+    ) -> (RemoteDest, std::thread::JoinHandle<T>) {
+        let (to_peer_r, to_peer_w) = rustix::pipe::pipe().unwrap();
+        let (from_peer_r, from_peer_w) = rustix::pipe::pipe().unwrap();
+        let peer = std::thread::spawn(move || peer(File::from(to_peer_r), File::from(from_peer_w)));
+        let abort = Abort::default();
+        let t = Duration::from_secs(30);
+        let conn = Conn::start(
+            WireIn::new(from_peer_r, Some(t), abort.clone(), "silent".into()),
+            WireOut::new(to_peer_w, Some(t), abort.clone(), "stalled".into()),
+            abort,
+            None,
+            t,
+            t,
+        )
+        .unwrap();
+        let dest = RemoteDest::new(Arc::new(conn), Arc::new(Throttle::new(None, None)), false);
+        (dest, peer)
+    }
+
+    /// Metadata for a test file.
+    pub(super) fn file_meta() -> SetMeta {
+        SetMeta {
+            kind: Kind::File,
+            perm: 0o644,
+            owner: None,
+            mtime: 1,
+            mtime_nsec: 0,
+        }
+    }
+}

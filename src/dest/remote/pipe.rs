@@ -198,31 +198,10 @@ mod tests {
             let st = rustix::fs::fstat(&file).unwrap();
             sources.push(SourceFile::from_parts(file, &st));
         }
-        let (to_peer_r, to_peer_w) = rustix::pipe::pipe().unwrap();
-        let (from_peer_r, from_peer_w) = rustix::pipe::pipe().unwrap();
         let b = basis.clone();
-        let peer = std::thread::spawn(move || {
-            holding_peer(File::from(to_peer_r), File::from(from_peer_w), b, files)
-        });
-        let abort = Abort::default();
-        let t = Some(Duration::from_secs(20));
-        let conn = Conn::start(
-            crate::wire::WireIn::new(from_peer_r, t, abort.clone(), "silent".into()),
-            crate::wire::WireOut::new(to_peer_w, t, abort.clone(), "stalled".into()),
-            abort,
-            None,
-            Duration::from_secs(20),
-            Duration::from_secs(20),
-        )
-        .unwrap();
-        let dest = RemoteDest::new(Arc::new(conn), Arc::new(Throttle::new(None, None)), false);
-        let meta = SetMeta {
-            kind: Kind::File,
-            perm: 0o644,
-            owner: None,
-            mtime: 1,
-            mtime_nsec: 0,
-        };
+        let (dest, peer) =
+            super::super::testing::connected(move |i, o| holding_peer(i, o, b, files));
+        let meta = super::super::testing::file_meta();
         let started: Vec<Started<'_>> = sources
             .iter()
             .enumerate()

@@ -10,6 +10,7 @@
 
 use super::pipe::Job;
 use super::*;
+use crate::dest::local::{data_segments, read_chunks};
 
 /// Files up to this size go as in-memory deltas (see the module documentation).
 const SMALL_DELTA_MAX: u64 = 1 << 20;
@@ -244,30 +245,19 @@ impl RemoteDest {
         let compress =
             (self.compress || src.size <= SMALL_DELTA_MAX) && !zstream::precompressed(rel);
         let segments = if src.sparse {
-            crate::dest::local::data_segments(&src.file, src.size)?
+            data_segments(&src.file, src.size)?
         } else {
             vec![(0, src.size)]
         };
         let mut sent = 0;
         let mut buf = vec![0u8; DATA_CHUNK.min(src.size.max(1) as usize)];
-        for (start, end) in segments {
-            let mut off = start;
-            while off < end {
-                let want = ((end - off) as usize).min(buf.len());
-                let n = self
-                    .throttle
-                    .io(|| src.file.read_at(&mut buf[..want], off))
-                    .map_err(PutError::Source)?;
-                if n == 0 {
-                    return Err(PutError::SourceChanged);
-                }
-                self.throttle.bytes(n as u64);
+        for range in segments {
+            read_chunks(src, &self.throttle, range, &mut buf, |off, data| {
+                sent += data.len() as u64;
                 self.conn
-                    .send_data(id, off, &buf[..n], compress)
-                    .map_err(|e| PutError::Dest { op: "send", err: e })?;
-                off += n as u64;
-                sent += n as u64;
-            }
+                    .send_data(id, off, data, compress)
+                    .map_err(|e| PutError::Dest { op: "send", err: e })
+            })?;
         }
         Ok(sent)
     }
@@ -554,36 +544,10 @@ mod tests {
         let st = rustix::fs::fstat(&file).unwrap();
         let src = SourceFile::from_parts(file, &st);
 
-        let (to_peer_r, to_peer_w) = rustix::pipe::pipe().unwrap();
-        let (from_peer_r, from_peer_w) = rustix::pipe::pipe().unwrap();
         let expected = new.clone();
-        let peer = std::thread::spawn(move || {
-            lying_peer(
-                File::from(to_peer_r),
-                File::from(from_peer_w),
-                basis,
-                expected,
-            )
-        });
-        let abort = Abort::default();
-        let t = Some(Duration::from_secs(30));
-        let conn = Conn::start(
-            WireIn::new(from_peer_r, t, abort.clone(), "silent".into()),
-            WireOut::new(to_peer_w, t, abort.clone(), "stalled".into()),
-            abort,
-            None,
-            Duration::from_secs(30),
-            Duration::from_secs(30),
-        )
-        .unwrap();
-        let dest = RemoteDest::new(Arc::new(conn), Arc::new(Throttle::new(None, None)), false);
-        let meta = SetMeta {
-            kind: Kind::File,
-            perm: 0o644,
-            owner: None,
-            mtime: 1,
-            mtime_nsec: 0,
-        };
+        let (dest, peer) =
+            super::super::testing::connected(move |i, o| lying_peer(i, o, basis, expected));
+        let meta = super::super::testing::file_meta();
         assert!(RemoteDest::small_delta(&src, DataMode::Delta));
         let started = dest
             .start_file(b"f", &src, &meta, DataMode::Delta, false)
