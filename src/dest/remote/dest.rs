@@ -34,9 +34,7 @@ impl Destination for RemoteDest {
             Reply::Space { space: None, .. } => Err(io::Error::other(
                 "the remote side cannot tell its free space",
             )),
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
+            other => Err(self.conn.unexpected(&other)),
         }
     }
 
@@ -174,9 +172,7 @@ impl Destination for RemoteDest {
                     })
                     .collect()
             }
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
+            other => Err(self.conn.unexpected(&other)),
         }
     }
 
@@ -256,9 +252,7 @@ impl Destination for RemoteDest {
                     .fail("protocol error: the source record is too large".into())),
                 r => Ok(r.map(serde_bytes::ByteBuf::into_vec)),
             },
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
+            other => Err(self.conn.unexpected(&other)),
         }
     }
 

@@ -91,12 +91,7 @@ impl RemoteDest {
                         .collect();
                     break (p, root.map(|r| r.meta()));
                 }
-                other => {
-                    return Err(ListError::Session(
-                        self.conn
-                            .fail(format!("protocol error: unexpected answer {other:?}")),
-                    ))
-                }
+                other => return Err(ListError::Session(self.conn.unexpected(&other))),
             }
         };
         lock(&self.conn.waiters).remove(&id);

@@ -240,6 +240,11 @@ impl Conn {
         io_proto(msg)
     }
 
+    /// Fails the session on an answer the request cannot have.
+    fn unexpected(&self, answer: &Reply) -> io::Error {
+        self.fail(format!("protocol error: unexpected answer {answer:?}"))
+    }
+
     fn id(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
@@ -498,9 +503,7 @@ impl RemoteDest {
     fn call_done(&self, id: u64, r: Request) -> io::Result<()> {
         match self.conn.call(id, r)? {
             Reply::Done { result, .. } => result.map_err(from_wire),
-            other => Err(self
-                .conn
-                .fail(format!("protocol error: unexpected answer {other:?}"))),
+            other => Err(self.conn.unexpected(&other)),
         }
     }
 
@@ -527,9 +530,7 @@ impl RemoteDest {
             Reply::Staged { result: Err(e), .. } => Err(put_from_wire(e)),
             other => Err(PutError::Dest {
                 op: "remote",
-                err: self
-                    .conn
-                    .fail(format!("protocol error: unexpected answer {other:?}")),
+                err: self.conn.unexpected(&other),
             }),
         }
     }

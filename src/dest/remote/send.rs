@@ -194,9 +194,7 @@ impl RemoteDest {
             other => {
                 return Err(PutError::Dest {
                     op: "remote",
-                    err: self
-                        .conn
-                        .fail(format!("protocol error: unexpected answer {other:?}")),
+                    err: self.conn.unexpected(&other),
                 })
             }
         }
@@ -408,9 +406,7 @@ impl RemoteDest {
                 other => {
                     return Err(PutError::Dest {
                         op: "remote",
-                        err: self
-                            .conn
-                            .fail(format!("protocol error: unexpected answer {other:?}")),
+                        err: self.conn.unexpected(&other),
                     })
                 }
             }
