@@ -21,9 +21,9 @@ use rustix::fs::{Mode, OFlags};
 
 use crate::fsutil;
 use crate::scope::Scope;
+use crate::tree::{self, as_path, Kind, Listing};
 
 mod pair;
-use crate::tree::{self, as_path, Kind, Listing};
 pub use pair::{scan_pair, Paired};
 
 /// Name of the per-directory filter file.
@@ -242,16 +242,8 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     if ctx.cancelled() {
         return;
     }
-    let dir = match fsutil::open_dir(ctx.root, &rel) {
-        Ok(d) => d,
-        Err(e) => return problem(ctx, &rel, &e),
-    };
-    if let Some(t) = &ctx.opts.throttle {
-        t.op();
-    }
-    let names = match fsutil::read_dir_names(dir.as_fd()) {
-        Ok(n) => n,
-        Err(e) => return problem(ctx, &rel, &e),
+    let Some((dir, names)) = ctx.read_dir(&rel) else {
+        return;
     };
     let chain = ctx.chain_for(dir.as_fd(), &rel, &names, chain);
     let scope = ctx.opts.scope.as_deref();
@@ -290,6 +282,22 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
 }
 
 impl Ctx<'_> {
+    /// Opens directory `rel` beneath the root and reads its names, one throttled
+    /// operation; `None` when it cannot be read (the problem is recorded).
+    fn read_dir(&self, rel: &[u8]) -> Option<(std::os::fd::OwnedFd, Vec<Vec<u8>>)> {
+        let read = || {
+            let dir = fsutil::open_dir(self.root, rel)?;
+            if let Some(t) = &self.opts.throttle {
+                t.op();
+            }
+            let names = fsutil::read_dir_names(dir.as_fd())?;
+            Ok((dir, names))
+        };
+        read()
+            .inspect_err(|e: &std::io::Error| problem(self, rel, e))
+            .ok()
+    }
+
     /// The filter chain in force beneath `rel`: the parent's, plus the directory's own
     /// `.fsyncignore` if it has one (and the walk reads them).
     fn chain_for(

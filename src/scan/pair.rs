@@ -12,8 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{problem, walk, Chain, Ctx, ScanOptions, Scanned};
-use crate::fsutil;
+use super::{walk, Chain, Ctx, ScanOptions, Scanned};
 use crate::tree::{self, Kind, Listing};
 
 /// Both sides' listings of what differs, and how many entries were equal.
@@ -58,26 +57,9 @@ pub fn scan_pair(
 
 /// Opens and reads one side's directory, its names sorted.
 fn read(ctx: &Ctx<'_>, rel: &[u8]) -> Option<(OwnedFd, Vec<Vec<u8>>)> {
-    let dir = match fsutil::open_dir(ctx.root, rel) {
-        Ok(d) => d,
-        Err(e) => {
-            problem(ctx, rel, &e);
-            return None;
-        }
-    };
-    if let Some(t) = &ctx.opts.throttle {
-        t.op();
-    }
-    match fsutil::read_dir_names(dir.as_fd()) {
-        Ok(mut names) => {
-            names.sort_unstable();
-            Some((dir, names))
-        }
-        Err(e) => {
-            problem(ctx, rel, &e);
-            None
-        }
-    }
+    let (dir, mut names) = ctx.read_dir(rel)?;
+    names.sort_unstable();
+    Some((dir, names))
 }
 
 fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<Arc<Chain>>) {
