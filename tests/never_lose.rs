@@ -571,6 +571,38 @@ fn a_signal_during_the_scan_stops_the_run() {
 }
 
 #[test]
+fn a_signal_while_a_replica_is_compared_stops_the_run() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    for i in 0..600 {
+        src.file(format!("d{i}/f"), b"x");
+    }
+    push_ok(Transport::Local, src.path(), dst.path(), &[]);
+    src.file("d599/new", b"late");
+    // SRC and the replica are read together, one directory of each side per operation
+    // at 20 a second: the comparison alone takes a minute.
+    let mut child = push_std(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--iops-limit", "20", "--delete"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let status = wait_exit(&mut child, Duration::from_secs(15));
+    assert_eq!(status, Some(20), "the comparison did not stop on SIGINT");
+    assert!(!dst.join("d599/new").exists(), "an interrupted comparison wrote");
+    assert_eq!(files(dst.path()).len(), 600, "the replica changed");
+}
+
+#[test]
 fn a_signal_during_the_deletes_stops_the_run() {
     let (src, dst) = (Tree::new(), Tree::new());
     for i in 0..40 {
