@@ -598,7 +598,10 @@ fn a_signal_while_a_replica_is_compared_stops_the_run() {
     .unwrap();
     let status = wait_exit(&mut child, Duration::from_secs(15));
     assert_eq!(status, Some(20), "the comparison did not stop on SIGINT");
-    assert!(!dst.join("d599/new").exists(), "an interrupted comparison wrote");
+    assert!(
+        !dst.join("d599/new").exists(),
+        "an interrupted comparison wrote"
+    );
     assert_eq!(files(dst.path()).len(), 600, "the replica changed");
 }
 
