@@ -138,6 +138,21 @@ impl WireIn {
         self.count.clone()
     }
 
+    /// Whether a read would not wait: input is buffered or ready on the descriptor.
+    pub fn pending(&self) -> bool {
+        if self.pos < self.end {
+            return true;
+        }
+        let mut fds = [libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // SAFETY: one valid pollfd; no wait.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
+        n > 0
+    }
+
     /// Runs `f` with another timeout and message (the handshake's).
     pub fn with_deadline<T>(
         &mut self,

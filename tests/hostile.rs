@@ -3052,13 +3052,20 @@ fn pull_ends_when_the_sender_stops_reading() {
         .expect("begin");
     to.write_all(&frame(&req(data(1, 0, &[7; 4096]))))
         .expect("data");
+    // Until the client stops reading them: its answers are gathered and compressed,
+    // so filling the pipe takes many.
     let flood = thread::spawn(move || {
-        let mut many = Vec::new();
-        for id in 10..100_000u64 {
-            many.extend(frame(&req(Request::Space { id })));
+        let mut id = 10u64;
+        loop {
+            let mut many = Vec::new();
+            for _ in 0..10_000 {
+                many.extend(frame(&req(Request::Space { id })));
+                id += 1;
+            }
+            if to.write_all(&many).is_err() {
+                return to;
+            }
         }
-        let _ = to.write_all(&many);
-        to
     });
     let out = c.finish(|| {});
     drop(from);

@@ -372,15 +372,21 @@ fn serve_ends_when_its_client_stops_reading_and_removes_its_temp_files() {
     let (_base, root) = scratch_root();
     let mut s = Serve::start(&["--timeout", "2"], &root);
     half_a_file(&mut s);
-    // Many requests, none of whose answers is read: serve's output pipe fills up.
+    // Requests until serve stops reading them, none of whose answers is read: serve's
+    // output pipe fills up (its answers are gathered and compressed, so that takes many).
     let mut stdin = s.stdin.take().expect("stdin");
     let writer = thread::spawn(move || {
-        let mut flood = Vec::new();
-        for id in 10..200_000u64 {
-            write_frame(&mut flood, &req(Request::Space { id })).expect("encode");
+        let mut id = 10u64;
+        loop {
+            let mut flood = Vec::new();
+            for _ in 0..10_000 {
+                write_frame(&mut flood, &req(Request::Space { id })).expect("encode");
+                id += 1;
+            }
+            if stdin.write_all(&flood).is_err() {
+                return stdin;
+            }
         }
-        let _ = stdin.write_all(&flood);
-        stdin
     });
     let out = s.out.take();
     let e = wait_bounded(s.child, DEADLINE, "serve with a client that stops reading");

@@ -234,6 +234,15 @@ impl<R: Read> ZReader<R> {
     fn bad(msg: String) -> io::Error {
         io::Error::new(io::ErrorKind::InvalidData, msg)
     }
+
+    /// Whether what was read already holds more to give (not counting `input`).
+    pub fn buffered(&self) -> bool {
+        self.pos < self.buf.len() || self.raw_left > 0
+    }
+
+    pub fn get_ref(&self) -> &R {
+        &self.input
+    }
 }
 
 impl<R: Read> Read for ZReader<R> {

@@ -325,6 +325,67 @@ impl Receiver<'_> {
 #[cfg(test)]
 mod tests {
     use super::sig_params;
+    use super::*;
+    use crate::protocol::zstream::ZReader;
+    use crate::protocol::ToReceiver;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::{Arc, Mutex};
+
+    /// A writer that keeps what it is given and counts the writes.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<Mutex<Vec<u8>>>, Arc<AtomicUsize>);
+
+    impl Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_burst_of_requests_is_answered_in_a_few_writes() {
+        // 500 requests that came in one piece: answering each with a write of its own
+        // costs a pipe write, an ssh packet and a wake-up of every process on the way.
+        let dir = tempfile::tempdir().unwrap();
+        let throttle = Arc::new(crate::throttle::Throttle::new(None, None));
+        let opts = crate::options::Options::default();
+        let dest = LocalDest::open(dir.path(), &opts, throttle, Arc::default()).unwrap();
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut w = std::fs::File::from(w);
+        frame::write_hello(&mut w).unwrap();
+        for id in 1..=500 {
+            frame::write_frame(&mut w, &ToReceiver::Request(Request::Space { id })).unwrap();
+        }
+        drop(w);
+        let out = Counting::default();
+        let mut input = WireIn::new(r, None, Arc::default(), String::new());
+        let hello = (Duration::from_secs(10), "no hello".to_string());
+        Receiver::new(&dest, None, Box::new(out.clone()))
+            .run(&mut input, hello, &mut |_| {})
+            .unwrap();
+        let bytes = out.0.lock().unwrap().clone();
+        let mut from = &bytes[..];
+        frame::read_hello(&mut from).unwrap();
+        let mut from = ZReader::new(from);
+        let (mut buf, mut ids) = (Vec::new(), Vec::new());
+        while let Some(reply) = frame::read_frame::<Reply, _>(&mut from, &mut buf).unwrap() {
+            match reply {
+                Reply::Space { id, .. } => ids.push(id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            ids,
+            (1..=500).collect::<Vec<_>>(),
+            "every request answered, in order"
+        );
+        let writes = out.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(writes <= 10, "{writes} writes for 500 answers");
+    }
 
     #[test]
     fn small_files_get_rsync_s_short_sums_and_large_ones_the_default() {

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, BufWriter, Write};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::delta;
 use crate::dest::aside::SetAside;
@@ -40,6 +40,9 @@ const MAX_OPEN_FILES: usize = 4096;
 const MAX_FILE_SIZE: u64 = 16 << 40;
 /// Files with more windows than this are sent whole (their signatures would not fit a frame).
 const MAX_SIG_WINDOWS: u64 = 128;
+/// The longest an answer waits for others to share its write while requests keep
+/// coming.
+const GATHER: Duration = Duration::from_millis(1);
 /// Listing entries per frame, at most ([`crate::protocol::listing::MAX_ENTRIES`]).
 const LIST_CHUNK: usize = 4096;
 /// Coded listing bytes per frame before compression, about.
@@ -142,6 +145,8 @@ pub struct Receiver<'a> {
     /// session ends, however it ends.
     staged: HashSet<Staged>,
     out: ZWriter<BufWriter<Box<dyn Write + 'a>>>,
+    /// When the oldest answer still in `out` was written (see [`Receiver::reply`]).
+    unflushed: Option<Instant>,
     /// The decoder of the peer's compressed payloads, once one came.
     unpacker: Option<Unpacker>,
 }
@@ -164,6 +169,7 @@ impl<'a> Receiver<'a> {
                 BufWriter::with_capacity(256 << 10, out),
                 Some(zstream::LIGHT),
             ),
+            unflushed: None,
             unpacker: None,
         }
     }
@@ -193,8 +199,21 @@ impl<'a> Receiver<'a> {
         u.unpack(&data, limit)
     }
 
+    /// Answers a request. Answers are gathered while more requests wait to be read,
+    /// and go out when none does (see [`Receiver::serve`]) or when the oldest is
+    /// [`GATHER`] old: a burst of small requests is answered in a few writes, not one
+    /// each.
     fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
         frame::write_frame(&mut self.out, &r)?;
+        let since = *self.unflushed.get_or_insert_with(Instant::now);
+        if since.elapsed() >= GATHER {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ProtoError> {
+        self.unflushed = None;
         self.out.flush()?;
         Ok(())
     }
@@ -232,6 +251,13 @@ impl<'a> Receiver<'a> {
         let mut buf = Vec::new();
         let mut input = ZReader::new(input);
         loop {
+            // Before waiting for the peer, or once the oldest answer is old enough,
+            // what was answered goes out.
+            if let Some(since) = self.unflushed {
+                if since.elapsed() >= GATHER || !input.buffered() && !input.get_ref().pending() {
+                    self.flush()?;
+                }
+            }
             match frame::read_frame::<ToReceiver, _>(&mut input, &mut buf)? {
                 None => return Ok(()),
                 Some(ToReceiver::Notice(n)) => notice(n),

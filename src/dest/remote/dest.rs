@@ -142,7 +142,7 @@ impl Destination for RemoteDest {
                     from: from.to_vec(),
                     meta: meta.into(),
                 },
-                true,
+                false,
             )
             .map_err(|e| PutError::Dest { op: "send", err: e })?;
         self.wait_staged(id, &rx)

@@ -74,6 +74,10 @@ pub struct Conn {
     max_listing: u64,
     /// Bytes written to and read from the far side's pipes.
     sent: crate::wire::Counter,
+    /// Written since the last flush. Requests are flushed by whoever next waits for an
+    /// answer: many small requests then leave in one write, not one pipe write (and one
+    /// ssh packet, and a wake-up of every process on the way) each.
+    unflushed: std::sync::atomic::AtomicBool,
     received: crate::wire::Counter,
 }
 
@@ -173,6 +177,7 @@ impl Conn {
             max_listing: MAX_LISTING,
             sent,
             received,
+            unflushed: Default::default(),
         })
     }
 
@@ -256,10 +261,27 @@ impl Conn {
         let mut w = lock(&self.writer);
         frame::write_frame(&mut *w, msg).map_err(|e| self.fail(e.to_string()))?;
         if flush {
+            self.unflushed.store(false, Ordering::Relaxed);
             w.flush()
                 .map_err(|e| self.fail(format!("writing to the remote side: {e}")))?;
+        } else {
+            self.unflushed.store(true, Ordering::Relaxed);
         }
         Ok(())
+    }
+
+    /// Flushes what was written since the last flush. Every thread that wrote calls it
+    /// before it blocks (on an answer or anything else): then what the far side is to
+    /// answer has reached it whenever this side waits.
+    pub(super) fn flush_pending(&self) -> io::Result<()> {
+        // Set under the writer's lock after each write: seen here, that write is
+        // in the buffer once the lock is ours.
+        if !self.unflushed.swap(false, Ordering::Relaxed) {
+            return Ok(());
+        }
+        lock(&self.writer)
+            .flush()
+            .map_err(|e| self.fail(format!("writing to the remote side: {e}")))
     }
 
     /// Sends a chunk of file data, in the compressed stream when `compress` is set,
@@ -276,6 +298,7 @@ impl Conn {
                 .map_err(ProtoError::Io)
                 .and_then(|raw| frame::write_data_frame(raw, id, offset, false, data)),
         };
+        self.unflushed.store(true, Ordering::Relaxed);
         r.map_err(|e| self.fail(e.to_string()))
     }
 
@@ -305,6 +328,7 @@ impl Conn {
                 .map_err(ProtoError::Io)
                 .and_then(|raw| frame::write_frame(raw, &msg)),
         };
+        self.unflushed.store(true, Ordering::Relaxed);
         r.map_err(|e| self.fail(e.to_string()))
     }
 
@@ -320,6 +344,11 @@ impl Conn {
     }
 
     fn wait(&self, id: u64, rx: &Receiver<Reply>) -> io::Result<Reply> {
+        // An answer already here needs nothing sent; before waiting, all must go.
+        if let Ok(r) = rx.try_recv() {
+            return Ok(r);
+        }
+        self.flush_pending()?;
         match rx.recv_timeout(self.timeout) {
             Ok(r) => Ok(r),
             Err(RecvTimeoutError::Timeout) => {
@@ -340,7 +369,7 @@ impl Conn {
     /// Sends a request and waits for its single answer.
     fn call(&self, id: u64, r: Request) -> io::Result<Reply> {
         let rx = self.expect(id);
-        self.send_req(r, true)?;
+        self.send_req(r, false)?;
         let reply = self.wait(id, &rx);
         lock(&self.waiters).remove(&id);
         reply

@@ -76,15 +76,29 @@ impl RemoteDest {
     /// A worker's loop: until the queue closes (its destination is dropped).
     fn work(&self, jobs: &Mutex<mpsc::Receiver<Job>>, finished: &AtomicU64) {
         loop {
+            // What this worker sent goes out before it waits, for the queue or for
+            // another worker waiting on it: every thread that waits for an answer may be
+            // waiting for one of these. (A failed flush failed the session, which the
+            // next send says.)
             let job = {
-                let q = lock(jobs);
+                let q = match jobs.try_lock() {
+                    Ok(q) => q,
+                    Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {
+                        let _ = self.conn.flush_pending();
+                        lock(jobs)
+                    }
+                };
                 match q.try_recv() {
                     Ok(j) => j,
                     Err(TryRecvError::Disconnected) => return,
-                    Err(TryRecvError::Empty) => match q.recv() {
-                        Ok(j) => j,
-                        Err(_) => return,
-                    },
+                    Err(TryRecvError::Empty) => {
+                        let _ = self.conn.flush_pending();
+                        match q.recv() {
+                            Ok(j) => j,
+                            Err(_) => return,
+                        }
+                    }
                 }
             };
             let sent = self.send_small(job.id, &job.rx, &job.small);
@@ -97,6 +111,7 @@ impl RemoteDest {
     /// Waits for a job handed to the workers, while they finish others within the
     /// session's timeout (each of their waits for the far side has that timeout too).
     pub(super) fn collect(&self, done: &mpsc::Receiver<Sent>) -> Result<Sent, PutError> {
+        let _ = self.conn.flush_pending();
         let mut seen = self.pipe.finished.load(Ordering::Relaxed);
         let waited = loop {
             match done.recv_timeout(self.conn.timeout) {

@@ -78,7 +78,7 @@ impl RemoteDest {
             size: small.data.len() as u64,
             mode: WireMode::Delta,
         };
-        if let Err(e) = self.conn.send_req(begin, true) {
+        if let Err(e) = self.conn.send_req(begin, false) {
             lock(&self.conn.waiters).remove(&id);
             return Err(PutError::Dest { op: "send", err: e });
         }
@@ -217,7 +217,7 @@ impl RemoteDest {
             meta: (&small.meta).into(),
             xattrs: small.xattrs.clone(),
         };
-        self.conn.send_req(end, true)
+        self.conn.send_req(end, false)
     }
 
     /// Sends window `index`'s delta, in parts of at most [`frame::DELTA_PART`],
@@ -364,7 +364,7 @@ impl RemoteDest {
                 mode: wmode,
             },
         };
-        self.conn.send_req(begin, want_delta).map_err(send_err)?;
+        self.conn.send_req(begin, false).map_err(send_err)?;
         // From here on, a failure of ours must tell the far side, or its temporary
         // file and slot stay open until the session ends.
         match self.send_body((id, &rx), rel, src, meta, xattrs, want_delta) {
@@ -434,7 +434,7 @@ impl RemoteDest {
                     meta: meta.into(),
                     xattrs,
                 },
-                true,
+                false,
             )
             .map_err(send_err)?;
         Ok(stats)
