@@ -80,7 +80,7 @@ impl Receiver<'_> {
         };
         let inc = Incoming::new(temp, size);
         if mode != WireMode::Delta {
-            self.files.insert(id, inc);
+            self.admit(id, inc);
             return Ok(());
         }
         let old = self.dest.open_old(&path).filter(|(_, len)| *len > 0);
@@ -158,7 +158,7 @@ impl Receiver<'_> {
         let size = inc.size;
         let windows = size.div_ceil(delta::DEFAULT_WINDOW as u64);
         let Some((file, old_len)) = basis.filter(|_| windows <= MAX_SIG_WINDOWS && size > 0) else {
-            self.files.insert(id, inc);
+            self.admit(id, inc);
             return self.reply(Reply::NoBase { id });
         };
         let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
@@ -172,7 +172,7 @@ impl Receiver<'_> {
         inc.mode = WireMode::Delta;
         inc.windows = sigs.len() as u32;
         inc.old = Some((file, old_len));
-        self.files.insert(id, inc);
+        self.admit(id, inc);
         self.reply(Reply::Signature {
             id,
             block_size: params.block_size,
@@ -195,12 +195,14 @@ impl Receiver<'_> {
             self.fail(id, e)?;
             return Ok(());
         }
+        let owed = f.owes();
         f.written = f.written.max(end);
+        self.owed = self.owed - owed + f.owes();
         Ok(())
     }
 
     pub(super) fn fail(&mut self, id: u64, e: PutError) -> Result<(), ProtoError> {
-        if let Some(f) = self.files.remove(&id) {
+        if let Some(f) = self.take(id) {
             self.dest.fail_temp(f.temp);
         }
         self.reply(Reply::Staged {
@@ -243,13 +245,16 @@ impl Receiver<'_> {
         }
         // What the window may still produce.
         let room = (f.window_start + want as u64).saturating_sub(f.written) as usize;
+        let owed = f.owes();
         let mut wr = TempWriter {
             dest: self.dest,
             temp: &f.temp,
             offset: &mut f.written,
             hasher: &mut f.hasher,
         };
-        match delta::apply(&base, delta_bytes, &mut wr, room) {
+        let applied = delta::apply(&base, delta_bytes, &mut wr, room);
+        self.owed = self.owed - owed + f.owes();
+        match applied {
             Ok(_) if !last => {
                 f.next_part += 1;
                 Ok(())
@@ -283,7 +288,7 @@ impl Receiver<'_> {
         meta: SetMeta,
         xattrs: Vec<WireXattr>,
     ) -> Result<(), ProtoError> {
-        let Some(f) = self.files.remove(&id) else {
+        let Some(f) = self.take(id) else {
             return Ok(()); // failed earlier: its Staged error was sent then
         };
         let complete = match f.mode {

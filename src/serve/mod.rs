@@ -95,6 +95,11 @@ struct Incoming {
 }
 
 impl Incoming {
+    /// Bytes announced and not written yet.
+    fn owes(&self) -> u64 {
+        self.size.saturating_sub(self.written)
+    }
+
     /// A file sent whole into `temp` (until a basis is offered).
     fn new(temp: TempFile, size: u64) -> Incoming {
         Incoming {
@@ -141,6 +146,8 @@ pub struct Receiver<'a> {
     /// Entries set aside to make way without `--delete`.
     aside: SetAside,
     files: HashMap<u64, Incoming>,
+    /// What the files in flight still owe, summed (see [`Receiver::in_flight`]).
+    owed: u64,
     /// Temporary files written and not yet committed or discarded: removed when the
     /// session ends, however it ends.
     staged: HashSet<Staged>,
@@ -164,6 +171,7 @@ impl<'a> Receiver<'a> {
             policy: Policy::ANY,
             aside: SetAside::default(),
             files: HashMap::new(),
+            owed: 0,
             staged: HashSet::new(),
             out: ZWriter::new(
                 BufWriter::with_capacity(256 << 10, out),
@@ -229,6 +237,7 @@ impl<'a> Receiver<'a> {
     ) -> Result<(), ProtoError> {
         let result = self.serve(input, handshake, notice);
         // Cut transfers: what a partial file holds stays for the next run.
+        self.owed = 0;
         for (_, f) in self.files.drain() {
             self.dest.keep_temp(f.temp);
         }
@@ -329,7 +338,7 @@ impl<'a> Receiver<'a> {
                 xattrs,
             } => self.end(id, hash, meta.into(), xattrs),
             Request::Abort { id } => {
-                if let Some(f) = self.files.remove(&id) {
+                if let Some(f) = self.take(id) {
                     self.dest.abort_temp(f.temp);
                 }
                 Ok(())
@@ -508,12 +517,29 @@ impl<'a> Receiver<'a> {
     }
 
     /// Bytes announced by the files in flight and not written yet: they will take that
-    /// much of the free space, whatever it is now.
+    /// much of the free space, whatever it is now. A running sum: adding them up for
+    /// each file announced would cost the square of the files in flight.
     fn in_flight(&self) -> u64 {
-        self.files
-            .values()
-            .map(|f| f.size.saturating_sub(f.written))
-            .sum()
+        debug_assert_eq!(
+            self.owed,
+            self.files.values().map(Incoming::owes).sum::<u64>()
+        );
+        self.owed
+    }
+
+    /// Takes file `id` in flight.
+    fn admit(&mut self, id: u64, f: Incoming) {
+        self.owed += f.owes();
+        if let Some(old) = self.files.insert(id, f) {
+            self.owed -= old.owes();
+        }
+    }
+
+    /// Takes file `id` out of flight.
+    fn take(&mut self, id: u64) -> Option<Incoming> {
+        let f = self.files.remove(&id)?;
+        self.owed -= f.owes();
+        Some(f)
     }
 
     /// Whether `size` more bytes, on top of those of every file in flight, stay above this
