@@ -32,6 +32,9 @@ pub(super) fn sig_params(len: u64) -> delta::SigParams {
 }
 
 /// Writes at a temporary file's running offset through the destination's throttle.
+/// The most of a delta's output gathered before it is written.
+const APPLY_BUFFER: usize = 256 << 10;
+
 struct TempWriter<'a> {
     dest: &'a LocalDest,
     temp: &'a TempFile,
@@ -246,13 +249,20 @@ impl Receiver<'_> {
         // What the window may still produce.
         let room = (f.window_start + want as u64).saturating_sub(f.written) as usize;
         let owed = f.owes();
-        let mut wr = TempWriter {
-            dest: self.dest,
-            temp: &f.temp,
-            offset: &mut f.written,
-            hasher: &mut f.hasher,
-        };
-        let applied = delta::apply(&base, delta_bytes, &mut wr, room);
+        // A delta is many short copies and literals: written in a few large writes.
+        let mut wr = BufWriter::with_capacity(
+            APPLY_BUFFER.min(room.max(1)),
+            TempWriter {
+                dest: self.dest,
+                temp: &f.temp,
+                offset: &mut f.written,
+                hasher: &mut f.hasher,
+            },
+        );
+        let applied = delta::apply(&base, delta_bytes, &mut wr, room)
+            .and_then(|s| wr.flush().map(|()| s).map_err(delta::DeltaError::Io));
+        // What a failed write left buffered is dropped, not written.
+        drop(wr.into_parts());
         self.owed = self.owed - owed + f.owes();
         match applied {
             Ok(_) if !last => {

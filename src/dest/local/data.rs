@@ -179,29 +179,48 @@ impl LocalDest {
     }
 }
 
-/// A read-only map of `range` of `file` (empty ranges give an empty slice).
+/// Ranges up to this size are read rather than mapped: for a small range, mapping,
+/// faulting its pages in and unmapping cost more than a copy (most files of a source
+/// tree are small).
+const READ_RANGE_MAX: u64 = 128 << 10;
+
+/// `range` of `file`, read-only: read into memory when small, else mapped (empty
+/// ranges give an empty slice). A short read (the file shrank) is an error.
 pub fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrEmpty> {
+    use std::os::unix::fs::FileExt;
     if range.is_empty() {
-        return Ok(MapOrEmpty(None));
+        return Ok(MapOrEmpty::Read(Vec::new()));
+    }
+    let len = range.end - range.start;
+    if len <= READ_RANGE_MAX {
+        let mut buf = vec![0; len as usize];
+        file.read_exact_at(&mut buf, range.start)?;
+        return Ok(MapOrEmpty::Read(buf));
     }
     // SAFETY: a read-only map, dropped before the next window. A concurrent truncation
     // of the file could raise SIGBUS, as with any mmap-based reader.
     let m = unsafe {
         memmap2::MmapOptions::new()
             .offset(range.start)
-            .len((range.end - range.start) as usize)
+            .len(len as usize)
             .map(file)?
     };
-    Ok(MapOrEmpty(Some(m)))
+    Ok(MapOrEmpty::Map(m))
 }
 
-/// A memory map, or an empty slice for an empty range.
-pub struct MapOrEmpty(Option<memmap2::Mmap>);
+/// A range of a file: mapped, or read into memory (small or empty ranges).
+pub enum MapOrEmpty {
+    Map(memmap2::Mmap),
+    Read(Vec<u8>),
+}
 
 impl std::ops::Deref for MapOrEmpty {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        self.0.as_deref().unwrap_or(&[])
+        match self {
+            MapOrEmpty::Map(m) => m,
+            MapOrEmpty::Read(v) => v,
+        }
     }
 }
 
@@ -273,4 +292,31 @@ pub fn data_segments(f: &File, size: u64) -> Result<Vec<(u64, u64)>, PutError> {
         pos = end;
     }
     Ok(segs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_is_read_when_small_and_mapped_when_large() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..(READ_RANGE_MAX as u32 * 3))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        let file = File::open(&path).unwrap();
+        let small = map_range(&file, &(100..4196)).unwrap();
+        assert!(matches!(small, MapOrEmpty::Read(_)));
+        assert_eq!(&small[..], &data[100..4196]);
+        let large = map_range(&file, &(1..data.len() as u64)).unwrap();
+        assert!(matches!(large, MapOrEmpty::Map(_)));
+        assert_eq!(&large[..], &data[1..]);
+        assert!(map_range(&file, &(5..5)).unwrap().is_empty());
+        // A file that shrank under a small range is an error, not a fault.
+        let writer = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        writer.set_len(1000).unwrap();
+        assert!(map_range(&file, &(500..4000)).is_err());
+    }
 }
