@@ -17,6 +17,8 @@
 #                                                       time goal  <= 0.7
 #   reuse     the second and later no-change pushes to the same host, sharing one ssh
 #             connection (the default), against rsync          time goal <= 0.5
+#   ssh start-up alone (`ssh HOST true`): the part of every fresh-connection time that
+#             neither tool controls
 # Bytes: both directions of the remote shell's stdin/stdout, counted by one wrapper for
 # both tools (protocol bytes, before ssh's encryption); fsync-repl's own --json figures
 # and rsync's --stats are shown beside them as a cross-check. Times: hyperfine medians,
@@ -207,6 +209,15 @@ log "no change"
 bytes "no change" 0.5 true true
 bytes "no change, -z" 0.5 true true -z
 timing "no change, --no-reuse" 1 "" "" "$(fr --no-reuse "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
+# What neither tool can go below on a fresh connection: ssh's own start-up, the remote
+# account's shell start-up files included.
+hyperfine -N --runs "$RUNS" --warmup 1 --style none --export-json "$WORK/t.json" \
+    "$SSHW -p $PORT $HOST true" >&2
+python3 - "$WORK/t.json" "$RUNS" >>"$SUMMARY" <<'EOF2'
+import json, sys
+m = json.load(open(sys.argv[1]))["results"][0]["median"]
+print(f"ssh start-up alone (ssh HOST true)\ttime (median of {sys.argv[2]})\t\t{m * 1000:.0f} ms")
+EOF2
 timing "no change, shared connection" 0.5 "" "" "$(fr "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
 prev=${VERSIONS[0]}
 for v in "${VERSIONS[@]:1}"; do
