@@ -22,8 +22,9 @@
 # Bytes: both directions of the remote shell's stdin/stdout, counted by one wrapper for
 # both tools (protocol bytes, before ssh's encryption); fsync-repl's own --json figures
 # and rsync's --stats are shown beside them as a cross-check. Times: hyperfine medians,
-# each destination restored before every run (untimed --prepare). Every replica is
-# checked with an rsync -n -c -i dry run after each scenario.
+# each destination restored before every run (untimed --prepare); the hops' times are
+# pairs run in turn (see `pairs`), which hold up better on a machine whose speed drifts.
+# Every replica is checked with an rsync -n -c -i dry run after each scenario.
 #
 # Environment (all optional)
 #   PACKAGE    [Django]            VERSIONS  ["5.0.6 5.1 5.1.1"]
@@ -31,6 +32,7 @@
 #   SCRATCH    scratch parent (use tmpfs)                     [/dev/shm]
 #   FSYNC_REPL binary [REPO/target/release/fsync-repl after `cargo build --release`]
 #   RUNS       hyperfine runs per timing [5]          KEEP=1 keep the scratch dir
+#   PAIRS      pairs per hop timing (run in turn, the median of their ratios) [20]
 #   FR_OPTS    extra fsync-repl options, e.g. "--no-adaptive" (its back-off yields to
 #              other work's I/O stalls on a busy machine; rsync has none)       [none]
 # Tools: bash, hyperfine, rsync, ssh, sshd + ssh-keygen (openssh-server), python3, pip.
@@ -43,6 +45,7 @@ PACKAGE=${PACKAGE:-Django}
 VERSIONS=(${VERSIONS:-5.0.6 5.1 5.1.1})
 CACHE_DIR=${CACHE_DIR:-$SCRATCH/fsync-repl-real-cache}
 RUNS=${RUNS:-5}
+PAIRS=${PAIRS:-20}
 KEEP=${KEEP:-0}
 die() { echo "real.sh: $*" >&2; exit 1; }
 q() { printf '%q' "$1"; }
@@ -198,6 +201,35 @@ print(f"{sys.argv[2]}\ttime (median of {sys.argv[3]})\t{f * 1000:.0f} ms\t{r * 1
 EOF
 }
 
+# pairs LABEL GOAL PREP_FR PREP_RS CMD_FR CMD_RS: $PAIRS pairs, the two runs of a pair one
+# after the other (which goes first alternates), each destination prepared (untimed)
+# before its run; the ratio is the median of the pairs' ratios. A machine whose speed
+# drifts moves both runs of a pair alike, where separate medians would drift apart.
+pairs() {
+    local label=$1 goal=$2 i who t0 t1 out=$WORK/pairs.txt
+    : >"$out"
+    for ((i = 0; i < PAIRS; i++)); do
+        bash -c "$3"; bash -c "$4"
+        local fr_ns rs_ns
+        for who in $( ((i % 2)) && echo "rs fr" || echo "fr rs"); do
+            t0=$(date +%s%N)
+            if [[ $who == fr ]]; then bash -c "$5" >/dev/null; else bash -c "$6"; fi
+            t1=$(date +%s%N)
+            [[ $who == fr ]] && fr_ns=$((t1 - t0)) || rs_ns=$((t1 - t0))
+        done
+        echo "$fr_ns $rs_ns" >>"$out"
+    done
+    python3 - "$out" "$label" "$PAIRS" "$goal" >>"$SUMMARY" <<'EOF2'
+import statistics, sys
+p = [tuple(map(int, l.split())) for l in open(sys.argv[1])]
+f = statistics.median(a for a, _ in p) / 1e6
+r = statistics.median(b for _, b in p) / 1e6
+ratio, goal = statistics.median(a / b for a, b in p), float(sys.argv[4])
+print(f"{sys.argv[2]}\ttime (median of {sys.argv[3]} pairs)\t{f:.0f} ms\t{r:.0f} ms\t"
+      f"{ratio:.3f}\t<= {goal}\t" + ("pass" if ratio <= goal else "FAIL"))
+EOF2
+}
+
 # ---------------------------------------------------------------- runs
 SRC=$WORK/src
 cp -a "$CACHE_DIR/$PACKAGE-${VERSIONS[0]}" "$SRC"
@@ -229,8 +261,8 @@ for v in "${VERSIONS[@]:1}"; do
     restore_rs="rm -rf $(q "$WORK/d-rs") && cp -a $(q "$WORK/p-rs") $(q "$WORK/d-rs")"
     bytes "$label" 0.7 "$restore_fr" "$restore_rs"
     bytes "$label, -z" 0.7 "$restore_fr" "$restore_rs" -z
-    timing "$label, --no-reuse" 0.7 "$restore_fr" "$restore_rs" "$(fr --no-reuse "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
-    timing "$label, shared connection" 0.7 "$restore_fr" "$restore_rs" "$(fr "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
+    pairs "$label, --no-reuse" 0.7 "$restore_fr" "$restore_rs" "$(fr --no-reuse "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
+    pairs "$label, shared connection" 0.7 "$restore_fr" "$restore_rs" "$(fr "$WORK/d-fr")" "$(rs "$WORK/d-rs")"
     verify "$WORK/d-fr"; verify "$WORK/d-rs"
     rm -rf "$WORK/p-fr" "$WORK/p-rs"
     cp -a "$WORK/d-fr" "$WORK/p-fr"; cp -a "$WORK/d-rs" "$WORK/p-rs"
