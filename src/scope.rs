@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 
 use crate::fsutil::valid_rel_path;
-use crate::tree::{is_within, parent, Kind, Listing};
+use crate::tree::{keys_within, parent, Kind, Listing};
 
 /// Directories (relative paths, `""` for the root) mapped to "recursive?".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -81,14 +81,7 @@ impl Scope {
             return;
         }
         if recursive {
-            let doomed: Vec<Vec<u8>> = self
-                .dirs
-                .range(dir.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(dir))
-                .filter(|(k, _)| is_within(k, dir))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in doomed {
+            for k in keys_within(&self.dirs, dir) {
                 self.dirs.remove(&k);
             }
         }

@@ -174,6 +174,21 @@ pub fn is_within(path: &[u8], dir: &[u8]) -> bool {
     path.starts_with(dir) && (path.len() == dir.len() || path[dir.len()] == b'/')
 }
 
+/// The keys of `map` within `dir` ([`is_within`]: `dir` itself and what lies beneath it),
+/// in order. Two lookups, not a scan of every key that merely begins with `dir`'s bytes:
+/// `dir-old/…` and `dir0` sort between `dir` and `dir/…`, and a scan would walk them all.
+pub fn keys_within<V>(map: &std::collections::BTreeMap<Vec<u8>, V>, dir: &[u8]) -> Vec<Vec<u8>> {
+    // Everything beneath `dir` lies in [dir + "/", dir + "0"): '0' follows '/'.
+    let (mut lo, mut hi) = (dir.to_vec(), dir.to_vec());
+    lo.push(b'/');
+    hi.push(b'0');
+    map.get_key_value(dir)
+        .map(|(k, _)| k.clone())
+        .into_iter()
+        .chain(map.range(lo..hi).map(|(k, _)| k.clone()))
+        .collect()
+}
+
 /// The parent directory of a relative path (`b""` for top-level names).
 pub fn parent(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {
@@ -660,5 +675,26 @@ mod tests {
         assert!(!is_within(b"ab", b"a"));
         assert_eq!(join(b"", b"x"), b"x");
         assert_eq!(join(b"d", b"x"), b"d/x");
+    }
+
+    #[test]
+    fn keys_within_a_directory_leave_out_siblings_that_share_its_bytes() {
+        let names: &[&[u8]] = &[
+            b"", b"a", b"a b", b"a-old", b"a-old/x", b"a.b", b"a/", b"a/b", b"a/b/c", b"a0",
+            b"a0/x", b"aa", b"b", b"b/a",
+        ];
+        let map: std::collections::BTreeMap<Vec<u8>, ()> =
+            names.iter().map(|n| (n.to_vec(), ())).collect();
+        for dir in names {
+            let naive: Vec<Vec<u8>> = map.keys().filter(|k| is_within(k, dir)).cloned().collect();
+            assert_eq!(
+                keys_within(&map, dir),
+                naive,
+                "{:?}",
+                String::from_utf8_lossy(dir)
+            );
+        }
+        assert_eq!(keys_within(&map, b"a").len(), 4, "a, a/, a/b, a/b/c");
+        assert!(keys_within(&map, b"zz").is_empty());
     }
 }

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::event::{dirty_of, Event};
 use crate::scope::Scope;
-use crate::tree::is_within;
+use crate::tree::keys_within;
 
 /// Debounce settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,14 +80,7 @@ impl Home {
         }
         let mut n = self.cost.remove(dir).unwrap_or(0);
         if recursive {
-            let inside: Vec<Vec<u8>> = self
-                .cost
-                .range(dir.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(dir))
-                .filter(|(k, _)| is_within(k, dir))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in inside {
+            for k in keys_within(&self.cost, dir) {
                 n += self.cost.remove(&k).unwrap_or(0);
             }
         }

@@ -34,7 +34,7 @@ use rustix::fs::inotify::{self, CreateFlags, ReadFlags, WatchFlags};
 
 use super::event::{convert, dirty_of, ChangeKind, Event};
 use crate::scope::Scope;
-use crate::tree::{is_within, join};
+use crate::tree::{join, keys_within};
 
 const MASK: WatchFlags = WatchFlags::CREATE
     .union(WatchFlags::DELETE)
@@ -330,15 +330,10 @@ impl Tree {
     /// Removes the watches of `top` and its subtree (it moved away or was deleted),
     /// and the instance of a top-level directory.
     fn drop_tree(&mut self, top: &[u8]) {
-        let doomed: Vec<(Vec<u8>, Wd)> = self
-            .path_wd
-            .range(top.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(top))
-            .filter(|(k, _)| is_within(k, top))
-            .map(|(k, &w)| (k.clone(), w))
-            .collect();
-        for (k, wd) in doomed {
-            self.path_wd.remove(&k);
+        for k in keys_within(&self.path_wd, top) {
+            let Some(wd) = self.path_wd.remove(&k) else {
+                continue;
+            };
             self.wd_path.remove(&wd);
             if let Some(inst) = &self.insts[wd.0] {
                 let _ = inotify::remove_watch(&inst.fd, wd.1);
