@@ -34,7 +34,6 @@ use std::time::Duration;
 use super::event::{convert, Event};
 use super::inotify::{Log, Shared, WatchConfig};
 use crate::scan::Filter;
-use crate::tree::is_within;
 
 /// The events the mark asks for.
 const MASK: u64 = libc::FAN_CREATE
@@ -511,14 +510,12 @@ impl Thread {
         let Some(change) = convert(&dir, name.as_deref(), as_inotify_mask(ev.mask)) else {
             return true;
         };
-        if change.is_dir && ev.mask & libc::FAN_MOVED_FROM != 0 {
-            // The paths cached beneath it are no longer its.
-            self.cache
-                .retain(|_, p| !p.as_deref().is_some_and(|p| is_within(p, &change.path)));
-        }
-        if change.is_dir && ev.mask & libc::FAN_MOVED_TO != 0 {
-            // It may come from outside SRC: what was outside may be inside now.
-            self.cache.retain(|_, p| p.is_some());
+        if change.is_dir && ev.mask & (libc::FAN_MOVED_FROM | libc::FAN_MOVED_TO) != 0 {
+            // The paths cached beneath a directory that moved away are no longer its,
+            // and one that moved in may come from outside SRC (what was outside may be
+            // inside now): the cache starts afresh. Sifting it instead would cost its
+            // whole size at each directory moved; a clear costs what was added since.
+            self.cache.clear();
         }
         if self
             .filter
