@@ -45,6 +45,9 @@ impl SetAside {
     /// Whether `path` is an entry set aside, or lies beneath one: the sender may not
     /// touch it (it would see its temporary name in a listing).
     pub fn holds(&self, path: &[u8]) -> bool {
+        if self.names.is_empty() {
+            return false;
+        }
         let mut p = path;
         loop {
             if self.names.contains(p) {

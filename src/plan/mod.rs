@@ -326,7 +326,10 @@ pub fn build(
         let mut p = dst.path(k as usize);
         while !p.is_empty() {
             p = tree::parent(p);
-            keep_dirs.insert(p);
+            // One already there has its ancestors there too.
+            if !keep_dirs.insert(p) {
+                break;
+            }
         }
     }
     doomed.retain(|j| !consumed.contains_key(j) && !keep_dirs.contains(dst.path(*j as usize)));

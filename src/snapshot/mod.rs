@@ -290,7 +290,8 @@ impl BackupDir {
                 n += 1;
             }
         }
-        let live: Vec<String> = self.list()?.into_iter().map(|s| s.name).collect();
+        let live: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|s| s.name).collect();
         if let Some(dir) = self.dir(&format!("{SIDECAR}/{SNAPSHOTS}"), false)? {
             let names = io_at(
                 "read",
@@ -303,7 +304,7 @@ impl BackupDir {
                     .strip_suffix(".json")
                     .or_else(|| s.strip_suffix(catalogue::SUFFIX))
                 {
-                    Some(snap) => !live.iter().any(|l| l == snap),
+                    Some(snap) => !live.contains(snap),
                     None => s.starts_with(TEMP_PREFIX),
                 };
                 if orphan {
