@@ -156,10 +156,11 @@ pub fn verify(dest: &BackupDir, r: &Request<'_>) -> Result<Outcome> {
     )?;
     out.files = files;
     out.uncatalogued = none;
+    let uncatalogued: std::collections::HashSet<&String> = out.uncatalogued.iter().collect();
     out.snapshots = r
         .snapshots
         .iter()
-        .filter(|n| !out.uncatalogued.contains(n))
+        .filter(|n| !uncatalogued.contains(n))
         .cloned()
         .collect();
     out.differ = missing;
@@ -205,14 +206,25 @@ pub fn verify(dest: &BackupDir, r: &Request<'_>) -> Result<Outcome> {
         })
         .cloned()
         .collect();
-    for g in &gone {
-        let prefix = format!(
-            "{}/",
-            crate::text::escape(&super::versions::in_snapshot(g, b""))
-        );
-        out.differ.retain(|d| !d.path.starts_with(&prefix));
-        out.snapshots.retain(|n| n != g);
-        out.removed.push(g.clone());
+    if !gone.is_empty() {
+        // A difference's snapshot is its path up to the second '/' ("snapshots/NAME/").
+        let prefixes: std::collections::HashSet<String> = gone
+            .iter()
+            .map(|g| {
+                format!(
+                    "{}/",
+                    crate::text::escape(&super::versions::in_snapshot(g, b""))
+                )
+            })
+            .collect();
+        out.differ
+            .retain(|d| match d.path.match_indices('/').nth(1) {
+                Some((i, _)) => !prefixes.contains(&d.path[..=i]),
+                None => true,
+            });
+        let gone_set: std::collections::HashSet<&String> = gone.iter().collect();
+        out.snapshots.retain(|n| !gone_set.contains(n));
+        out.removed.extend(gone);
     }
     out.duration_secs = started.elapsed().as_secs_f64();
     Ok(out)

@@ -244,7 +244,8 @@ pub fn versions(
         versions: Vec::new(),
         holdings: Vec::new(),
     };
-    let mut ids: Vec<blake3::Hash> = Vec::new();
+    // Each version's index in `out.versions`, by its id.
+    let mut ids: std::collections::HashMap<blake3::Hash, usize> = Default::default();
     let mut previous: Option<blake3::Hash> = None;
     for (name, time) in names {
         let at = in_snapshot(&name, rel);
@@ -252,19 +253,19 @@ pub fn versions(
             crate::Error::dest("read", dest.path().join(crate::tree::as_path(&at)), e)
         })?;
         let version = seen.map(|s| {
-            let k = match ids.iter().position(|i| *i == s.id) {
-                Some(k) => k,
+            let k = match ids.get(&s.id) {
+                Some(&k) => k,
                 None => {
-                    ids.push(s.id);
+                    ids.insert(s.id, out.versions.len());
                     out.versions.push(Version {
-                        version: ids.len(),
+                        version: out.versions.len() + 1,
                         kind: s.kind.into(),
                         size: s.size,
                         mtime: s.mtime,
                         ino: s.ino,
                         snapshots: Vec::new(),
                     });
-                    ids.len() - 1
+                    out.versions.len() - 1
                 }
             };
             out.versions[k].snapshots.push(name.clone());
