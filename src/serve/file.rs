@@ -167,7 +167,11 @@ impl Receiver<'_> {
         let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
         let mut sigs = Vec::new();
         for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
-            let base = map_range(&file, &w.base).map_err(ProtoError::Io)?;
+            let Ok(base) = map_range(&file, &w.base) else {
+                // The basis shrank or went unreadable since it was opened: whole, then.
+                self.admit(id, inc);
+                return self.reply(Reply::NoBase { id });
+            };
             self.dest.throttle().bytes(base.len() as u64);
             let sig = delta::signature(&base, params).map_err(|e| bad(e.to_string()))?;
             sigs.push(serde_bytes::ByteBuf::from(sig));
@@ -241,7 +245,11 @@ impl Receiver<'_> {
         else {
             return Err(bad("delta window out of range"));
         };
-        let base = map_range(old, &w.base).map_err(ProtoError::Io)?;
+        let base = match map_range(old, &w.base) {
+            Ok(b) => b,
+            // The basis shrank under the transfer: this file fails, not the session.
+            Err(err) => return self.fail(id, PutError::Dest { op: "read", err }),
+        };
         let want = (w.new.end - w.new.start) as usize;
         if part == 0 {
             f.window_start = f.written;

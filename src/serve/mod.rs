@@ -267,7 +267,24 @@ impl<'a> Receiver<'a> {
                     self.flush()?;
                 }
             }
-            match frame::read_frame::<ToReceiver, _>(&mut input, &mut buf)? {
+            let msg = frame::read_frame::<ToReceiver, _>(&mut input, &mut buf)?;
+            // What may take long (a copy, a hash, a commit's sync, the terminal) does
+            // not keep the answers before it waiting.
+            let slow = match &msg {
+                Some(ToReceiver::Request(r)) => matches!(
+                    r,
+                    Request::LocalCopy { .. }
+                        | Request::Commit { .. }
+                        | Request::Finish { .. }
+                        | Request::Hash { .. }
+                        | Request::Resume { .. }
+                ),
+                _ => true,
+            };
+            if slow && self.unflushed.is_some() {
+                self.flush()?;
+            }
+            match msg {
                 None => return Ok(()),
                 Some(ToReceiver::Notice(n)) => notice(n),
                 Some(ToReceiver::Request(req)) => self.handle(req)?,

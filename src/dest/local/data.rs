@@ -157,7 +157,7 @@ impl LocalDest {
                 return Err(PutError::Interrupted);
             }
             let base = map_range(old, &win.base).map_err(PutError::dest("map old version"))?;
-            let new = map_range(&src.file, &win.new).map_err(PutError::Source)?;
+            let new = source_range(&src.file, &win.new)?;
             self.throttle.bytes(base.len() as u64 + new.len() as u64);
             want.update(&new);
             let sig = delta::signature(&base, params).map_err(delta_err)?;
@@ -206,6 +206,15 @@ pub fn map_range(file: &File, range: &std::ops::Range<u64>) -> io::Result<MapOrE
             .map(file)?
     };
     Ok(MapOrEmpty::Map(m))
+}
+
+/// [`map_range`] of a source file: one that shrank since it was opened changed under
+/// the copy (it is tried again), any other failure is the source's.
+pub fn source_range(file: &File, range: &std::ops::Range<u64>) -> Result<MapOrEmpty, PutError> {
+    map_range(file, range).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => PutError::SourceChanged,
+        _ => PutError::Source(e),
+    })
 }
 
 /// A range of a file: mapped, or read into memory (small or empty ranges).

@@ -11,7 +11,7 @@ mod data;
 pub mod partial;
 mod remove;
 mod temp_file;
-pub use data::{data_segments, map_range, read_chunks, MapOrEmpty, Tee};
+pub use data::{data_segments, map_range, read_chunks, source_range, MapOrEmpty, Tee};
 pub use temp_file::TempFile;
 
 use std::fs::File;

@@ -16,7 +16,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{
     DataMode, DataStats, Destination, ListError, PutError, SetMeta, Space, Staged, Started,
@@ -53,6 +53,9 @@ const ENTRY_OVERHEAD: u64 = 96;
 
 /// The failure of a session ended by SIGINT/SIGTERM.
 pub const INTERRUPTED: &str = "interrupted";
+
+/// How often a thread waiting for the far side flushes what others wrote meanwhile.
+const FLUSH_SLICE: Duration = Duration::from_millis(20);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -348,8 +351,19 @@ impl Conn {
         if let Ok(r) = rx.try_recv() {
             return Ok(r);
         }
-        self.flush_pending()?;
-        match rx.recv_timeout(self.timeout) {
+        let started = Instant::now();
+        let got = loop {
+            // Again and again while waiting: another thread may have left part of a
+            // frame in the buffer and gone idle, and the far side, waiting for the rest
+            // of it, would hold this answer until the timeout.
+            self.flush_pending()?;
+            let left = self.timeout.saturating_sub(started.elapsed());
+            match rx.recv_timeout(left.min(FLUSH_SLICE)) {
+                Err(RecvTimeoutError::Timeout) if !left.is_zero() => continue,
+                other => break other,
+            }
+        };
+        match got {
             Ok(r) => Ok(r),
             Err(RecvTimeoutError::Timeout) => {
                 lock(&self.waiters).remove(&id);

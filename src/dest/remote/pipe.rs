@@ -111,16 +111,19 @@ impl RemoteDest {
     /// Waits for a job handed to the workers, while they finish others within the
     /// session's timeout (each of their waits for the far side has that timeout too).
     pub(super) fn collect(&self, done: &mpsc::Receiver<Sent>) -> Result<Sent, PutError> {
-        let _ = self.conn.flush_pending();
         let mut seen = self.pipe.finished.load(Ordering::Relaxed);
+        let mut since = std::time::Instant::now();
         let waited = loop {
-            match done.recv_timeout(self.conn.timeout) {
+            // Flushed again and again, as in `Conn::wait`.
+            let _ = self.conn.flush_pending();
+            match done.recv_timeout(FLUSH_SLICE) {
                 Err(RecvTimeoutError::Timeout) => {
                     let now = self.pipe.finished.load(Ordering::Relaxed);
-                    if now == seen {
+                    if now != seen {
+                        (seen, since) = (now, std::time::Instant::now());
+                    } else if since.elapsed() >= self.conn.timeout {
                         break Err(RecvTimeoutError::Timeout);
                     }
-                    seen = now;
                 }
                 other => break other,
             }
@@ -193,6 +196,52 @@ mod tests {
             }
         }
         deltas
+    }
+
+    #[test]
+    fn a_waiting_thread_sends_what_another_wrote_after_it_began_to_wait() {
+        // The far side answers the first request only once the second has come. The
+        // second is written after the first thread began to wait, by a thread that
+        // then waits for nothing: were the waiter to flush only once, before waiting,
+        // the session would sit until its timeout.
+        let (dest, peer) = super::super::testing::connected(|mut input, mut output| {
+            write_hello(&mut output).unwrap();
+            read_hello(&mut input).unwrap();
+            let mut input = crate::protocol::zstream::ZReader::new(input);
+            let (mut buf, mut ids) = (Vec::new(), Vec::new());
+            while ids.len() < 2 {
+                match read_frame::<ToReceiver, _>(&mut input, &mut buf).unwrap() {
+                    Some(ToReceiver::Request(Request::Space { id })) => ids.push(id),
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            let reply = Reply::Space {
+                id: ids[0],
+                space: None,
+            };
+            write_frame(&mut output, &reply).unwrap();
+            io::Write::flush(&mut output).unwrap();
+            ids
+        });
+        let conn = dest.conn().clone();
+        let first = conn.id();
+        let rx = conn.expect(first);
+        conn.send_req(Request::Space { id: first }, false).unwrap();
+        let waiter = {
+            let conn = conn.clone();
+            std::thread::spawn(move || conn.wait(first, &rx))
+        };
+        // Ordering only: let the waiter flush and begin to wait first.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let second = conn.id();
+        conn.send_req(Request::Space { id: second }, false).unwrap();
+        let answer = waiter.join().unwrap();
+        assert!(
+            matches!(answer, Ok(Reply::Space { id, .. }) if id == first),
+            "{answer:?}"
+        );
+        conn.close();
+        assert_eq!(peer.join().unwrap(), vec![first, second]);
     }
 
     #[test]

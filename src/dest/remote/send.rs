@@ -283,7 +283,7 @@ impl RemoteDest {
         }
         for (i, sig) in sigs.iter().enumerate() {
             let range = i as u64 * w..((i as u64 + 1) * w).min(src.size);
-            let new = crate::dest::local::map_range(&src.file, &range).map_err(PutError::Source)?;
+            let new = crate::dest::local::source_range(&src.file, &range)?;
             self.throttle.bytes(new.len() as u64);
             h.update(&new);
             out.clear();
