@@ -55,7 +55,7 @@ const ENTRY_OVERHEAD: u64 = 96;
 pub const INTERRUPTED: &str = "interrupted";
 
 /// How often a thread waiting for the far side flushes what others wrote meanwhile.
-const FLUSH_SLICE: Duration = Duration::from_millis(20);
+const FLUSH_SLICE: Duration = Duration::from_millis(100);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
