@@ -541,6 +541,42 @@ fn a_closed_stdout_ends_quietly_with_the_normal_exit_code() {
     assert_same_tree(src.path(), dst.path());
 }
 
+/// Starts a local push held to 20 operations a second (`--iops-limit 20 --delete` and
+/// `args`), sends it SIGINT once `began` says the phase under test is under way (within
+/// 30 s), and returns its exit status: `None` when it did not end within 15 s, a bound
+/// far below each phase's own length at that rate.
+fn interrupt_slow_push(
+    src: &Tree,
+    dst: &Tree,
+    args: &[&str],
+    began: impl Fn() -> bool,
+) -> Option<i32> {
+    let mut all = vec!["--iops-limit", "20", "--delete"];
+    all.extend_from_slice(args);
+    let mut child = push_std(Transport::Local, src.path(), dst.path(), &all)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !began() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(began(), "the phase under test never began");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    wait_exit(&mut child, Duration::from_secs(15))
+}
+
+/// True from 500 ms after it is made: a phase that lasts far longer is then under way.
+fn after_half_a_second() -> impl Fn() -> bool {
+    let start = Instant::now();
+    move || start.elapsed() >= Duration::from_millis(500)
+}
+
 #[test]
 fn a_signal_during_the_scan_stops_the_run() {
     let (src, dst) = (Tree::new(), Tree::new());
@@ -548,24 +584,7 @@ fn a_signal_during_the_scan_stops_the_run() {
         src.file(format!("d{i}/f"), b"x");
     }
     // One directory read per operation at 20 a second: the scan alone takes 30 s.
-    let mut child = push_std(
-        Transport::Local,
-        src.path(),
-        dst.path(),
-        &["--iops-limit", "20", "--delete"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    // A generous bound, far below the scan's own length.
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = interrupt_slow_push(&src, &dst, &[], after_half_a_second());
     assert_eq!(status, Some(20), "the scan did not stop on SIGINT");
     assert!(files(dst.path()).is_empty(), "an interrupted scan wrote");
 }
@@ -580,23 +599,7 @@ fn a_signal_while_a_replica_is_compared_stops_the_run() {
     src.file("d599/new", b"late");
     // SRC and the replica are read together, one directory of each side per operation
     // at 20 a second: the comparison alone takes a minute.
-    let mut child = push_std(
-        Transport::Local,
-        src.path(),
-        dst.path(),
-        &["--iops-limit", "20", "--delete"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = interrupt_slow_push(&src, &dst, &[], after_half_a_second());
     assert_eq!(status, Some(20), "the comparison did not stop on SIGINT");
     assert!(
         !dst.join("d599/new").exists(),
@@ -617,28 +620,7 @@ fn a_signal_during_the_deletes_stops_the_run() {
     }
     let stale = || fs::read_dir(dst.join("stale")).map_or(0, |d| d.count());
     // One delete per operation at 20 a second: the deletes alone take 30 s.
-    let mut child = push_std(
-        Transport::Local,
-        src.path(),
-        dst.path(),
-        &["--iops-limit", "20", "--delete", "--max-delete", "100%"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while stale() == 600 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(stale() < 600, "the deletes never began");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    // A generous bound, far below the deletes' own length.
-    let status = wait_exit(&mut child, Duration::from_secs(15));
+    let status = interrupt_slow_push(&src, &dst, &["--max-delete", "100%"], || stale() < 600);
     assert_eq!(status, Some(20), "the deletes did not stop on SIGINT");
     let left = stale();
     assert!(
