@@ -374,9 +374,7 @@ mod tests {
         // 500 requests that came in one piece: answering each with a write of its own
         // costs a pipe write, an ssh packet and a wake-up of every process on the way.
         let dir = tempfile::tempdir().unwrap();
-        let throttle = Arc::new(crate::throttle::Throttle::new(None, None));
-        let opts = crate::options::Options::default();
-        let dest = LocalDest::open(dir.path(), &opts, throttle, Arc::default()).unwrap();
+        let dest = LocalDest::for_tests(dir.path());
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut w = std::fs::File::from(w);
         frame::write_hello(&mut w).unwrap();

@@ -592,3 +592,18 @@ impl Destination for LocalDest {
         Ok(())
     }
 }
+
+/// Unit tests' destination: default options, no limits.
+#[cfg(test)]
+impl LocalDest {
+    pub fn for_tests(path: &Path) -> LocalDest {
+        let throttle = Arc::new(Throttle::new(None, None));
+        LocalDest::open(
+            path,
+            &crate::options::Options::default(),
+            throttle,
+            Arc::default(),
+        )
+        .unwrap()
+    }
+}

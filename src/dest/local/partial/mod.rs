@@ -547,7 +547,6 @@ impl LocalDest {
 mod tests {
     use super::*;
     use std::os::unix::fs::FileExt;
-    use std::sync::Arc;
 
     fn names(dir: &std::path::Path) -> Vec<(String, u64)> {
         let mut v: Vec<(String, u64)> = std::fs::read_dir(dir)
@@ -567,9 +566,7 @@ mod tests {
     #[test]
     fn a_cut_keeps_the_longer_data_file_and_another_source_takes_it_away() {
         let t = tempfile::tempdir().unwrap();
-        let throttle = Arc::new(crate::throttle::Throttle::new(None, None));
-        let opts = crate::options::Options::default();
-        let d = LocalDest::open(t.path(), &opts, throttle, Default::default()).unwrap();
+        let d = LocalDest::for_tests(t.path());
         let dir = t.path().join(".fsync-repl/partial");
         let k = key(b"f");
         let id = Ident {
