@@ -38,24 +38,27 @@ fn wait_ready(
             return Ok(false);
         }
         let slice = left.map_or(SLICE, |l| l.min(SLICE));
-        let mut p = libc::pollfd {
-            fd: fd.as_raw_fd(),
-            events,
-            revents: 0,
-        };
-        // SAFETY: one valid pollfd for the duration of the call.
-        let n = unsafe { libc::poll(&mut p, 1, slice.as_millis().max(1) as libc::c_int) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match poll_one(fd, events, slice.as_millis().max(1) as libc::c_int) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+            Ok(true) => return Ok(true),
+            Ok(false) => {}
         }
-        // Readiness, hang-up and errors all end the wait: the read or write reports them.
-        if n > 0 {
-            return Ok(true);
-        }
+    }
+}
+
+/// One poll of `fd` for `events`, waiting at most `ms` milliseconds. Readiness, hang-up
+/// and errors all count as ready: the read or write that follows reports them.
+fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, ms: libc::c_int) -> io::Result<bool> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd for the duration of the call.
+    match unsafe { libc::poll(&mut p, 1, ms) } {
+        n if n < 0 => Err(io::Error::last_os_error()),
+        n => Ok(n > 0),
     }
 }
 
@@ -140,17 +143,8 @@ impl WireIn {
 
     /// Whether a read would not wait: input is buffered or ready on the descriptor.
     pub fn pending(&self) -> bool {
-        if self.pos < self.end {
-            return true;
-        }
-        let mut fds = [libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        }];
-        // SAFETY: one valid pollfd; no wait.
-        let n = unsafe { libc::poll(fds.as_mut_ptr(), 1, 0) };
-        n > 0
+        // A failed poll says "pending" too: the read that follows reports it.
+        self.pos < self.end || poll_one(self.fd.as_fd(), libc::POLLIN, 0).unwrap_or(true)
     }
 
     /// Runs `f` with another timeout and message (the handshake's).

@@ -207,16 +207,13 @@ impl<'a> Receiver<'a> {
         u.unpack(&data, limit)
     }
 
-    /// Answers a request. Answers are gathered while more requests wait to be read,
-    /// and go out when none does (see [`Receiver::serve`]) or when the oldest is
-    /// [`GATHER`] old: a burst of small requests is answered in a few writes, not one
-    /// each.
+    /// Answers a request. Answers are gathered while more requests wait to be read;
+    /// [`Receiver::serve`] sends them when none does, before a slow request, or when
+    /// the oldest is [`GATHER`] old: a burst of small requests is answered in a few
+    /// writes, not one each.
     fn reply(&mut self, r: Reply) -> Result<(), ProtoError> {
         frame::write_frame(&mut self.out, &r)?;
-        let since = *self.unflushed.get_or_insert_with(Instant::now);
-        if since.elapsed() >= GATHER {
-            self.flush()?;
-        }
+        self.unflushed.get_or_insert_with(Instant::now);
         Ok(())
     }
 
