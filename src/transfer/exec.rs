@@ -505,7 +505,7 @@ impl<'a> Run<'a> {
             return;
         }
         // Deletes: files first (in parallel), then directories children-first.
-        let (dirs, others): (Vec<u32>, Vec<u32>) = plan
+        let (dirs, mut others): (Vec<u32>, Vec<u32>) = plan
             .deletes
             .iter()
             .partition(|&&j| dl.get(j as usize).kind == Kind::Dir);
@@ -523,11 +523,16 @@ impl<'a> Run<'a> {
             }));
         }
         // Directory by directory (in pieces, so that one huge directory still goes in
-        // parallel): a local destination opens each directory once for its deletes.
+        // parallel): a local destination opens each directory once for its deletes. The
+        // plan lists a subdirectory's files between its parent's: grouped first. A
+        // remote one removes an entry per round trip: one a piece, and the wide pool
+        // keeps many in flight.
         let path = |j: u32| dl.path(j as usize);
+        others.sort_by(|&a, &b| crate::tree::parent(path(a)).cmp(crate::tree::parent(path(b))));
+        let piece = if dest.is_remote() { 1 } else { 256 };
         let pieces: Vec<&[u32]> = others
             .chunk_by(|&a, &b| crate::tree::parent(path(a)) == crate::tree::parent(path(b)))
-            .flat_map(|group| group.chunks(256))
+            .flat_map(|group| group.chunks(piece))
             .collect();
         self.each(&pieces, |piece| {
             let names: Vec<(&[u8], Kind)> = piece
