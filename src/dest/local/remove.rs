@@ -38,8 +38,13 @@ impl LocalDest {
         let fd = match self.dir(dir) {
             Ok(fd) => fd,
             Err(e) => {
+                // Each name gets the error, its errno kept (a device error stops the run).
                 for k in 0..names.len() {
-                    done(k, Err(io::Error::new(e.kind(), e.to_string())));
+                    let each = match e.raw_os_error() {
+                        Some(code) => io::Error::from_raw_os_error(code),
+                        None => io::Error::new(e.kind(), e.to_string()),
+                    };
+                    done(k, Err(each));
                 }
                 return;
             }

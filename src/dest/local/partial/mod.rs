@@ -223,7 +223,8 @@ impl LocalDest {
         };
         // A complete partial file gets a name beside its target by link(2), which does
         // not cross filesystems or mounts (a bind mount of the same one included).
-        if mount_of(dir.as_fd()).is_none() || mount_of(dir.as_fd()) != mount_of(target.as_fd()) {
+        let mount = mount_of(dir.as_fd());
+        if mount.is_none() || mount != mount_of(target.as_fd()) {
             return Ok(None);
         }
         let key = key(rel);
@@ -316,9 +317,13 @@ impl LocalDest {
         );
         let moved = linked.is_err();
         if moved {
-            // No second name (EMLINK, a filesystem without hard links): moved instead.
+            // No second name (EMLINK, a filesystem without hard links): moved instead,
+            // never over whatever may stand at the temporary name.
             let from = slot.data(slot.n);
-            if let Err(e) = rfs::renameat(&slot.dir, from.as_str(), &t.dir, tmp.as_slice()) {
+            let flags = rfs::RenameFlags::NOREPLACE;
+            if let Err(e) =
+                rfs::renameat_with(&slot.dir, from.as_str(), &t.dir, tmp.as_slice(), flags)
+            {
                 t.partial = Some(slot);
                 return Err(PutError::dest("move partial file")(e.into()));
             }
@@ -425,12 +430,15 @@ impl LocalDest {
                 return Ok(());
             }
         };
+        // The directory's read and each stat are disk work like any other (invariant 6).
+        self.throttle.op();
         let names = fsutil::read_dir_names(dir.as_fd())?;
         let key_of = |n: &[u8]| n.split(|&b| b == b'.').next().unwrap_or_default().to_vec();
         let since = self.partials.since;
         let recent: std::collections::HashSet<Vec<u8>> = names
             .iter()
             .filter(|n| {
+                self.throttle.op();
                 fsutil::stat_at(dir.as_fd(), n).is_ok_and(|st| {
                     let t = std::time::UNIX_EPOCH
                         + std::time::Duration::new(
