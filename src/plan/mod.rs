@@ -96,8 +96,9 @@ pub fn build(
                 }
                 if opts.delete {
                     let d = dst.get(j);
-                    if !opts.delete_excluded
-                        && filter.excluded_or_within_excluded(p, d.kind == Kind::Dir)
+                    if filter.within_unread(p)
+                        || !opts.delete_excluded
+                            && filter.excluded_or_within_excluded(p, d.kind == Kind::Dir)
                     {
                         kept.push(j as u32);
                     } else {

@@ -61,6 +61,8 @@ pub struct Problem {
 pub struct Filter {
     cli: Option<Arc<Gitignore>>,
     rules: HashMap<Vec<u8>, Arc<Gitignore>>,
+    /// Entries the scan could not read (not vanished: unreadable), as a set.
+    unread: std::collections::HashSet<Vec<u8>>,
 }
 
 impl Filter {
@@ -77,7 +79,7 @@ impl Filter {
         let gi = b.build().map_err(|e| format!("exclude patterns: {e}"))?;
         Ok(Filter {
             cli: Some(Arc::new(gi)),
-            rules: HashMap::new(),
+            ..Filter::default()
         })
     }
 
@@ -104,6 +106,25 @@ impl Filter {
             c = node.parent.as_deref();
         }
         false
+    }
+
+    /// True if `path` or one of its ancestors could not be read by the scan (a
+    /// directory it could not list, say): what DEST holds there is not known to be gone
+    /// from SRC, so it is never deleted, `--delete-excluded` or not.
+    pub fn within_unread(&self, path: &[u8]) -> bool {
+        if self.unread.is_empty() {
+            return false;
+        }
+        let mut p = path;
+        loop {
+            if self.unread.contains(p) {
+                return true;
+            }
+            if p.is_empty() {
+                return false;
+            }
+            p = tree::parent(p);
+        }
     }
 
     /// True if `path` or one of its ancestors is excluded. Used for destination-only
@@ -221,6 +242,11 @@ impl<'a> Ctx<'a> {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
         problems.sort_by(|a, b| tree::path_cmp(&a.path, &b.path));
+        filter.unread = problems
+            .iter()
+            .filter(|p| !p.vanished)
+            .map(|p| p.path.clone())
+            .collect();
         Scanned {
             root: self.root_meta,
             listing,
