@@ -189,6 +189,23 @@ pub fn keys_within<V>(map: &std::collections::BTreeMap<Vec<u8>, V>, dir: &[u8]) 
         .collect()
 }
 
+/// Whether `path` or one of its ancestors is in `set` (cheap when the set is empty).
+pub fn within_any(set: &std::collections::HashSet<Vec<u8>>, path: &[u8]) -> bool {
+    if set.is_empty() {
+        return false;
+    }
+    let mut p = path;
+    loop {
+        if set.contains(p) {
+            return true;
+        }
+        if p.is_empty() {
+            return false;
+        }
+        p = parent(p);
+    }
+}
+
 /// The parent directory of a relative path (`b""` for top-level names).
 pub fn parent(path: &[u8]) -> &[u8] {
     match path.iter().rposition(|&b| b == b'/') {

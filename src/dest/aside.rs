@@ -45,19 +45,7 @@ impl SetAside {
     /// Whether `path` is an entry set aside, or lies beneath one: the sender may not
     /// touch it (it would see its temporary name in a listing).
     pub fn holds(&self, path: &[u8]) -> bool {
-        if self.names.is_empty() {
-            return false;
-        }
-        let mut p = path;
-        loop {
-            if self.names.contains(p) {
-                return true;
-            }
-            if p.is_empty() {
-                return false;
-            }
-            p = tree::parent(p);
-        }
+        tree::within_any(&self.names, path)
     }
 
     /// Moves the entry at `path` out of the way (a missing entry is no error).

@@ -112,19 +112,7 @@ impl Filter {
     /// directory it could not list, say): what DEST holds there is not known to be gone
     /// from SRC, so it is never deleted, `--delete-excluded` or not.
     pub fn within_unread(&self, path: &[u8]) -> bool {
-        if self.unread.is_empty() {
-            return false;
-        }
-        let mut p = path;
-        loop {
-            if self.unread.contains(p) {
-                return true;
-            }
-            if p.is_empty() {
-                return false;
-            }
-            p = tree::parent(p);
-        }
+        tree::within_any(&self.unread, path)
     }
 
     /// True if `path` or one of its ancestors is excluded. Used for destination-only
