@@ -344,6 +344,7 @@ pub fn run(
     log: &dyn Fn(String),
 ) -> u64 {
     let start = Instant::now();
+    throttle.track_io();
     let mut aimd = Aimd::new(cfg);
     let sample = || Sample {
         at: start.elapsed(),

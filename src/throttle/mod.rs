@@ -14,7 +14,7 @@ pub mod adaptive;
 pub mod priority;
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// Wall-clock time with at least one operation in flight (overlaps counted once).
 #[derive(Debug)]
@@ -106,6 +106,8 @@ pub struct Throttle {
     waited_ns: AtomicU64,
     /// The run's disk reads and writes in flight (see [`Throttle::io_time`]).
     busy: std::sync::Mutex<Busy>,
+    /// Whether [`Throttle::io`] accounts its time (see [`Throttle::track_io`]).
+    track_io: AtomicBool,
 }
 
 impl std::fmt::Debug for Throttle {
@@ -135,6 +137,7 @@ impl Throttle {
             ops: AtomicU64::new(0),
             waited_ns: AtomicU64::new(0),
             busy: std::sync::Mutex::new(Busy::new()),
+            track_io: AtomicBool::new(false),
         }
     }
 
@@ -220,9 +223,19 @@ impl Throttle {
                 self.0.busy().leave(Instant::now());
             }
         }
+        if !self.track_io.load(Ordering::Relaxed) {
+            return f();
+        }
         self.busy().enter(Instant::now());
         let _in_flight = InFlight(self);
         f()
+    }
+
+    /// Starts accounting the time disk work is in flight, for the adaptive controller
+    /// (without one, nobody reads it and every read and write would pay for a lock and
+    /// two clock reads).
+    pub fn track_io(&self) {
+        self.track_io.store(true, Ordering::Relaxed);
     }
 
     /// Wall-clock time during which any worker of this run was inside a disk read or
