@@ -84,6 +84,34 @@ pub fn open_beneath(
     Ok(rfs::openat2(base, rest, flags, mode, RESOLVE)?)
 }
 
+/// The last directory a worker opened beneath one root, kept for the next entry in
+/// the same directory: files in path order come in runs that share their directory,
+/// and each open walks the path again and costs a descriptor to close. A cache lives
+/// for one batch of files on one worker, a phase in which the run moves no directory.
+#[derive(Debug, Default)]
+pub struct DirCache {
+    last: Option<(Vec<u8>, std::sync::Arc<OwnedFd>)>,
+}
+
+impl DirCache {
+    /// The directory `rel` beneath `root` (see [`open_dir`]), opened again only when it
+    /// is not the one opened last.
+    pub fn open(
+        &mut self,
+        root: BorrowedFd<'_>,
+        rel: &[u8],
+    ) -> io::Result<std::sync::Arc<OwnedFd>> {
+        if let Some((path, fd)) = &self.last {
+            if path.as_slice() == rel {
+                return Ok(fd.clone());
+            }
+        }
+        let fd = std::sync::Arc::new(open_dir(root, rel)?);
+        self.last = Some((rel.to_vec(), fd.clone()));
+        Ok(fd)
+    }
+}
+
 /// Opens the directory `rel` beneath `root` for reading (usable for `*at` calls and fsync).
 pub fn open_dir(root: BorrowedFd<'_>, rel: &[u8]) -> io::Result<OwnedFd> {
     open_beneath(root, rel, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())
@@ -452,5 +480,37 @@ mod tests {
         let a = rfs::fstat(&d).unwrap();
         let b = rfs::fstat(&dir).unwrap();
         assert_eq!(a.st_ino, b.st_ino);
+    }
+
+    #[test]
+    fn a_dir_cache_opens_a_directory_again_only_when_it_changes() {
+        use std::os::unix::fs::MetadataExt;
+        use std::sync::Arc;
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::create_dir(t.path().join("c")).unwrap();
+        symlink("a", t.path().join("l")).unwrap();
+        let root = std::fs::File::open(t.path()).unwrap();
+        let mut dirs = DirCache::default();
+        let ab = dirs.open(root.as_fd(), b"a/b").unwrap();
+        let again = dirs.open(root.as_fd(), b"a/b").unwrap();
+        assert!(
+            Arc::ptr_eq(&ab, &again),
+            "the same directory was opened twice"
+        );
+        let c = dirs.open(root.as_fd(), b"c").unwrap();
+        let ino = std::fs::metadata(t.path().join("c")).unwrap().ino();
+        assert_eq!(rfs::fstat(&*c).unwrap().st_ino, ino);
+        assert!(
+            dirs.open(root.as_fd(), b"l/b").is_err(),
+            "a symlink was followed"
+        );
+        // The last directory is the one kept: `a/b` is opened anew.
+        let ab2 = dirs.open(root.as_fd(), b"a/b").unwrap();
+        assert!(!Arc::ptr_eq(&ab, &ab2));
+        assert_eq!(
+            rfs::fstat(&*ab2).unwrap().st_ino,
+            rfs::fstat(&*ab).unwrap().st_ino
+        );
     }
 }

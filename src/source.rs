@@ -134,7 +134,13 @@ impl Source {
 
     /// Opens a regular file for reading.
     pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
-        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), rel)?;
+        self.open_file_in(&mut fsutil::DirCache::default(), rel)
+    }
+
+    /// [`Source::open_file`], opened in its directory from (and kept in) `dirs`.
+    pub fn open_file_in(&self, dirs: &mut fsutil::DirCache, rel: &[u8]) -> io::Result<SourceFile> {
+        let dir = dirs.open(self.root.as_fd(), crate::tree::parent(rel))?;
+        let (fd, st) = fsutil::open_source_file(dir.as_fd(), crate::tree::file_name(rel))?;
         let f = SourceFile::from_parts(File::from(fd), &st);
         Ok(if self.keep_cache || self.memory_dev == Some(f.dev) {
             f

@@ -826,3 +826,70 @@ fn a_source_directory_that_cannot_be_read_keeps_its_replica() {
         "the readable rest was not copied"
     );
 }
+
+/// Files are written in batches of 2,048, and a batch is renamed into place while the
+/// next one is written: a signal then leaves every name old or new, and no temporary
+/// file behind.
+#[test]
+fn a_signal_while_one_batch_lands_and_the_next_is_written_leaves_old_or_new() {
+    let (src, dst) = (Tree::new(), Tree::new());
+    let n = 5000;
+    let name = |i: usize| format!("d{}/f{i:04}", i % 10);
+    let new = |i: usize| format!("new {i}").into_bytes();
+    for i in 0..n {
+        src.file(name(i), b"old");
+    }
+    push_ok(Transport::Local, src.path(), dst.path(), &[]);
+    for i in 0..n {
+        src.file(name(i), &new(i));
+    }
+    // The first batch (in path order: d0 to d4) has landed once any of it is new.
+    let landed = || {
+        (0..n)
+            .step_by(97)
+            .any(|i| fs::read(dst.join(name(i))).is_ok_and(|b| b != b"old"))
+    };
+    // Every create and every rename is one operation: the run takes several seconds.
+    let mut child = push_std(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--iops-limit", "1500"],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !landed() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(landed(), "no file landed");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(15)), Some(20));
+    let (mut old, mut newer) = (0, 0);
+    for i in 0..n {
+        let got = fs::read(dst.join(name(i))).unwrap();
+        if got == b"old" {
+            old += 1;
+        } else {
+            assert_eq!(got, new(i), "{} is neither old nor new", name(i));
+            newer += 1;
+        }
+    }
+    assert!(
+        old > 0 && newer > 0,
+        "{old} old, {newer} new: the run was not cut"
+    );
+    let temps: Vec<_> = walkdir::WalkDir::new(dst.path())
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().contains(".fsync-tmp."))
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    assert!(temps.is_empty(), "temporary files left: {temps:?}");
+}

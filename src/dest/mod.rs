@@ -169,6 +169,20 @@ pub trait Destination: Sync {
         self.stage_file(rel, src, meta, mode, xattrs)
             .map(|(s, stats)| Started::Done(s, stats))
     }
+    /// [`Destination::start_file`] by a worker that keeps `dirs` for the batch: a local
+    /// destination opens a file's directory only when it differs from the last one's.
+    fn start_file_in(
+        &self,
+        dirs: &mut crate::fsutil::DirCache,
+        rel: &[u8],
+        src: &crate::source::SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<Started<'_>, PutError> {
+        let _ = dirs;
+        self.start_file(rel, src, meta, mode, xattrs)
+    }
     /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)
         -> Result<Staged, PutError>;

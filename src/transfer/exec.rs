@@ -21,6 +21,16 @@ use crate::text::escape;
 use crate::throttle::Throttle;
 use crate::tree::{Entry, Kind, Listing};
 
+/// The directories a worker opened last on either side, kept for one batch.
+#[derive(Default)]
+pub(super) struct Dirs {
+    src: crate::fsutil::DirCache,
+    dest: crate::fsutil::DirCache,
+}
+
+/// A file whose temporary copy is written: its operation, what to commit, its counts.
+type Done<'o> = (&'o FileOp, Staged, DataStats);
+
 pub(super) fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
 }
@@ -192,7 +202,11 @@ impl<'a> Run<'a> {
 
     /// Starts one file's temporary copy, retrying once if the source changed; `None`
     /// when the run is halted.
-    pub(super) fn start(&self, op: &FileOp) -> Option<Result<Started<'a>, PutError>> {
+    pub(super) fn start(
+        &self,
+        op: &FileOp,
+        dirs: &mut Dirs,
+    ) -> Option<Result<Started<'a>, PutError>> {
         if self.halted() {
             return None;
         }
@@ -212,7 +226,7 @@ impl<'a> Run<'a> {
                 };
                 let mut attempt = 0;
                 loop {
-                    let f = match self.src.open_file(path) {
+                    let f = match self.src.open_file_in(&mut dirs.src, path) {
                         Ok(f) => f,
                         Err(err) if crate::fsutil::is_not_found(&err) => {
                             break Err(PutError::SourceVanished)
@@ -231,10 +245,14 @@ impl<'a> Run<'a> {
                         mtime_nsec: f.mtime.1,
                         ..meta
                     };
-                    match self
-                        .dest
-                        .start_file(path, &f, &meta, mode, self.opts.xattrs)
-                    {
+                    match self.dest.start_file_in(
+                        &mut dirs.dest,
+                        path,
+                        &f,
+                        &meta,
+                        mode,
+                        self.opts.xattrs,
+                    ) {
                         Err(PutError::SourceChanged) if attempt == 0 => attempt += 1,
                         r => break r,
                     }
@@ -313,7 +331,14 @@ impl<'a> Run<'a> {
         self.advance(e.size);
     }
 
+    /// Writes the files of `ops` in batches. Into a local destination a batch is
+    /// committed (barrier, then renames: one thread's work) while the next batch's
+    /// temporary files are written on the other workers, so no core waits for the
+    /// renames. A batch is only ever committed after all its files were written, and
+    /// the next one's files are covered by the next barrier: every name stays old or new.
     pub(super) fn files(&self, ops: &[FileOp]) {
+        let overlap = !self.dest.is_remote();
+        let mut pending: Vec<Done<'_>> = Vec::new();
         let mut start = 0;
         while start < ops.len() && !self.halted() {
             let mut end = start;
@@ -325,55 +350,85 @@ impl<'a> Run<'a> {
                 bytes += self.sl.get(ops[end].src as usize).size;
                 end += 1;
             }
-            // Start every file of the batch, then collect the answers in order: a
-            // remote destination answers while later files are still being sent.
-            let started: Vec<(&FileOp, Result<Started<'a>, PutError>)> = ops[start..end]
-                .par_iter()
-                .filter_map(|op| Some((op, self.start(op)?)))
-                .collect();
-            // Files still waiting for a signature or an answer (remote) finish on the
-            // wide pool, so that their round trips overlap.
-            let settle = |(op, r): (_, Result<Started<'a>, PutError>)| {
-                let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
-                Some((op, s, stats))
+            let batch = &ops[start..end];
+            let (committed, done) = if overlap {
+                let prev = std::mem::take(&mut pending);
+                rayon::join(|| self.commit(prev), || self.stage(batch))
+            } else {
+                (true, self.stage(batch))
             };
-            let done: Vec<(&FileOp, Staged, DataStats)> = match &self.wide {
-                Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).collect()),
-                _ => started.into_iter().filter_map(settle).collect(),
-            };
-            let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();
             // Draining, the files already copied are still put in place.
-            if self.cut() {
-                for s in &staged {
-                    self.dest.discard(s);
-                }
+            if !committed || self.cut() {
+                self.discard(&done);
                 return;
             }
-            match self.dest.commit(&staged) {
-                Ok(refused) => {
-                    let mut refused: std::collections::HashMap<usize, std::io::Error> =
-                        refused.into_iter().collect();
-                    for (k, (op, _, stats)) in done.iter().enumerate() {
-                        match refused.remove(&k) {
-                            None => self.landed(op, stats),
-                            Some(e) => self.dest_error(
-                                "rename into place",
-                                self.sl.path(op.src as usize),
-                                e,
-                            ),
+            if overlap {
+                pending = done;
+            } else if !self.commit(done) {
+                return;
+            }
+            start = end;
+        }
+        if self.cut() {
+            self.discard(&pending);
+        } else {
+            self.commit(pending);
+        }
+    }
+
+    /// Writes the temporary files of one batch: what is ready to commit.
+    fn stage<'o>(&self, batch: &'o [FileOp]) -> Vec<Done<'o>> {
+        // Start every file of the batch, then collect the answers in order: a remote
+        // destination answers while later files are still being sent.
+        let started: Vec<(&FileOp, Result<Started<'a>, PutError>)> = batch
+            .par_iter()
+            .map_init(Dirs::default, |dirs, op| Some((op, self.start(op, dirs)?)))
+            .flatten()
+            .collect();
+        // Files still waiting for a signature or an answer (remote) finish on the wide
+        // pool, so that their round trips overlap.
+        let settle = |(op, r): (_, Result<Started<'a>, PutError>)| {
+            let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
+            Some((op, s, stats))
+        };
+        match &self.wide {
+            Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).collect()),
+            _ => started.into_iter().filter_map(settle).collect(),
+        }
+    }
+
+    fn discard(&self, done: &[Done<'_>]) {
+        for (_, s, _) in done {
+            self.dest.discard(s);
+        }
+    }
+
+    /// Makes a batch durable and renames it into place; false when the run must stop.
+    fn commit(&self, done: Vec<Done<'_>>) -> bool {
+        if done.is_empty() {
+            return true;
+        }
+        let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();
+        match self.dest.commit(&staged) {
+            Ok(refused) => {
+                let mut refused: std::collections::HashMap<usize, std::io::Error> =
+                    refused.into_iter().collect();
+                for (k, (op, _, stats)) in done.iter().enumerate() {
+                    match refused.remove(&k) {
+                        None => self.landed(op, stats),
+                        Some(e) => {
+                            self.dest_error("rename into place", self.sl.path(op.src as usize), e)
                         }
                     }
                 }
-                Err(e) => {
-                    for s in &staged {
-                        self.dest.discard(s);
-                    }
-                    self.dest_error("commit", b"", e);
-                    self.stop.store(true, Ordering::Relaxed);
-                    return;
-                }
+                true
             }
-            start = end;
+            Err(e) => {
+                self.discard(&done);
+                self.dest_error("commit", b"", e);
+                self.stop.store(true, Ordering::Relaxed);
+                false
+            }
         }
     }
 

@@ -48,6 +48,8 @@ pub struct LocalDest {
     cancel: Arc<AtomicBool>,
     /// Leave what is read and written in the page cache (`--keep-cache`).
     keep_cache: bool,
+    /// Start each file's writeback as it is finished (not on a filesystem in memory).
+    writeback: bool,
     /// Partial files of this run (see [`partial`]).
     partials: partial::State,
 }
@@ -101,8 +103,9 @@ impl LocalDest {
         )?;
         let fsync = opts.fsync;
         let dev = rfs::fstat(&root)?.st_dev;
-        // A DEST in memory (tmpfs) has no cache to spare.
-        let keep_cache = opts.keep_cache || crate::cache::memory_backed(root.as_fd());
+        // A DEST in memory (tmpfs) has no cache to spare and nothing to write back.
+        let in_memory = crate::cache::memory_backed(root.as_fd());
+        let keep_cache = opts.keep_cache || in_memory;
         Ok(LocalDest {
             root,
             path: path.to_path_buf(),
@@ -114,6 +117,7 @@ impl LocalDest {
             salt: temp_salt(),
             cancel,
             keep_cache,
+            writeback: !in_memory,
             partials: Default::default(),
         })
     }
@@ -248,6 +252,50 @@ fn temp_salt() -> u32 {
     std::process::id().wrapping_mul(2654435761) ^ t
 }
 
+impl LocalDest {
+    /// [`Destination::stage_file`], the file's directory from (and kept in) `dirs`.
+    fn stage_file_in(
+        &self,
+        dirs: &mut fsutil::DirCache,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError> {
+        if mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
+            if let Some(r) = self.stage_resumable(rel, src, meta, xattrs) {
+                return r;
+            }
+        }
+        let mut t = self.begin_temp_in(dirs, rel)?;
+        let result = (|| {
+            let stats = match mode {
+                DataMode::Whole => self.copy_whole(src, &t.file)?,
+                DataMode::Delta => {
+                    self.copy_delta(t.dir.as_fd(), &t.staged.name, src, &mut t.file)?
+                }
+            };
+            if !src.unchanged().map_err(PutError::Source)? {
+                return Err(PutError::SourceChanged);
+            }
+            let x = if xattrs {
+                fsutil::xattrs_of_fd(src.file.as_fd()).map_err(PutError::Source)?
+            } else {
+                Vec::new()
+            };
+            Ok((stats, x))
+        })();
+        match result {
+            Ok((stats, x)) => Ok((self.finish_temp(t, meta, &x)?, stats)),
+            Err(e) => {
+                self.abort_temp(t);
+                Err(e)
+            }
+        }
+    }
+}
+
 impl Destination for LocalDest {
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError> {
         let opts = ScanOptions {
@@ -339,36 +387,21 @@ impl Destination for LocalDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError> {
-        if mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
-            if let Some(r) = self.stage_resumable(rel, src, meta, xattrs) {
-                return r;
-            }
-        }
-        let mut t = self.begin_temp(rel)?;
-        let result = (|| {
-            let stats = match mode {
-                DataMode::Whole => self.copy_whole(src, &t.file)?,
-                DataMode::Delta => {
-                    self.copy_delta(t.dir.as_fd(), &t.staged.name, src, &mut t.file)?
-                }
-            };
-            if !src.unchanged().map_err(PutError::Source)? {
-                return Err(PutError::SourceChanged);
-            }
-            let x = if xattrs {
-                fsutil::xattrs_of_fd(src.file.as_fd()).map_err(PutError::Source)?
-            } else {
-                Vec::new()
-            };
-            Ok((stats, x))
-        })();
-        match result {
-            Ok((stats, x)) => Ok((self.finish_temp(t, meta, &x)?, stats)),
-            Err(e) => {
-                self.abort_temp(t);
-                Err(e)
-            }
-        }
+        let dirs = &mut fsutil::DirCache::default();
+        self.stage_file_in(dirs, rel, src, meta, mode, xattrs)
+    }
+
+    fn start_file_in(
+        &self,
+        dirs: &mut fsutil::DirCache,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<crate::dest::Started<'_>, PutError> {
+        self.stage_file_in(dirs, rel, src, meta, mode, xattrs)
+            .map(|(s, stats)| crate::dest::Started::Done(s, stats))
     }
 
     fn stage_local_copy(

@@ -15,7 +15,7 @@ use crate::options::FsyncMode;
 #[derive(Debug)]
 pub struct TempFile {
     pub file: File,
-    pub(super) dir: OwnedFd,
+    pub(super) dir: std::sync::Arc<OwnedFd>,
     pub(super) staged: Staged,
     /// Written as a partial file, kept if the transfer is cut (see [`super::partial`]).
     pub(super) partial: Option<super::partial::Slot>,
@@ -24,8 +24,19 @@ pub struct TempFile {
 impl LocalDest {
     /// Creates the temporary file that will replace `rel` (which need not exist).
     pub fn begin_temp(&self, rel: &[u8]) -> Result<TempFile, PutError> {
+        self.begin_temp_in(&mut fsutil::DirCache::default(), rel)
+    }
+
+    /// [`LocalDest::begin_temp`], its directory from (and kept in) `dirs`.
+    pub(super) fn begin_temp_in(
+        &self,
+        dirs: &mut fsutil::DirCache,
+        rel: &[u8],
+    ) -> Result<TempFile, PutError> {
         let (parent, name) = split(rel).map_err(PutError::dest("path"))?;
-        let dir = self.dir(parent).map_err(PutError::dest("open directory"))?;
+        let dir = dirs
+            .open(self.root.as_fd(), parent)
+            .map_err(PutError::dest("open directory"))?;
         let (tmp, file) = self.create_temp(dir.as_fd(), name)?;
         Ok(TempFile {
             file,
@@ -77,7 +88,10 @@ impl LocalDest {
                         crate::cache::drop_written(&t.file);
                     }
                 }
-                FsyncMode::Batch => self.throttle.io(|| fsutil::start_writeback(t.file.as_fd())),
+                FsyncMode::Batch if self.writeback => {
+                    self.throttle.io(|| fsutil::start_writeback(t.file.as_fd()))
+                }
+                FsyncMode::Batch => {}
                 FsyncMode::None => {}
             }
             Ok(())

@@ -287,7 +287,7 @@ impl LocalDest {
         Ok(Some((
             TempFile {
                 file: File::from(fd),
-                dir: target,
+                dir: std::sync::Arc::new(target),
                 staged: Staged {
                     dir: parent.to_vec(),
                     tmp: Vec::new(),
