@@ -13,16 +13,20 @@ pub fn is_temp_name(name: &[u8]) -> bool {
 /// The temporary name of the `n`th file a destination writes for `name`:
 /// `.<name>.fsync-tmp.<salt and n in hex>`, cut to stay within NAME_MAX (255 bytes).
 pub fn name(name: &[u8], salt: u32, n: u64) -> Vec<u8> {
-    let tag = format!(
+    use std::io::Write;
+    // The marker, then 8 + 4 hex digits.
+    const TAG: usize = ".fsync-tmp.".len() + 12;
+    let keep = name.len().min(255 - 1 - TAG);
+    let mut t = Vec::with_capacity(1 + keep + TAG);
+    t.push(b'.');
+    t.extend_from_slice(&name[..keep]);
+    // Writing into a Vec cannot fail; it has the room already.
+    let _ = write!(
+        t,
         ".fsync-tmp.{:08x}{:04x}",
         salt ^ (n as u32).rotate_left(16),
         n & 0xffff
     );
-    let keep = name.len().min(255 - 1 - tag.len());
-    let mut t = Vec::with_capacity(1 + keep + tag.len());
-    t.push(b'.');
-    t.extend_from_slice(&name[..keep]);
-    t.extend_from_slice(tag.as_bytes());
     t
 }
 

@@ -28,8 +28,13 @@ pub(super) struct Dirs {
     dest: crate::fsutil::DirCache,
 }
 
-/// A file whose temporary copy is written: its operation, what to commit, its counts.
-type Done<'o> = (&'o FileOp, Staged, DataStats);
+/// The files of a batch whose temporary copies are written: what to commit, and beside
+/// it (same order) each one's operation and counts.
+#[derive(Default)]
+struct Done<'o> {
+    staged: Vec<Staged>,
+    files: Vec<(&'o FileOp, DataStats)>,
+}
 
 pub(super) fn depth(path: &[u8]) -> usize {
     path.iter().filter(|&&b| b == b'/').count()
@@ -338,7 +343,7 @@ impl<'a> Run<'a> {
     /// the next one's files are covered by the next barrier: every name stays old or new.
     pub(super) fn files(&self, ops: &[FileOp]) {
         let overlap = !self.dest.is_remote();
-        let mut pending: Vec<Done<'_>> = Vec::new();
+        let mut pending = Done::default();
         let mut start = 0;
         while start < ops.len() && !self.halted() {
             let mut end = start;
@@ -377,7 +382,7 @@ impl<'a> Run<'a> {
     }
 
     /// Writes the temporary files of one batch: what is ready to commit.
-    fn stage<'o>(&self, batch: &'o [FileOp]) -> Vec<Done<'o>> {
+    fn stage<'o>(&self, batch: &'o [FileOp]) -> Done<'o> {
         // Start every file of the batch, then collect the answers in order: a remote
         // destination answers while later files are still being sent.
         let started: Vec<(&FileOp, Result<Started<'a>, PutError>)> = batch
@@ -391,29 +396,37 @@ impl<'a> Run<'a> {
             let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
             Some((op, s, stats))
         };
-        match &self.wide {
+        let done: Vec<(&FileOp, Staged, DataStats)> = match &self.wide {
             Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).collect()),
             _ => started.into_iter().filter_map(settle).collect(),
+        };
+        let mut out = Done {
+            staged: Vec::with_capacity(done.len()),
+            files: Vec::with_capacity(done.len()),
+        };
+        for (op, staged, stats) in done {
+            out.staged.push(staged);
+            out.files.push((op, stats));
         }
+        out
     }
 
-    fn discard(&self, done: &[Done<'_>]) {
-        for (_, s, _) in done {
+    fn discard(&self, done: &Done<'_>) {
+        for s in &done.staged {
             self.dest.discard(s);
         }
     }
 
     /// Makes a batch durable and renames it into place; false when the run must stop.
-    fn commit(&self, done: Vec<Done<'_>>) -> bool {
-        if done.is_empty() {
+    fn commit(&self, done: Done<'_>) -> bool {
+        if done.staged.is_empty() {
             return true;
         }
-        let staged: Vec<Staged> = done.iter().map(|(_, s, _)| s.clone()).collect();
-        match self.dest.commit(&staged) {
+        match self.dest.commit(&done.staged) {
             Ok(refused) => {
                 let mut refused: std::collections::HashMap<usize, std::io::Error> =
                     refused.into_iter().collect();
-                for (k, (op, _, stats)) in done.iter().enumerate() {
+                for (k, (op, stats)) in done.files.iter().enumerate() {
                     match refused.remove(&k) {
                         None => self.landed(op, stats),
                         Some(e) => {
