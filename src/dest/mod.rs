@@ -191,7 +191,8 @@ pub trait Destination: Sync {
     /// is left out, its temporary file removed, and returned with its index in
     /// `staged` and the error; the rest are committed. A destination-wide fault
     /// ([`crate::fsutil::is_dest_wide`]) or a failed sync ends the batch with `Err`
-    /// (each file then old or new).
+    /// (each file then old or new). A signal stops the renames: the files not renamed
+    /// yet are removed and returned with `ErrorKind::Interrupted`.
     fn commit(&self, staged: &[Staged]) -> io::Result<Vec<(usize, io::Error)>>;
     /// Makes `rel` a hard link to `leader` (atomically replacing `rel`).
     fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()>;

@@ -429,6 +429,8 @@ impl<'a> Run<'a> {
                 for (k, (op, stats)) in done.files.iter().enumerate() {
                     match refused.remove(&k) {
                         None => self.landed(op, stats),
+                        // Left old by a signal: the run's own message says so.
+                        Some(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                         Some(e) => {
                             self.dest_error("rename into place", self.sl.path(op.src as usize), e)
                         }

@@ -487,6 +487,14 @@ impl Destination for LocalDest {
         // Staged files come in path order: consecutive ones share their directory.
         let mut cur: Option<(&[u8], io::Result<OwnedFd>)> = None;
         for (k, s) in staged.iter().enumerate() {
+            if self.cancelled() {
+                // A signal: what is renamed stays new, the rest stays old and goes.
+                for (k, s) in staged.iter().enumerate().skip(k) {
+                    self.discard(s);
+                    failed.push((k, io::ErrorKind::Interrupted.into()));
+                }
+                break;
+            }
             if cur.as_ref().is_none_or(|(d, _)| *d != s.dir.as_slice()) {
                 cur = Some((s.dir.as_slice(), self.dir(&s.dir)));
             }
