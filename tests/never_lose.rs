@@ -542,9 +542,9 @@ fn a_closed_stdout_ends_quietly_with_the_normal_exit_code() {
 }
 
 /// Starts a local push held to 20 operations a second (`--iops-limit 20 --delete` and
-/// `args`), sends it SIGINT once `began` says the phase under test is under way (within
-/// 30 s), and returns its exit status: `None` when it did not end within 15 s, a bound
-/// far below each phase's own length at that rate.
+/// `args`), sends it SIGINT once `began` says the phase under test is under way, and
+/// returns its exit status: `None` when it did not end within 15 s, a bound far below
+/// each phase's own length at that rate.
 fn interrupt_slow_push(
     src: &Tree,
     dst: &Tree,
@@ -553,12 +553,25 @@ fn interrupt_slow_push(
 ) -> Option<i32> {
     let mut all = vec!["--iops-limit", "20", "--delete"];
     all.extend_from_slice(args);
-    let mut child = push_std(Transport::Local, src.path(), dst.path(), &all)
+    interrupt_push(src, dst, &all, began, Duration::from_secs(15))
+}
+
+/// Starts a local push with `args`, sends it SIGINT once `began` says the phase under
+/// test is under way (within 60 s), and returns its exit status: `None` when it did not
+/// end `within` that time of the signal.
+fn interrupt_push(
+    src: &Tree,
+    dst: &Tree,
+    args: &[&str],
+    began: impl Fn() -> bool,
+    within: Duration,
+) -> Option<i32> {
+    let mut child = push_std(Transport::Local, src.path(), dst.path(), args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !began() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -568,7 +581,7 @@ fn interrupt_slow_push(
         rustix::process::Signal::INT,
     )
     .unwrap();
-    wait_exit(&mut child, Duration::from_secs(15))
+    wait_exit(&mut child, within)
 }
 
 /// True from 500 ms after it is made: a phase that lasts far longer is then under way.
@@ -851,31 +864,14 @@ fn a_signal_while_one_batch_lands_and_the_next_is_written_leaves_old_or_new() {
     };
     // Every create and every rename is one operation: at 100 a second the first
     // batch is written in 20 s, then renamed in 20 s while the rest is written.
-    let mut child = push_std(
-        Transport::Local,
-        src.path(),
-        dst.path(),
+    let status = interrupt_push(
+        &src,
+        &dst,
         &["--iops-limit", "100"],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !landed() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(landed(), "no file landed");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    assert_eq!(
-        wait_exit(&mut child, Duration::from_secs(10)),
-        Some(20),
-        "the renames did not stop on SIGINT"
+        landed,
+        Duration::from_secs(10),
     );
+    assert_eq!(status, Some(20), "the renames did not stop on SIGINT");
     let (mut old, mut newer) = (0, 0);
     for i in 0..n {
         let got = fs::read(dst.join(name(i))).unwrap();

@@ -157,21 +157,10 @@ pub trait Destination: Sync {
         xattrs: bool,
     ) -> Result<(Staged, DataStats), PutError>;
     /// Like `stage_file`, but may return as soon as the data is sent, before the far
-    /// side has answered, so that a slow link carries many files at once.
+    /// side has answered, so that a slow link carries many files at once. A worker
+    /// keeps `dirs` for its batch: a local destination opens a file's directory only
+    /// when it is not the last one's.
     fn start_file(
-        &self,
-        rel: &[u8],
-        src: &crate::source::SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<Started<'_>, PutError> {
-        self.stage_file(rel, src, meta, mode, xattrs)
-            .map(|(s, stats)| Started::Done(s, stats))
-    }
-    /// [`Destination::start_file`] by a worker that keeps `dirs` for the batch: a local
-    /// destination opens a file's directory only when it differs from the last one's.
-    fn start_file_in(
         &self,
         dirs: &mut crate::fsutil::DirCache,
         rel: &[u8],
@@ -181,7 +170,8 @@ pub trait Destination: Sync {
         xattrs: bool,
     ) -> Result<Started<'_>, PutError> {
         let _ = dirs;
-        self.start_file(rel, src, meta, mode, xattrs)
+        self.stage_file(rel, src, meta, mode, xattrs)
+            .map(|(s, stats)| Started::Done(s, stats))
     }
     /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)

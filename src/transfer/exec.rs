@@ -250,7 +250,7 @@ impl<'a> Run<'a> {
                         mtime_nsec: f.mtime.1,
                         ..meta
                     };
-                    match self.dest.start_file_in(
+                    match self.dest.start_file(
                         &mut dirs.dest,
                         path,
                         &f,

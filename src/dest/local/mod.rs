@@ -391,7 +391,7 @@ impl Destination for LocalDest {
         self.stage_file_in(dirs, rel, src, meta, mode, xattrs)
     }
 
-    fn start_file_in(
+    fn start_file(
         &self,
         dirs: &mut fsutil::DirCache,
         rel: &[u8],

@@ -104,6 +104,7 @@ impl Destination for RemoteDest {
 
     fn start_file(
         &self,
+        _dirs: &mut crate::fsutil::DirCache,
         rel: &[u8],
         src: &SourceFile,
         meta: &SetMeta,

@@ -272,8 +272,15 @@ mod tests {
             .map(|(k, src)| {
                 assert!(RemoteDest::small_delta(src, DataMode::Delta));
                 let rel = format!("f{k}").into_bytes();
-                dest.start_file(&rel, src, &meta, DataMode::Delta, false)
-                    .unwrap()
+                dest.start_file(
+                    &mut Default::default(),
+                    &rel,
+                    src,
+                    &meta,
+                    DataMode::Delta,
+                    false,
+                )
+                .unwrap()
             })
             .collect();
         let mut literal = 0;

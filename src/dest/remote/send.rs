@@ -546,7 +546,14 @@ mod tests {
         let meta = super::super::testing::file_meta();
         assert!(RemoteDest::small_delta(&src, DataMode::Delta));
         let started = dest
-            .start_file(b"f", &src, &meta, DataMode::Delta, false)
+            .start_file(
+                &mut Default::default(),
+                b"f",
+                &src,
+                &meta,
+                DataMode::Delta,
+                false,
+            )
             .unwrap();
         assert!(matches!(started, Started::Waiting(_)));
         let (staged, stats) = started.finish().unwrap();
