@@ -430,7 +430,9 @@ impl<'a> Run<'a> {
                     match refused.remove(&k) {
                         None => self.landed(op, stats),
                         // Left old by a signal: the run's own message says so.
-                        Some(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                        Some(e)
+                            if e.kind() == std::io::ErrorKind::Interrupted
+                                && self.interrupted.load(Ordering::Relaxed) => {}
                         Some(e) => {
                             self.dest_error("rename into place", self.sl.path(op.src as usize), e)
                         }

@@ -95,6 +95,10 @@ pub(super) fn root_replaced(src: &Source, path: &Path) -> bool {
     }
 }
 
+/// Batches whose temporary files can be on the destination at once: one is renamed
+/// into place while the next is written (see `exec::Run::files`).
+pub(super) const BATCHES_IN_FLIGHT: u64 = 2;
+
 /// Bytes the plan adds to the destination, plus the temporary files held at once.
 /// An updated file whose old version has other links (a snapshot) counts in full.
 pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64) -> u64 {
@@ -119,7 +123,7 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
             _ => add += size,
         }
     }
-    add + temp.min(batch_bytes)
+    add + temp.min(batch_bytes.saturating_mul(BATCHES_IN_FLIGHT))
 }
 
 /// Checks SRC against the source DEST records (invariant 7) before DEST is listed: a
@@ -197,8 +201,8 @@ pub(super) fn doomed_entries(plan: &Plan, dl: &Listing) -> u64 {
 }
 
 /// Inodes the plan takes on the destination at its peak: every new file, directory,
-/// symlink and special file, plus the temporary files of one batch of rewrites (each
-/// frees its old inode only once renamed into place).
+/// symlink and special file, plus the temporary files of the batches of rewrites in
+/// flight (each frees its old inode only once renamed into place).
 pub fn inodes_needed(plan: &Plan, batch_files: usize) -> u64 {
     let rewrites = plan
         .files
@@ -207,7 +211,7 @@ pub fn inodes_needed(plan: &Plan, batch_files: usize) -> u64 {
         .count();
     let fresh = plan.files.len() - rewrites;
     (fresh + plan.mkdirs.len() + plan.symlinks.len() + plan.specials.len()) as u64
-        + rewrites.min(batch_files) as u64
+        + (rewrites as u64).min((batch_files as u64).saturating_mul(BATCHES_IN_FLIGHT))
 }
 
 #[cfg(test)]
@@ -229,5 +233,21 @@ mod tests {
         let src = Source::open(&root).unwrap();
         std::fs::remove_dir(&root).unwrap();
         assert!(root_replaced(&src, &root));
+    }
+
+    #[test]
+    fn the_temporary_files_of_two_batches_are_counted() {
+        use crate::plan::FileOp;
+        let op = |i: u32, old: Option<u32>| FileOp {
+            src: i,
+            from: FileSource::Source { old },
+        };
+        let mut plan = Plan::default();
+        plan.files.extend((0..5000).map(|i| op(i, Some(i))));
+        plan.files.extend((5000..5010).map(|i| op(i, None)));
+        // A batch is renamed while the next one is written: two batches of rewrites
+        // hold a temporary inode each beside the old one.
+        assert_eq!(inodes_needed(&plan, 2048), 10 + 2 * 2048);
+        assert_eq!(inodes_needed(&plan, 4096), 10 + 5000);
     }
 }
