@@ -235,9 +235,10 @@ impl<R: Read> ZReader<R> {
         io::Error::new(io::ErrorKind::InvalidData, msg)
     }
 
-    /// Whether what was read already holds more to give (not counting `input`).
+    /// Whether what was read already holds more to give (not counting `input`: the rest
+    /// of a raw block is still to come from there).
     pub fn buffered(&self) -> bool {
-        self.pos < self.buf.len() || self.raw_left > 0
+        self.pos < self.buf.len()
     }
 
     pub fn get_ref(&self) -> &R {

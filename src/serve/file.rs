@@ -31,10 +31,14 @@ pub(super) fn sig_params(len: u64) -> delta::SigParams {
     p
 }
 
-/// Writes at a temporary file's running offset through the destination's throttle.
 /// The most of a delta's output gathered before it is written.
 const APPLY_BUFFER: usize = 256 << 10;
 
+/// A basis above this size takes a while to read and sign (and any basis may wait on
+/// `--bwlimit`): the answers gathered before it go out first.
+const SLOW_BASIS: u64 = 1 << 20;
+
+/// Writes at a temporary file's running offset through the destination's throttle.
 struct TempWriter<'a> {
     dest: &'a LocalDest,
     temp: &'a TempFile,
@@ -164,6 +168,10 @@ impl Receiver<'_> {
             self.admit(id, inc);
             return self.reply(Reply::NoBase { id });
         };
+        let slow = old_len > SLOW_BASIS || self.dest.throttle().rate().is_some();
+        if slow && self.unflushed.is_some() {
+            self.flush()?;
+        }
         let params = sig_params(size.min(delta::DEFAULT_WINDOW as u64));
         let mut sigs = Vec::new();
         for w in delta::windows(size, old_len, delta::DEFAULT_WINDOW) {
