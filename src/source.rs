@@ -134,19 +134,27 @@ impl Source {
 
     /// Opens a regular file for reading.
     pub fn open_file(&self, rel: &[u8]) -> io::Result<SourceFile> {
-        self.open_file_in(&mut fsutil::DirCache::default(), rel)
+        let (fd, st) = fsutil::open_source_file(self.root.as_fd(), rel)?;
+        Ok(self.wrap(fd, &st))
     }
 
-    /// [`Source::open_file`], opened in its directory from (and kept in) `dirs`.
+    /// [`Source::open_file`], opened in its directory from (and kept in) `dirs`: a
+    /// worker copying files in path order opens each directory once.
     pub fn open_file_in(&self, dirs: &mut fsutil::DirCache, rel: &[u8]) -> io::Result<SourceFile> {
         let dir = dirs.open(self.root.as_fd(), crate::tree::parent(rel))?;
         let (fd, st) = fsutil::open_source_file(dir.as_fd(), crate::tree::file_name(rel))?;
-        let f = SourceFile::from_parts(File::from(fd), &st);
-        Ok(if self.keep_cache || self.memory_dev == Some(f.dev) {
+        Ok(self.wrap(fd, &st))
+    }
+
+    /// An opened source file, tracking the pages it brings into the cache unless they
+    /// are to stay (`--keep-cache`, or a source in memory).
+    fn wrap(&self, fd: std::os::fd::OwnedFd, st: &rustix::fs::Stat) -> SourceFile {
+        let f = SourceFile::from_parts(File::from(fd), st);
+        if self.keep_cache || self.memory_dev == Some(f.dev) {
             f
         } else {
             f.tracking_cache()
-        })
+        }
     }
 
     /// Extended attributes of a source directory (`rel` empty: the root).

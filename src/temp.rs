@@ -15,15 +15,16 @@ pub fn is_temp_name(name: &[u8]) -> bool {
 pub fn name(name: &[u8], salt: u32, n: u64) -> Vec<u8> {
     use std::io::Write;
     // The marker, then 8 + 4 hex digits.
-    const TAG: usize = ".fsync-tmp.".len() + 12;
+    const TAG: usize = MARKER.len() + 12;
     let keep = name.len().min(255 - 1 - TAG);
     let mut t = Vec::with_capacity(1 + keep + TAG);
     t.push(b'.');
     t.extend_from_slice(&name[..keep]);
+    t.extend_from_slice(MARKER);
     // Writing into a Vec cannot fail; it has the room already.
     let _ = write!(
         t,
-        ".fsync-tmp.{:08x}{:04x}",
+        "{:08x}{:04x}",
         salt ^ (n as u32).rotate_left(16),
         n & 0xffff
     );

@@ -856,7 +856,7 @@ fn a_signal_while_one_batch_lands_and_the_next_is_written_leaves_old_or_new() {
     for i in 0..n {
         src.file(name(i), &new(i));
     }
-    // The first batch (in path order: d0 to d4) has landed once any of it is new.
+    // The first batch (2,048 files in path order) has landed once any of it is new.
     let landed = || {
         (0..n)
             .step_by(97)

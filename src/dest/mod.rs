@@ -147,19 +147,10 @@ pub trait Destination: Sync {
     fn mkdir(&self, rel: &[u8], perm: u32) -> io::Result<()>;
     /// Renames an entry inside the destination (move detection).
     fn rename(&self, from: &[u8], to: &[u8]) -> io::Result<()>;
-    /// Writes a file's data from the source into a temporary file beside `rel`.
-    fn stage_file(
-        &self,
-        rel: &[u8],
-        src: &crate::source::SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError>;
-    /// Like `stage_file`, but may return as soon as the data is sent, before the far
-    /// side has answered, so that a slow link carries many files at once. A worker
-    /// keeps `dirs` for its batch: a local destination opens a file's directory only
-    /// when it is not the last one's.
+    /// Writes a file's data from the source into a temporary file beside `rel`; may
+    /// return as soon as the data is sent, before the far side has answered, so that a
+    /// slow link carries many files at once. A worker keeps `dirs` for its batch: a
+    /// local destination opens a file's directory only when it is not the last one's.
     fn start_file(
         &self,
         dirs: &mut crate::fsutil::DirCache,
@@ -168,11 +159,7 @@ pub trait Destination: Sync {
         meta: &SetMeta,
         mode: DataMode,
         xattrs: bool,
-    ) -> Result<Started<'_>, PutError> {
-        let _ = dirs;
-        self.stage_file(rel, src, meta, mode, xattrs)
-            .map(|(s, stats)| Started::Done(s, stats))
-    }
+    ) -> Result<Started<'_>, PutError>;
     /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)
         -> Result<Staged, PutError>;

@@ -394,21 +394,13 @@ impl<'a> Run<'a> {
         // pool, so that their round trips overlap.
         let settle = |(op, r): (_, Result<Started<'a>, PutError>)| {
             let (s, stats) = self.settle(op, r.and_then(Started::finish))?;
-            Some((op, s, stats))
+            Some((s, (op, stats)))
         };
-        let done: Vec<(&FileOp, Staged, DataStats)> = match &self.wide {
-            Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).collect()),
-            _ => started.into_iter().filter_map(settle).collect(),
+        let (staged, files) = match &self.wide {
+            Some(pool) => pool.install(|| started.into_par_iter().filter_map(settle).unzip()),
+            _ => started.into_iter().filter_map(settle).unzip(),
         };
-        let mut out = Done {
-            staged: Vec::with_capacity(done.len()),
-            files: Vec::with_capacity(done.len()),
-        };
-        for (op, staged, stats) in done {
-            out.staged.push(staged);
-            out.files.push((op, stats));
-        }
-        out
+        Done { staged, files }
     }
 
     fn discard(&self, done: &Done<'_>) {

@@ -253,8 +253,20 @@ fn temp_salt() -> u32 {
 }
 
 impl LocalDest {
-    /// [`Destination::stage_file`], the file's directory from (and kept in) `dirs`.
-    fn stage_file_in(
+    /// [`Destination::discard`], the file's directory from (and kept in) `dirs`.
+    fn discard_in(&self, dirs: &mut fsutil::DirCache, staged: &Staged) {
+        if !valid_staged(staged) {
+            return;
+        }
+        if let Ok(dir) = dirs.open(self.root.as_fd(), &staged.dir) {
+            let _ = rfs::unlinkat(&*dir, staged.tmp.as_slice(), AtFlags::empty());
+        }
+        self.unparked(staged);
+    }
+
+    /// Writes a file's data from the source into a temporary file beside `rel`, the
+    /// file's directory from (and kept in) `dirs` ([`Destination::start_file`]).
+    fn stage_file(
         &self,
         dirs: &mut fsutil::DirCache,
         rel: &[u8],
@@ -379,18 +391,6 @@ impl Destination for LocalDest {
         Ok(())
     }
 
-    fn stage_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        let dirs = &mut fsutil::DirCache::default();
-        self.stage_file_in(dirs, rel, src, meta, mode, xattrs)
-    }
-
     fn start_file(
         &self,
         dirs: &mut fsutil::DirCache,
@@ -400,7 +400,7 @@ impl Destination for LocalDest {
         mode: DataMode,
         xattrs: bool,
     ) -> Result<crate::dest::Started<'_>, PutError> {
-        self.stage_file_in(dirs, rel, src, meta, mode, xattrs)
+        self.stage_file(dirs, rel, src, meta, mode, xattrs)
             .map(|(s, stats)| crate::dest::Started::Done(s, stats))
     }
 
@@ -419,7 +419,8 @@ impl Destination for LocalDest {
         let (fd, st) = fsutil::open_regular(self.root.as_fd(), from)
             .map_err(PutError::dest("open local copy source"))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
-        self.stage_file(rel, &src, meta, DataMode::Whole, false)
+        let dirs = &mut fsutil::DirCache::default();
+        self.stage_file(dirs, rel, &src, meta, DataMode::Whole, false)
             .map(|(s, _)| s)
     }
 
@@ -485,38 +486,29 @@ impl Destination for LocalDest {
         let drop_pages = self.fsync == FsyncMode::Batch && !self.keep_cache;
         let mut failed = Vec::new();
         // Staged files come in path order: consecutive ones share their directory.
-        let mut cur: Option<(&[u8], io::Result<OwnedFd>)> = None;
+        let mut dirs = fsutil::DirCache::default();
         for (k, s) in staged.iter().enumerate() {
             if self.cancelled() {
                 // A signal: what is renamed stays new, the rest stays old and goes.
                 for (k, s) in staged.iter().enumerate().skip(k) {
-                    self.discard(s);
+                    self.discard_in(&mut dirs, s);
                     failed.push((k, io::ErrorKind::Interrupted.into()));
                 }
                 break;
             }
-            if cur.as_ref().is_none_or(|(d, _)| *d != s.dir.as_slice()) {
-                cur = Some((s.dir.as_slice(), self.dir(&s.dir)));
-            }
-            let Some((_, dir)) = &cur else { continue };
-            if let (true, Ok(fd)) = (drop_pages, dir) {
-                // Durable now: its pages need not stay in the secondary's cache.
-                // Names may come from the wire: a regular file only, never a device.
-                if let Ok((f, _)) = fsutil::open_regular(fd.as_fd(), &s.tmp) {
-                    crate::cache::drop_written(&File::from(f));
+            let result = dirs.open(self.root.as_fd(), &s.dir).and_then(|dir| {
+                if drop_pages {
+                    // Durable now: its pages need not stay in the secondary's cache.
+                    // Names may come from the wire: a regular file only, never a device.
+                    if let Ok((f, _)) = fsutil::open_regular(dir.as_fd(), &s.tmp) {
+                        crate::cache::drop_written(&File::from(f));
+                    }
                 }
-            }
-            let result = match dir {
-                Ok(fd) => self
-                    .rename_into_place(fd.as_fd(), &s.tmp, &s.name)
+                self.rename_into_place(dir.as_fd(), &s.tmp, &s.name)
                     .inspect_err(|_| {
-                        let _ = rfs::unlinkat(fd, s.tmp.as_slice(), AtFlags::empty());
-                    }),
-                Err(e) => Err(match e.raw_os_error() {
-                    Some(code) => io::Error::from_raw_os_error(code),
-                    None => io::Error::new(e.kind(), e.to_string()),
-                }),
-            };
+                        let _ = rfs::unlinkat(&*dir, s.tmp.as_slice(), AtFlags::empty());
+                    })
+            });
             match result {
                 Ok(()) => self.landed(s),
                 Err(e) if fsutil::is_dest_wide(&e) => return Err(e),
@@ -527,13 +519,7 @@ impl Destination for LocalDest {
     }
 
     fn discard(&self, staged: &Staged) {
-        if !valid_staged(staged) {
-            return;
-        }
-        if let Ok(dir) = self.dir(&staged.dir) {
-            let _ = rfs::unlinkat(&dir, staged.tmp.as_slice(), AtFlags::empty());
-        }
-        self.unparked(staged);
+        self.discard_in(&mut fsutil::DirCache::default(), staged);
     }
 
     fn link(&self, rel: &[u8], leader: &[u8]) -> io::Result<()> {

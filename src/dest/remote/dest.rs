@@ -81,27 +81,6 @@ impl Destination for RemoteDest {
         })
     }
 
-    fn stage_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        match self.stage_once(rel, src, meta, mode, xattrs) {
-            // A delta that did not verify on the far side: send whole (a resumed file:
-            // the far side dropped what it kept).
-            Err(PutError::SourceChanged)
-                if (mode == DataMode::Delta || Self::resumes(src, mode))
-                    && src.unchanged().unwrap_or(false) =>
-            {
-                self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
-            }
-            r => r,
-        }
-    }
-
     fn start_file(
         &self,
         _dirs: &mut crate::fsutil::DirCache,
@@ -266,5 +245,29 @@ impl Destination for RemoteDest {
                 record: record.to_vec(),
             },
         )
+    }
+}
+
+impl RemoteDest {
+    /// Writes a file's data into a temporary file on the far side and waits for it.
+    fn stage_file(
+        &self,
+        rel: &[u8],
+        src: &SourceFile,
+        meta: &SetMeta,
+        mode: DataMode,
+        xattrs: bool,
+    ) -> Result<(Staged, DataStats), PutError> {
+        match self.stage_once(rel, src, meta, mode, xattrs) {
+            // A delta that did not verify on the far side: send whole (a resumed file:
+            // the far side dropped what it kept).
+            Err(PutError::SourceChanged)
+                if (mode == DataMode::Delta || Self::resumes(src, mode))
+                    && src.unchanged().unwrap_or(false) =>
+            {
+                self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
+            }
+            r => r,
+        }
     }
 }
