@@ -97,6 +97,9 @@ pub struct Options {
     pub batch_files: usize,
     /// Bytes per durability batch.
     pub batch_bytes: u64,
+    /// Entries listed, planned and copied at a time when a new subtree is copied in
+    /// pieces (an initial copy): what bounds its memory.
+    pub piece_entries: usize,
     /// Leave what the run reads and writes in the page cache (`--keep-cache`).
     pub keep_cache: bool,
     /// The most a run may delete (`None`: the default rule of [`crate::guard`]).
@@ -148,6 +151,7 @@ impl Default for Options {
             specials: root,
             batch_files: 2048,
             batch_bytes: 256 << 20,
+            piece_entries: 1 << 16,
             scope: None,
             drain: None,
             max_delete: None,

@@ -193,6 +193,9 @@ pub struct EngineArgs {
     /// Refuse a DEST whose last component is a symlink (backup's DEST/current).
     #[arg(long, hide = true)]
     pub no_follow_dest: bool,
+    /// Entries per piece of an initial copy (memory bound; tests use small pieces).
+    #[arg(long, value_name = "N", default_value_t = 1 << 16, hide = true)]
+    pub piece_entries: usize,
     /// Show what would change and stop without writing anything.
     #[arg(short = 'n', long)]
     pub dry_run: bool,
@@ -298,6 +301,7 @@ impl EngineArgs {
             iops_limit: self.iops_limit,
             adaptive,
             no_follow_dest: self.no_follow_dest,
+            piece_entries: self.piece_entries.max(1),
             priority,
             dry_run: self.dry_run,
             itemize: self.itemize,

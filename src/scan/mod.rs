@@ -24,7 +24,9 @@ use crate::scope::Scope;
 use crate::tree::{self, as_path, Kind, Listing};
 
 mod pair;
+mod pieces;
 pub use pair::{scan_pair, Paired};
+pub use pieces::{Pending, Pieces};
 
 /// Name of the per-directory filter file.
 pub const IGNORE_FILE: &[u8] = b".fsyncignore";
@@ -45,6 +47,12 @@ pub struct ScanOptions {
     pub scope: Option<Arc<Scope>>,
     /// Once set, no further directory is read (a signal): the caller drops the listing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Leave the source's new subtrees unwalked, as [`Scanned::pending`], to be walked
+    /// and copied piece by piece ([`Pieces`]): a subdirectory of the root when there is
+    /// no destination side, one found on the source only in a paired walk. A paired walk
+    /// walks them after all when the destination side lists a regular file, since a new
+    /// file may then be a move or a copy of it.
+    pub defer_new: bool,
 }
 
 /// A non-fatal problem met during the walk.
@@ -169,6 +177,8 @@ pub struct Scanned {
     pub listing: Listing,
     pub filter: Filter,
     pub problems: Vec<Problem>,
+    /// New subtrees left for [`Pieces`] (see [`ScanOptions::defer_new`]).
+    pub pending: Vec<Pending>,
 }
 
 /// Each directory's (start, count) range of entries, keyed by the directory's path.
@@ -193,6 +203,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// Walks the tree under `root` (an open directory) on the current rayon pool.
 pub fn scan(root: BorrowedFd<'_>, opts: &ScanOptions) -> Result<Scanned, String> {
     let ctx = Ctx::new(root, opts)?;
+    if opts.defer_new {
+        // The root only: everything beneath it is new.
+        let (_, pending) = read_one(&ctx, Vec::new(), None);
+        let mut scanned = ctx.finish();
+        scanned.pending = pending;
+        return Ok(scanned);
+    }
     rayon::scope(|s| walk(&ctx, s, Vec::new(), None));
     Ok(ctx.finish())
 }
@@ -240,6 +257,7 @@ impl<'a> Ctx<'a> {
             listing,
             filter,
             problems,
+            pending: Vec::new(),
         }
     }
 }
@@ -256,13 +274,22 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
     if ctx.cancelled() {
         return;
     }
+    for sub in read_one(ctx, rel, chain).1 {
+        s.spawn(move |s| walk(ctx, s, sub.rel, sub.chain));
+    }
+}
+
+/// Lists one directory's entries; returns how many it listed and the subdirectories
+/// to walk next.
+fn read_one(ctx: &Ctx<'_>, rel: Vec<u8>, chain: Option<Arc<Chain>>) -> (usize, Vec<Pending>) {
     let Some((dir, names)) = ctx.read_dir(&rel) else {
-        return;
+        return (0, Vec::new());
     };
     let chain = ctx.chain_for(dir.as_fd(), &rel, &names, chain);
     let scope = ctx.opts.scope.as_deref();
     let listed = scope.is_none_or(|s| s.lists(&rel));
     let mut local = Listing::new();
+    let mut subs = Vec::new();
     // One buffer for every entry's path; a directory to walk takes its own copy.
     let mut path = rel.clone();
     if !rel.is_empty() {
@@ -288,11 +315,15 @@ fn walk<'s>(ctx: &'s Ctx<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Option<
         let descend = ctx.descends(&path, &meta);
         local.push(&path, meta);
         if descend {
-            let (sub, chain) = (path.clone(), chain.clone());
-            s.spawn(move |s| walk(ctx, s, sub, chain));
+            subs.push(Pending {
+                rel: path.clone(),
+                chain: chain.clone(),
+            });
         }
     }
+    let n = local.len();
     ctx.add(rel, &local);
+    (n, subs)
 }
 
 impl Ctx<'_> {

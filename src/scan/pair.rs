@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::{walk, Chain, Ctx, ScanOptions, Scanned};
+use super::{lock, walk, Chain, Ctx, Pending, ScanOptions, Scanned};
 use crate::tree::{self, Kind, Listing};
 
 /// Both sides' listings of what differs, and how many entries were equal.
@@ -29,6 +29,8 @@ struct Pair<'a> {
     dst: Ctx<'a>,
     keep_from: u64,
     equal: AtomicU64,
+    /// Source-only subtrees left unwalked (`ScanOptions::defer_new`).
+    pending: std::sync::Mutex<Vec<Pending>>,
 }
 
 /// Walks `src_root` and `dst_root` together (see the module's documentation). Files of
@@ -46,11 +48,30 @@ pub fn scan_pair(
         dst: Ctx::new(dst_root, dst_opts).map_err(|e| format!("destination: {e}"))?,
         keep_from,
         equal: AtomicU64::new(0),
+        pending: Default::default(),
     };
     rayon::scope(|s| walk_pair(&pair, s, Vec::new(), None));
+    let mut pending = std::mem::take(&mut *lock(&pair.pending));
+    // A new file may be a move or a copy of a file the destination side lists: the plan
+    // must see both, so the new subtrees are walked now after all.
+    let dst_files = lock(&pair.dst.out)
+        .0
+        .entries()
+        .iter()
+        .any(|e| e.kind == Kind::File);
+    if dst_files {
+        rayon::scope(|s| {
+            for p in pending.drain(..) {
+                let src = &pair.src;
+                s.spawn(move |s| walk(src, s, p.rel, p.chain));
+            }
+        });
+    }
+    let mut src = pair.src.finish();
+    src.pending = pending;
     Ok(Paired {
         equal: pair.equal.into_inner(),
-        src: pair.src.finish(),
+        src,
         dst: pair.dst.finish(),
     })
 }
@@ -132,6 +153,10 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
                 let sub = sub();
                 s.spawn(move |s| walk_pair(p, s, sub, chain));
             }
+            (true, false) if p.src.opts.defer_new => lock(&p.pending).push(Pending {
+                rel: sub(),
+                chain: chain.clone(),
+            }),
             (true, false) => {
                 let chain = chain.clone();
                 let sub = sub();

@@ -105,12 +105,13 @@ pub(super) struct Run<'a> {
     pub(super) dest: &'a dyn Destination,
     pub(super) sl: &'a Listing,
     pub(super) dl: &'a Listing,
-    pub(super) counters: Counters,
-    pub(super) stop: AtomicBool,
+    /// Shared by the pieces of one run, as are `stop` and `files_done`.
+    pub(super) counters: &'a Counters,
+    pub(super) stop: &'a AtomicBool,
     pub(super) interrupted: &'a AtomicBool,
     pub(super) bar: ProgressBar,
     pub(super) files_total: u64,
-    pub(super) files_done: std::sync::atomic::AtomicU64,
+    pub(super) files_done: &'a std::sync::atomic::AtomicU64,
     /// For a remote destination: a wider pool for the phases that are one round trip
     /// per entry (mkdir, links, metadata, deletes), so many requests are in flight.
     /// Its threads only wait on answers; source files are read on the main pool.
@@ -121,6 +122,34 @@ pub(super) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
+    /// The same run over another pair of listings (a piece of an initial copy, see
+    /// `pieces`): counters, progress and the halt are shared; `files` more files to come.
+    pub(super) fn with_listings<'b>(
+        &'b self,
+        sl: &'b Listing,
+        dl: &'b Listing,
+        files: u64,
+    ) -> Run<'b> {
+        debug_assert!(self.wide.is_none(), "pieces are local");
+        Run {
+            opts: self.opts,
+            dest_name: self.dest_name,
+            src: self.src,
+            dest: self.dest,
+            sl,
+            dl,
+            counters: self.counters,
+            stop: self.stop,
+            interrupted: self.interrupted,
+            bar: self.bar.clone(),
+            files_total: self.files_done.load(Ordering::Relaxed) + files,
+            files_done: self.files_done,
+            wide: None,
+            throttle: self.throttle,
+            relist: Default::default(),
+        }
+    }
+
     pub(super) fn advance(&self, bytes: u64) {
         let n = self.files_done.fetch_add(1, Ordering::Relaxed) + 1;
         if n % 32 == 0 || n == self.files_total {
@@ -636,26 +665,28 @@ impl<'a> Run<'a> {
             &plan.dirmeta,
             |&i| depth(sl.path(i as usize)),
             true,
-            |&i| {
-                let p = sl.path(i as usize);
-                if opts.xattrs {
-                    match self.src.dir_xattrs(p) {
-                        Ok(x) => {
-                            if let Err(e) = dest.set_dir_xattrs(p, &x) {
-                                self.dest_error("set extended attributes", p, e);
-                            }
-                        }
-                        Err(e) => self.counters.problem(
-                            ExitCode::Partial,
-                            format!("{}: cannot read extended attributes: {e}", escape(p)),
-                        ),
+            |&i| self.dir_meta(sl.path(i as usize), &set_meta_of(sl.get(i as usize), opts)),
+        );
+    }
+
+    /// Sets a directory's attributes, mode, owner and mtime, once its contents are done.
+    pub(super) fn dir_meta(&self, p: &[u8], meta: &SetMeta) {
+        if self.opts.xattrs {
+            match self.src.dir_xattrs(p) {
+                Ok(x) => {
+                    if let Err(e) = self.dest.set_dir_xattrs(p, &x) {
+                        self.dest_error("set extended attributes", p, e);
                     }
                 }
-                if let Err(e) = dest.set_dir_meta(p, &set_meta_of(sl.get(i as usize), opts)) {
-                    self.dest_error("set directory metadata", p, e);
-                }
-            },
-        );
+                Err(e) => self.counters.problem(
+                    ExitCode::Partial,
+                    format!("{}: cannot read extended attributes: {e}", escape(p)),
+                ),
+            }
+        }
+        if let Err(e) = self.dest.set_dir_meta(p, meta) {
+            self.dest_error("set directory metadata", p, e);
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! them together on a pool at the run's priority, with the adaptive controller beside.
 
 mod exec;
+mod pieces;
 mod preflight;
 mod progress;
 mod session;
@@ -30,7 +31,7 @@ use crate::identity::SourceId;
 use crate::options::Options;
 use crate::plan::{self, ContentHasher, FileSource, Hash, PlanOptions, Side};
 use crate::report::{itemize, Counters, Report};
-use crate::scan::{ScanOptions, Scanned};
+use crate::scan::{Problem, ScanOptions, Scanned};
 use crate::source::Source;
 use crate::space;
 use crate::text::escape;
@@ -57,6 +58,55 @@ impl ContentHasher for Hasher<'_> {
             Side::Dst => self.dst.hash(self.dl.path(idx)),
         }
     }
+}
+
+/// The hasher of a plan against an empty listing, which never asks.
+struct NoHash;
+
+impl ContentHasher for NoHash {
+    fn hash(&self, _: Side, _: usize) -> Option<Hash> {
+        None
+    }
+}
+
+/// Records a source walk's problems as the run's: vanished entries (exit 24) or
+/// unreadable ones (23).
+fn note_problems(counters: &Counters, problems: &[Problem]) {
+    for p in problems {
+        let code = if p.vanished {
+            ExitCode::Vanished
+        } else {
+            ExitCode::Partial
+        };
+        counters.problem(code, format!("{}: {}", escape(&p.path), p.what));
+    }
+}
+
+/// The space preflight (invariant 5): `needed` bytes and `inodes` must fit above the
+/// reserve. A DEST still to be made is on the filesystem of its nearest existing
+/// ancestor.
+fn check_space(
+    dest: Option<&dyn Destination>,
+    dest_path: &Path,
+    opts: &Options,
+    needed: u64,
+    inodes: u64,
+) -> Result<()> {
+    if needed == 0 && inodes == 0 {
+        return Ok(());
+    }
+    let space = match dest {
+        Some(d) => d.space(),
+        None => crate::fsutil::space_near(dest_path),
+    }
+    .map_err(|e| Error::dest("statvfs", dest_path, e))?;
+    let check = space::check_with_inodes(space, opts.min_free, needed, inodes);
+    if !check.fits() {
+        return Err(Error::NoSpace(
+            check.shortfall(&dest_path.display().to_string()),
+        ));
+    }
+    Ok(())
 }
 
 /// The digest of an entry's extended attributes (0: none).
@@ -220,6 +270,13 @@ fn push_in_pool(
         throttle: Some(throttle.clone()),
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
+        // New subtrees of a local run go piece by piece (see `pieces`): not under
+        // `--checksum` (both sides listed whole), nor in a watch's scoped batches or a
+        // dry run.
+        defer_new: dest.is_none_or(|d| !d.is_remote())
+            && !opts.checksum
+            && opts.scope.is_none()
+            && !opts.dry_run,
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -233,6 +290,7 @@ fn push_in_pool(
         // Both sides cover exactly the same part, so deletes stay inside it.
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
+        defer_new: false,
     };
     let list_dest = |dst_opts: &ScanOptions| match dest {
         Some(d) => d.list(dst_opts),
@@ -275,6 +333,7 @@ fn push_in_pool(
         }
     };
     let sl = std::mem::take(&mut scanned.listing);
+    let pending = std::mem::take(&mut scanned.pending);
     stopped()?;
     // Owners only where the writing side can set them: a receiver that is not root
     // cannot, so they are neither compared nor sent (rsync does the same).
@@ -299,14 +358,7 @@ fn push_in_pool(
         });
     }
     let counters = Counters::default();
-    for p in &scanned.problems {
-        let code = if p.vanished {
-            ExitCode::Vanished
-        } else {
-            ExitCode::Partial
-        };
-        counters.problem(code, format!("{}: {}", escape(&p.path), p.what));
-    }
+    note_problems(&counters, &scanned.problems);
     for p in &dscanned.problems {
         counters.problem(
             ExitCode::DestIo,
@@ -337,15 +389,7 @@ fn push_in_pool(
             };
             plan::build(sl, dl, &scanned.filter, &plan_opts, &hasher)
         }
-        None => {
-            struct NoHash;
-            impl ContentHasher for NoHash {
-                fn hash(&self, _: Side, _: usize) -> Option<Hash> {
-                    None
-                }
-            }
-            plan::build(sl, &empty, &scanned.filter, &plan_opts, &NoHash)
-        }
+        None => plan::build(sl, &empty, &scanned.filter, &plan_opts, &NoHash),
     };
     stopped()?;
     // A directory to clear (another kind of entry takes its place) whose subtree this
@@ -408,22 +452,28 @@ fn push_in_pool(
         r.linked = plan.links.len() as u64;
         return Ok(r);
     }
-    // Space preflight (invariant 5); a DEST still to be made is on the filesystem of
-    // its nearest existing ancestor.
-    let needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
-    let inodes = inodes_needed(&plan, opts.batch_files);
-    if needed > 0 || inodes > 0 {
-        let space = match dest {
-            Some(d) => d.space(),
-            None => crate::fsutil::space_near(dest_path),
-        }
-        .map_err(|e| Error::dest("statvfs", dest_path, e))?;
-        let check = space::check_with_inodes(space, opts.min_free, needed, inodes);
-        if !check.fits() {
-            return Err(Error::NoSpace(
-                check.shortfall(&dest_path.display().to_string()),
-            ));
-        }
+    // New subtrees go piece by piece; the first is listed now, so that a run refused
+    // for space writes nothing (a tree smaller than a piece is checked whole).
+    let mut piecewise = (!pending.is_empty())
+        .then(|| pieces::Piecewise::new(src.root(), &src_opts, &plan_opts, src_path, pending));
+    let mut next_piece = None;
+    if let Some(pw) = &mut piecewise {
+        pw.adopt(&mut plan, sl, opts);
+        next_piece = pw.next(opts, &counters)?;
+        stopped()?;
+    }
+    // Space preflight (invariant 5); each later piece is checked before it is written.
+    let mut needed = bytes_needed(&plan, sl, dl, opts.batch_bytes);
+    let mut inodes = inodes_needed(&plan, opts.batch_files);
+    if let Some(p) = &next_piece {
+        needed += p.needed;
+        inodes += p.inodes;
+    }
+    if let Err(e) = check_space(dest, dest_path, opts, needed, inodes) {
+        return Err(match &mut piecewise {
+            Some(pw) => pw.shortfall(e, (needed, inodes), dest, dest_path, opts, None),
+            None => e,
+        });
     }
 
     let made;
@@ -461,7 +511,13 @@ fn push_in_pool(
             .map(|m| sl.get(m.0 as usize).size)
             .sum::<u64>();
     let files_total = (plan.files.len() + plan.moves.len()) as u64;
-    let bar = progress_bar(out.progress(), total, files_total);
+    // Pieces to come add their files as they are listed.
+    let bar = progress_bar(
+        out.progress(),
+        total,
+        files_total.max(u64::from(piecewise.is_some())),
+    );
+    let (halt, files_done) = (AtomicBool::new(false), Default::default());
     let run = Run {
         opts,
         dest_name: dest_path,
@@ -469,17 +525,28 @@ fn push_in_pool(
         dest,
         sl,
         dl,
-        counters,
-        stop: AtomicBool::new(false),
+        counters: &counters,
+        stop: &halt,
         interrupted,
         bar,
         files_total,
-        files_done: Default::default(),
+        files_done: &files_done,
         wide: wide_pool(dest, opts),
         throttle: &throttle,
         relist: Default::default(),
     };
     run.execute(&plan);
+    let mut scanned_entries = sl.len() as u64 + equal;
+    if let Some(pw) = piecewise {
+        match pw.copy_all(&run, next_piece, out) {
+            Ok(entries) => scanned_entries += entries,
+            Err(e) => {
+                let _ = dest.finish();
+                run.bar.finish_and_clear();
+                return Err(e);
+            }
+        }
+    }
     if !run.halted() {
         // The root's own mode and mtime, after everything beneath it.
         if let Ok(st) = rustix::fs::fstat(src.root()) {
@@ -550,8 +617,8 @@ fn push_in_pool(
         );
     }
     let mut report = Report::from_counters(
-        &run.counters,
-        sl.len() as u64 + equal,
+        run.counters,
+        scanned_entries,
         unchanged,
         started.elapsed(),
         throttle.waited(),

@@ -1,0 +1,241 @@
+//! An initial copy, and any new subtree of a replica that holds no file it could be a
+//! copy of, goes piece by piece: a piece of whole directories is listed, planned,
+//! checked for space and copied before the next is listed, so memory follows the piece,
+//! not the tree. The hidden `--piece-entries` makes pieces small enough here for
+//! ordinary trees to cross many piece boundaries.
+
+mod common;
+
+use common::*;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+const SMALL_PIECES: [&str; 2] = ["--piece-entries", "4"];
+
+/// Every directory beneath `src` has the same mode and mtime in `dst`.
+fn assert_same_dirs(src: &Path, dst: &Path) {
+    for e in walkdir::WalkDir::new(src).min_depth(1) {
+        let e = e.unwrap();
+        if !e.file_type().is_dir() {
+            continue;
+        }
+        let rel = e.path().strip_prefix(src).unwrap();
+        let (a, b) = (
+            e.metadata().unwrap(),
+            dst.join(rel).symlink_metadata().unwrap(),
+        );
+        assert_eq!(
+            (a.mode(), a.mtime(), a.mtime_nsec()),
+            (b.mode(), b.mtime(), b.mtime_nsec()),
+            "directory {}",
+            rel.display()
+        );
+    }
+}
+
+/// A tree of 6 homes whose hard-link groups, modes and directory times span pieces.
+fn homes() -> Tree {
+    let src = Tree::new();
+    for h in 0..6 {
+        for d in 0..4 {
+            for f in 0..5 {
+                src.file(format!("h{h}/d{d}/f{f}"), format!("{h}.{d}.{f}").as_bytes());
+            }
+        }
+    }
+    // One group across three homes (so across pieces), one within a directory.
+    src.hardlink("h3/d1/link", "h0/d0/f0")
+        .hardlink("h5/d3/link", "h0/d0/f0")
+        .hardlink("h2/d2/twin", "h2/d2/f1")
+        .symlink("h1/up", "../h0");
+    // A read-only directory with files in it, and directories with old times: their
+    // metadata is set after everything inside them, whichever piece that was in.
+    src.chmod("h4/d2", 0o750)
+        .mtime("h2/d1", 1_000_000_000, 5)
+        .mtime("h2", 1_100_000_000, 0)
+        .mtime("h0/d0", 1_200_000_000, 0);
+    src
+}
+
+#[test]
+fn an_initial_copy_in_pieces_is_the_whole_replica() {
+    let src = homes();
+    let dst = Tree::new();
+    // 6 homes, 24 directories, 120 files, 3 more links and a symlink.
+    let entries = 6 + 24 + 120 + 3 + 1;
+    // DEST empty (walked with SRC), then DEST missing (SRC's root only, then pieces).
+    for dest in [dst.path().to_path_buf(), dst.join("made/here")] {
+        let first = push_json(src.path(), &dest);
+        assert_eq!(first["files_scanned"], entries, "{first}");
+        assert_eq!(first["linked"], 3, "{first}");
+        assert_eq!(first["created"], entries - 3, "{first}");
+        assert_same_tree(src.path(), &dest);
+        assert_same_dirs(src.path(), &dest);
+        let ino = |p: &str| dest.join(p).metadata().unwrap().ino();
+        assert!(
+            ino("h0/d0/f0") == ino("h3/d1/link") && ino("h0/d0/f0") == ino("h5/d3/link"),
+            "the group across pieces is one inode"
+        );
+        assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
+        // The next run finds nothing to do, and counts every entry.
+        let again = push_json(src.path(), &dest);
+        assert_eq!(again["created"], 0, "{again}");
+        assert_eq!(again["files_scanned"], entries, "{again}");
+    }
+}
+
+/// The JSON summary of a push in small pieces.
+fn push_json(src: &Path, dest: &Path) -> serde_json::Value {
+    let mut args = SMALL_PIECES.to_vec();
+    args.push("--json");
+    json(&push_ok(Transport::Local, src, dest, &args))
+}
+
+#[test]
+fn filters_hold_in_every_piece() {
+    let src = homes();
+    src.file("h3/.fsyncignore", b"skip-*\n")
+        .file("h3/d0/skip-me", b"no")
+        .file("h4/d1/keep", b"yes")
+        .file("h5/d0/cache.tmp", b"no");
+    let dst = Tree::new();
+    let mut args = SMALL_PIECES.to_vec();
+    args.extend(["--exclude", "*.tmp"]);
+    push_ok(Transport::Local, src.path(), dst.path(), &args);
+    assert!(!dst.join("h3/d0/skip-me").exists());
+    assert!(!dst.join("h5/d0/cache.tmp").exists());
+    assert_eq!(dst.read("h4/d1/keep"), b"yes");
+    assert_eq!(dst.read("h3/.fsyncignore"), b"skip-*\n");
+}
+
+/// A replica whose listing holds a file a new one may be a move of is not copied in
+/// pieces: the renamed folder still costs a rename, not a copy.
+#[test]
+fn a_renamed_folder_beside_new_subtrees_is_still_a_rename() {
+    let src = homes();
+    let dst = Tree::new();
+    push_ok(Transport::Local, src.path(), dst.path(), &SMALL_PIECES);
+    let before = dst.join("h1/d2/f3").metadata().unwrap().ino();
+    std::fs::rename(src.join("h1/d2"), src.join("h1/renamed")).unwrap();
+    for f in 0..5 {
+        src.file(format!("h9/new{f}/f"), b"n");
+    }
+    let mut args = SMALL_PIECES.to_vec();
+    args.extend(["--delete", "--json"]);
+    let j = json(&push_ok(Transport::Local, src.path(), dst.path(), &args));
+    assert_same_tree(src.path(), dst.path());
+    assert_eq!(
+        dst.join("h1/renamed/f3").metadata().unwrap().ino(),
+        before,
+        "moved, not copied: {j}"
+    );
+}
+
+/// Out of space in the middle of an initial copy: the run stops before the piece that
+/// does not fit, keeps the reserve, leaves every file old or new, and says how much is
+/// missing for all that is left, not for that piece alone. The next run, with room,
+/// goes on from there.
+#[test]
+fn a_piece_that_does_not_fit_stops_the_run_and_says_what_the_rest_needs() {
+    if !require(is_root(), "a small tmpfs needs root") {
+        return;
+    }
+    let (src, mnt) = (Tree::new(), Tree::new());
+    let _m = mount_tmpfs(mnt.path(), "size=8m").expect("mount");
+    // 24 MiB: 4 homes of 6 directories of 4 files of 256 KiB. In pieces of 4 entries,
+    // after the homes' directories, each piece is 4 directories: 4 MiB.
+    let data: Vec<u8> = (0..256 << 10).map(|i: u32| (i * 7 % 251) as u8).collect();
+    for h in 0..4 {
+        for d in 0..6 {
+            for f in 0..4 {
+                src.file(format!("h{h}/d{d}/f{f}"), &data);
+            }
+        }
+    }
+    let dest = mnt.join("replica");
+    let out = push(
+        Transport::Local,
+        src.path(),
+        &dest,
+        &["--piece-entries", "4", "--min-free", "1M"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    let copied: Vec<_> = walkdir::WalkDir::new(&dest)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_type().is_file() && e.path().parent().unwrap() != dest.join(".fsync-repl")
+        })
+        .collect();
+    assert!(
+        !copied.is_empty(),
+        "the first pieces fit and were copied: {err}"
+    );
+    for e in &copied {
+        assert_eq!(
+            std::fs::read(e.path()).unwrap(),
+            data,
+            "{}",
+            e.path().display()
+        );
+    }
+    assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
+    // The reserve holds (what the kernel says is free).
+    let st = rustix::fs::statvfs(mnt.path()).unwrap();
+    assert!(st.f_bavail * st.f_frsize >= 1 << 20, "{err}");
+    // The figure covers the rest: at least what is not copied, less what is free.
+    let missing: u64 = err
+        .split(" bytes) missing")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no byte count in: {err}"));
+    let left = (96 - copied.len() as u64) * data.len() as u64;
+    let free = st.f_bavail * st.f_frsize;
+    assert!(
+        missing + free >= left,
+        "{missing} missing + {free} free < {left} left: {err}"
+    );
+    assert!(err.contains("the next run goes on from there"), "{err}");
+    // With room, the next run completes the replica.
+    let ok = std::process::Command::new("mount")
+        .args(["-o", "remount,size=64m"])
+        .arg(mnt.path())
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    push_ok(
+        Transport::Local,
+        src.path(),
+        &dest,
+        &["--piece-entries", "4"],
+    );
+    assert_same_tree(src.path(), &dest);
+}
+
+/// A run whose first piece already does not fit writes nothing at all, as a run of one
+/// piece never did.
+#[test]
+fn a_first_piece_that_does_not_fit_writes_nothing() {
+    if !require(is_root(), "a small tmpfs needs root") {
+        return;
+    }
+    let (src, mnt) = (Tree::new(), Tree::new());
+    let _m = mount_tmpfs(mnt.path(), "size=2m").expect("mount");
+    for d in 0..6 {
+        src.file(format!("d{d}/big"), &vec![3u8; 1 << 20]);
+    }
+    let dest = mnt.join("replica");
+    let out = push(
+        Transport::Local,
+        src.path(),
+        &dest,
+        &["--piece-entries", "2"],
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(11), "{err}");
+    // All six files are counted: 6 MiB needed.
+    assert!(err.contains("needs 6.0 MiB"), "{err}");
+    assert!(!dest.exists(), "a refused run created DEST: {err}");
+}
