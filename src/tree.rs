@@ -450,8 +450,6 @@ impl Listing {
         }
     }
 
-    /// The inode of a file with more than one link (0 for every other entry: only
-    /// hard-link groups need it).
     /// The (device, inode) of entry `i` when it is a file with other links.
     pub fn link_key(&self, i: usize) -> Option<(u64, u64)> {
         self.links
@@ -460,6 +458,8 @@ impl Listing {
             .map(|k| (self.links[k].1, self.links[k].2))
     }
 
+    /// The inode of a file with more than one link (0 for every other entry: only
+    /// hard-link groups need it).
     pub fn ino(&self, i: usize) -> u64 {
         match self.links.binary_search_by_key(&(i as u32), |l| l.0) {
             Ok(k) => self.links[k].2,

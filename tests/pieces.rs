@@ -43,14 +43,17 @@ fn homes() -> Tree {
             }
         }
     }
-    // One group across three homes (so across pieces), one within a directory.
+    // One group across three homes (so across pieces), one within a directory, one
+    // between SRC's root (the run's own listing) and a piece.
     src.hardlink("h3/d1/link", "h0/d0/f0")
         .hardlink("h5/d3/link", "h0/d0/f0")
         .hardlink("h2/d2/twin", "h2/d2/f1")
+        .file("top", b"top")
+        .hardlink("h4/d0/top-link", "top")
         .symlink("h1/up", "../h0");
     // A read-only directory with files in it, and directories with old times: their
     // metadata is set after everything inside them, whichever piece that was in.
-    src.chmod("h4/d2", 0o750)
+    src.chmod("h4/d2", 0o555)
         .mtime("h2/d1", 1_000_000_000, 5)
         .mtime("h2", 1_100_000_000, 0)
         .mtime("h0/d0", 1_200_000_000, 0);
@@ -61,14 +64,15 @@ fn homes() -> Tree {
 fn an_initial_copy_in_pieces_is_the_whole_replica() {
     let src = homes();
     let dst = Tree::new();
-    // 6 homes, 24 directories, 120 files, 3 more links and a symlink.
-    let entries = 6 + 24 + 120 + 3 + 1;
+    // 6 homes, 24 directories, 121 files, 4 more links and a symlink.
+    let entries = 6 + 24 + 121 + 4 + 1;
     // DEST empty (walked with SRC), then DEST missing (SRC's root only, then pieces).
     for dest in [dst.path().to_path_buf(), dst.join("made/here")] {
-        let first = push_json(src.path(), &dest);
+        let (first, pieces) = push_json(src.path(), &dest);
+        assert!(pieces >= 5, "{pieces} pieces");
         assert_eq!(first["files_scanned"], entries, "{first}");
-        assert_eq!(first["linked"], 3, "{first}");
-        assert_eq!(first["created"], entries - 3, "{first}");
+        assert_eq!(first["linked"], 4, "{first}");
+        assert_eq!(first["created"], entries - 4, "{first}");
         assert_same_tree(src.path(), &dest);
         assert_same_dirs(src.path(), &dest);
         let ino = |p: &str| dest.join(p).metadata().unwrap().ino();
@@ -76,19 +80,31 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
             ino("h0/d0/f0") == ino("h3/d1/link") && ino("h0/d0/f0") == ino("h5/d3/link"),
             "the group across pieces is one inode"
         );
+        assert_eq!(ino("top"), ino("h4/d0/top-link"));
         assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
         // The next run finds nothing to do, and counts every entry.
-        let again = push_json(src.path(), &dest);
+        let (again, _) = push_json(src.path(), &dest);
         assert_eq!(again["created"], 0, "{again}");
         assert_eq!(again["files_scanned"], entries, "{again}");
     }
 }
 
-/// The JSON summary of a push in small pieces.
-fn push_json(src: &Path, dest: &Path) -> serde_json::Value {
+/// The JSON summary of a push in small pieces, and how many pieces it says it copied
+/// (0: none).
+fn push_json(src: &Path, dest: &Path) -> (serde_json::Value, u64) {
     let mut args = SMALL_PIECES.to_vec();
-    args.push("--json");
-    json(&push_ok(Transport::Local, src, dest, &args))
+    args.extend(["--json", "-v"]);
+    let out = push_ok(Transport::Local, src, dest, &args);
+    (json(&out), pieces(&out))
+}
+
+/// The number of pieces a `-v` run says it copied (0 when it copied none).
+fn pieces(out: &std::process::Output) -> u64 {
+    let err = String::from_utf8_lossy(&out.stderr);
+    err.split("new subtrees copied in ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .map_or(0, |n| n.parse().unwrap())
 }
 
 #[test]
@@ -106,6 +122,109 @@ fn filters_hold_in_every_piece() {
     assert!(!dst.join("h5/d0/cache.tmp").exists());
     assert_eq!(dst.read("h4/d1/keep"), b"yes");
     assert_eq!(dst.read("h3/.fsyncignore"), b"skip-*\n");
+}
+
+/// A new home in an up-to-date replica goes in pieces too.
+#[test]
+fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
+    let src = homes();
+    let dst = Tree::new();
+    push_ok(Transport::Local, src.path(), dst.path(), &SMALL_PIECES);
+    for d in 0..5 {
+        for f in 0..3 {
+            src.file(format!("h9/d{d}/f{f}"), b"new");
+        }
+    }
+    let (j, pieces) = push_json(src.path(), dst.path());
+    assert!(pieces >= 2, "{pieces} pieces: {j}");
+    assert_eq!(j["created"], 1 + 5 + 15, "{j}");
+    assert_same_tree(src.path(), dst.path());
+    assert_same_dirs(src.path(), dst.path());
+}
+
+/// SIGINT while pieces are copied: the run ends at once with exit 20, every file in
+/// DEST is old or new, no temporary file stays, and no piece starts after it.
+#[test]
+fn a_signal_between_and_within_pieces_stops_the_run() {
+    let src = Tree::new();
+    for d in 0..40 {
+        for f in 0..20 {
+            src.file(
+                format!("h{}/d{d}/f{f}", d % 4),
+                format!("{d}.{f}").as_bytes(),
+            );
+        }
+    }
+    let dst = Tree::new();
+    // 100 operations a second: about 20 s for the whole copy.
+    let mut child = push_std(
+        Transport::Local,
+        src.path(),
+        dst.path(),
+        &["--piece-entries", "25", "--iops-limit", "100"],
+    )
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let landed = || {
+        walkdir::WalkDir::new(dst.path())
+            .into_iter()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().starts_with('f'))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while landed() < 20 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(landed() >= 20, "the copy never began");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let stop = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if std::time::Instant::now() > stop {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(20),
+        "did not stop within 10 s"
+    );
+    let copied = landed();
+    assert!(copied < 800, "the run went on to the end");
+    assert!(
+        temp_files(dst.path()).is_empty(),
+        "{:?}",
+        temp_files(dst.path())
+    );
+    for e in walkdir::WalkDir::new(dst.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+    {
+        let rel = e.path().strip_prefix(dst.path()).unwrap();
+        if e.file_type().is_file() && !rel.starts_with(".fsync-repl") {
+            assert_eq!(
+                std::fs::read(e.path()).unwrap(),
+                src.read(rel),
+                "{}",
+                rel.display()
+            );
+        }
+    }
+    // The next run completes the replica.
+    push_ok(Transport::Local, src.path(), dst.path(), &[]);
+    assert_same_tree(src.path(), dst.path());
+    assert_same_dirs(src.path(), dst.path());
 }
 
 /// A replica whose listing holds a file a new one may be a move of is not copied in
@@ -198,6 +317,17 @@ fn a_piece_that_does_not_fit_stops_the_run_and_says_what_the_rest_needs() {
         "{missing} missing + {free} free < {left} left: {err}"
     );
     assert!(err.contains("the next run goes on from there"), "{err}");
+    // The directories copied have their own mode and mtime.
+    for d in 0..6 {
+        let rel = format!("h0/d{d}");
+        if dest.join(&rel).exists() {
+            let (a, b) = (
+                src.join(&rel).metadata().unwrap(),
+                dest.join(&rel).metadata().unwrap(),
+            );
+            assert_eq!((a.mode(), a.mtime()), (b.mode(), b.mtime()), "{rel}");
+        }
+    }
     // With room, the next run completes the replica.
     let ok = std::process::Command::new("mount")
         .args(["-o", "remount,size=64m"])

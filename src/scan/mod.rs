@@ -420,8 +420,14 @@ impl Ctx<'_> {
 
     /// Whether a signal asked the walk to stop.
     fn cancelled(&self) -> bool {
-        self.opts
-            .cancel
+        self.opts.cancelled()
+    }
+}
+
+impl ScanOptions {
+    /// Whether a signal asked the walk to stop.
+    pub fn cancelled(&self) -> bool {
+        self.cancel
             .as_ref()
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
     }

@@ -7,6 +7,11 @@
 //! side's own walk ([`super::scan`]) lists it, and a subtree found on one side only is
 //! walked by that side's walk. The plan built from the two listings is the plan the two
 //! full listings would give, with the equal entries counted as up to date.
+//!
+//! With [`ScanOptions::defer_new`], a subtree found on the source only is not walked
+//! but returned as pending, for the caller to list and copy in pieces — unless the
+//! destination side lists a regular file, which a new file could be a move or a copy
+//! of: then it is walked after all, and the plan is the full listings' plan again.
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,6 +36,10 @@ struct Pair<'a> {
     equal: AtomicU64,
     /// Source-only subtrees left unwalked (`ScanOptions::defer_new`).
     pending: std::sync::Mutex<Vec<Pending>>,
+    /// The destination side lists a file that a new file could be a move or a copy
+    /// of: one without a file at its path on the source side (to be deleted or
+    /// replaced), or one of `keep_from` bytes or more (a twin to copy from).
+    sources: std::sync::atomic::AtomicBool,
 }
 
 /// Walks `src_root` and `dst_root` together (see the module's documentation). Files of
@@ -49,17 +58,13 @@ pub fn scan_pair(
         keep_from,
         equal: AtomicU64::new(0),
         pending: Default::default(),
+        sources: Default::default(),
     };
     rayon::scope(|s| walk_pair(&pair, s, Vec::new(), None));
     let mut pending = std::mem::take(&mut *lock(&pair.pending));
     // A new file may be a move or a copy of a file the destination side lists: the plan
     // must see both, so the new subtrees are walked now after all.
-    let dst_files = lock(&pair.dst.out)
-        .0
-        .entries()
-        .iter()
-        .any(|e| e.kind == Kind::File);
-    if dst_files {
+    if pair.sources.load(Ordering::Relaxed) {
         rayon::scope(|s| {
             for p in pending.drain(..) {
                 let src = &pair.src;
@@ -90,6 +95,7 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
     // A side that cannot be read is listed as its own walk lists it (nothing beneath,
     // a problem recorded), and the other side whole.
     let Some((sdir, snames)) = read(&p.src, &rel) else {
+        p.sources.store(true, Ordering::Relaxed);
         return walk(&p.dst, s, rel, None);
     };
     let Some((ddir, dnames)) = read(&p.dst, &rel) else {
@@ -138,6 +144,11 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
                 continue;
             }
         }
+        if let Some(d) = dm.as_ref().filter(|d| d.kind == Kind::File) {
+            if d.size >= p.keep_from || !sm.as_ref().is_some_and(|s| s.kind == Kind::File) {
+                p.sources.store(true, Ordering::Relaxed);
+            }
+        }
         let src_down = sm.as_ref().is_some_and(|m| p.src.descends(&path, m));
         let dst_down = dm.as_ref().is_some_and(|m| p.dst.descends(&path, m));
         if let Some(m) = sm {
@@ -163,6 +174,8 @@ fn walk_pair<'s>(p: &'s Pair<'s>, s: &rayon::Scope<'s>, rel: Vec<u8>, chain: Opt
                 s.spawn(move |s| walk(&p.src, s, sub, chain));
             }
             (false, true) => {
+                // Whatever is beneath is on the destination side only.
+                p.sources.store(true, Ordering::Relaxed);
                 let sub = sub();
                 s.spawn(move |s| walk(&p.dst, s, sub, None))
             }

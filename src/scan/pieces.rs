@@ -57,10 +57,7 @@ impl<'a> Pieces<'a> {
 
     /// True when a signal stops the walk (the last piece may not be whole).
     pub fn cancelled(&self) -> bool {
-        self.opts
-            .cancel
-            .as_ref()
-            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+        self.opts.cancelled()
     }
 
     /// Lists whole directories until the piece holds at least `entries` entries (or
@@ -70,6 +67,7 @@ impl<'a> Pieces<'a> {
             return Ok(None);
         }
         let ctx = Ctx::new(self.root, self.opts)?;
+        let entries = entries.max(1);
         let mut listed = 0;
         while listed < entries && !self.stack.is_empty() && !ctx.cancelled() {
             // No more directories than entries still wanted: small pieces stay small.

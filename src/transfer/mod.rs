@@ -109,6 +109,19 @@ fn check_space(
     Ok(())
 }
 
+/// What a run shows of its plan: a warning for each entry skipped, and with
+/// `--itemize` or `--dry-run` a line for each change.
+fn show_plan(plan: &plan::Plan, sl: &Listing, dl: &Listing, opts: &Options, out: &dyn Output) {
+    for &(i, why) in &plan.skipped {
+        if opts.verbose > 0 || !opts.quiet {
+            out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
+        }
+    }
+    if opts.dry_run || opts.itemize {
+        itemize(plan, sl, dl, |line| out.item(line));
+    }
+}
+
 /// The digest of an entry's extended attributes (0: none).
 fn xattr_digest(m: Option<&tree::Meta>) -> u64 {
     match m.and_then(|m| m.extra.as_ref()) {
@@ -328,7 +341,13 @@ fn push_in_pool(
             (s.map_err(src_error)?, d.map_err(dest_error)?, 0)
         }
         None => {
-            let s = crate::scan::scan(src.root(), &src_opts).map_err(src_error)?;
+            // Only a DEST still to be made has nothing to list: with a DEST listed
+            // whole, new subtrees are walked whole too.
+            let whole = ScanOptions {
+                defer_new: src_opts.defer_new && dest.is_none(),
+                ..src_opts.clone()
+            };
+            let s = crate::scan::scan(src.root(), &whole).map_err(src_error)?;
             (s, list_dest(&dst_opts).map_err(dest_error)?, 0)
         }
     };
@@ -399,15 +418,7 @@ fn push_in_pool(
         Some(scope) => defer_unlisted_clears(&mut plan, sl, dl, scope),
         None => Vec::new(),
     };
-    for &(i, why) in &plan.skipped {
-        if opts.verbose > 0 || !opts.quiet {
-            out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
-        }
-    }
-
-    if opts.dry_run || opts.itemize {
-        itemize(&plan, sl, dl, |line| out.item(line));
-    }
+    show_plan(&plan, sl, dl, opts, out);
     // Invariant 7: nothing is written when the plan would empty the replica.
     crate::guard::check(
         crate::guard::Deletes {
@@ -471,7 +482,7 @@ fn push_in_pool(
     }
     if let Err(e) = check_space(dest, dest_path, opts, needed, inodes) {
         return Err(match &mut piecewise {
-            Some(pw) => pw.shortfall(e, (needed, inodes), dest, dest_path, opts, None),
+            Some(pw) => pw.shortfall(e, (needed, inodes), dest, dest_path, opts, false),
             None => e,
         });
     }
@@ -511,7 +522,8 @@ fn push_in_pool(
             .map(|m| sl.get(m.0 as usize).size)
             .sum::<u64>();
     let files_total = (plan.files.len() + plan.moves.len()) as u64;
-    // Pieces to come add their files as they are listed.
+    // With pieces to come, a bar even when this plan copies nothing: the pieces add
+    // their files and bytes to it as they are listed.
     let bar = progress_bar(
         out.progress(),
         total,
@@ -538,14 +550,7 @@ fn push_in_pool(
     run.execute(&plan);
     let mut scanned_entries = sl.len() as u64 + equal;
     if let Some(pw) = piecewise {
-        match pw.copy_all(&run, next_piece, out) {
-            Ok(entries) => scanned_entries += entries,
-            Err(e) => {
-                let _ = dest.finish();
-                run.bar.finish_and_clear();
-                return Err(e);
-            }
-        }
+        scanned_entries += pw.copy_all(&run, next_piece, out);
     }
     if !run.halted() {
         // The root's own mode and mtime, after everything beneath it.

@@ -22,7 +22,7 @@ use crate::dest::{Destination, SetMeta};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::plan::{self, Plan, PlanOptions};
-use crate::report::{itemize, Counters};
+use crate::report::Counters;
 use crate::scan::{Pending, Pieces, ScanOptions, Scanned};
 use crate::text::escape;
 use crate::tree::Listing;
@@ -30,8 +30,21 @@ use crate::tree::Listing;
 /// Hard-link groups with members still to come in later pieces.
 #[derive(Default)]
 pub(super) struct Links {
-    /// (device, inode) → the path of the group's copy, and the links not met yet.
-    open: HashMap<(u64, u64), (Vec<u8>, u32)>,
+    /// (device, inode) → the group's copy and the links not met yet.
+    open: HashMap<(u64, u64), Open>,
+}
+
+/// A hard-link group copied by an earlier piece.
+struct Open {
+    /// Where its copy is.
+    path: Vec<u8>,
+    /// The file's size and mtime: an inode number freed and used again by another file
+    /// while the run goes on does not make that file a member.
+    size: u64,
+    mtime: (i64, u32),
+    /// Links not met yet; `u32::MAX`: more than the listing counts (its count stops
+    /// at 65,535), so the group stays open to the end.
+    left: u32,
 }
 
 impl Links {
@@ -46,22 +59,39 @@ impl Links {
             let Some(key) = sl.link_key(l as usize) else {
                 continue;
             };
+            let e = sl.get(l as usize);
             match self.open.get_mut(&key) {
-                Some((path, left)) => {
-                    cross.push((m, path.clone()));
-                    *left = left.saturating_sub(1);
+                Some(g) if g.size == e.size && g.mtime == (e.mtime, e.mtime_nsec) => {
+                    cross.push((m, g.path.clone()));
+                    g.left = g.left.saturating_sub(u32::from(g.left != u32::MAX));
                 }
-                None => *here.entry(l).or_default() += 1,
+                _ => *here.entry(l).or_default() += 1,
             }
         }
         for (l, met) in here {
-            let nlink = u32::from(sl.get(l as usize).nlink);
-            if let (Some(key), true) = (sl.link_key(l as usize), nlink > met) {
-                self.open
-                    .insert(key, (sl.path(l as usize).to_vec(), nlink - met));
+            let Some(key) = sl.link_key(l as usize) else {
+                continue;
+            };
+            let e = sl.get(l as usize);
+            let left = match e.nlink {
+                u16::MAX => u32::MAX,
+                n => u32::from(n).saturating_sub(met),
+            };
+            if left > 0 {
+                let path = sl.path(l as usize).to_vec();
+                let (size, mtime) = (e.size, (e.mtime, e.mtime_nsec));
+                let open = Open {
+                    path,
+                    size,
+                    mtime,
+                    left,
+                };
+                self.open.insert(key, open);
+            } else {
+                self.open.remove(&key);
             }
         }
-        self.open.retain(|_, (_, left)| *left > 0);
+        self.open.retain(|_, g| g.left > 0);
         if !cross.is_empty() {
             let joined: HashSet<u32> = cross.iter().map(|c| c.0).collect();
             plan.files.retain(|f| !joined.contains(&f.src));
@@ -130,8 +160,9 @@ impl<'a> Piecewise<'a> {
         }));
     }
 
-    /// Lists and plans the next piece, its walk's problems recorded in `counters`;
-    /// `None` once the walk is done, or when a signal cut the piece short.
+    /// Lists and plans the next piece, its walk's problems recorded in `counters`.
+    /// `None` once the walk is done, and also when a signal cut the piece short (the
+    /// caller sees the signal itself): a piece not listed whole is never copied.
     pub(super) fn next(&mut self, opts: &Options, counters: &Counters) -> Result<Option<Piece>> {
         let Some(scanned) =
             self.pieces
@@ -152,7 +183,6 @@ impl<'a> Piecewise<'a> {
         let empty = Listing::new();
         let mut plan = plan::build(sl, &empty, &scanned.filter, self.plan_opts, &NoHash);
         let cross = self.links.rewire(sl, &mut plan);
-        self.defer_dir_meta(&mut plan, sl, opts);
         let needed = bytes_needed(&plan, sl, &empty, opts.batch_bytes);
         let inodes = inodes_needed(&plan, opts.batch_files);
         Ok(Some(Piece {
@@ -167,7 +197,7 @@ impl<'a> Piecewise<'a> {
     /// The refusal of a run whose next piece does not fit: the rest of the walk is
     /// counted (one piece held at a time), so that `short`'s message says how much is
     /// missing for everything still to copy, `needed` bytes and `inodes` (what did not
-    /// fit) included.
+    /// fit) included. `mid_run`: earlier pieces were copied.
     pub(super) fn shortfall(
         &mut self,
         short: Error,
@@ -175,102 +205,201 @@ impl<'a> Piecewise<'a> {
         dest: Option<&dyn Destination>,
         dest_path: &Path,
         opts: &Options,
-        copied: Option<u64>,
+        mid_run: bool,
     ) -> Error {
         let counters = Counters::default();
-        loop {
+        let counted = loop {
             match self.next(opts, &counters) {
                 Ok(Some(rest)) => {
                     needed += rest.needed;
                     inodes += rest.inodes;
                 }
-                Ok(None) if self.pieces.is_done() => break,
-                _ => return short,
+                Ok(None) if self.pieces.is_done() => break true,
+                // A signal or an unreadable root: this piece's figure is what is known.
+                _ => break false,
             }
-        }
-        match check_space(dest, dest_path, opts, needed, inodes) {
-            Err(Error::NoSpace(mut s)) => {
-                if let Some(n) = copied {
-                    s.message = format!(
-                        "{} The {n} entries copied before this stay; the next run goes on from there.",
-                        s.message
-                    );
-                }
+        };
+        let e = match (counted, check_space(dest, dest_path, opts, needed, inodes)) {
+            (true, Err(e @ Error::NoSpace(_))) => e,
+            _ => short,
+        };
+        match e {
+            Error::NoSpace(mut s) if mid_run => {
+                s.message = format!(
+                    "{} What was copied before this stays; the next run goes on from there.",
+                    s.message
+                );
                 Error::NoSpace(s)
             }
-            _ => short,
+            e => e,
         }
     }
 
     /// Copies the pieces on `run`: `first` (listed before the run's preflight, which
     /// counted it), then the rest, each checked for space and inodes before it is
     /// written; then the directories' metadata, deepest first. Returns the entries
-    /// listed. A piece that does not fit ends the run with what the rest needs.
-    pub(super) fn copy_all(
-        mut self,
-        run: &Run<'_>,
-        first: Option<Piece>,
-        out: &dyn Output,
-    ) -> Result<u64> {
+    /// listed. A piece that does not fit stops the run (exit 11) with what all the rest
+    /// needs; the directories already copied get their metadata.
+    pub(super) fn copy_all(mut self, run: &Run<'_>, first: Option<Piece>, out: &dyn Output) -> u64 {
         let (opts, dest) = (run.opts, run.dest);
         let mut next = first;
-        let mut checked = true;
+        let (mut checked, mut copied) = (true, 0);
         while let (Some(piece), false) = (next.take(), run.halted()) {
             if !checked {
                 let need = (piece.needed, piece.inodes);
                 if let Err(e) = check_space(Some(dest), run.dest_name, opts, need.0, need.1) {
-                    let copied = run.counters.created.load(Ordering::Relaxed);
-                    return Err(self.shortfall(
-                        e,
-                        need,
-                        Some(dest),
-                        run.dest_name,
-                        opts,
-                        Some(copied),
-                    ));
+                    let e = self.shortfall(e, need, Some(dest), run.dest_name, opts, true);
+                    run.counters.problem(e.exit_code(), e.to_string());
+                    self.set_dir_meta(run);
+                    run.stop.store(true, Ordering::Relaxed);
+                    break;
                 }
             }
             checked = false;
-            copy(run, &piece, out);
-            // Only one piece is held at a time.
-            drop(piece);
+            self.copy(run, piece, out);
+            copied += 1;
             if !run.halted() {
-                next = self.next(opts, run.counters)?;
+                match self.next(opts, run.counters) {
+                    Ok(p) => next = p,
+                    Err(e) => {
+                        run.counters.problem(e.exit_code(), e.to_string());
+                        run.stop.store(true, Ordering::Relaxed);
+                    }
+                }
             }
         }
         if !run.halted() {
-            run.by_depth(
-                &self.later,
-                |d| depth(&d.0),
-                true,
-                |(p, m)| run.dir_meta(p, m),
-            );
+            self.set_dir_meta(run);
         }
-        Ok(self.entries)
+        if opts.verbose > 0 {
+            out.warn(&format!(
+                "new subtrees copied in {copied} pieces ({} entries)",
+                self.entries
+            ));
+        }
+        self.entries
+    }
+
+    /// Sets the metadata of the directories the pieces copied, deepest first.
+    fn set_dir_meta(&self, run: &Run<'_>) {
+        run.by_depth(
+            &self.later,
+            |d| depth(&d.0),
+            true,
+            |(p, m)| run.dir_meta(p, m),
+        );
+    }
+
+    /// Copies a piece on `run`: its plan, then the links to copies earlier pieces
+    /// made. Only one piece is held at a time: this one is dropped here.
+    fn copy(&mut self, run: &Run<'_>, mut piece: Piece, out: &dyn Output) {
+        let (opts, sl) = (run.opts, &piece.scanned.listing);
+        let empty = Listing::new();
+        super::show_plan(&piece.plan, sl, &empty, opts, out);
+        if opts.itemize {
+            for (i, to) in &piece.cross {
+                out.item(&format!(
+                    "=f {} => {}",
+                    escape(sl.path(*i as usize)),
+                    escape(to)
+                ));
+            }
+        }
+        self.defer_dir_meta(&mut piece.plan, sl, opts);
+        let bytes: u64 = piece
+            .plan
+            .files
+            .iter()
+            .map(|f| sl.get(f.src as usize).size)
+            .sum();
+        run.bar.inc_length(bytes);
+        let here = run.with_listings(sl, &empty, piece.plan.files.len() as u64);
+        here.execute(&piece.plan);
+        here.each(&piece.cross, |(i, to)| {
+            let p = sl.path(*i as usize);
+            match run.dest.link(p, to) {
+                Ok(()) => run.counters.add(&run.counters.linked, 1),
+                Err(e) => here.dest_error("hard link", p, e),
+            }
+        });
     }
 }
 
-/// Copies a piece on `run`: its plan, then the links to copies earlier pieces made.
-pub(super) fn copy(run: &Run<'_>, piece: &Piece, out: &dyn Output) {
-    let (opts, sl, plan) = (run.opts, &piece.scanned.listing, &piece.plan);
-    let empty = Listing::new();
-    for &(i, why) in &plan.skipped {
-        if opts.verbose > 0 || !opts.quiet {
-            out.warn(&format!("warning: {}: {why}", escape(sl.path(i as usize))));
-        }
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{FileOp, FileSource};
+    use crate::tree::{Kind, Meta};
+
+    /// A listing of one hard-linked file (inode 7 on device 1, `nlink` links) and the
+    /// plan that copies it.
+    fn one(path: &str, mtime: i64, nlink: u32) -> (Listing, Plan) {
+        let mut l = Listing::new();
+        l.push(
+            path.as_bytes(),
+            Meta {
+                kind: Kind::File,
+                perm: 0o644,
+                uid: 0,
+                gid: 0,
+                size: 5,
+                alloc: 5,
+                mtime,
+                mtime_nsec: 0,
+                nlink,
+                ino: 7,
+                dev: 1,
+                extra: None,
+            },
+        );
+        let plan = Plan {
+            files: vec![FileOp {
+                src: 0,
+                from: FileSource::Source { old: None },
+            }],
+            ..Plan::default()
+        };
+        (l, plan)
     }
-    if opts.itemize {
-        itemize(plan, sl, &empty, |line| out.item(line));
+
+    #[test]
+    fn a_group_is_joined_across_pieces_until_its_last_link() {
+        let mut links = Links::default();
+        let (a, mut pa) = one("a", 100, 3);
+        assert!(links.rewire(&a, &mut pa).is_empty());
+        assert_eq!(pa.files.len(), 1, "the first member is copied");
+        let (b, mut pb) = one("b", 100, 3);
+        assert_eq!(links.rewire(&b, &mut pb), vec![(0, b"a".to_vec())]);
+        assert!(pb.files.is_empty(), "a later member is linked, not copied");
+        let (c, mut pc) = one("c", 100, 3);
+        assert_eq!(links.rewire(&c, &mut pc).len(), 1);
+        assert!(
+            links.open.is_empty(),
+            "all three links met: the group is closed"
+        );
     }
-    let bytes: u64 = plan.files.iter().map(|f| sl.get(f.src as usize).size).sum();
-    run.bar.inc_length(bytes);
-    let here = run.with_listings(sl, &empty, plan.files.len() as u64);
-    here.execute(plan);
-    here.each(&piece.cross, |(i, to)| {
-        let p = sl.path(*i as usize);
-        match run.dest.link(p, to) {
-            Ok(()) => run.counters.add(&run.counters.linked, 1),
-            Err(e) => here.dest_error("hard link", p, e),
+
+    #[test]
+    fn an_inode_used_again_by_another_file_starts_a_new_group() {
+        let mut links = Links::default();
+        let (a, mut pa) = one("a", 100, 2);
+        links.rewire(&a, &mut pa);
+        // Same device and inode, another mtime: another file.
+        let (b, mut pb) = one("b", 200, 2);
+        assert!(links.rewire(&b, &mut pb).is_empty());
+        assert_eq!(pb.files.len(), 1, "copied, not linked to a");
+        assert_eq!(links.open[&(1, 7)].path, b"b");
+    }
+
+    #[test]
+    fn a_group_past_the_link_count_stays_open() {
+        let mut links = Links::default();
+        let (a, mut pa) = one("a", 100, 70_000);
+        links.rewire(&a, &mut pa);
+        for k in 0..3 {
+            let (b, mut pb) = one(&format!("b{k}"), 100, 70_000);
+            assert_eq!(links.rewire(&b, &mut pb).len(), 1);
         }
-    });
+        assert_eq!(links.open[&(1, 7)].left, u32::MAX);
+    }
 }
