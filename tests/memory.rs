@@ -44,14 +44,7 @@ fn a_no_change_run_holds_what_differs_not_the_tree() {
     if !require(shm.is_dir(), "/dev/shm (a tmpfs for the trees)") {
         return;
     }
-    let small = Grid {
-        homes: 2,
-        dirs: 30,
-        files: 60,
-        sizes: 3,
-        empty: true,
-    };
-    let big = Grid { homes: 40, ..small };
+    let (small, big) = Grid::memory_pair();
     let mut peaks = Vec::new();
     for g in [&small, &big] {
         let (src, dst) = (Tree::new_in(shm), Tree::new_in(shm));

@@ -18,14 +18,7 @@ fn an_initial_copy_holds_a_piece_not_the_tree() {
     if !require(shm.is_dir(), "/dev/shm (a tmpfs for the trees)") {
         return;
     }
-    let small = Grid {
-        homes: 2,
-        dirs: 30,
-        files: 60,
-        sizes: 3,
-        empty: true,
-    };
-    let big = Grid { homes: 40, ..small };
+    let (small, big) = Grid::memory_pair();
     let mut peaks = Vec::new();
     for g in [&small, &big] {
         let src = Tree::new_in(shm);

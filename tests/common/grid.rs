@@ -44,6 +44,19 @@ impl Grid {
     pub fn path(h: usize, k: usize, f: usize) -> String {
         format!("home{h:04}/d{k:03}/f{f:03}")
     }
+
+    /// Two trees of empty files for memory tests: 3,662 and 73,240 entries (20×), the
+    /// same directories, so that what grows with the tree stands out.
+    pub fn memory_pair() -> (Grid, Grid) {
+        let small = Grid {
+            homes: 2,
+            dirs: 30,
+            files: 60,
+            sizes: 3,
+            empty: true,
+        };
+        (small, Grid { homes: 40, ..small })
+    }
 }
 
 /// Base of the grid's mtimes (2023-11-14T22:13:20Z).
