@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::grid::{self, Grid};
 use common::*;
 use std::path::Path;
 
@@ -40,30 +39,21 @@ fn peak_kib(src: &Path, dst: &Path) -> (i64, bool) {
 /// this size: 48 bytes an entry plus its path.)
 #[test]
 fn a_no_change_run_holds_what_differs_not_the_tree() {
-    let shm = Path::new("/dev/shm");
-    if !require(shm.is_dir(), "/dev/shm (a tmpfs for the trees)") {
+    let first_copy = |src: &Path| {
+        let dst = Tree::new_in(Path::new("/dev/shm"));
+        push_ok(Transport::Local, src, dst.path(), &[]);
+        dst
+    };
+    let no_change = |src: &Path, dst: &Tree| {
+        let (kib, ok) = peak_kib(src, dst.path());
+        assert!(ok, "no-change push failed");
+        assert_same_tree(src, dst.path());
+        kib as u64
+    };
+    let Some([(n_small, small_kib), (n_big, big_kib)]) =
+        peaks_on_memory_pair(first_copy, no_change)
+    else {
         return;
-    }
-    let (small, big) = Grid::memory_pair();
-    let mut peaks = Vec::new();
-    for g in [&small, &big] {
-        let (src, dst) = (Tree::new_in(shm), Tree::new_in(shm));
-        grid::make(src.path(), g);
-        push_ok(Transport::Local, src.path(), dst.path(), &[]);
-        // The best of three: a run's peak varies a little with thread timing.
-        let best = (0..3)
-            .map(|_| {
-                let (kib, ok) = peak_kib(src.path(), dst.path());
-                assert!(ok, "no-change push failed");
-                kib
-            })
-            .min()
-            .unwrap();
-        assert_same_tree(src.path(), dst.path());
-        peaks.push((g.entries(), best));
-    }
-    let [(n_small, small_kib), (n_big, big_kib)] = peaks[..] else {
-        unreachable!()
     };
     assert!(n_big >= 20 * n_small, "{n_small} -> {n_big} entries");
     assert!(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use common::grid::{self, Grid};
 use common::*;
 use std::path::Path;
 
@@ -14,36 +13,18 @@ use std::path::Path;
 /// and its plan costs about 6 MiB more at this size.)
 #[test]
 fn an_initial_copy_holds_a_piece_not_the_tree() {
-    let shm = Path::new("/dev/shm");
-    if !require(shm.is_dir(), "/dev/shm (a tmpfs for the trees)") {
+    let initial_copy = |src: &Path, _: &()| {
+        let dst = Tree::new_in(Path::new("/dev/shm"));
+        let replica = dst.join("replica");
+        let args = ["-q", "--piece-entries", "2000"];
+        let m = push_measured(Transport::Local, src, &replica, &args);
+        assert_eq!(m.code(), Some(0), "{}", m.stderr());
+        assert_same_tree(src, &replica);
+        m.max_rss
+    };
+    let Some([(n_small, small_rss), (n_big, big_rss)]) = peaks_on_memory_pair(|_| (), initial_copy)
+    else {
         return;
-    }
-    let (small, big) = Grid::memory_pair();
-    let mut peaks = Vec::new();
-    for g in [&small, &big] {
-        let src = Tree::new_in(shm);
-        grid::make(src.path(), g);
-        // The best of three: a run's peak varies a little with thread timing.
-        let best = (0..3)
-            .map(|_| {
-                let dst = Tree::new_in(shm);
-                let replica = dst.join("replica");
-                let m = push_measured(
-                    Transport::Local,
-                    src.path(),
-                    &replica,
-                    &["-q", "--piece-entries", "2000"],
-                );
-                assert_eq!(m.code(), Some(0), "{}", m.stderr());
-                assert_same_tree(src.path(), &replica);
-                m.max_rss
-            })
-            .min()
-            .unwrap();
-        peaks.push((g.entries(), best));
-    }
-    let [(n_small, small_rss), (n_big, big_rss)] = peaks[..] else {
-        unreachable!()
     };
     assert!(n_big >= 20 * n_small, "{n_small} -> {n_big} entries");
     assert!(

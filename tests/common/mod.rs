@@ -684,3 +684,27 @@ impl Drop for LoopFs {
         }
     }
 }
+
+/// Peak memory of a run over each tree of [`grid::Grid::memory_pair`], made in /dev/shm:
+/// (entries, the least of three `measure(src, &prepared)` peaks), small tree first.
+/// `prepare` gets each source once (a first copy, say). `None` where /dev/shm is
+/// missing (see [`require`]).
+pub fn peaks_on_memory_pair<S>(
+    mut prepare: impl FnMut(&Path) -> S,
+    mut measure: impl FnMut(&Path, &S) -> u64,
+) -> Option<[(u64, u64); 2]> {
+    let shm = Path::new("/dev/shm");
+    if !require(shm.is_dir(), "/dev/shm (a tmpfs for the trees)") {
+        return None;
+    }
+    let (small, big) = grid::Grid::memory_pair();
+    let mut peak = |g: &grid::Grid| {
+        let src = Tree::new_in(shm);
+        grid::make(src.path(), g);
+        let prepared = prepare(src.path());
+        // The best of three: a run's peak varies a little with thread timing.
+        let best = (0..3).map(|_| measure(src.path(), &prepared)).min();
+        (g.entries(), best.unwrap_or(0))
+    };
+    Some([peak(&small), peak(&big)])
+}
