@@ -86,6 +86,25 @@ impl PutError {
     }
 }
 
+/// One file to write: its path, the open source, the metadata to give it, and how its
+/// data is made.
+#[derive(Clone, Copy)]
+pub struct FileWrite<'a> {
+    pub rel: &'a [u8],
+    pub src: &'a crate::source::SourceFile,
+    pub meta: &'a SetMeta,
+    pub mode: DataMode,
+    /// Copy the source file's extended attributes.
+    pub xattrs: bool,
+}
+
+impl FileWrite<'_> {
+    /// The same file, its data made another way.
+    pub fn with_mode(self, mode: DataMode) -> Self {
+        FileWrite { mode, ..self }
+    }
+}
+
 /// A file whose data has been handed to the destination.
 pub enum Started<'a> {
     /// The temporary file is written.
@@ -154,11 +173,7 @@ pub trait Destination: Sync {
     fn start_file(
         &self,
         dirs: &mut crate::fsutil::DirCache,
-        rel: &[u8],
-        src: &crate::source::SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
+        f: FileWrite<'_>,
     ) -> Result<Started<'_>, PutError>;
     /// Copies a file the destination holds at `from` into a temporary file beside `rel`.
     fn stage_local_copy(&self, rel: &[u8], from: &[u8], meta: &SetMeta)

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use indicatif::ProgressBar;
 use rayon::prelude::*;
 
-use crate::dest::{DataMode, DataStats, Destination, PutError, SetMeta, Staged, Started};
+use crate::dest::{
+    DataMode, DataStats, Destination, FileWrite, PutError, SetMeta, Staged, Started,
+};
 use crate::error::ExitCode;
 use crate::options::Options;
 use crate::plan::{FileOp, FileSource, Plan};
@@ -279,14 +281,14 @@ impl<'a> Run<'a> {
                         mtime_nsec: f.mtime.1,
                         ..meta
                     };
-                    match self.dest.start_file(
-                        &mut dirs.dest,
-                        path,
-                        &f,
-                        &meta,
+                    let write = FileWrite {
+                        rel: path,
+                        src: &f,
+                        meta: &meta,
                         mode,
-                        self.opts.xattrs,
-                    ) {
+                        xattrs: self.opts.xattrs,
+                    };
+                    match self.dest.start_file(&mut dirs.dest, write) {
                         Err(PutError::SourceChanged) if attempt == 0 => attempt += 1,
                         r => break r,
                     }

@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
-use super::{DataMode, DataStats, Destination, ListError, PutError, SetMeta, Space, Staged};
+use super::{
+    DataMode, DataStats, Destination, FileWrite, ListError, PutError, SetMeta, Space, Staged,
+};
 use crate::cache::Tracked;
 use crate::fsutil;
 use crate::identity::{MAX_RECORD, RECORD, SIDECAR};
@@ -269,20 +271,17 @@ impl LocalDest {
     fn stage_file(
         &self,
         dirs: &mut fsutil::DirCache,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
+        f: FileWrite<'_>,
     ) -> Result<(Staged, DataStats), PutError> {
-        if mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
-            if let Some(r) = self.stage_resumable(rel, src, meta, xattrs) {
+        let src = f.src;
+        if f.mode == DataMode::Whole && partial::resumable(src.size, src.sparse) {
+            if let Some(r) = self.stage_resumable(f.rel, src, f.meta, f.xattrs) {
                 return r;
             }
         }
-        let mut t = self.begin_temp_in(dirs, rel)?;
+        let mut t = self.begin_temp_in(dirs, f.rel)?;
         let result = (|| {
-            let stats = match mode {
+            let stats = match f.mode {
                 DataMode::Whole => self.copy_whole(src, &t.file)?,
                 DataMode::Delta => {
                     self.copy_delta(t.dir.as_fd(), &t.staged.name, src, &mut t.file)?
@@ -291,7 +290,7 @@ impl LocalDest {
             if !src.unchanged().map_err(PutError::Source)? {
                 return Err(PutError::SourceChanged);
             }
-            let x = if xattrs {
+            let x = if f.xattrs {
                 fsutil::xattrs_of_fd(src.file.as_fd()).map_err(PutError::Source)?
             } else {
                 Vec::new()
@@ -299,7 +298,7 @@ impl LocalDest {
             Ok((stats, x))
         })();
         match result {
-            Ok((stats, x)) => Ok((self.finish_temp(t, meta, &x)?, stats)),
+            Ok((stats, x)) => Ok((self.finish_temp(t, f.meta, &x)?, stats)),
             Err(e) => {
                 self.abort_temp(t);
                 Err(e)
@@ -394,13 +393,9 @@ impl Destination for LocalDest {
     fn start_file(
         &self,
         dirs: &mut fsutil::DirCache,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
+        f: FileWrite<'_>,
     ) -> Result<crate::dest::Started<'_>, PutError> {
-        self.stage_file(dirs, rel, src, meta, mode, xattrs)
+        self.stage_file(dirs, f)
             .map(|(s, stats)| crate::dest::Started::Done(s, stats))
     }
 
@@ -420,8 +415,14 @@ impl Destination for LocalDest {
             .map_err(PutError::dest("open local copy source"))?;
         let src = SourceFile::from_parts(File::from(fd), &st);
         let dirs = &mut fsutil::DirCache::default();
-        self.stage_file(dirs, rel, &src, meta, DataMode::Whole, false)
-            .map(|(s, _)| s)
+        let f = FileWrite {
+            rel,
+            src: &src,
+            meta,
+            mode: DataMode::Whole,
+            xattrs: false,
+        };
+        self.stage_file(dirs, f).map(|(s, _)| s)
     }
 
     fn source_record(&self) -> io::Result<Option<Vec<u8>>> {

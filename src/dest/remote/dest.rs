@@ -84,23 +84,18 @@ impl Destination for RemoteDest {
     fn start_file(
         &self,
         _dirs: &mut crate::fsutil::DirCache,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
+        f: FileWrite<'_>,
     ) -> Result<Started<'_>, PutError> {
+        let (src, mode) = (f.src, f.mode);
         if Self::small_delta(src, mode) {
-            return self.start_small(rel, src, meta, xattrs);
+            return self.start_small(f.rel, src, f.meta, f.xattrs);
         }
         if !Self::sends_whole(src, mode) || Self::resumes(src, mode) {
             // A delta waits for signatures and may be resent whole: keep it in step.
-            return self
-                .stage_file(rel, src, meta, mode, xattrs)
-                .map(|(s, stats)| Started::Done(s, stats));
+            return self.stage_file(f).map(|(s, stats)| Started::Done(s, stats));
         }
         // Whole data needs no answer before the next file: many files are in flight.
-        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
+        let (id, rx, stats) = self.send_file(f)?;
         Ok(Started::Waiting(Box::new(move || {
             self.wait_staged(id, &rx).map(|s| (s, stats))
         })))
@@ -250,22 +245,15 @@ impl Destination for RemoteDest {
 
 impl RemoteDest {
     /// Writes a file's data into a temporary file on the far side and waits for it.
-    fn stage_file(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        match self.stage_once(rel, src, meta, mode, xattrs) {
+    fn stage_file(&self, f: FileWrite<'_>) -> Result<(Staged, DataStats), PutError> {
+        match self.stage_once(f) {
             // A delta that did not verify on the far side: send whole (a resumed file:
             // the far side dropped what it kept).
             Err(PutError::SourceChanged)
-                if (mode == DataMode::Delta || Self::resumes(src, mode))
-                    && src.unchanged().unwrap_or(false) =>
+                if (f.mode == DataMode::Delta || Self::resumes(f.src, f.mode))
+                    && f.src.unchanged().unwrap_or(false) =>
             {
-                self.stage_once(rel, src, meta, DataMode::Whole, xattrs)
+                self.stage_once(f.with_mode(DataMode::Whole))
             }
             r => r,
         }

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::{
-    DataMode, DataStats, Destination, ListError, PutError, SetMeta, Space, Staged, Started,
+    DataMode, DataStats, Destination, FileWrite, ListError, PutError, SetMeta, Space, Staged,
+    Started,
 };
 use crate::delta;
 use crate::fsutil;

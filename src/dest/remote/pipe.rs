@@ -272,15 +272,14 @@ mod tests {
             .map(|(k, src)| {
                 assert!(RemoteDest::small_delta(src, DataMode::Delta));
                 let rel = format!("f{k}").into_bytes();
-                dest.start_file(
-                    &mut Default::default(),
-                    &rel,
+                let f = FileWrite {
+                    rel: &rel,
                     src,
-                    &meta,
-                    DataMode::Delta,
-                    false,
-                )
-                .unwrap()
+                    meta: &meta,
+                    mode: DataMode::Delta,
+                    xattrs: false,
+                };
+                dest.start_file(&mut Default::default(), f).unwrap()
             })
             .collect();
         let mut literal = 0;

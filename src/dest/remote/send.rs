@@ -315,15 +315,8 @@ impl RemoteDest {
         })
     }
 
-    pub(super) fn stage_once(
-        &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
-    ) -> Result<(Staged, DataStats), PutError> {
-        let (id, rx, stats) = self.send_file(rel, src, meta, mode, xattrs)?;
+    pub(super) fn stage_once(&self, f: FileWrite<'_>) -> Result<(Staged, DataStats), PutError> {
+        let (id, rx, stats) = self.send_file(f)?;
         Ok((self.wait_staged(id, &rx)?, stats))
     }
 
@@ -331,12 +324,15 @@ impl RemoteDest {
     /// answer arrives on the returned receiver.
     pub(super) fn send_file(
         &self,
-        rel: &[u8],
-        src: &SourceFile,
-        meta: &SetMeta,
-        mode: DataMode,
-        xattrs: bool,
+        f: FileWrite<'_>,
     ) -> Result<(u64, Receiver<Reply>, DataStats), PutError> {
+        let FileWrite {
+            rel,
+            src,
+            meta,
+            mode,
+            xattrs,
+        } = f;
         let id = self.conn.id();
         let rx = self.conn.expect(id);
         // A large file sent whole is resumed from what a cut transfer left on the far
@@ -548,11 +544,13 @@ mod tests {
         let started = dest
             .start_file(
                 &mut Default::default(),
-                b"f",
-                &src,
-                &meta,
-                DataMode::Delta,
-                false,
+                FileWrite {
+                    rel: b"f",
+                    src: &src,
+                    meta: &meta,
+                    mode: DataMode::Delta,
+                    xattrs: false,
+                },
             )
             .unwrap();
         assert!(matches!(started, Started::Waiting(_)));
