@@ -596,10 +596,19 @@ fn a_signal_during_the_scan_stops_the_run() {
     for i in 0..600 {
         src.file(format!("d{i}/f"), b"x");
     }
-    // One directory read per operation at 20 a second: the scan alone takes 30 s.
+    // One directory read per operation at 20 a second: the scan alone takes 30 s. The
+    // directories are new, so they are read as the first piece of an initial copy,
+    // which is listed before anything is written: an unthrottled piece walk would be
+    // over at once, and the signal would find directories being made.
     let status = interrupt_slow_push(&src, &dst, &[], after_half_a_second());
     assert_eq!(status, Some(20), "the scan did not stop on SIGINT");
     assert!(files(dst.path()).is_empty(), "an interrupted scan wrote");
+    let made: Vec<_> = fs::read_dir(dst.path()).unwrap().collect();
+    assert!(
+        made.is_empty(),
+        "an interrupted scan made {} entries",
+        made.len()
+    );
 }
 
 #[test]
