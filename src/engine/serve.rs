@@ -124,6 +124,7 @@ fn receive(s: &Serve, interrupted: Arc<AtomicBool>) -> Result<()> {
     drop(receiver);
     stop.store(true, Ordering::Relaxed);
     if let Some(c) = controller {
+        c.thread().unpark();
         let _ = c.join();
     }
     if let Some(s) = stand_in {

@@ -335,7 +335,8 @@ fn describe(change: Change) -> String {
 }
 
 /// Runs the controller on `throttle` until `stop` is set, watching the block devices
-/// `devs`; `log` receives each change. Returns the number of changes.
+/// `devs`; `log` receives each change. Returns the number of changes. Whoever sets
+/// `stop` unparks the thread running this, which then returns at once.
 pub fn run(
     throttle: &Throttle,
     cfg: Config,
@@ -363,10 +364,15 @@ pub fn run(
     throttle.set_rate(aimd.rate());
     let mut changes = 0;
     while !stop.load(Ordering::Relaxed) {
-        // Sleep in short steps so the end of the run is not delayed.
+        // Parked, so that whoever sets `stop` and unparks this thread ends the run's
+        // wait at once.
         let until = Instant::now() + PERIOD;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(10));
+        while !stop.load(Ordering::Relaxed) {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::park_timeout(left);
         }
         if let Some(change) = aimd.observe(sample()) {
             changes += 1;

@@ -230,7 +230,12 @@ pub fn push_to(
             });
             let result = push_in_pool(opts, src, target, out, &interrupted);
             stop.store(true, Ordering::Relaxed);
-            let changes = controller.and_then(|c| c.join().ok()).unwrap_or(0);
+            let changes = controller
+                .and_then(|c| {
+                    c.thread().unpark();
+                    c.join().ok()
+                })
+                .unwrap_or(0);
             result.map(|mut r| {
                 r.rate_changes = changes;
                 r
