@@ -302,14 +302,23 @@ mod tests {
     #[test]
     fn waiting_for_an_exit_sees_it_and_leaves_the_status_to_reap() {
         let mut quick = Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
-        assert!(RemoteChild::wait_exit(quick.id() as i32, Duration::from_secs(30)));
+        assert!(RemoteChild::wait_exit(
+            quick.id() as i32,
+            Duration::from_secs(30)
+        ));
         // Not reaped by the wait: the status is still there to collect.
         assert_eq!(quick.wait().unwrap().code(), Some(3));
 
         let mut slow = Command::new("sleep").arg("30").spawn().unwrap();
-        assert!(!RemoteChild::wait_exit(slow.id() as i32, Duration::from_millis(50)));
+        assert!(!RemoteChild::wait_exit(
+            slow.id() as i32,
+            Duration::from_millis(50)
+        ));
         slow.kill().unwrap();
-        assert!(RemoteChild::wait_exit(slow.id() as i32, Duration::from_secs(30)));
+        assert!(RemoteChild::wait_exit(
+            slow.id() as i32,
+            Duration::from_secs(30)
+        ));
         slow.wait().unwrap();
     }
 
