@@ -279,6 +279,10 @@ impl Receiver<'_> {
             .and_then(|s| wr.flush().map(|()| s).map_err(delta::DeltaError::Io));
         // What a failed write left buffered is dropped, not written.
         drop(wr.into_parts());
+        if let Ok(st) = &applied {
+            // The matched blocks were read from the basis again: disk work like the rest.
+            self.dest.throttle().bytes(st.matched);
+        }
         self.owed = self.owed - owed + f.owes();
         match applied {
             Ok(_) if !last => {
@@ -414,6 +418,97 @@ mod tests {
         );
         let writes = out.1.load(std::sync::atomic::Ordering::Relaxed);
         assert!(writes <= 10, "{writes} writes for 500 answers");
+    }
+
+    #[test]
+    fn applying_a_delta_charges_the_throttle_for_the_basis_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let base: Vec<u8> = (0..200_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(dir.path().join("f"), &base).unwrap();
+        let mut new = base.clone();
+        new[100_000..100_010].copy_from_slice(b"0123456789");
+        let dest = LocalDest::for_tests(dir.path());
+        let before = dest.throttle().total_bytes();
+
+        // The sender's side, scripted: the receiver's signature is computed here the
+        // same way, so the delta can be written before the answer is read.
+        let sig = delta::signature(&base, sig_params(new.len() as u64)).unwrap();
+        let mut d = Vec::new();
+        delta::diff(&sig, &new, &mut d).unwrap();
+        let (r, w) = rustix::pipe::pipe().unwrap();
+        let mut w = std::fs::File::from(w);
+        frame::write_hello(&mut w).unwrap();
+        let id = 1;
+        let path = b"f".to_vec();
+        let size = new.len() as u64;
+        for req in [
+            Request::Begin {
+                id,
+                path,
+                size,
+                mode: WireMode::Delta,
+            },
+            Request::Delta {
+                id,
+                index: 0,
+                part: 0,
+                last: true,
+                zstd: false,
+                delta: d,
+            },
+            Request::End {
+                id,
+                hash: *blake3::hash(&new).as_bytes(),
+                meta: crate::protocol::WireMeta {
+                    kind: crate::protocol::WireKind::File,
+                    perm: 0o644,
+                    owner: None,
+                    mtime: 0,
+                    mtime_nsec: 0,
+                },
+                xattrs: Vec::new(),
+            },
+        ] {
+            frame::write_frame(&mut w, &ToReceiver::Request(req)).unwrap();
+        }
+        drop(w);
+        let out = Counting::default();
+        let mut input = WireIn::new(r, None, Arc::default(), String::new());
+        let hello = (Duration::from_secs(10), "no hello".to_string());
+        Receiver::new(&dest, None, Box::new(out.clone()))
+            .run(&mut input, hello, &mut |_| {})
+            .unwrap();
+
+        let bytes = out.0.lock().unwrap().clone();
+        let mut from = &bytes[..];
+        frame::read_hello(&mut from).unwrap();
+        let mut from = ZReader::new(from);
+        let mut buf = Vec::new();
+        let mut staged = false;
+        while let Some(reply) = frame::read_frame::<Reply, _>(&mut from, &mut buf).unwrap() {
+            match reply {
+                Reply::Signature { .. } => {}
+                Reply::Staged { result, .. } => staged = result.is_ok(),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(staged, "the delta was applied and the file staged");
+        // The signature's read of the basis, the basis read again for the matched
+        // blocks, and the file written: nearly three times the file.
+        let charged = dest.throttle().total_bytes() - before;
+        let floor = 3 * size - 8192;
+        assert!(
+            charged >= floor,
+            "{charged} bytes charged, at least {floor} expected"
+        );
     }
 
     #[test]
