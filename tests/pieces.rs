@@ -66,9 +66,16 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
     let dst = Tree::new();
     // 6 homes, 24 directories, 121 files, 4 more links and a symlink.
     let entries = 6 + 24 + 121 + 4 + 1;
-    // DEST empty (walked with SRC), then DEST missing (SRC's root only, then pieces).
-    for dest in [dst.path().to_path_buf(), dst.join("made/here")] {
-        let (first, pieces) = push_json(src.path(), &dest);
+    // DEST empty (walked with SRC), then DEST missing (SRC's root only, then pieces);
+    // a remote DEST is listed first, and found empty.
+    let mut dests = Vec::new();
+    for (k, t) in TRANSPORTS.iter().enumerate() {
+        dests.push((*t, dst.join(format!("{k}/empty"))));
+        dests.push((*t, dst.join(format!("{k}/made/here"))));
+        std::fs::create_dir_all(&dests[dests.len() - 2].1).unwrap();
+    }
+    for (t, dest) in dests {
+        let (first, pieces) = push_json(t, src.path(), &dest);
         assert!(pieces >= 5, "{pieces} pieces");
         assert_eq!(first["files_scanned"], entries, "{first}");
         assert_eq!(first["linked"], 4, "{first}");
@@ -83,18 +90,40 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
         assert_eq!(ino("top"), ino("h4/d0/top-link"));
         assert!(temp_files(&dest).is_empty(), "{:?}", temp_files(&dest));
         // The next run finds nothing to do, and counts every entry.
-        let (again, _) = push_json(src.path(), &dest);
+        let (again, _) = push_json(t, src.path(), &dest);
         assert_eq!(again["created"], 0, "{again}");
         assert_eq!(again["files_scanned"], entries, "{again}");
     }
 }
 
+#[test]
+fn a_remote_dest_made_by_another_tool_is_listed_whole_and_its_files_are_moved() {
+    // DEST holds a folder SRC has under another name, and no record of a source: it is
+    // not empty, so nothing goes in pieces and the folder is moved, not sent again.
+    let src = homes();
+    let dst = Tree::new();
+    for f in 0..5 {
+        dst.file(format!("old/f{f}"), format!("5.3.{f}").as_bytes());
+        let from = src.join(format!("h5/d3/f{f}"));
+        let (m, s) = (from.metadata().unwrap(), dst.join(format!("old/f{f}")));
+        set_mtime(&s, m.mtime(), m.mtime_nsec() as u32);
+    }
+    let mut args = SMALL_PIECES.to_vec();
+    args.extend(["--json", "-v", "--delete"]);
+    let out = push_ok(Transport::Rsh, src.path(), dst.path(), &args);
+    assert_eq!(pieces(&out), 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let j = json(&out);
+    assert_eq!(j["moved"], 5, "{j}");
+    assert_same_tree(src.path(), dst.path());
+    assert_same_dirs(src.path(), dst.path());
+}
+
 /// The JSON summary of a push in small pieces, and how many pieces it says it copied
 /// (0: none).
-fn push_json(src: &Path, dest: &Path) -> (serde_json::Value, u64) {
+fn push_json(t: Transport, src: &Path, dest: &Path) -> (serde_json::Value, u64) {
     let mut args = SMALL_PIECES.to_vec();
     args.extend(["--json", "-v"]);
-    let out = push_ok(Transport::Local, src, dest, &args);
+    let out = push_ok(t, src, dest, &args);
     (json(&out), pieces(&out))
 }
 
@@ -135,7 +164,7 @@ fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
             src.file(format!("h9/d{d}/f{f}"), b"new");
         }
     }
-    let (j, pieces) = push_json(src.path(), dst.path());
+    let (j, pieces) = push_json(Transport::Local, src.path(), dst.path());
     assert!(pieces >= 2, "{pieces} pieces: {j}");
     assert_eq!(j["created"], 1 + 5 + 15, "{j}");
     assert_same_tree(src.path(), dst.path());

@@ -274,10 +274,17 @@ fn push_in_pool(
             Ok(())
         }
     };
-    let record = match dest {
-        Some(d) => source_identity(opts, &src, d, src_path, dest_path)?,
+    // A DEST with no record of its source was never brought up to date by this tool:
+    // most often an initial copy (see `defer_new` below).
+    let (record, unrecorded) = match dest {
+        Some(d) => {
+            let recorded = d.source_record();
+            let unrecorded = matches!(recorded, Ok(None));
+            let record = source_identity(opts, &src, recorded, src_path, dest_path)?;
+            (record, unrecorded)
+        }
         // A new DEST records its source from the start.
-        None => SourceId::of(src.root()).ok().map(|id| id.to_record()),
+        None => (SourceId::of(src.root()).ok().map(|id| id.to_record()), true),
     };
 
     let src_opts = ScanOptions {
@@ -288,10 +295,11 @@ fn push_in_pool(
         throttle: Some(throttle.clone()),
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
-        // New subtrees of a local run go piece by piece (see `pieces`): not under
-        // `--checksum` (both sides listed whole), nor in a watch's scoped batches or a
-        // dry run.
-        defer_new: dest.is_none_or(|d| !d.is_remote())
+        // New subtrees go piece by piece (see `pieces`): not under `--checksum` (both
+        // sides listed whole), nor in a watch's scoped batches or a dry run; into a
+        // remote DEST only when it is empty, which is known before SRC is walked only
+        // for one that records no source (below).
+        defer_new: dest.is_none_or(|d| !d.is_remote() || unrecorded)
             && !opts.checksum
             && opts.scope.is_none()
             && !opts.dry_run,
@@ -337,6 +345,18 @@ fn push_in_pool(
         Some(p) => {
             let p = p.map_err(src_error)?;
             (p.src, p.dst, p.equal)
+        }
+        None if dest.is_some_and(|d| d.is_remote()) && src_opts.defer_new => {
+            // Listed first (empty, for an initial copy, it comes back at once): only an
+            // empty DEST holds nothing a new file could be moved or copied from, and
+            // lets SRC's subtrees go piece by piece, as into a local DEST.
+            let d = list_dest(&dst_opts).map_err(dest_error)?;
+            let whole = ScanOptions {
+                defer_new: d.listing.is_empty(),
+                ..src_opts.clone()
+            };
+            let s = crate::scan::scan(src.root(), &whole).map_err(src_error)?;
+            (s, d, 0)
         }
         None if dest.is_some_and(|d| d.is_remote()) => {
             let (s, d) = rayon::join(

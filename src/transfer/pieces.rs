@@ -1,5 +1,7 @@
 //! New subtrees copied piece by piece: an initial copy, or a new home, into a local
-//! destination whose listing holds no file they could be a move or a copy of.
+//! destination whose listing holds no file they could be a move or a copy of; into a
+//! remote one, an initial copy into an empty DEST that records no source (the remote
+//! listing comes whole, so it is asked for first only then).
 //!
 //! The walk left them unwalked ([`crate::scan::ScanOptions::defer_new`]); here they are
 //! listed a piece at a time ([`Pieces`]), and each piece is planned against nothing,

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 
-use crate::dest::Destination;
 use crate::error::{Error, Result};
 use crate::identity::SourceId;
 use crate::options::Options;
@@ -126,14 +125,15 @@ pub fn bytes_needed(plan: &Plan, src: &Listing, dst: &Listing, batch_bytes: u64)
     add + temp.min(batch_bytes.saturating_mul(BATCHES_IN_FLIGHT))
 }
 
-/// Checks SRC against the source DEST records (invariant 7) before DEST is listed: a
-/// run that may delete refuses another filesystem or root unless told
-/// `--accept-new-source`. Returns the record to write once the run is cleared to
-/// change DEST (none when DEST already records this source).
+/// Checks SRC against the source DEST records (invariant 7; `recorded` is what
+/// [`crate::dest::Destination::source_record`] gave) before DEST is listed: a run that
+/// may delete refuses another filesystem or root unless told `--accept-new-source`.
+/// Returns the record to write once the run is cleared to change DEST (none when DEST
+/// already records this source).
 pub(super) fn source_identity(
     opts: &Options,
     src: &Source,
-    dest: &dyn Destination,
+    recorded: std::io::Result<Option<Vec<u8>>>,
     src_path: &Path,
     dest_path: &Path,
 ) -> Result<Option<String>> {
@@ -141,7 +141,7 @@ pub(super) fn source_identity(
         path: src_path.to_path_buf(),
         what: format!("cannot read the source's identity: {e}"),
     })?;
-    let was = match dest.source_record() {
+    let was = match recorded {
         Ok(None) => None,
         Ok(Some(text)) => match SourceId::parse(&text) {
             Some(id) => Some(id),
