@@ -381,42 +381,55 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_burst_of_requests_is_answered_in_a_few_writes() {
-        // 500 requests that came in one piece: answering each with a write of its own
-        // costs a pipe write, an ssh packet and a wake-up of every process on the way.
-        let dir = tempfile::tempdir().unwrap();
-        let dest = LocalDest::for_tests(dir.path());
+    /// Runs a receiver on `dest` over the hello and `requests` (as one piece of input),
+    /// and returns its replies and how many writes it made of them.
+    fn exchange(
+        dest: &LocalDest,
+        requests: impl IntoIterator<Item = Request>,
+    ) -> (Vec<Reply>, usize) {
         let (r, w) = rustix::pipe::pipe().unwrap();
         let mut w = std::fs::File::from(w);
         frame::write_hello(&mut w).unwrap();
-        for id in 1..=500 {
-            frame::write_frame(&mut w, &ToReceiver::Request(Request::Space { id })).unwrap();
+        for req in requests {
+            frame::write_frame(&mut w, &ToReceiver::Request(req)).unwrap();
         }
         drop(w);
         let out = Counting::default();
         let mut input = WireIn::new(r, None, Arc::default(), String::new());
         let hello = (Duration::from_secs(10), "no hello".to_string());
-        Receiver::new(&dest, None, Box::new(out.clone()))
+        Receiver::new(dest, None, Box::new(out.clone()))
             .run(&mut input, hello, &mut |_| {})
             .unwrap();
         let bytes = out.0.lock().unwrap().clone();
         let mut from = &bytes[..];
         frame::read_hello(&mut from).unwrap();
         let mut from = ZReader::new(from);
-        let (mut buf, mut ids) = (Vec::new(), Vec::new());
+        let (mut buf, mut replies) = (Vec::new(), Vec::new());
         while let Some(reply) = frame::read_frame::<Reply, _>(&mut from, &mut buf).unwrap() {
-            match reply {
-                Reply::Space { id, .. } => ids.push(id),
-                other => panic!("unexpected {other:?}"),
-            }
+            replies.push(reply);
         }
+        (replies, out.1.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    #[test]
+    fn a_burst_of_requests_is_answered_in_a_few_writes() {
+        // 500 requests that came in one piece: answering each with a write of its own
+        // costs a pipe write, an ssh packet and a wake-up of every process on the way.
+        let dir = tempfile::tempdir().unwrap();
+        let dest = LocalDest::for_tests(dir.path());
+        let (replies, writes) = exchange(&dest, (1..=500).map(|id| Request::Space { id }));
+        let ids: Vec<u64> = replies
+            .into_iter()
+            .map(|reply| match reply {
+                Reply::Space { id, .. } => id,
+                other => panic!("unexpected {other:?}"),
+            })
+            .collect();
         assert_eq!(
             ids,
             (1..=500).collect::<Vec<_>>(),
             "every request answered, in order"
         );
-        let writes = out.1.load(std::sync::atomic::Ordering::Relaxed);
         assert!(writes <= 10, "{writes} writes for 500 answers");
     }
 
@@ -443,13 +456,10 @@ mod tests {
         let sig = delta::signature(&base, sig_params(new.len() as u64)).unwrap();
         let mut d = Vec::new();
         delta::diff(&sig, &new, &mut d).unwrap();
-        let (r, w) = rustix::pipe::pipe().unwrap();
-        let mut w = std::fs::File::from(w);
-        frame::write_hello(&mut w).unwrap();
         let id = 1;
         let path = b"f".to_vec();
         let size = new.len() as u64;
-        for req in [
+        let requests = [
             Request::Begin {
                 id,
                 path,
@@ -476,24 +486,9 @@ mod tests {
                 },
                 xattrs: Vec::new(),
             },
-        ] {
-            frame::write_frame(&mut w, &ToReceiver::Request(req)).unwrap();
-        }
-        drop(w);
-        let out = Counting::default();
-        let mut input = WireIn::new(r, None, Arc::default(), String::new());
-        let hello = (Duration::from_secs(10), "no hello".to_string());
-        Receiver::new(&dest, None, Box::new(out.clone()))
-            .run(&mut input, hello, &mut |_| {})
-            .unwrap();
-
-        let bytes = out.0.lock().unwrap().clone();
-        let mut from = &bytes[..];
-        frame::read_hello(&mut from).unwrap();
-        let mut from = ZReader::new(from);
-        let mut buf = Vec::new();
+        ];
         let mut staged = false;
-        while let Some(reply) = frame::read_frame::<Reply, _>(&mut from, &mut buf).unwrap() {
+        for reply in exchange(&dest, requests).0 {
             match reply {
                 Reply::Signature { .. } => {}
                 Reply::Staged { result, .. } => staged = result.is_ok(),
