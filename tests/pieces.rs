@@ -288,6 +288,13 @@ fn a_piece_that_does_not_fit_stops_the_run_and_says_what_the_rest_needs() {
     if !require(is_root(), "a small tmpfs needs root") {
         return;
     }
+    // Into a remote DEST the far side answers each piece's space check.
+    for &t in TRANSPORTS {
+        piece_that_does_not_fit(t);
+    }
+}
+
+fn piece_that_does_not_fit(t: Transport) {
     let (src, mnt) = (Tree::new(), Tree::new());
     let _m = mount_tmpfs(mnt.path(), "size=8m").expect("mount");
     // 24 MiB: 4 homes of 6 directories of 4 files of 256 KiB. In pieces of 4 entries,
@@ -302,7 +309,7 @@ fn a_piece_that_does_not_fit_stops_the_run_and_says_what_the_rest_needs() {
     }
     let dest = mnt.join("replica");
     let out = push(
-        Transport::Local,
+        t,
         src.path(),
         &dest,
         &["--piece-entries", "4", "--min-free", "1M"],
@@ -364,12 +371,7 @@ fn a_piece_that_does_not_fit_stops_the_run_and_says_what_the_rest_needs() {
         .status()
         .unwrap();
     assert!(ok.success());
-    push_ok(
-        Transport::Local,
-        src.path(),
-        &dest,
-        &["--piece-entries", "4"],
-    );
+    push_ok(t, src.path(), &dest, &["--piece-entries", "4"]);
     assert_same_tree(src.path(), &dest);
 }
 
@@ -385,16 +387,13 @@ fn a_first_piece_that_does_not_fit_writes_nothing() {
     for d in 0..6 {
         src.file(format!("d{d}/big"), &vec![3u8; 1 << 20]);
     }
-    let dest = mnt.join("replica");
-    let out = push(
-        Transport::Local,
-        src.path(),
-        &dest,
-        &["--piece-entries", "2"],
-    );
-    let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(11), "{err}");
-    // All six files are counted: 6 MiB needed.
-    assert!(err.contains("needs 6.0 MiB"), "{err}");
-    assert!(!dest.exists(), "a refused run created DEST: {err}");
+    for &t in TRANSPORTS {
+        let dest = mnt.join("replica");
+        let out = push(t, src.path(), &dest, &["--piece-entries", "2"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(11), "{t:?}: {err}");
+        // All six files are counted: 6 MiB needed.
+        assert!(err.contains("needs 6.0 MiB"), "{t:?}: {err}");
+        assert!(!dest.exists(), "{t:?}: a refused run created DEST: {err}");
+    }
 }
