@@ -11,7 +11,7 @@
 //! bounded time, whether or not the far side exits when its input closes.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -226,10 +226,12 @@ impl RemoteChild {
     /// sleeps that grow to 20 ms stand in.
     fn wait_exit(pid: i32, limit: Duration) -> bool {
         let start = Instant::now();
-        // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-        let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-        // SAFETY: a descriptor pidfd_open just returned, owned by nothing else.
-        let pidfd = (raw >= 0).then(|| unsafe { OwnedFd::from_raw_fd(raw as i32) });
+        if Self::exited(pid) {
+            return true;
+        }
+        let pidfd = rustix::process::Pid::from_raw(pid).and_then(|p| {
+            rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+        });
         let mut nap = Duration::from_millis(1);
         loop {
             if Self::exited(pid) {

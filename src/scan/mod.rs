@@ -49,7 +49,8 @@ pub struct ScanOptions {
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Leave the source's new subtrees unwalked, as [`Scanned::pending`], to be walked
     /// and copied piece by piece ([`Pieces`]): a subdirectory of the root when there is
-    /// no destination side, one found on the source only in a paired walk. A paired walk
+    /// no destination side to walk with (none, or a remote one listed empty), one found
+    /// on the source only in a paired walk. A paired walk
     /// walks them after all when the destination side lists a regular file, since a new
     /// file may then be a move or a copy of it.
     pub defer_new: bool,

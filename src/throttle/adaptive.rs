@@ -374,6 +374,9 @@ pub fn run(
             }
             std::thread::park_timeout(left);
         }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
         if let Some(change) = aimd.observe(sample()) {
             changes += 1;
             throttle.set_rate(aimd.rate());

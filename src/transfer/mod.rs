@@ -336,7 +336,8 @@ fn push_in_pool(
     // A local DEST is walked together with SRC, and only what differs is listed:
     // entries equal on both sides are counted, not held, so a run that changes little
     // holds what changed and the directories, however large the tree. A remote listing
-    // is mostly waiting, so it overlaps the local scan. (`--checksum` compares
+    // is mostly waiting, so it overlaps the local scan, except for a remote DEST that
+    // records no source, listed first (below). (`--checksum` compares
     // contents, so it lists both sides whole.)
     let paired = dest
         .filter(|_| !opts.checksum)
@@ -352,7 +353,9 @@ fn push_in_pool(
             // lets SRC's subtrees go piece by piece, as into a local DEST.
             let d = list_dest(&dst_opts).map_err(dest_error)?;
             let whole = ScanOptions {
-                defer_new: d.listing.is_empty(),
+                // An unreadable root lists as empty too: then SRC is walked whole, as
+                // in a local paired walk.
+                defer_new: d.listing.is_empty() && d.problems.is_empty(),
                 ..src_opts.clone()
             };
             let s = crate::scan::scan(src.root(), &whole).map_err(src_error)?;
