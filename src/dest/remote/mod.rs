@@ -442,6 +442,13 @@ fn route(
     closing: &std::sync::atomic::AtomicBool,
     abort: &std::sync::atomic::AtomicBool,
 ) {
+    // Were this thread to die of a bug, nothing would answer the waiting threads, and
+    // each would wait out its own --timeout in turn: the session fails at once instead.
+    let _bug = FailOnPanic {
+        waiters,
+        dead,
+        abort,
+    };
     let mut buf = Vec::new();
     let why = loop {
         match frame::read_frame::<Reply, _>(reader, &mut buf) {
@@ -475,6 +482,29 @@ fn route(
     drop(d);
     abort.store(true, Ordering::Relaxed);
     lock(waiters).clear();
+}
+
+/// Fails the session when the router unwinds from a panic: records why, stops every
+/// read and write of it, and lets every waiting thread go (their answers cannot come).
+struct FailOnPanic<'a> {
+    waiters: &'a Mutex<HashMap<u64, Sender<Reply>>>,
+    dead: &'a Mutex<Option<String>>,
+    abort: &'a std::sync::atomic::AtomicBool,
+}
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut d = lock(self.dead);
+        if d.is_none() {
+            *d = Some("internal error: the reader of the remote side's answers failed".into());
+        }
+        drop(d);
+        self.abort.store(true, Ordering::Relaxed);
+        lock(self.waiters).clear();
+    }
 }
 
 /// The local form of a receiver's error; its texts come from the peer and are escaped
@@ -631,5 +661,39 @@ mod testing {
             mtime: 1,
             mtime_nsec: 0,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+
+    #[test]
+    fn a_router_that_dies_of_a_bug_fails_the_session_and_frees_every_waiter() {
+        struct Bug;
+        impl io::Read for Bug {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                panic!("a bug while reading answers")
+            }
+        }
+        let waiters: Arc<Mutex<HashMap<u64, Sender<Reply>>>> = Arc::default();
+        let (tx, rx) = mpsc::channel();
+        lock(&waiters).insert(7, tx);
+        let dead: Arc<Mutex<Option<String>>> = Arc::default();
+        let abort = Abort::default();
+        let (w, d, a) = (waiters.clone(), dead.clone(), abort.clone());
+        let router =
+            std::thread::spawn(move || route(&mut Bug, &w, &d, &AtomicBool::new(false), &a));
+        assert!(router.join().is_err(), "the reader's panic ends the router");
+        // Without the guard the sender stays registered and this waits forever.
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(60)),
+            Err(RecvTimeoutError::Disconnected)
+        );
+        assert!(lock(&dead)
+            .as_deref()
+            .is_some_and(|d| d.contains("internal error")));
+        assert!(abort.load(Ordering::Relaxed));
     }
 }
