@@ -261,6 +261,7 @@ impl LocalDest {
             return;
         }
         if let Ok(dir) = dirs.open(self.root.as_fd(), &staged.dir) {
+            self.throttle.op();
             let _ = rfs::unlinkat(&*dir, staged.tmp.as_slice(), AtFlags::empty());
         }
         self.unparked(staged);
@@ -633,5 +634,30 @@ impl LocalDest {
             Arc::default(),
         )
         .unwrap()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::ffi::OsStrExt;
+
+    #[test]
+    fn a_discarded_temporary_file_is_removed_through_the_throttle() {
+        let t = tempfile::tempdir().unwrap();
+        let d = LocalDest::for_tests(t.path());
+        let temp = d.begin_temp(b"f").unwrap();
+        let staged = temp.staged.clone();
+        drop(temp);
+        let tmp = t.path().join(std::ffi::OsStr::from_bytes(&staged.tmp));
+        assert!(tmp.exists());
+        let before = d.throttle.total_ops();
+        d.discard(&staged);
+        assert!(!tmp.exists(), "the temporary file is gone");
+        assert_eq!(
+            d.throttle.total_ops(),
+            before + 1,
+            "its unlink was accounted"
+        );
     }
 }
