@@ -261,7 +261,10 @@ impl LocalDest {
             return;
         }
         if let Ok(dir) = dirs.open(self.root.as_fd(), &staged.dir) {
-            self.throttle.op();
+            // A stop removes what was in flight at once, however low the limits are.
+            if !self.cancelled() {
+                self.throttle.op();
+            }
             let _ = rfs::unlinkat(&*dir, staged.tmp.as_slice(), AtFlags::empty());
         }
         self.unparked(staged);
