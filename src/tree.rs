@@ -424,6 +424,37 @@ impl Listing {
         &self.entries
     }
 
+    /// The entries `keep` accepts, in the same order, with their side data.
+    pub fn retain(&self, mut keep: impl FnMut(usize) -> bool) -> Listing {
+        let mut out = Listing::new();
+        for i in (0..self.len()).filter(|&i| keep(i)) {
+            out.push_copy(self, i);
+        }
+        out.sorted = self.sorted;
+        out
+    }
+
+    /// Entry `i` as a [`Meta`], as it was pushed (the device of a file with one link
+    /// is not kept: 0).
+    pub fn meta(&self, i: usize) -> Meta {
+        let e = &self.entries[i];
+        let (dev, ino) = self.link_key(i).unwrap_or((0, 0));
+        Meta {
+            kind: e.kind,
+            perm: e.perm,
+            uid: e.uid,
+            gid: e.gid,
+            size: e.size,
+            alloc: self.alloc(i),
+            mtime: e.mtime,
+            mtime_nsec: e.mtime_nsec,
+            nlink: u32::from(e.nlink),
+            ino,
+            dev,
+            extra: self.extra(i).cloned(),
+        }
+    }
+
     pub fn get(&self, i: usize) -> &Entry {
         &self.entries[i]
     }
@@ -566,6 +597,53 @@ mod tests {
             dev: 1,
             extra: None,
         }
+    }
+
+    #[test]
+    fn retain_keeps_each_entry_with_its_side_data_and_meta_gives_it_back() {
+        let mut l = Listing::new();
+        let link = Meta {
+            extra: Some(Extra::Target(b"there".to_vec())),
+            size: 5,
+            alloc: 5,
+            ..meta(Kind::Symlink)
+        };
+        let sparse = Meta {
+            size: 1 << 20,
+            alloc: 4096,
+            ..meta(Kind::File)
+        };
+        let linked = Meta {
+            size: 7,
+            alloc: 7,
+            nlink: 2,
+            ino: 42,
+            dev: 9,
+            ..meta(Kind::File)
+        };
+        for (p, m) in [
+            (&b"a"[..], &link),
+            (b"b", &sparse),
+            (b"c", &meta(Kind::Dir)),
+            (b"d", &linked),
+        ] {
+            l.push(p, m.clone());
+        }
+        l.sort();
+        let kept = l.retain(|i| i != 2);
+        assert_eq!(kept.len(), 3);
+        assert!(kept.find(b"d").is_some(), "a retained listing stays sorted");
+        for (p, m) in [(&b"a"[..], &link), (b"b", &sparse), (b"d", &linked)] {
+            let i = kept.find(p).unwrap();
+            let got = kept.meta(i);
+            assert!(unchanged(&got, m, u64::MAX) || m.nlink > 1, "{p:?}");
+            assert_eq!(
+                (got.extra.as_ref(), got.alloc, got.nlink),
+                (m.extra.as_ref(), m.alloc, m.nlink)
+            );
+        }
+        assert_eq!(kept.link_key(kept.find(b"d").unwrap()), Some((9, 42)));
+        assert_eq!(kept.target(kept.find(b"a").unwrap()), b"there");
     }
 
     #[test]

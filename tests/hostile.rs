@@ -2095,6 +2095,35 @@ fn push_refuses_a_listing_with_duplicate_entries() {
     }
 }
 
+/// A duplicate of an entry equal to SRC's is refused too, though the client holds
+/// neither (equal entries are counted as they are unpacked, not listed).
+#[test]
+fn push_refuses_a_duplicate_of_an_entry_equal_to_the_source() {
+    let src = push_source();
+    let dest = scratch();
+    common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
+    // The far side's own entry for "a", sent once more before the listing's end.
+    let mut seen: Option<WireEntry> = None;
+    let tamper = move |r: Reply| match &r {
+        Reply::Listing { chunk, .. } => {
+            let entries = fsync_repl::protocol::listing::decode(chunk, 1 << 20, 1 << 30).unwrap();
+            seen = seen.take().or(entries.into_iter().find(|e| e.path == b"a"));
+            vec![Out::Reply(r)]
+        }
+        Reply::ListEnd { id, .. } => match seen.take() {
+            Some(a) => {
+                let chunk = fsync_repl::protocol::listing::encode(&[a]);
+                vec![Out::Reply(Reply::Listing { id: *id, chunk }), Out::Reply(r)]
+            }
+            None => vec![Out::Reply(r)],
+        },
+        _ => vec![Out::Reply(r)],
+    };
+    let r = push_through(src.path(), dest.path(), &[], tamper);
+    r.out
+        .assert_refused("a duplicate of an unchanged entry", "duplicate");
+}
+
 #[test]
 fn push_refuses_absurd_counts_and_lengths_in_replies() {
     type MakeFrame = fn(u64) -> Vec<u8>;

@@ -20,6 +20,15 @@ use crate::tree::Kind;
 pub use crate::tree::SetMeta;
 
 /// Why a destination could not be listed.
+/// Why listing the source and the destination together failed.
+#[derive(Debug)]
+pub enum PairError {
+    /// The source could not be walked (or, for a local destination, either side).
+    Source(String),
+    /// The destination's listing failed.
+    Dest(ListError),
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// Its tree could not be read: the root, or a directory the walk must enter.
@@ -130,15 +139,16 @@ pub trait Destination: Sync {
     /// Lists the destination (temporary files of interrupted runs are reported apart).
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError>;
     /// Lists the source (`src`, walked with `src_opts`) and the destination together,
-    /// only what differs ([`crate::scan::scan_pair`]); `None` when the destination is
-    /// not on this machine. A source problem is an `Err(String)` in the inner result.
+    /// only what differs: the entries [`crate::tree::unchanged`] on both sides are
+    /// counted, not held ([`crate::scan::scan_pair`] for a local destination). `None`
+    /// when both must be listed whole.
     fn list_with_source(
         &self,
         _src: std::os::fd::BorrowedFd<'_>,
         _src_opts: &ScanOptions,
         _opts: &ScanOptions,
         _keep_from: u64,
-    ) -> Option<Result<Paired, String>> {
+    ) -> Option<Result<Paired, PairError>> {
         None
     }
     /// Free space on the destination's filesystem.

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::dest::local::LocalDest;
-use crate::dest::{Destination, ListError, SetMeta};
+use crate::dest::{Destination, ListError, PairError, SetMeta};
 use crate::error::{Error, ExitCode, Result};
 use crate::identity::SourceId;
 use crate::options::Options;
@@ -333,18 +333,22 @@ fn push_in_pool(
         },
         ListError::Session(e) => Error::Protocol(e.to_string()),
     };
-    // A local DEST is walked together with SRC, and only what differs is listed:
-    // entries equal on both sides are counted, not held, so a run that changes little
-    // holds what changed and the directories, however large the tree. A remote listing
-    // is mostly waiting, so it overlaps the local scan, except for a remote DEST that
-    // records no source, listed first (below). (`--checksum` compares
-    // contents, so it lists both sides whole.)
+    // SRC and DEST are listed together, and only what differs is held: entries equal
+    // on both sides are counted, not held, so a run that changes little holds what
+    // changed and the directories. A local DEST is walked beside SRC, however large the
+    // tree; a remote one lists while SRC is walked and its entries are compared as they
+    // are unpacked, so SRC's listing is held whole. A remote DEST that records no source
+    // is listed first (below). (`--checksum` compares contents, so it lists both sides
+    // whole.)
     let paired = dest
         .filter(|_| !opts.checksum)
         .and_then(|d| d.list_with_source(src.root(), &src_opts, &dst_opts, plan::TWIN_MIN_SIZE));
     let (mut scanned, dscanned, equal) = match paired {
         Some(p) => {
-            let p = p.map_err(src_error)?;
+            let p = p.map_err(|e| match e {
+                PairError::Source(what) => src_error(what),
+                PairError::Dest(e) => dest_error(e),
+            })?;
             (p.src, p.dst, p.equal)
         }
         None if dest.is_some_and(|d| d.is_remote()) && src_opts.defer_new => {
@@ -362,6 +366,7 @@ fn push_in_pool(
             (s, d, 0)
         }
         None if dest.is_some_and(|d| d.is_remote()) => {
+            // `--checksum`: both whole, the far side's listing beside the walk.
             let (s, d) = rayon::join(
                 || crate::scan::scan(src.root(), &src_opts),
                 || list_dest(&dst_opts),

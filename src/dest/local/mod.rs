@@ -24,7 +24,8 @@ use std::sync::Arc;
 use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Timespec, Timestamps};
 
 use super::{
-    DataMode, DataStats, Destination, FileWrite, ListError, PutError, SetMeta, Space, Staged,
+    DataMode, DataStats, Destination, FileWrite, ListError, PairError, PutError, SetMeta, Space,
+    Staged,
 };
 use crate::cache::Tracked;
 use crate::fsutil;
@@ -326,18 +327,15 @@ impl Destination for LocalDest {
         src_opts: &ScanOptions,
         opts: &ScanOptions,
         keep_from: u64,
-    ) -> Option<Result<scan::Paired, String>> {
+    ) -> Option<Result<scan::Paired, PairError>> {
         let opts = ScanOptions {
             throttle: Some(self.throttle.clone()),
             ..opts.clone()
         };
-        Some(scan::scan_pair(
-            src,
-            src_opts,
-            self.root.as_fd(),
-            &opts,
-            keep_from,
-        ))
+        Some(
+            scan::scan_pair(src, src_opts, self.root.as_fd(), &opts, keep_from)
+                .map_err(PairError::Source),
+        )
     }
 
     fn space(&self) -> io::Result<Space> {

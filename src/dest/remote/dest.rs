@@ -19,6 +19,18 @@ impl Destination for RemoteDest {
         self.fetch_listing(opts)
     }
 
+    fn list_with_source(
+        &self,
+        src: std::os::fd::BorrowedFd<'_>,
+        src_opts: &ScanOptions,
+        opts: &ScanOptions,
+        keep_from: u64,
+    ) -> Option<Result<crate::scan::Paired, crate::dest::PairError>> {
+        // New subtrees go in pieces only into an empty DEST, listed first (the run
+        // lists it on its own, then walks SRC).
+        (!src_opts.defer_new).then(|| self.list_against(src, src_opts, opts, keep_from))
+    }
+
     fn space(&self) -> io::Result<Space> {
         let id = self.conn.id();
         match self.conn.call(id, Request::Space { id })? {
