@@ -239,7 +239,7 @@ impl<'a> Receiver<'a> {
             self.dest.keep_temp(f.temp);
         }
         for s in self.staged.drain() {
-            self.dest.discard(&s);
+            self.dest.discard_at_end(&s);
         }
         self.aside.put_back(self.dest);
         let _ = self.out.flush();

@@ -258,12 +258,22 @@ fn temp_salt() -> u32 {
 impl LocalDest {
     /// [`Destination::discard`], the file's directory from (and kept in) `dirs`.
     fn discard_in(&self, dirs: &mut fsutil::DirCache, staged: &Staged) {
+        // A stop removes what was in flight at once, however low the limits are.
+        self.discard_with(dirs, staged, !self.cancelled());
+    }
+
+    /// Removes a file staged by a session that ended (its client stopped or went away)
+    /// at once, as after a stop.
+    pub fn discard_at_end(&self, staged: &Staged) {
+        self.discard_with(&mut fsutil::DirCache::default(), staged, false);
+    }
+
+    fn discard_with(&self, dirs: &mut fsutil::DirCache, staged: &Staged, throttled: bool) {
         if !valid_staged(staged) {
             return;
         }
         if let Ok(dir) = dirs.open(self.root.as_fd(), &staged.dir) {
-            // A stop removes what was in flight at once, however low the limits are.
-            if !self.cancelled() {
+            if throttled {
                 self.throttle.op();
             }
             let _ = rfs::unlinkat(&*dir, staged.tmp.as_slice(), AtFlags::empty());
@@ -660,5 +670,16 @@ mod tests {
             before + 1,
             "its unlink was accounted"
         );
+        // What a session leaves when it ends goes at once, as after a stop.
+        let temp = d.begin_temp(b"g").unwrap();
+        let staged = temp.staged.clone();
+        drop(temp);
+        let before = d.throttle.total_ops();
+        d.discard_at_end(&staged);
+        assert!(!t
+            .path()
+            .join(std::ffi::OsStr::from_bytes(&staged.tmp))
+            .exists());
+        assert_eq!(d.throttle.total_ops(), before, "not held by the throttle");
     }
 }
