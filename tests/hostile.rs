@@ -2096,32 +2096,40 @@ fn push_refuses_a_listing_with_duplicate_entries() {
 }
 
 /// A duplicate of an entry equal to SRC's is refused too, though the client holds
-/// neither (equal entries are counted as they are unpacked, not listed).
+/// neither (equal entries are counted as they are unpacked, not listed), and so is a
+/// second, different entry for it.
 #[test]
 fn push_refuses_a_duplicate_of_an_entry_equal_to_the_source() {
-    let src = push_source();
-    let dest = scratch();
-    common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
-    // The far side's own entry for "a", sent once more before the listing's end.
+    for newer in [0, 1] {
+        let src = push_source();
+        let dest = scratch();
+        common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
+        let r = push_through(src.path(), dest.path(), &[], send_a_again(newer));
+        r.out
+            .assert_refused("a second entry for an unchanged file", "duplicate");
+    }
+}
+
+/// Sends the far side's own entry for "a" once more before the listing's end, its
+/// mtime moved by `newer` seconds.
+fn send_a_again(newer: i64) -> impl FnMut(Reply) -> Vec<Out> {
     let mut seen: Option<WireEntry> = None;
-    let tamper = move |r: Reply| match &r {
+    move |r: Reply| match &r {
         Reply::Listing { chunk, .. } => {
             let entries = fsync_repl::protocol::listing::decode(chunk, 1 << 20, 1 << 30).unwrap();
             seen = seen.take().or(entries.into_iter().find(|e| e.path == b"a"));
             vec![Out::Reply(r)]
         }
         Reply::ListEnd { id, .. } => match seen.take() {
-            Some(a) => {
+            Some(mut a) => {
+                a.mtime += newer;
                 let chunk = fsync_repl::protocol::listing::encode(&[a]);
                 vec![Out::Reply(Reply::Listing { id: *id, chunk }), Out::Reply(r)]
             }
             None => vec![Out::Reply(r)],
         },
         _ => vec![Out::Reply(r)],
-    };
-    let r = push_through(src.path(), dest.path(), &[], tamper);
-    r.out
-        .assert_refused("a duplicate of an unchanged entry", "duplicate");
+    }
 }
 
 #[test]
@@ -3026,6 +3034,23 @@ fn push_refuses_a_listing_past_its_bound() {
     );
     r.out
         .assert_refused("a listing of 1,500 entries", "more than 1000 entries");
+    // Into a replica, whose listing is gathered packed while SRC is walked: refused as
+    // well, by what it takes packed or by its count.
+    for bound in ["10", "1000"] {
+        let dest = scratch();
+        common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
+        let many = (0..1500)
+            .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+            .collect();
+        let r = push_through(
+            src.path(),
+            dest.path(),
+            &["--max-listing", bound],
+            inject_listing(many),
+        );
+        r.out
+            .assert_refused("a listing of 1,500 entries into a replica", "more than");
+    }
     // By memory: 100 entries of 4 KB names where 1,000 × 256 bytes are accepted.
     let long = |k: usize| {
         let part = "x".repeat(249);

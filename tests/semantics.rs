@@ -1535,6 +1535,40 @@ fn delta_sends_only_the_changed_region() {
 // 13. Move detection and local copies
 // ---------------------------------------------------------------------------------------
 
+/// A remote DEST compared in groups of one top-level directory: files renamed from one
+/// group's directory into another's are still found and moved, and the directory left
+/// empty is deleted.
+#[test]
+fn a_move_across_groups_of_a_remote_listing_is_still_a_move() {
+    let src = Tree::new();
+    for i in 0..4u64 {
+        src.file(format!("a/img{i}.jpg"), &noise(200_000, 300 + i));
+        src.file(format!("m/keep{i}"), b"same");
+    }
+    src.file("top.txt", b"top");
+    let dst = Tree::new();
+    let d = dst.join("r");
+    let groups = ["--piece-entries", "1"];
+    push_ok(Transport::Rsh, src.path(), &d, &groups);
+    let before = inodes(&d);
+    fs::rename(src.join("a"), src.join("z")).expect("rename");
+    let (_, v) = push_json(
+        Transport::Rsh,
+        src.path(),
+        &d,
+        &["--delete", groups[0], groups[1]],
+    );
+    assert_eq!(n(&v, "moved"), 4, "{v}");
+    assert_eq!(n(&v, "bytes_literal"), 0, "{v}");
+    let after = inodes(&d);
+    for i in 0..4 {
+        let old = before.get(format!("a/img{i}.jpg").as_bytes());
+        assert!(old.is_some() && old == after.get(format!("z/img{i}.jpg").as_bytes()));
+    }
+    assert!(!d.join("a").exists(), "the emptied directory stays");
+    assert_same_tree(src.path(), &d);
+}
+
 #[test]
 fn renamed_directory_is_moved_not_resent() {
     for &t in TRANSPORTS {

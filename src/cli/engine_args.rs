@@ -193,7 +193,8 @@ pub struct EngineArgs {
     /// Refuse a DEST whose last component is a symlink (backup's DEST/current).
     #[arg(long, hide = true)]
     pub no_follow_dest: bool,
-    /// Entries per piece of an initial copy (memory bound; tests use small pieces).
+    /// Entries per piece of an initial copy, and per group of top-level directories
+    /// when a remote DEST is compared with SRC (memory bound; tests use small ones).
     #[arg(long, value_name = "N", default_value_t = 1 << 16, hide = true)]
     pub piece_entries: usize,
     /// Show what would change and stop without writing anything.

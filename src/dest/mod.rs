@@ -19,7 +19,6 @@ pub use crate::temp::Staged;
 use crate::tree::Kind;
 pub use crate::tree::SetMeta;
 
-/// Why a destination could not be listed.
 /// Why listing the source and the destination together failed.
 #[derive(Debug)]
 pub enum PairError {
@@ -29,6 +28,7 @@ pub enum PairError {
     Dest(ListError),
 }
 
+/// Why a destination could not be listed.
 #[derive(Debug, thiserror::Error)]
 pub enum ListError {
     /// Its tree could not be read: the root, or a directory the walk must enter.

@@ -54,6 +54,10 @@ pub struct ScanOptions {
     /// walks them after all when the destination side lists a regular file, since a new
     /// file may then be a move or a copy of it.
     pub defer_new: bool,
+    /// A remote destination compared with the source (`Destination::list_with_source`)
+    /// is listed a group of top-level directories at a time, of about this many entries
+    /// (0: whole, in one request).
+    pub group_entries: usize,
 }
 
 /// A non-fatal problem met during the walk.
@@ -75,6 +79,13 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// Adds what a walk of another part of the same tree, with the same options, found:
+    /// its directories' `.fsyncignore` rules and its unreadable entries.
+    pub fn merge(&mut self, other: Filter) {
+        self.rules.extend(other.rules);
+        self.unread.extend(other.unread);
+    }
+
     /// Builds the command-line part of a filter.
     pub fn from_patterns(patterns: &[String]) -> Result<Filter, String> {
         if patterns.is_empty() {

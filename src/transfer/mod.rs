@@ -303,6 +303,7 @@ fn push_in_pool(
             && !opts.checksum
             && opts.scope.is_none()
             && !opts.dry_run,
+        group_entries: 0,
     };
     let dst_opts = ScanOptions {
         // Listed whole: the plan decides what excluded entries to keep, which needs
@@ -317,6 +318,7 @@ fn push_in_pool(
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
         defer_new: false,
+        group_entries: opts.piece_entries,
     };
     let list_dest = |dst_opts: &ScanOptions| match dest {
         Some(d) => d.list(dst_opts),
@@ -336,10 +338,10 @@ fn push_in_pool(
     // SRC and DEST are listed together, and only what differs is held: entries equal
     // on both sides are counted, not held, so a run that changes little holds what
     // changed and the directories. A local DEST is walked beside SRC, however large the
-    // tree; a remote one lists while SRC is walked and its entries are compared as they
-    // are unpacked, so SRC's listing is held whole. A remote DEST that records no source
-    // is listed first (below). (`--checksum` compares contents, so it lists both sides
-    // whole.)
+    // tree; a remote one a group of top-level directories at a time, each listed while
+    // SRC's part is walked and compared as it is unpacked. A remote DEST that records no
+    // source is listed first (below). (`--checksum` compares contents, so it lists both
+    // sides whole.)
     let paired = dest
         .filter(|_| !opts.checksum)
         .and_then(|d| d.list_with_source(src.root(), &src_opts, &dst_opts, plan::TWIN_MIN_SIZE));

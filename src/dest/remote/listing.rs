@@ -4,6 +4,7 @@ use super::*;
 use crate::dest::PairError;
 use crate::protocol::listing;
 use crate::scan::Paired;
+use crate::scope::Scope;
 use crate::tree::{self, Meta};
 
 /// Whether an entry of the far side's listing is kept (`Err`: the far side broke the
@@ -18,13 +19,16 @@ impl RemoteDest {
     /// The far side's listing (see [`Destination::list`]).
     pub(super) fn fetch_listing(&self, opts: &ScanOptions) -> Result<Scanned, ListError> {
         let (id, rx) = self.ask_listing(opts)?;
-        self.receive_listing(id, &rx, opts, &mut |_, _| Ok(true))
+        let mut next = || self.conn.wait(id, &rx).map_err(ListError::Session);
+        self.receive_listing(id, &mut next, opts, &mut |_, _| Ok(true))
     }
 
     /// SRC walked while the far side lists DEST, then DEST's entries compared with SRC's
     /// as they are unpacked: those [`tree::unchanged`] on both sides are counted and held
-    /// on neither (see [`Destination::list_with_source`]). What is held at most is SRC's
-    /// listing and DEST's, still packed, not both listings unpacked.
+    /// on neither (see [`Destination::list_with_source`]). With `group_entries`, the
+    /// root's own entries come first, then its directories a group of about that many
+    /// entries at a time (each a scoped walk and a scoped listing, as a watch's batch),
+    /// so that neither side holds more than a group and what differs.
     pub(super) fn list_against(
         &self,
         src: std::os::fd::BorrowedFd<'_>,
@@ -32,33 +36,120 @@ impl RemoteDest {
         opts: &ScanOptions,
         keep_from: u64,
     ) -> Result<Paired, PairError> {
+        if opts.group_entries == 0 || opts.scope.is_some() || src_opts.scope.is_some() {
+            return Ok(self.pair_part(src, src_opts, opts, keep_from)?.0);
+        }
+        let part = |scope: Scope| {
+            let scope = Some(Arc::new(scope));
+            let (s, d) = (
+                ScanOptions {
+                    scope: scope.clone(),
+                    ..src_opts.clone()
+                },
+                ScanOptions {
+                    scope,
+                    ..opts.clone()
+                },
+            );
+            self.pair_part(src, &s, &d, keep_from)
+        };
+        let (mut whole, _) = part(Scope::from_pairs([(&b""[..], false)]).expect("the root"))?;
+        let mut dirs: Vec<Vec<u8>> = [&whole.src.listing, &whole.dst.listing]
+            .into_iter()
+            .flat_map(|l| {
+                (0..l.len())
+                    .filter(|&i| l.get(i).kind == Kind::Dir)
+                    .map(|i| l.path(i).to_vec())
+            })
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        // The first group is small; the next ones are sized on the entries seen.
+        let budget = opts.group_entries as u64;
+        let (mut done, mut seen, mut take) = (0u64, 0u64, (budget / 2048).clamp(1, 32));
+        let stopped = || {
+            src_opts
+                .cancel
+                .as_ref()
+                .is_some_and(|c| c.load(Ordering::Relaxed))
+        };
+        while (done as usize) < dirs.len() && !stopped() {
+            let group = &dirs[done as usize..dirs.len().min((done + take) as usize)];
+            let scope = Scope::from_pairs(group.iter().map(|d| (d, true)))
+                .map_err(|e| PairError::Source(e.to_string()))?;
+            let (p, walked) = part(scope)?;
+            // Its top-level directories came with the root's entries.
+            let deeper = |l: &Listing| l.retain(|i| l.path(i).contains(&b'/'));
+            whole.src.listing.extend_from(&deeper(&p.src.listing));
+            whole.dst.listing.extend_from(&deeper(&p.dst.listing));
+            whole.src.filter.merge(p.src.filter);
+            whole.src.problems.extend(p.src.problems);
+            whole.dst.problems.extend(p.dst.problems);
+            whole.equal += p.equal;
+            (done, seen) = (done + group.len() as u64, seen + walked);
+            take = (budget * done / seen.max(1)).max(1);
+        }
+        whole.src.listing.sort();
+        whole.dst.listing.sort();
+        Ok(whole)
+    }
+
+    /// One part of [`RemoteDest::list_against`] (the whole tree, or its scope): what
+    /// differs, and how many entries SRC's walk listed.
+    fn pair_part(
+        &self,
+        src: std::os::fd::BorrowedFd<'_>,
+        src_opts: &ScanOptions,
+        opts: &ScanOptions,
+        keep_from: u64,
+    ) -> Result<(Paired, u64), PairError> {
         let (id, rx) = self.ask_listing(opts).map_err(PairError::Dest)?;
-        let mut src = crate::scan::scan(src, src_opts).map_err(PairError::Source)?;
+        // The far side's answers are gathered, packed and bounded, while SRC is walked
+        // (and all of them, so that none is left behind when the walk fails).
+        let (scanned, answers) = rayon::join(
+            || crate::scan::scan(src, src_opts),
+            || self.gather_listing(id, rx),
+        );
+        let mut answers = answers.map_err(PairError::Dest)?.into_iter();
+        let mut src = scanned.map_err(PairError::Source)?;
         let sl = &src.listing;
-        let mut equal = vec![false; sl.len()];
+        // Per SRC entry: not met in DEST's listing, met and equal, met and different.
+        let (unmet, equal, differs) = (0u8, 1u8, 2u8);
+        let mut met = vec![unmet; sl.len()];
+        let mut next = || {
+            answers.next().ok_or_else(|| {
+                ListError::Session(self.conn.fail("the remote listing ended early".into()))
+            })
+        };
         let dst = self
-            .receive_listing(id, &rx, opts, &mut |path, meta| {
+            .receive_listing(id, &mut next, opts, &mut |path, meta| {
                 let Some(i) = sl.find(path) else {
                     return Ok(true);
                 };
-                if !tree::unchanged(&sl.meta(i), meta, keep_from) {
-                    return Ok(true);
-                }
-                if std::mem::replace(&mut equal[i], true) {
+                if met[i] != unmet {
                     return Err(format!(
                         "protocol error: the remote listing has duplicate entries for \"{}\"",
                         escape(path)
                     ));
                 }
-                Ok(false)
+                let same = tree::unchanged(&sl.meta(i), meta, keep_from);
+                met[i] = if same { equal } else { differs };
+                Ok(!same)
             })
             .map_err(PairError::Dest)?;
-        src.listing = sl.retain(|i| !equal[i]);
-        Ok(Paired {
-            src,
-            dst,
-            equal: equal.iter().filter(|&&e| e).count() as u64,
-        })
+        let walked = sl.len() as u64;
+        let n_equal = met.iter().filter(|&&m| m == equal).count() as u64;
+        if n_equal > 0 {
+            src.listing = sl.retain(|i| met[i] != equal);
+        }
+        Ok((
+            Paired {
+                src,
+                dst,
+                equal: n_equal,
+            },
+            walked,
+        ))
     }
 
     /// Sends the request for a listing of DEST; the answers come on the receiver.
@@ -82,12 +173,34 @@ impl RemoteDest {
         Ok((id, rx))
     }
 
-    /// Unpacks the answers to listing request `id`, checking each entry, and keeps
-    /// those `keep` accepts (`Err`: the far side broke the protocol).
+    /// The answers to listing request `id`, packed, up to its end: refused once they
+    /// take more than the listing's byte bound (`--max-listing`).
+    fn gather_listing(&self, id: u64, rx: Receiver<Reply>) -> Result<Vec<Reply>, ListError> {
+        let max_bytes = self.conn.max_listing.saturating_mul(LISTING_ENTRY_BYTES);
+        let (mut answers, mut bytes) = (Vec::new(), 0u64);
+        loop {
+            let answer = self.conn.wait(id, &rx).map_err(ListError::Session)?;
+            let Reply::Listing { chunk, .. } = &answer else {
+                lock(&self.conn.waiters).remove(&id);
+                answers.push(answer);
+                return Ok(answers);
+            };
+            bytes += chunk.len() as u64;
+            if bytes > max_bytes {
+                return Err(ListError::Session(self.conn.fail(format!(
+                    "the remote listing has more than {max_bytes} bytes of entries; refusing it (raise --max-listing if DEST is that large)"
+                ))));
+            }
+            answers.push(answer);
+        }
+    }
+
+    /// Unpacks the answers to listing request `id` (from `next`), checking each entry,
+    /// and keeps those `keep` accepts (`Err`: the far side broke the protocol).
     fn receive_listing(
         &self,
         id: u64,
-        rx: &Receiver<Reply>,
+        next: &mut dyn FnMut() -> Result<Reply, ListError>,
         opts: &ScanOptions,
         keep: &mut Keep<'_>,
     ) -> Result<Scanned, ListError> {
@@ -96,7 +209,7 @@ impl RemoteDest {
         let (max, mut count, mut bytes) = (self.conn.max_listing, 0u64, 0u64);
         let max_bytes = max.saturating_mul(LISTING_ENTRY_BYTES);
         let (problems, root) = loop {
-            match self.conn.wait(id, rx).map_err(ListError::Session)? {
+            match next()? {
                 Reply::Listing { chunk, .. } => {
                     // Names take at most what the bound leaves (less than what it
                     // counts: the per-entry overhead comes on top below).
