@@ -2110,6 +2110,44 @@ fn push_refuses_a_duplicate_of_an_entry_equal_to_the_source() {
     }
 }
 
+/// A remote DEST is compared a group of directories at a time, and each part reads the
+/// root's `.fsyncignore` again: rules that change between the parts would let a file
+/// excluded in one part look deleted in the plan. Such a run is refused and changes
+/// nothing. (The rules are rewritten while the far side's first answer is relayed and
+/// put back at the second's.)
+#[test]
+fn push_refuses_a_run_whose_root_ignore_rules_changed_between_its_parts() {
+    let src = push_source();
+    let rules = src.path().join(".fsyncignore");
+    fs::write(&rules, b"*.iso\n").unwrap();
+    let dest = scratch();
+    common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
+    let before = snap(dest.path());
+    let mtime = fs::metadata(&rules).unwrap().modified().unwrap();
+    let mut ends = 0;
+    let tamper = move |r: Reply| {
+        if matches!(r, Reply::ListEnd { .. }) {
+            ends += 1;
+            let text: &[u8] = if ends == 1 { b"*.tmp\n" } else { b"*.iso\n" };
+            fs::write(&rules, text).unwrap();
+            // SRC as it was, but for its change time.
+            let f = fs::File::options().write(true).open(&rules).unwrap();
+            f.set_modified(mtime).unwrap();
+        }
+        vec![Out::Reply(r)]
+    };
+    let r = push_through(src.path(), dest.path(), &["--delete"], tamper);
+    // Like a source root replaced under the scan: a selection error, exit 3.
+    assert_one_line_error(
+        "client, rules changed during the run",
+        r.out.code,
+        &r.out.stderr,
+        3,
+        "changed while the tree was compared",
+    );
+    assert_eq!(snap(dest.path()), before, "a refused run changed DEST");
+}
+
 /// Sends the far side's own entry for "a" once more before the listing's end, its
 /// mtime moved by `newer` seconds.
 fn send_a_again(newer: i64) -> impl FnMut(Reply) -> Vec<Out> {

@@ -4,6 +4,7 @@ use super::*;
 use crate::dest::PairError;
 use crate::protocol::listing;
 use crate::scan::Paired;
+use crate::scan::IGNORE_FILE;
 use crate::scope::Scope;
 use crate::tree::{self, Meta};
 
@@ -53,7 +54,34 @@ impl RemoteDest {
             );
             self.pair_part(src, &s, &d, keep_from)
         };
+        // The root's rules are read by every part: the parts agree only if they stay.
+        let rules = || {
+            src_opts.ignore_files.then(|| {
+                let st =
+                    rustix::fs::statat(src, IGNORE_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                        .ok();
+                st.map(|st| {
+                    (
+                        st.st_ino,
+                        st.st_size,
+                        st.st_mtime,
+                        st.st_mtime_nsec,
+                        st.st_ctime,
+                        st.st_ctime_nsec,
+                    )
+                })
+            })
+        };
+        let rules_before = rules();
         let (mut whole, _) = part(Scope::from_pairs([(&b""[..], false)]).expect("the root"))?;
+        let mut listed = whole.dst.listing.len() as u64 + whole.equal;
+        let known = |ps: &[Problem]| -> std::collections::HashSet<(Vec<u8>, String)> {
+            ps.iter()
+                .map(|p| (p.path.clone(), p.what.clone()))
+                .collect()
+        };
+        let (mut known_src, mut known_dst) =
+            (known(&whole.src.problems), known(&whole.dst.problems));
         let mut dirs: Vec<Vec<u8>> = [&whole.src.listing, &whole.dst.listing]
             .into_iter()
             .flat_map(|l| {
@@ -64,9 +92,10 @@ impl RemoteDest {
             .collect();
         dirs.sort();
         dirs.dedup();
-        // The first group is small; the next ones are sized on the entries seen.
+        // The first group is one directory; the next ones are sized on the entries seen
+        // on the larger side.
         let budget = opts.group_entries as u64;
-        let (mut done, mut seen, mut take) = (0u64, 0u64, (budget / 2048).clamp(1, 32));
+        let (mut done, mut seen, mut take) = (0u64, 0u64, 1u64);
         let stopped = || {
             src_opts
                 .cancel
@@ -78,16 +107,39 @@ impl RemoteDest {
             let scope = Scope::from_pairs(group.iter().map(|d| (d, true)))
                 .map_err(|e| PairError::Source(e.to_string()))?;
             let (p, walked) = part(scope)?;
-            // Its top-level directories came with the root's entries.
+            let far = p.dst.listing.len() as u64 + p.equal;
+            listed += far;
+            if listed > self.conn.max_listing {
+                let max = self.conn.max_listing;
+                return Err(PairError::Dest(ListError::Session(self.conn.fail(format!(
+                    "the remote listing has more than {max} entries; refusing it (raise --max-listing if DEST is that large)"
+                )))));
+            }
+            // Its top-level directories came with the root's entries, and so did any
+            // problem of the root's (each part reads the root again).
             let deeper = |l: &Listing| l.retain(|i| l.path(i).contains(&b'/'));
             whole.src.listing.extend_from(&deeper(&p.src.listing));
             whole.dst.listing.extend_from(&deeper(&p.dst.listing));
             whole.src.filter.merge(p.src.filter);
-            whole.src.problems.extend(p.src.problems);
-            whole.dst.problems.extend(p.dst.problems);
+            for (to, known, from) in [
+                (&mut whole.src.problems, &mut known_src, p.src.problems),
+                (&mut whole.dst.problems, &mut known_dst, p.dst.problems),
+            ] {
+                for problem in from {
+                    if known.insert((problem.path.clone(), problem.what.clone())) {
+                        to.push(problem);
+                    }
+                }
+            }
             whole.equal += p.equal;
-            (done, seen) = (done + group.len() as u64, seen + walked);
+            (done, seen) = (done + group.len() as u64, seen + walked.max(far));
             take = (budget * done / seen.max(1)).max(1);
+        }
+        if rules() != rules_before {
+            return Err(PairError::Source(format!(
+                "{} at the root changed while the tree was compared; nothing was changed, run again",
+                String::from_utf8_lossy(IGNORE_FILE)
+            )));
         }
         whole.src.listing.sort();
         whole.dst.listing.sort();
