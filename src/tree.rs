@@ -425,13 +425,18 @@ impl Listing {
     }
 
     /// The entries `keep` accepts, in the same order, with their side data.
-    pub fn retain(&self, mut keep: impl FnMut(usize) -> bool) -> Listing {
+    pub fn retain(&self, keep: impl FnMut(usize) -> bool) -> Listing {
         let mut out = Listing::new();
-        for i in (0..self.len()).filter(|&i| keep(i)) {
-            out.push_copy(self, i);
-        }
+        out.extend_where(self, keep);
         out.sorted = self.sorted;
         out
+    }
+
+    /// Appends the entries of `part` that `keep` accepts, with their side data.
+    pub fn extend_where(&mut self, part: &Listing, mut keep: impl FnMut(usize) -> bool) {
+        for i in (0..part.len()).filter(|&i| keep(i)) {
+            self.push_copy(part, i);
+        }
     }
 
     /// Entry `i` as a [`Meta`], as it was pushed (the device of a file with one link

@@ -807,46 +807,48 @@ fn a_symlink_planted_as_the_replicas_record_directory_leads_nowhere() {
 fn a_source_directory_that_cannot_be_read_keeps_its_replica() {
     // Root without CAP_DAC_OVERRIDE/CAP_DAC_READ_SEARCH, as a run for one user would
     // be: a directory of mode 000 cannot be listed. What its replica holds is not
-    // "gone from SRC", and --delete must leave it.
+    // "gone from SRC", and --delete must leave it. Into a remote DEST the top-level
+    // directory is listed by the root's part and read by its own group's part.
     let setpriv = Path::new("/usr/bin/setpriv");
     if !require(is_root() && setpriv.exists(), "root and setpriv") {
         return;
     }
-    let (src, dst) = (Tree::new(), Tree::new());
-    for i in 0..5 {
-        src.file(format!("locked/f{i}"), b"x");
-        src.file(format!("open/f{i}"), b"x");
+    for &t in TRANSPORTS {
+        let (src, dst) = (Tree::new(), Tree::new());
+        for i in 0..5 {
+            src.file(format!("locked/f{i}"), b"x");
+            src.file(format!("open/f{i}"), b"x");
+        }
+        push_ok(t, src.path(), dst.path(), &[]);
+        src.file("open/new", b"y");
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
+        let push = push_std(t, src.path(), dst.path(), &["--delete"]);
+        let out = std::process::Command::new(setpriv)
+            .args(["--bounding-set", "-dac_override,-dac_read_search"])
+            .arg(push.get_program())
+            .args(push.get_args())
+            .env_remove("FSYNC_REPL_CONFIG")
+            .output()
+            .unwrap();
+        fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(
+            out.status.code(),
+            Some(0),
+            "{t:?}: an unreadable directory went unreported"
+        );
+        assert!(err.contains("locked"), "{t:?}: {err}");
+        let kept = fs::read_dir(dst.join("locked")).map_or(0, |d| d.count());
+        assert_eq!(
+            kept, 5,
+            "{t:?}: the replica of an unreadable directory was deleted: {err}"
+        );
+        assert!(
+            dst.join("open/new").exists(),
+            "{t:?}: the readable rest was not copied"
+        );
     }
-    push_ok(Transport::Local, src.path(), dst.path(), &[]);
-    src.file("open/new", b"y");
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
-    let out = std::process::Command::new(setpriv)
-        .args(["--bounding-set", "-dac_override,-dac_read_search"])
-        .arg(env!("CARGO_BIN_EXE_fsync-repl"))
-        .args(["push", "--delete"])
-        .arg(src.path())
-        .arg(dst.path())
-        .env_remove("FSYNC_REPL_CONFIG")
-        .output()
-        .unwrap();
-    fs::set_permissions(src.join("locked"), fs::Permissions::from_mode(0o755)).unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_ne!(
-        out.status.code(),
-        Some(0),
-        "an unreadable directory went unreported"
-    );
-    assert!(err.contains("locked"), "{err}");
-    let kept = fs::read_dir(dst.join("locked")).map_or(0, |d| d.count());
-    assert_eq!(
-        kept, 5,
-        "the replica of an unreadable directory was deleted: {err}"
-    );
-    assert!(
-        dst.join("open/new").exists(),
-        "the readable rest was not copied"
-    );
 }
 
 /// Files are written in batches of 2,048, and a batch is renamed into place while the

@@ -685,6 +685,19 @@ impl Drop for LoopFs {
     }
 }
 
+/// Asserts that peak memory (bytes) measured by [`peaks_on_memory_pair`] grew by less
+/// than 2 MiB from the small tree to the big one: `holds` says what the run would be
+/// holding otherwise.
+#[track_caller]
+pub fn assert_peak_flat([(n_small, small), (n_big, big)]: [(u64, u64); 2], holds: &str) {
+    assert!(n_big >= 20 * n_small, "{n_small} -> {n_big} entries");
+    assert!(
+        big < small + (2 << 20),
+        "peak RSS grew from {small} B ({n_small} entries) to {big} B ({n_big} entries): \
+         {holds}"
+    );
+}
+
 /// Peak memory of a run over each tree of [`grid::Grid::memory_pair`], made in /dev/shm:
 /// (entries, the least of three `measure(src, &prepared)` peaks), small tree first.
 /// `prepare` gets each source once (a first copy, say). `None` where /dev/shm is

@@ -57,6 +57,9 @@ impl RemoteDest {
         // The root's rules are read by every part: the parts agree only if they stay.
         let rules = || {
             src_opts.ignore_files.then(|| {
+                if let Some(t) = &src_opts.throttle {
+                    t.op();
+                }
                 let st =
                     rustix::fs::statat(src, IGNORE_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
                         .ok();
@@ -110,16 +113,15 @@ impl RemoteDest {
             let far = p.dst.listing.len() as u64 + p.equal;
             listed += far;
             if listed > self.conn.max_listing {
-                let max = self.conn.max_listing;
-                return Err(PairError::Dest(ListError::Session(self.conn.fail(format!(
-                    "the remote listing has more than {max} entries; refusing it (raise --max-listing if DEST is that large)"
-                )))));
+                let what = format!("more than {} entries", self.conn.max_listing);
+                return Err(PairError::Dest(self.too_large(&what)));
             }
             // Its top-level directories came with the root's entries, and so did any
             // problem of the root's (each part reads the root again).
-            let deeper = |l: &Listing| l.retain(|i| l.path(i).contains(&b'/'));
-            whole.src.listing.extend_from(&deeper(&p.src.listing));
-            whole.dst.listing.extend_from(&deeper(&p.dst.listing));
+            for (to, from) in [(&mut whole.src, &p.src), (&mut whole.dst, &p.dst)] {
+                let l = &from.listing;
+                to.listing.extend_where(l, |i| l.path(i).contains(&b'/'));
+            }
             whole.src.filter.merge(p.src.filter);
             for (to, known, from) in [
                 (&mut whole.src.problems, &mut known_src, p.src.problems),
@@ -204,6 +206,14 @@ impl RemoteDest {
         ))
     }
 
+    /// Fails the session on a listing larger than `--max-listing` allows (`what`: by
+    /// how much).
+    fn too_large(&self, what: &str) -> ListError {
+        ListError::Session(self.conn.fail(format!(
+            "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
+        )))
+    }
+
     /// Sends the request for a listing of DEST; the answers come on the receiver.
     fn ask_listing(&self, opts: &ScanOptions) -> Result<(u64, Receiver<Reply>), ListError> {
         let id = self.conn.id();
@@ -239,9 +249,7 @@ impl RemoteDest {
             };
             bytes += chunk.len() as u64;
             if bytes > max_bytes {
-                return Err(ListError::Session(self.conn.fail(format!(
-                    "the remote listing has more than {max_bytes} bytes of entries; refusing it (raise --max-listing if DEST is that large)"
-                ))));
+                return Err(self.too_large(&format!("more than {max_bytes} bytes of entries")));
             }
             answers.push(answer);
         }
@@ -267,16 +275,17 @@ impl RemoteDest {
                     // counts: the per-entry overhead comes on top below).
                     let left = max_bytes.saturating_sub(bytes);
                     let cap = left.min(CHUNK_NAME_BYTES);
-                    let entries = match listing::decode_bounded(&chunk, listing::MAX_ENTRIES, cap)
-                    {
+                    let entries = match listing::decode_bounded(&chunk, listing::MAX_ENTRIES, cap) {
                         Ok(entries) => entries,
                         Err(listing::DecodeError::Bound(_)) if cap == left => {
-                            return Err(ListError::Session(self.conn.fail(format!(
-                                "the remote listing has more than {max_bytes} bytes of entries; refusing it (raise --max-listing if DEST is that large)"
-                            ))))
+                            return Err(
+                                self.too_large(&format!("more than {max_bytes} bytes of entries"))
+                            )
                         }
                         Err(e) => {
-                            return Err(ListError::Session(self.conn.fail(format!("protocol error: {e}"))))
+                            return Err(ListError::Session(
+                                self.conn.fail(format!("protocol error: {e}")),
+                            ))
                         }
                     };
                     for e in entries {
@@ -287,10 +296,7 @@ impl RemoteDest {
                                 true => format!("more than {max} entries"),
                                 false => format!("more than {max_bytes} bytes of entries"),
                             };
-                            return Err(ListError::Session(self.conn.fail(format!(
-                                    "the remote listing has {what}; refusing it (raise --max-listing if DEST is that large)"
-                                ))
-                                ));
+                            return Err(self.too_large(&what));
                         }
                         if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
                             return Err(ListError::Session(self.conn.fail(format!(
