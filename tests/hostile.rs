@@ -2066,6 +2066,7 @@ fn push_refuses_a_listing_with_traversal_paths() {
 #[test]
 fn push_accepts_an_unsorted_listing() {
     // "Sorted within the chunk or not: the sender sorts" (the protocol's documentation).
+    // `--checksum` asks for one whole listing, so entries of every depth may come.
     let src = push_source();
     let dest = scratch();
     let names: [&[u8]; 4] = [b"zz", b"mm", b"d/zz", b"b"];
@@ -2073,7 +2074,7 @@ fn push_accepts_an_unsorted_listing() {
     let r = push_through(
         src.path(),
         dest.path(),
-        &["--delete"],
+        &["--delete", "--checksum"],
         inject_listing(entries),
     );
     assert_eq!(r.out.code, Some(0), "{:?}", r.out);

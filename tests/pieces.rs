@@ -97,9 +97,10 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
 }
 
 #[test]
-fn a_remote_dest_made_by_another_tool_is_listed_whole_and_its_files_are_moved() {
+fn a_remote_dest_made_by_another_tool_goes_in_no_piece_and_its_files_are_moved() {
     // DEST holds a folder SRC has under another name, and no record of a source: it is
-    // not empty, so nothing goes in pieces and the folder is moved, not sent again.
+    // not empty, so it is compared in groups, nothing goes in pieces, and the folder
+    // is moved, not sent again.
     let src = homes();
     let dst = Tree::new();
     for f in 0..5 {

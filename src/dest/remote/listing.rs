@@ -298,6 +298,12 @@ impl RemoteDest {
                             };
                             return Err(self.too_large(&what));
                         }
+                        if !fsutil::valid_rel_path(&e.path) {
+                            return Err(ListError::Session(self.conn.fail(format!(
+                                "protocol error: the remote listing has an invalid path \"{}\"",
+                                escape(&e.path)
+                            ))));
+                        }
                         if opts.scope.as_ref().is_some_and(|s| !s.admits(&e.path)) {
                             return Err(ListError::Session(self.conn.fail(format!(
                                     "protocol error: the remote listing has \"{}\", outside the requested part of the tree",
@@ -305,8 +311,12 @@ impl RemoteDest {
                                 ))
                                 ));
                         }
-                        add_entry(&mut listing, e, keep)
-                            .map_err(|m| ListError::Session(self.conn.fail(m)))?;
+                        let meta = e.meta();
+                        if keep(&e.path, &meta)
+                            .map_err(|m| ListError::Session(self.conn.fail(m)))?
+                        {
+                            listing.push(&e.path, meta);
+                        }
                     }
                 }
                 Reply::ListEnd {
@@ -345,19 +355,4 @@ impl RemoteDest {
             ..Scanned::default()
         })
     }
-}
-
-/// Adds a wire entry to a listing after validating its path, if `keep` accepts it.
-fn add_entry(l: &mut Listing, e: WireEntry, keep: &mut Keep<'_>) -> Result<(), String> {
-    if !fsutil::valid_rel_path(&e.path) {
-        return Err(format!(
-            "protocol error: the remote listing has an invalid path \"{}\"",
-            escape(&e.path)
-        ));
-    }
-    let meta = e.meta();
-    if keep(&e.path, &meta)? {
-        l.push(&e.path, meta);
-    }
-    Ok(())
 }

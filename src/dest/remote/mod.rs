@@ -28,7 +28,7 @@ use crate::plan::Hash;
 use crate::protocol::frame::{self, ProtoError, DATA_CHUNK};
 use crate::protocol::zstream::{self, ZReader, ZWriter};
 use crate::protocol::{
-    FsOp, Notice, Reply, Request, ToReceiver, WireEntry, WireError, WireMode, WireStaged, WireXattr,
+    FsOp, Notice, Reply, Request, ToReceiver, WireError, WireMode, WireStaged, WireXattr,
 };
 use crate::scan::{Problem, ScanOptions, Scanned};
 use crate::source::SourceFile;
