@@ -157,19 +157,43 @@ fn filters_hold_in_every_piece() {
 /// A new home in an up-to-date replica goes in pieces too.
 #[test]
 fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
-    let src = homes();
-    let dst = Tree::new();
-    push_ok(Transport::Local, src.path(), dst.path(), &SMALL_PIECES);
-    for d in 0..5 {
-        for f in 0..3 {
-            src.file(format!("h9/d{d}/f{f}"), b"new");
+    for &t in TRANSPORTS {
+        let src = homes();
+        let dst = Tree::new();
+        push_ok(t, src.path(), dst.path(), &SMALL_PIECES);
+        for d in 0..5 {
+            for f in 0..3 {
+                src.file(format!("h9/d{d}/f{f}"), b"new");
+            }
         }
+        let (j, pieces) = push_json(t, src.path(), dst.path());
+        assert!(pieces >= 2, "{t:?}: {pieces} pieces: {j}");
+        assert_eq!(j["created"], 1 + 5 + 15, "{t:?}: {j}");
+        assert_same_tree(src.path(), dst.path());
+        assert_same_dirs(src.path(), dst.path());
     }
-    let (j, pieces) = push_json(Transport::Local, src.path(), dst.path());
-    assert!(pieces >= 2, "{pieces} pieces: {j}");
-    assert_eq!(j["created"], 1 + 5 + 15, "{j}");
-    assert_same_tree(src.path(), dst.path());
-    assert_same_dirs(src.path(), dst.path());
+}
+
+/// What a cut initial copy left to do goes in pieces: DEST holds the first home, as
+/// another tool copied it, and no record of a source.
+#[test]
+fn what_a_cut_initial_copy_left_goes_in_pieces() {
+    for &t in TRANSPORTS {
+        let src = homes();
+        let dst = Tree::new();
+        let cp = std::process::Command::new("cp")
+            .arg("-a")
+            .arg(src.join("h0"))
+            .arg(dst.path())
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        let (j, pieces) = push_json(t, src.path(), dst.path());
+        assert!(pieces >= 4, "{t:?}: {pieces} pieces: {j}");
+        assert_eq!(j["moved"], 0, "{t:?}: {j}");
+        assert_same_tree(src.path(), dst.path());
+        assert_same_dirs(src.path(), dst.path());
+    }
 }
 
 /// SIGINT while pieces are copied: the run ends at once with exit 20, every file in

@@ -48,11 +48,11 @@ pub struct ScanOptions {
     /// Once set, no further directory is read (a signal): the caller drops the listing.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Leave the source's new subtrees unwalked, as [`Scanned::pending`], to be walked
-    /// and copied piece by piece ([`Pieces`]): a subdirectory of the root when there is
-    /// no destination side to walk with (none, or a remote one listed empty), one found
-    /// on the source only in a paired walk. A paired walk
-    /// walks them after all when the destination side lists a regular file, since a new
-    /// file may then be a move or a copy of it.
+    /// and copied piece by piece ([`Pieces`]): every subdirectory of the root in a walk
+    /// of its own (no destination, or the root's part of a remote comparison), one
+    /// found on the source only in a paired walk. A paired walk walks them after all
+    /// when the destination side lists a regular file, since a new file may then be a
+    /// move or a copy of it.
     pub defer_new: bool,
     /// A remote destination compared with the source (`Destination::list_with_source`)
     /// is listed a group of top-level directories at a time, of about this many entries

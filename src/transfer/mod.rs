@@ -274,20 +274,13 @@ fn push_in_pool(
             Ok(())
         }
     };
-    // A DEST with no record of its source was never brought up to date by this tool:
-    // most often an initial copy (see `defer_new` below).
-    let (record, unrecorded) = match dest {
-        Some(d) => {
-            let recorded = d.source_record();
-            let unrecorded = matches!(recorded, Ok(None));
-            let record = source_identity(opts, &src, recorded, src_path, dest_path)?;
-            (record, unrecorded)
-        }
+    let record = match dest {
+        Some(d) => source_identity(opts, &src, d.source_record(), src_path, dest_path)?,
         // A new DEST records its source from the start.
-        None => (SourceId::of(src.root()).ok().map(|id| id.to_record()), true),
+        None => SourceId::of(src.root()).ok().map(|id| id.to_record()),
     };
 
-    let mut src_opts = ScanOptions {
+    let src_opts = ScanOptions {
         excludes: opts.excludes.clone(),
         ignore_files: true,
         one_file_system: opts.one_file_system,
@@ -296,13 +289,8 @@ fn push_in_pool(
         scope: opts.scope.clone(),
         cancel: Some(stop.clone()),
         // New subtrees go piece by piece (see `pieces`): not under `--checksum` (both
-        // sides listed whole), nor in a watch's scoped batches or a dry run; into a
-        // remote DEST only when it is empty, which is asked before SRC is walked only
-        // of one that records no source (below).
-        defer_new: dest.is_none_or(|d| !d.is_remote() || unrecorded)
-            && !opts.checksum
-            && opts.scope.is_none()
-            && !opts.dry_run,
+        // sides listed whole), nor in a watch's scoped batches or a dry run.
+        defer_new: !opts.checksum && opts.scope.is_none() && !opts.dry_run,
         group_entries: 0,
     };
     let dst_opts = ScanOptions {
@@ -335,51 +323,24 @@ fn push_in_pool(
         },
         ListError::Session(e) => Error::Protocol(e.to_string()),
     };
-    // A remote DEST that records no source is most often empty (an initial copy), but
-    // may hold a tree another tool made, or a cut first copy. Its root's own entries
-    // tell (one shallow request). An empty root is the whole listing; one that holds
-    // entries is compared a group at a time like a recorded DEST, with the walks
-    // overlapped and memory bounded.
-    let mut empty_remote = None;
-    if src_opts.defer_new && dest.is_some_and(|d| d.is_remote()) {
-        let root = crate::scope::Scope::from_pairs([(&b""[..], false)]).expect("the root");
-        let shallow = ScanOptions {
-            scope: Some(Arc::new(root)),
-            ..dst_opts.clone()
-        };
-        let d = list_dest(&shallow).map_err(dest_error)?;
-        // Only an empty DEST holds nothing a new file could be moved or copied from,
-        // and lets SRC's subtrees go piece by piece, as into a local DEST. (An
-        // unreadable root lists as empty too: then SRC is walked whole, as in a local
-        // paired walk.)
-        src_opts.defer_new = d.listing.is_empty() && d.problems.is_empty();
-        if d.listing.is_empty() {
-            empty_remote = Some(d);
-        }
-    }
     // SRC and DEST are listed together, and only what differs is held: entries equal
     // on both sides are counted, not held, so a run that changes little holds what
     // changed and the directories. A local DEST is walked beside SRC, however large the
     // tree; a remote one a group of top-level directories at a time, each listed while
-    // SRC's part is walked and compared as it is unpacked. An empty remote DEST (asked
-    // above) is already listed. (`--checksum` compares contents, so it lists both sides
-    // whole.)
+    // SRC's part is walked and compared as it is unpacked. (`--checksum` compares
+    // contents, so it lists both sides whole.)
     let paired = dest
-        .filter(|_| !opts.checksum && empty_remote.is_none())
+        .filter(|_| !opts.checksum)
         .and_then(|d| d.list_with_source(src.root(), &src_opts, &dst_opts, plan::TWIN_MIN_SIZE));
-    let (mut scanned, dscanned, equal) = match (paired, empty_remote) {
-        (Some(p), _) => {
+    let (mut scanned, dscanned, equal) = match paired {
+        Some(p) => {
             let p = p.map_err(|e| match e {
                 PairError::Source(what) => src_error(what),
                 PairError::Dest(e) => dest_error(e),
             })?;
             (p.src, p.dst, p.equal)
         }
-        (None, Some(d)) => {
-            let s = crate::scan::scan(src.root(), &src_opts).map_err(src_error)?;
-            (s, d, 0)
-        }
-        (None, None) if dest.is_some_and(|d| d.is_remote()) => {
+        None if dest.is_some_and(|d| d.is_remote()) => {
             // `--checksum`: both whole, the far side's listing beside the walk.
             let (s, d) = rayon::join(
                 || crate::scan::scan(src.root(), &src_opts),
@@ -387,7 +348,7 @@ fn push_in_pool(
             );
             (s.map_err(src_error)?, d.map_err(dest_error)?, 0)
         }
-        (None, None) => {
+        None => {
             // Only a DEST still to be made has nothing to list: with a DEST listed
             // whole, new subtrees are walked whole too.
             let whole = ScanOptions {

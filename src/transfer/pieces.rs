@@ -1,7 +1,7 @@
-//! New subtrees copied piece by piece: an initial copy, or a new home, into a local
-//! destination whose listing holds no file they could be a move or a copy of; into a
-//! remote one, an initial copy into an empty DEST that records no source (the remote
-//! listing comes whole, so it is asked for first only then).
+//! New subtrees copied piece by piece: an initial copy, a new home, or what a cut
+//! initial copy left, into a destination whose listing holds no file they could be a
+//! move or a copy of (into a remote one, SRC's top-level directories that DEST lacks,
+//! once the rest has been compared).
 //!
 //! The walk left them unwalked ([`crate::scan::ScanOptions::defer_new`]); here they are
 //! listed a piece at a time ([`Pieces`]), and each piece is planned against nothing,

@@ -26,9 +26,7 @@ impl Destination for RemoteDest {
         opts: &ScanOptions,
         keep_from: u64,
     ) -> Option<Result<crate::scan::Paired, crate::dest::PairError>> {
-        // New subtrees go in pieces only into an empty DEST, listed first (the run
-        // lists it on its own, then walks SRC).
-        (!src_opts.defer_new).then(|| self.list_against(src, src_opts, opts, keep_from))
+        Some(self.list_against(src, src_opts, opts, keep_from))
     }
 
     fn space(&self) -> io::Result<Space> {

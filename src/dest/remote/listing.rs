@@ -7,6 +7,7 @@ use crate::scan::Paired;
 use crate::scan::IGNORE_FILE;
 use crate::scope::Scope;
 use crate::tree::{self, Meta};
+use std::collections::HashSet;
 
 /// Whether an entry of the far side's listing is kept (`Err`: the far side broke the
 /// protocol).
@@ -30,6 +31,11 @@ impl RemoteDest {
     /// root's own entries come first, then its directories a group of about that many
     /// entries at a time (each a scoped walk and a scoped listing, as a watch's batch),
     /// so that neither side holds more than a group and what differs.
+    ///
+    /// With [`ScanOptions::defer_new`], SRC's top-level directories that DEST lacks are
+    /// compared last, and returned as pending instead (for the caller to copy in
+    /// pieces) when DEST holds no file a new file could be a move or a copy of: the
+    /// rule of [`crate::scan::scan_pair`], one level down.
     pub(super) fn list_against(
         &self,
         src: std::os::fd::BorrowedFd<'_>,
@@ -38,13 +44,21 @@ impl RemoteDest {
         keep_from: u64,
     ) -> Result<Paired, PairError> {
         if opts.group_entries == 0 || opts.scope.is_some() || src_opts.scope.is_some() {
-            return Ok(self.pair_part(src, src_opts, opts, keep_from)?.0);
+            let walk_opts = ScanOptions {
+                defer_new: false,
+                ..src_opts.clone()
+            };
+            return Ok(self.pair_part(src, &walk_opts, opts, keep_from)?.0);
         }
-        let part = |scope: Scope| {
+        // Only the root's part may leave SRC's directories unwalked: a walk that does
+        // reads the root alone, each directory in it pending (which a scope would not
+        // make them).
+        let part = |scope: Scope, defer_new: bool| {
             let scope = Some(Arc::new(scope));
             let (s, d) = (
                 ScanOptions {
-                    scope: scope.clone(),
+                    scope: scope.clone().filter(|_| !defer_new),
+                    defer_new,
                     ..src_opts.clone()
                 },
                 ScanOptions {
@@ -76,9 +90,13 @@ impl RemoteDest {
             })
         };
         let rules_before = rules();
-        let (mut whole, _) = part(Scope::from_pairs([(&b""[..], false)]).expect("the root"))?;
+        let root = Scope::from_pairs([(&b""[..], false)]).expect("the root");
+        let (mut whole, _) = part(root, src_opts.defer_new)?;
         let mut listed = whole.dst.listing.len() as u64 + whole.equal;
-        let known = |ps: &[Problem]| -> std::collections::HashSet<(Vec<u8>, String)> {
+        // A DEST root that cannot be read lists as empty: then nothing waits for pieces
+        // (as in a local paired walk).
+        let mut sources = moves_from(&whole, keep_from) || !whole.dst.problems.is_empty();
+        let known = |ps: &[Problem]| -> HashSet<(Vec<u8>, String)> {
             ps.iter()
                 .map(|p| (p.path.clone(), p.what.clone()))
                 .collect()
@@ -95,6 +113,16 @@ impl RemoteDest {
             .collect();
         dirs.sort();
         dirs.dedup();
+        // SRC's directories that DEST lacks wait until the rest of DEST has been seen.
+        let mut pending = std::mem::take(&mut whole.src.pending);
+        let dl = &whole.dst.listing;
+        pending.retain(|p| {
+            dl.find(p.path())
+                .is_none_or(|i| dl.get(i).kind != Kind::Dir)
+        });
+        let new: HashSet<&[u8]> = pending.iter().map(|p| p.path()).collect();
+        let (mut dirs, mut new_dirs): (Vec<_>, Vec<_>) =
+            dirs.into_iter().partition(|d| !new.contains(&d[..]));
         // The first group is one directory; the next ones are sized on the entries seen
         // on the larger side.
         let budget = opts.group_entries as u64;
@@ -105,11 +133,25 @@ impl RemoteDest {
                 .as_ref()
                 .is_some_and(|c| c.load(Ordering::Relaxed))
         };
-        while (done as usize) < dirs.len() && !stopped() {
+        loop {
+            if (done as usize) == dirs.len() {
+                if new_dirs.is_empty() || stopped() {
+                    break;
+                }
+                if !sources {
+                    whole.src.pending = pending;
+                    break;
+                }
+                dirs.append(&mut new_dirs);
+            }
+            if stopped() {
+                break;
+            }
             let group = &dirs[done as usize..dirs.len().min((done + take) as usize)];
             let scope = Scope::from_pairs(group.iter().map(|d| (d, true)))
                 .map_err(|e| PairError::Source(e.to_string()))?;
-            let (p, walked) = part(scope)?;
+            let (p, walked) = part(scope, false)?;
+            sources |= moves_from(&p, keep_from);
             let far = p.dst.listing.len() as u64 + p.equal;
             listed += far;
             if listed > self.conn.max_listing {
@@ -355,4 +397,18 @@ impl RemoteDest {
             ..Scanned::default()
         })
     }
+}
+
+/// Whether a part's DEST side lists a file that a new file could be a move or a copy
+/// of: one without a file at its path on SRC's side, or one of `keep_from` bytes or
+/// more (the rule of [`crate::scan::scan_pair`]).
+fn moves_from(p: &Paired, keep_from: u64) -> bool {
+    let (s, d) = (&p.src.listing, &p.dst.listing);
+    (0..d.len()).any(|i| {
+        let e = d.get(i);
+        e.kind == Kind::File
+            && (e.size >= keep_from
+                || s.find(d.path(i))
+                    .is_none_or(|j| s.get(j).kind != Kind::File))
+    })
 }
