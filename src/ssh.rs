@@ -11,7 +11,7 @@
 //! bounded time, whether or not the far side exits when its input closes.
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -243,14 +243,8 @@ impl RemoteChild {
             }
             match &pidfd {
                 Some(fd) => {
-                    let mut p = libc::pollfd {
-                        fd: fd.as_raw_fd(),
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
                     let ms = left.as_millis().clamp(1, i32::MAX as u128) as i32;
-                    // SAFETY: one valid pollfd for the length of the call.
-                    unsafe { libc::poll(&mut p, 1, ms) };
+                    let _ = crate::wire::poll_one(fd.as_fd(), libc::POLLIN, ms);
                 }
                 None => {
                     std::thread::sleep(nap.min(left));

@@ -49,7 +49,11 @@ fn wait_ready(
 
 /// One poll of `fd` for `events`, waiting at most `ms` milliseconds. Readiness, hang-up
 /// and errors all count as ready: the read or write that follows reports them.
-fn poll_one(fd: BorrowedFd<'_>, events: libc::c_short, ms: libc::c_int) -> io::Result<bool> {
+pub(crate) fn poll_one(
+    fd: BorrowedFd<'_>,
+    events: libc::c_short,
+    ms: libc::c_int,
+) -> io::Result<bool> {
     let mut p = libc::pollfd {
         fd: fd.as_raw_fd(),
         events,

@@ -122,9 +122,8 @@ fn receive(s: &Serve, interrupted: Arc<AtomicBool>) -> Result<()> {
         r => r.map_err(proto),
     };
     drop(receiver);
-    stop.store(true, Ordering::Relaxed);
     if let Some(c) = controller {
-        c.thread().unpark();
+        crate::throttle::adaptive::stop(&stop, c.thread());
         let _ = c.join();
     }
     if let Some(s) = stand_in {

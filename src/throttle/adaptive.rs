@@ -335,8 +335,15 @@ fn describe(change: Change) -> String {
 }
 
 /// Runs the controller on `throttle` until `stop` is set, watching the block devices
-/// `devs`; `log` receives each change. Returns the number of changes. Whoever sets
-/// `stop` unparks the thread running this, which then returns at once.
+/// `devs`; `log` receives each change. Returns the number of changes. [`stop`] ends
+/// it at once.
+/// Ends the controller [`run`] on `thread` with `flag`: sets the flag and wakes the
+/// thread from its wait between samples, so it returns at once (join it next).
+pub fn stop(flag: &AtomicBool, thread: &std::thread::Thread) {
+    flag.store(true, Ordering::Relaxed);
+    thread.unpark();
+}
+
 pub fn run(
     throttle: &Throttle,
     cfg: Config,

@@ -117,7 +117,7 @@ pub(super) struct Run<'a> {
     /// For a remote destination: a wider pool for the phases that are one round trip
     /// per entry (mkdir, links, metadata, deletes), so many requests are in flight.
     /// Its threads only wait on answers; source files are read on the main pool.
-    pub(super) wide: Option<std::sync::Arc<rayon::ThreadPool>>,
+    pub(super) wide: Option<&'a rayon::ThreadPool>,
     pub(super) throttle: &'a Throttle,
     /// Directory deletes left for a run that lists them whole.
     pub(super) relist: std::sync::Mutex<Vec<Vec<u8>>>,
@@ -146,7 +146,7 @@ impl<'a> Run<'a> {
             bar: self.bar.clone(),
             files_total: self.files_done.load(Ordering::Relaxed) + files,
             files_done: self.files_done,
-            wide: self.wide.clone(),
+            wide: self.wide,
             throttle: self.throttle,
             relist: Default::default(),
         }
@@ -698,10 +698,7 @@ const READAHEAD_RATE: u64 = 64 << 20;
 /// Requests in flight per worker in the round-trip-bound phases of a remote run.
 const REMOTE_FANOUT: usize = 8;
 
-pub(super) fn wide_pool(
-    dest: &dyn Destination,
-    opts: &Options,
-) -> Option<std::sync::Arc<rayon::ThreadPool>> {
+pub(super) fn wide_pool(dest: &dyn Destination, opts: &Options) -> Option<rayon::ThreadPool> {
     if !dest.is_remote() {
         return None;
     }
@@ -709,7 +706,6 @@ pub(super) fn wide_pool(
         .pool_builder(opts.jobs.max(1) * REMOTE_FANOUT, "fsync-repl-wait")
         .build()
         .ok()
-        .map(std::sync::Arc::new)
 }
 
 #[cfg(test)]

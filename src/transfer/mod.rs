@@ -229,10 +229,9 @@ pub fn push_to(
                 })
             });
             let result = push_in_pool(opts, src, target, out, &interrupted);
-            stop.store(true, Ordering::Relaxed);
             let changes = controller
                 .and_then(|c| {
-                    c.thread().unpark();
+                    crate::throttle::adaptive::stop(&stop, c.thread());
                     c.join().ok()
                 })
                 .unwrap_or(0);
@@ -340,23 +339,15 @@ fn push_in_pool(
             })?;
             (p.src, p.dst, p.equal)
         }
-        None if dest.is_some_and(|d| d.is_remote()) => {
-            // `--checksum`: both whole, the far side's listing beside the walk.
+        None => {
+            // `--checksum`: both sides whole, DEST listed beside the walk (and new
+            // subtrees walked whole: `defer_new` is off). Or a DEST still to be made,
+            // with nothing to list.
             let (s, d) = rayon::join(
                 || crate::scan::scan(src.root(), &src_opts),
                 || list_dest(&dst_opts),
             );
             (s.map_err(src_error)?, d.map_err(dest_error)?, 0)
-        }
-        None => {
-            // Only a DEST still to be made has nothing to list: with a DEST listed
-            // whole, new subtrees are walked whole too.
-            let whole = ScanOptions {
-                defer_new: src_opts.defer_new && dest.is_none(),
-                ..src_opts.clone()
-            };
-            let s = crate::scan::scan(src.root(), &whole).map_err(src_error)?;
-            (s, list_dest(&dst_opts).map_err(dest_error)?, 0)
         }
     };
     let sl = std::mem::take(&mut scanned.listing);
@@ -538,6 +529,7 @@ fn push_in_pool(
         files_total.max(u64::from(piecewise.is_some())),
     );
     let (halt, files_done) = (AtomicBool::new(false), Default::default());
+    let wide = wide_pool(dest, opts);
     let run = Run {
         opts,
         dest_name: dest_path,
@@ -551,7 +543,7 @@ fn push_in_pool(
         bar,
         files_total,
         files_done: &files_done,
-        wide: wide_pool(dest, opts),
+        wide: wide.as_ref(),
         throttle: &throttle,
         relist: Default::default(),
     };
