@@ -98,7 +98,8 @@ pub struct Options {
     /// Bytes per durability batch.
     pub batch_bytes: u64,
     /// Entries listed, planned and copied at a time when a new subtree is copied in
-    /// pieces (an initial copy): what bounds its memory.
+    /// pieces (an initial copy), and about the entries of one group of a remote
+    /// comparison: what bounds their memory.
     pub piece_entries: usize,
     /// Leave what the run reads and writes in the page cache (`--keep-cache`).
     pub keep_cache: bool,

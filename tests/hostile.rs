@@ -1918,6 +1918,20 @@ struct Pushed {
     requests: Vec<ToReceiver>,
 }
 
+impl Pushed {
+    /// Whether the client asked the far side to change anything.
+    fn acted(&self) -> bool {
+        self.requests.iter().any(|m| {
+            matches!(
+                m,
+                ToReceiver::Request(
+                    Request::Op { .. } | Request::Begin { .. } | Request::Commit { .. }
+                )
+            )
+        })
+    }
+}
+
 /// Pushes SRC to a real `serve` of `dest` through a tampering man in the middle; checks
 /// that SRC is unchanged and that neither side panicked.
 fn push_through(
@@ -2051,34 +2065,43 @@ fn push_refuses_a_listing_with_traversal_paths() {
         let r = push_through(src.path(), dest.path(), &["--delete"], tamper);
         let what = format!("listing with {}", show(path));
         r.out.assert_refused(&what, "invalid path");
-        let acted = r.requests.iter().any(|m| {
-            matches!(
-                m,
-                ToReceiver::Request(
-                    Request::Op { .. } | Request::Begin { .. } | Request::Commit { .. }
-                )
-            )
-        });
-        assert!(!acted, "{what}: the client acted on it: {:?}", r.requests);
+        assert!(
+            !r.acted(),
+            "{what}: the client acted on it: {:?}",
+            r.requests
+        );
     }
 }
 
 #[test]
 fn push_accepts_an_unsorted_listing() {
     // "Sorted within the chunk or not: the sender sorts" (the protocol's documentation).
-    // `--checksum` asks for one whole listing, so entries of every depth may come.
+    // The first listing of a run is of the root's own entries; `--checksum` asks for
+    // one whole listing, so entries of every depth may come.
+    let root_only: &[&[u8]] = &[b"zz", b"mm", b"b"];
+    let any_depth: &[&[u8]] = &[b"zz", b"mm", b"d/zz", b"b"];
+    for (names, extra) in [(root_only, &[][..]), (any_depth, &["--checksum"][..])] {
+        let src = push_source();
+        let dest = scratch();
+        let entries = names.iter().map(|n| entry(n, WireKind::File)).collect();
+        let mut args = vec!["--delete"];
+        args.extend(extra);
+        let r = push_through(src.path(), dest.path(), &args, inject_listing(entries));
+        assert_eq!(r.out.code, Some(0), "{extra:?}: {:?}", r.out);
+        common::assert_same_tree(src.path(), dest.path());
+    }
+}
+
+#[test]
+fn push_refuses_a_listing_outside_the_part_it_asked_for() {
+    // The first listing is of the root's own entries: a nested one does not belong.
     let src = push_source();
     let dest = scratch();
-    let names: [&[u8]; 4] = [b"zz", b"mm", b"d/zz", b"b"];
-    let entries = names.iter().map(|n| entry(n, WireKind::File)).collect();
-    let r = push_through(
-        src.path(),
-        dest.path(),
-        &["--delete", "--checksum"],
-        inject_listing(entries),
-    );
-    assert_eq!(r.out.code, Some(0), "{:?}", r.out);
-    common::assert_same_tree(src.path(), dest.path());
+    let tamper = inject_listing(vec![entry(b"d/zz", WireKind::File)]);
+    let r = push_through(src.path(), dest.path(), &["--delete"], tamper);
+    r.out
+        .assert_refused("a nested entry", "outside the requested part of the tree");
+    assert!(!r.acted(), "the client acted on it: {:?}", r.requests);
 }
 
 #[test]
@@ -3109,13 +3132,7 @@ fn push_refuses_a_listing_past_its_bound() {
     );
     r.out
         .assert_refused("a listing of long names", "bytes of entries");
-    let acted = r.requests.iter().any(|m| {
-        matches!(
-            m,
-            ToReceiver::Request(Request::Op { .. } | Request::Begin { .. })
-        )
-    });
-    assert!(!acted, "the client acted on a refused listing");
+    assert!(!r.acted(), "the client acted on a refused listing");
     // Within the bound, the same listing is taken.
     let dest = scratch();
     let few = (0..10)

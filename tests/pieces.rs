@@ -67,7 +67,7 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
     // 6 homes, 24 directories, 121 files, 4 more links and a symlink.
     let entries = 6 + 24 + 121 + 4 + 1;
     // DEST empty (walked with SRC), then DEST missing (SRC's root only, then pieces);
-    // a remote DEST is listed first, and found empty.
+    // a remote DEST's root is compared first, and every home is new.
     let mut dests = Vec::new();
     for (k, t) in TRANSPORTS.iter().enumerate() {
         dests.push((*t, dst.join(format!("{k}/empty"))));
@@ -98,9 +98,9 @@ fn an_initial_copy_in_pieces_is_the_whole_replica() {
 
 #[test]
 fn a_remote_dest_made_by_another_tool_goes_in_no_piece_and_its_files_are_moved() {
-    // DEST holds a folder SRC has under another name, and no record of a source: it is
-    // not empty, so it is compared in groups, nothing goes in pieces, and the folder
-    // is moved, not sent again.
+    // DEST holds a folder SRC has under another name, and no record of a source: its
+    // files are ones new files could be moves of, so the new homes are compared in
+    // groups, nothing goes in pieces, and the folder is moved, not sent again.
     let src = homes();
     let dst = Tree::new();
     for f in 0..5 {
@@ -171,6 +171,50 @@ fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
         assert_eq!(j["created"], 1 + 5 + 15, "{t:?}: {j}");
         assert_same_tree(src.path(), dst.path());
         assert_same_dirs(src.path(), dst.path());
+    }
+}
+
+/// A file at DEST's root that a new home's file could be a move of keeps the new homes
+/// out of pieces, so the plan sees the move: one SRC moved into a new home, or one
+/// where SRC now has a directory (cleared first, so it is copied, not moved).
+#[test]
+fn a_file_at_the_root_of_dest_keeps_new_homes_whole_for_moves() {
+    for &t in TRANSPORTS {
+        let src = homes();
+        let dst = Tree::new();
+        push_ok(t, src.path(), dst.path(), &SMALL_PIECES);
+        let body = vec![7u8; 5000];
+        for case in ["moved", "replaced"] {
+            let at = match case {
+                "moved" => "old-notes",
+                _ => "h9",
+            };
+            dst.file(at, &body);
+            src.file(format!("h9/d0/{case}"), &body);
+            for f in 0..3 {
+                src.file(format!("h9/d1/f{f}"), b"new");
+            }
+            let m = std::fs::metadata(dst.join(at)).unwrap();
+            set_mtime(
+                &src.join(format!("h9/d0/{case}")),
+                m.mtime(),
+                m.mtime_nsec() as u32,
+            );
+            let mut args = SMALL_PIECES.to_vec();
+            args.extend(["--json", "-v", "--delete"]);
+            let out = push_ok(t, src.path(), dst.path(), &args);
+            assert_eq!(
+                pieces(&out),
+                0,
+                "{t:?} {case}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let moved = u64::from(case == "moved");
+            assert_eq!(json(&out)["moved"], moved, "{t:?} {case}: {}", json(&out));
+            assert_same_tree(src.path(), dst.path());
+            std::fs::remove_dir_all(src.join("h9")).unwrap();
+            push_ok(t, src.path(), dst.path(), &["--delete"]);
+        }
     }
 }
 

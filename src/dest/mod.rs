@@ -140,8 +140,10 @@ pub trait Destination: Sync {
     fn list(&self, opts: &ScanOptions) -> Result<Scanned, ListError>;
     /// Lists the source (`src`, walked with `src_opts`) and the destination together,
     /// only what differs: the entries [`crate::tree::unchanged`] on both sides are
-    /// counted, not held ([`crate::scan::scan_pair`] for a local destination). `None`
-    /// when both must be listed whole.
+    /// counted, not held ([`crate::scan::scan_pair`] for a local destination). With
+    /// [`ScanOptions::defer_new`] the source's new subtrees may come back unwalked in
+    /// `Paired::src.pending`, for the caller to copy in pieces. `None` where this
+    /// destination cannot (then both are listed whole).
     fn list_with_source(
         &self,
         _src: std::os::fd::BorrowedFd<'_>,

@@ -51,8 +51,8 @@ pub struct ScanOptions {
     /// and copied piece by piece ([`Pieces`]): every subdirectory of the root in a walk
     /// of its own (no destination, or the root's part of a remote comparison), one
     /// found on the source only in a paired walk. A paired walk walks them after all
-    /// when the destination side lists a regular file, since a new file may then be a
-    /// move or a copy of it.
+    /// when the destination side lists a regular file that a new file may be a move or
+    /// a copy of (one SRC lacks at its path, or a large one).
     pub defer_new: bool,
     /// A remote destination compared with the source (`Destination::list_with_source`)
     /// is listed a group of top-level directories at a time, of about this many entries

@@ -334,9 +334,6 @@ fn describe(change: Change) -> String {
     }
 }
 
-/// Runs the controller on `throttle` until `stop` is set, watching the block devices
-/// `devs`; `log` receives each change. Returns the number of changes. [`stop`] ends
-/// it at once.
 /// Ends the controller [`run`] on `thread` with `flag`: sets the flag and wakes the
 /// thread from its wait between samples, so it returns at once (join it next).
 pub fn stop(flag: &AtomicBool, thread: &std::thread::Thread) {
@@ -344,6 +341,9 @@ pub fn stop(flag: &AtomicBool, thread: &std::thread::Thread) {
     thread.unpark();
 }
 
+/// Runs the controller on `throttle` until the flag `stop` is set, watching the block
+/// devices `devs`; `log` receives each change. Returns the number of changes. The
+/// function [`stop`] ends it at once.
 pub fn run(
     throttle: &Throttle,
     cfg: Config,

@@ -34,8 +34,9 @@ impl RemoteDest {
     ///
     /// With [`ScanOptions::defer_new`], SRC's top-level directories that DEST lacks are
     /// compared last, and returned as pending instead (for the caller to copy in
-    /// pieces) when DEST holds no file a new file could be a move or a copy of: the
-    /// rule of [`crate::scan::scan_pair`], one level down.
+    /// pieces) when no part found a DEST file a new file could be a move or a copy of
+    /// ([`moves_from`]; a local paired walk also counts DEST-only directories and
+    /// unreadable SRC ones, which hold no such file by themselves).
     pub(super) fn list_against(
         &self,
         src: std::os::fd::BorrowedFd<'_>,
@@ -93,8 +94,9 @@ impl RemoteDest {
         let root = Scope::from_pairs([(&b""[..], false)]).expect("the root");
         let (mut whole, _) = part(root, src_opts.defer_new)?;
         let mut listed = whole.dst.listing.len() as u64 + whole.equal;
-        // A DEST root that cannot be read lists as empty: then nothing waits for pieces
-        // (as in a local paired walk).
+        // Any problem listing DEST's root turns pieces off: a root that cannot be read
+        // lists as empty (then SRC is walked whole, as in a local paired walk), and a
+        // home that could not be looked at must not be taken for a new one.
         let mut sources = moves_from(&whole, keep_from) || !whole.dst.problems.is_empty();
         let known = |ps: &[Problem]| -> HashSet<(Vec<u8>, String)> {
             ps.iter()
@@ -401,7 +403,7 @@ impl RemoteDest {
 
 /// Whether a part's DEST side lists a file that a new file could be a move or a copy
 /// of: one without a file at its path on SRC's side, or one of `keep_from` bytes or
-/// more (the rule of [`crate::scan::scan_pair`]).
+/// more (as [`crate::scan::scan_pair`] decides for files).
 fn moves_from(p: &Paired, keep_from: u64) -> bool {
     let (s, d) = (&p.src.listing, &p.dst.listing);
     (0..d.len()).any(|i| {
