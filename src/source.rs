@@ -52,7 +52,8 @@ impl Drop for SourceFile {
     }
 }
 
-fn fingerprint(st: &rustix::fs::Stat) -> (i64, i64, i64, i64, u64) {
+/// What tells a file's content changed or was replaced: its mtime, ctime and size.
+pub(crate) fn fingerprint(st: &rustix::fs::Stat) -> (i64, i64, i64, i64, u64) {
     (
         st.st_mtime,
         st.st_mtime_nsec as i64,

@@ -3083,17 +3083,17 @@ fn serve_counts_files_in_flight_against_its_reserve_and_cleans_up_at_the_end() {
 #[test]
 fn push_refuses_a_listing_past_its_bound() {
     let src = push_source();
+    // `n` files at DEST's root, pushed with `--max-listing bound` into `dest`.
+    let listing_of = |n: usize, bound: &str, dest: &Path| {
+        let entries = (0..n)
+            .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
+            .collect();
+        let args = ["--max-listing", bound];
+        push_through(src.path(), dest, &args, inject_listing(entries))
+    };
     // By count: 1,500 entries where 1,000 are accepted.
-    let many = (0..1500)
-        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
-        .collect();
     let dest = scratch();
-    let r = push_through(
-        src.path(),
-        dest.path(),
-        &["--max-listing", "1000"],
-        inject_listing(many),
-    );
+    let r = listing_of(1500, "1000", dest.path());
     r.out
         .assert_refused("a listing of 1,500 entries", "more than 1000 entries");
     // Into a replica, whose listing is gathered packed while SRC is walked: refused as
@@ -3101,15 +3101,7 @@ fn push_refuses_a_listing_past_its_bound() {
     for bound in ["10", "1000"] {
         let dest = scratch();
         common::push_ok(common::Transport::Local, src.path(), dest.path(), &[]);
-        let many = (0..1500)
-            .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
-            .collect();
-        let r = push_through(
-            src.path(),
-            dest.path(),
-            &["--max-listing", bound],
-            inject_listing(many),
-        );
+        let r = listing_of(1500, bound, dest.path());
         r.out
             .assert_refused("a listing of 1,500 entries into a replica", "more than");
     }
@@ -3135,15 +3127,7 @@ fn push_refuses_a_listing_past_its_bound() {
     assert!(!r.acted(), "the client acted on a refused listing");
     // Within the bound, the same listing is taken.
     let dest = scratch();
-    let few = (0..10)
-        .map(|k| entry(format!("n{k:05}").as_bytes(), WireKind::File))
-        .collect();
-    let r = push_through(
-        src.path(),
-        dest.path(),
-        &["--max-listing", "1000"],
-        inject_listing(few),
-    );
+    let r = listing_of(10, "1000", dest.path());
     assert_eq!(r.out.code, Some(0), "{:?}", r.out);
 }
 

@@ -154,13 +154,19 @@ fn filters_hold_in_every_piece() {
     assert_eq!(dst.read("h3/.fsyncignore"), b"skip-*\n");
 }
 
+/// [`homes`] and its replica through `t`.
+fn a_replica_of_homes(t: Transport) -> (Tree, Tree) {
+    let src = homes();
+    let dst = Tree::new();
+    push_ok(t, src.path(), dst.path(), &SMALL_PIECES);
+    (src, dst)
+}
+
 /// A new home in an up-to-date replica goes in pieces too.
 #[test]
 fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
     for &t in TRANSPORTS {
-        let src = homes();
-        let dst = Tree::new();
-        push_ok(t, src.path(), dst.path(), &SMALL_PIECES);
+        let (src, dst) = a_replica_of_homes(t);
         for d in 0..5 {
             for f in 0..3 {
                 src.file(format!("h9/d{d}/f{f}"), b"new");
@@ -180,9 +186,7 @@ fn a_new_home_in_an_up_to_date_replica_goes_in_pieces() {
 #[test]
 fn a_file_at_the_root_of_dest_keeps_new_homes_whole_for_moves() {
     for &t in TRANSPORTS {
-        let src = homes();
-        let dst = Tree::new();
-        push_ok(t, src.path(), dst.path(), &SMALL_PIECES);
+        let (src, dst) = a_replica_of_homes(t);
         let body = vec![7u8; 5000];
         for case in ["moved", "replaced"] {
             let at = match case {
@@ -240,89 +244,94 @@ fn what_a_cut_initial_copy_left_goes_in_pieces() {
     }
 }
 
-/// SIGINT while pieces are copied: the run ends at once with exit 20, every file in
-/// DEST is old or new, no temporary file stays, and no piece starts after it.
+/// SIGINT while pieces are copied, locally or into a remote DEST: the run ends at once
+/// with exit 20, every file in DEST is old or new, no temporary file stays, and no
+/// piece starts after it; the next run (DEST records no source yet) completes it.
 #[test]
 fn a_signal_between_and_within_pieces_stops_the_run() {
-    let src = Tree::new();
-    for d in 0..40 {
-        for f in 0..20 {
-            src.file(
-                format!("h{}/d{d}/f{f}", d % 4),
-                format!("{d}.{f}").as_bytes(),
-            );
+    for &t in TRANSPORTS {
+        let src = Tree::new();
+        for d in 0..40 {
+            for f in 0..20 {
+                src.file(
+                    format!("h{}/d{d}/f{f}", d % 4),
+                    format!("{d}.{f}").as_bytes(),
+                );
+            }
         }
-    }
-    let dst = Tree::new();
-    // 100 operations a second: about 20 s for the whole copy.
-    let mut child = push_std(
-        Transport::Local,
-        src.path(),
-        dst.path(),
-        &["--piece-entries", "25", "--iops-limit", "100"],
-    )
-    .stdout(std::process::Stdio::null())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
-    let landed = || {
-        walkdir::WalkDir::new(dst.path())
+        let dst = Tree::new();
+        // 100 operations a second: about 20 s for the whole copy.
+        let mut child = push_std(
+            t,
+            src.path(),
+            dst.path(),
+            &["--piece-entries", "25", "--iops-limit", "100"],
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+        let landed = || {
+            walkdir::WalkDir::new(dst.path())
+                .into_iter()
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_type().is_file() && e.file_name().to_string_lossy().starts_with('f')
+                })
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while landed() < 20 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert!(landed() >= 20, "{t:?}: the copy never began");
+        rustix::process::kill_process(
+            rustix::process::Pid::from_child(&child),
+            rustix::process::Signal::INT,
+        )
+        .unwrap();
+        let stop = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > stop {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        assert_eq!(
+            status.and_then(|s| s.code()),
+            Some(20),
+            "{t:?}: did not stop within 10 s"
+        );
+        let copied = landed();
+        assert!(copied < 800, "{t:?}: the run went on to the end");
+        assert!(
+            temp_files(dst.path()).is_empty(),
+            "{:?}",
+            temp_files(dst.path())
+        );
+        for e in walkdir::WalkDir::new(dst.path())
             .into_iter()
             .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_file() && e.file_name().to_string_lossy().starts_with('f'))
-            .count()
-    };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while landed() < 20 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        {
+            let rel = e.path().strip_prefix(dst.path()).unwrap();
+            if e.file_type().is_file() && !rel.starts_with(".fsync-repl") {
+                assert_eq!(
+                    std::fs::read(e.path()).unwrap(),
+                    src.read(rel),
+                    "{}",
+                    rel.display()
+                );
+            }
+        }
+        // The next run completes the replica.
+        push_ok(t, src.path(), dst.path(), &[]);
+        assert_same_tree(src.path(), dst.path());
+        assert_same_dirs(src.path(), dst.path());
     }
-    assert!(landed() >= 20, "the copy never began");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let stop = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
-        }
-        if std::time::Instant::now() > stop {
-            let _ = child.kill();
-            break None;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(20),
-        "did not stop within 10 s"
-    );
-    let copied = landed();
-    assert!(copied < 800, "the run went on to the end");
-    assert!(
-        temp_files(dst.path()).is_empty(),
-        "{:?}",
-        temp_files(dst.path())
-    );
-    for e in walkdir::WalkDir::new(dst.path())
-        .into_iter()
-        .filter_map(|e| e.ok())
-    {
-        let rel = e.path().strip_prefix(dst.path()).unwrap();
-        if e.file_type().is_file() && !rel.starts_with(".fsync-repl") {
-            assert_eq!(
-                std::fs::read(e.path()).unwrap(),
-                src.read(rel),
-                "{}",
-                rel.display()
-            );
-        }
-    }
-    // The next run completes the replica.
-    push_ok(Transport::Local, src.path(), dst.path(), &[]);
-    assert_same_tree(src.path(), dst.path());
-    assert_same_dirs(src.path(), dst.path());
 }
 
 /// A replica whose listing holds a file a new one may be a move of is not copied in

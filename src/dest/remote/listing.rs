@@ -75,19 +75,9 @@ impl RemoteDest {
                 if let Some(t) = &src_opts.throttle {
                     t.op();
                 }
-                let st =
-                    rustix::fs::statat(src, IGNORE_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                        .ok();
-                st.map(|st| {
-                    (
-                        st.st_ino,
-                        st.st_size,
-                        st.st_mtime,
-                        st.st_mtime_nsec,
-                        st.st_ctime,
-                        st.st_ctime_nsec,
-                    )
-                })
+                rustix::fs::statat(src, IGNORE_FILE, rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
+                    .ok()
+                    .map(|st| crate::source::fingerprint(&st))
             })
         };
         let rules_before = rules();
